@@ -1,0 +1,54 @@
+//! claims-svc: the benefits citizens can claim (the COVID-19 indemnities of DL 18/2020 first),
+//! the claims themselves, the spending ceilings that bound them, and their payment.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+
+pub use config::Config;
+
+use sportello_platform::client;
+use sportello_platform::db::Migrations;
+use sportello_platform::health::Dependency;
+use sportello_proto::claims::v1::claims_service_server::ClaimsServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// Runs claims-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Claims look citizens up in identity-svc and send receipts through notify-svc.
+    let dependencies = vec![
+        Dependency {
+            service: "sportello.identity.v1.IdentityService".into(),
+            channel: client::channel(&config.identity_url)?,
+        },
+        Dependency {
+            service: "sportello.notify.v1.NotifyService".into(),
+            channel: client::channel(&config.notify_url)?,
+        },
+    ];
+    sportello_platform::server::serve_with_store(
+        "claims",
+        listener,
+        &config.server,
+        &config.store,
+        &MIGRATIONS,
+        dependencies,
+        shutdown,
+        |db| ClaimsServiceServer::new(api::Claims::new(store::Store::new(db))),
+    )
+    .await
+}

@@ -1,0 +1,63 @@
+//! The gateway's settings (`[gateway]` in the configuration file).
+
+use serde::{Deserialize, Serialize};
+use sportello_platform::config::{
+    ConfigError, DEFAULT_CLAIMS_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_IDENTITY_LISTEN,
+    DEFAULT_NOTIFY_LISTEN,
+};
+use sportello_platform::server::ServerSettings;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub server: ServerSettings,
+    pub identity_url: String,
+    pub claims_url: String,
+    pub notify_url: String,
+    pub limits: Limits,
+}
+
+/// Bounds that keep the gateway answering under overload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Limits {
+    /// Calls in flight at once across all clients; beyond it calls are refused at once with
+    /// RESOURCE_EXHAUSTED rather than queued.
+    pub max_in_flight: usize,
+    /// The longest deadline a call may have; calls without one get this one.
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 2048,
+            max_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::on(
+                DEFAULT_GATEWAY_LISTEN
+                    .parse()
+                    .expect("valid default address"),
+            ),
+            identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
+            claims_url: format!("http://{DEFAULT_CLAIMS_LISTEN}"),
+            notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file, then the environment (see `sportello_platform::config`).
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        sportello_platform::config::load("gateway", Self::default(), file)
+    }
+}

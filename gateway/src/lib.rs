@@ -1,0 +1,45 @@
+//! gateway: Sportello's only public entry point. A generic gRPC reverse proxy that routes each
+//! call by its package to the backend service that owns it, so a service can add RPCs without
+//! the gateway changing; it serves health (overall and per backend service) and reflection for
+//! the whole contract, bounds concurrency and deadlines, and carries one trace across the hop.
+
+pub mod config;
+pub mod proxy;
+
+pub use config::Config;
+
+use sportello_platform::health::{self, Readiness};
+use sportello_platform::server;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled and in-flight calls have drained.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let backends = proxy::Backends::connect(&config)?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness {
+        own: vec![String::new()],
+        dependencies: backends.dependencies(),
+        mirror: true,
+    };
+    health::starting(&reporter, &readiness).await;
+    tokio::spawn(health::track(
+        reporter,
+        readiness,
+        config.server.health_interval,
+        shutdown.clone(),
+    ));
+    let proxy = proxy::Proxy::new(backends, &config.limits);
+    // Health and reflection are the gateway's own; every other path is somebody else's RPC.
+    let router = Routes::new(health_service)
+        .add_service(server::reflection())
+        .into_axum_router()
+        .fallback_service(proxy);
+    server::run(listener, Routes::from(router), &config.server, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! identity-svc's rules, free of I/O: fiscal codes, PINs, and what a PIN request must contain.
+
+pub mod belfiore;
+pub mod codice_fiscale;
+pub mod pin;
+pub mod pin_request;

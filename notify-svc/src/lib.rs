@@ -1,0 +1,43 @@
+//! notify-svc: accepts messages for citizens (SMS, email, PEC, postal letter) from the other
+//! Sportello services and keeps each one durably until it has been delivered. A message is stored
+//! before `EnqueueMessage` answers, so nothing accepted is ever lost; the caller's idempotency key
+//! makes retries safe.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+
+pub use config::Config;
+
+use sportello_platform::db::Migrations;
+use sportello_proto::notify::v1::notify_service_server::NotifyServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+const MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// Runs notify-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    sportello_platform::server::serve_with_store(
+        "notify",
+        listener,
+        &config.server,
+        &config.store,
+        &MIGRATIONS,
+        Vec::new(),
+        shutdown,
+        |db| NotifyServiceServer::new(api::Notify::new(store::Store::new(db))),
+    )
+    .await
+}

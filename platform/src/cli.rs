@@ -1,0 +1,70 @@
+//! The life of one service process: runtime, telemetry, configuration, listener, signals.
+//! Shared by each service's own binary and by `sportello <service>`.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The line a service prints on stdout once it listens: `sportello-listening <name> <addr>`.
+/// `sportello up` reads it to learn the address of a service started on port 0.
+pub const LISTENING: &str = "sportello-listening";
+
+/// Flags of a service binary run on its own.
+#[derive(Clone, Debug, Default, clap::Parser)]
+pub struct ServiceArgs {
+    /// Configuration file (TOML); default `$SPORTELLO_CONFIG` or `./sportello.toml`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, overriding the configuration (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Parses the command line and runs one service until SIGINT/SIGTERM.
+pub fn run_service<C, Fut>(
+    name: &'static str,
+    load: impl FnOnce(&Path) -> Result<C, crate::config::ConfigError>,
+    listen: impl FnOnce(&C) -> SocketAddr,
+    serve: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let args = <ServiceArgs as clap::Parser>::parse();
+    run_service_with(name, &args, load, listen, serve)
+}
+
+/// Runs one service with the given flags until SIGINT/SIGTERM.
+pub fn run_service_with<C, Fut>(
+    name: &'static str,
+    args: &ServiceArgs,
+    load: impl FnOnce(&Path) -> Result<C, crate::config::ConfigError>,
+    listen: impl FnOnce(&C) -> SocketAddr,
+    serve: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = load(&crate::config::file(args.config.as_deref()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let _telemetry = crate::telemetry::init(&format!("sportello-{name}"))?;
+        let addr = args.listen.unwrap_or_else(|| listen(&config));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{name}: cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "{name} listening");
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{LISTENING} {name} {local}")?;
+            out.flush()?;
+        }
+        serve(config, listener, crate::shutdown::on_signal()).await
+    })
+}

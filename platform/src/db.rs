@@ -1,0 +1,128 @@
+//! Storage: one sqlx `AnyPool` per service, SQLite by default and PostgreSQL when the database URL
+//! says `postgres://`. Queries are written once, portably (`$1` placeholders work on both); on
+//! PostgreSQL each service lives in its own schema so that services never read each other's
+//! tables even when they share a database.
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection, Executor};
+use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Which engine a pool talks to, for the few statements that must differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn of(url: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// A service's migrations, one set per engine (their SQL differs in types and defaults).
+#[derive(Debug)]
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// The SQLite URL of a service's database file inside `data_dir`.
+pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join(format!("{service}.sqlite")).display()
+    )
+}
+
+/// A connected, migrated pool.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// Connects to `url` and runs the migrations. `schema` is the PostgreSQL schema of the service.
+pub async fn open(
+    url: &str,
+    schema: &'static str,
+    migrations: &Migrations,
+    max_connections: u32,
+) -> Result<Database, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of(url);
+    if backend == Backend::Postgres {
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        // Two services starting together may race to create their schemas; the loser's error is
+        // harmless when the schema exists afterwards.
+        let created = conn
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+            .await;
+        if let Err(e) = created {
+            tracing::debug!(error = %e, "CREATE SCHEMA raced");
+        }
+        conn.close().await?;
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                match backend {
+                    Backend::Postgres => {
+                        conn.execute(format!("SET search_path TO {schema}").as_str())
+                            .await?;
+                    }
+                    Backend::Sqlite => {
+                        // WAL lets readers run beside the single writer; the busy timeout makes
+                        // writers queue instead of failing under load.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    let migrator = match backend {
+        Backend::Sqlite => migrations.sqlite,
+        Backend::Postgres => migrations.postgres,
+    };
+    migrator.run(&pool).await?;
+    Ok(Database { pool, backend })
+}
+
+/// Like [`open`], but keeps trying (the database may come up after the service) until it succeeds
+/// or `shutdown` is cancelled.
+pub async fn open_with_retry(
+    url: &str,
+    schema: &'static str,
+    migrations: &Migrations,
+    max_connections: u32,
+    shutdown: &CancellationToken,
+) -> Option<Database> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match open(url, schema, migrations, max_connections).await {
+            Ok(db) => return Some(db),
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "database not ready"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,118 @@
+//! Readiness: a service reports SERVING only once it is ready and the services it calls answer
+//! SERVING themselves, and goes back to NOT_SERVING when one of them stops answering.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// A service this one calls, by its fully-qualified gRPC service name.
+#[derive(Clone, Debug)]
+pub struct Dependency {
+    pub service: String,
+    pub channel: Channel,
+}
+
+/// Asks a dependency for its own health, bounded so that a hung peer counts as down.
+pub async fn is_serving(dep: &Dependency, timeout: Duration) -> bool {
+    let mut client = HealthClient::new(dep.channel.clone());
+    let request = HealthCheckRequest {
+        service: dep.service.clone(),
+    };
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(response)) => response.into_inner().status == WireStatus::Serving as i32,
+        _ => false,
+    }
+}
+
+/// What the readiness loop reports, and on which names.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// Names that are SERVING exactly when every dependency is: "" (the server as a whole) and
+    /// the service's own gRPC service names.
+    pub own: Vec<String>,
+    /// The dependencies to check.
+    pub dependencies: Vec<Dependency>,
+    /// Also publish each dependency's status under its own name (the gateway does, so that a
+    /// client can ask it about any backend service).
+    pub mirror: bool,
+}
+
+/// Sets every name NOT_SERVING; called before the server starts.
+pub async fn starting(reporter: &HealthReporter, readiness: &Readiness) {
+    for name in readiness
+        .own
+        .iter()
+        .chain(readiness.dependencies.iter().map(|d| &d.service))
+    {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// Checks the dependencies every `interval` and publishes the outcome until `shutdown`.
+pub async fn track(
+    reporter: HealthReporter,
+    readiness: Readiness,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let probe_timeout = interval.max(Duration::from_millis(500));
+    let mut last: Option<bool> = None;
+    loop {
+        let results = futures::future::join_all(
+            readiness
+                .dependencies
+                .iter()
+                .map(|dep| is_serving(dep, probe_timeout)),
+        )
+        .await;
+        if readiness.mirror {
+            for (dep, up) in readiness.dependencies.iter().zip(&results) {
+                reporter.set_service_status(&dep.service, status(*up)).await;
+            }
+        }
+        let all_up = results.iter().all(|up| *up);
+        if last != Some(all_up) {
+            for name in &readiness.own {
+                reporter.set_service_status(name, status(all_up)).await;
+            }
+            if all_up {
+                tracing::info!("ready: SERVING");
+            } else {
+                let down: Vec<&str> = readiness
+                    .dependencies
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, up)| !**up)
+                    .map(|(d, _)| d.service.as_str())
+                    .collect();
+                tracing::warn!(?down, "NOT_SERVING: waiting for dependencies");
+            }
+            last = Some(all_up);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    // A draining server should receive no new traffic from load balancers.
+    for name in &readiness.own {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}
+
+fn status(up: bool) -> ServingStatus {
+    if up {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}

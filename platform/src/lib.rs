@@ -1,0 +1,24 @@
+//! What the four Sportello binaries share, and nothing else: telemetry set-up, W3C trace-context
+//! propagation across gRPC hops, the server bootstrap (health, reflection, graceful drain),
+//! readiness of dependencies, storage connection and migrations, layered configuration, and the
+//! helpers that turn domain errors into rich `tonic::Status` values.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
+
+/// Milliseconds since the Unix epoch: the one timestamp format stored by every service, because it
+/// is portable between SQLite and PostgreSQL and sorts correctly as an integer.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

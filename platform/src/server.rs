@@ -1,0 +1,242 @@
+//! The bootstrap every service runs: a tonic server on a listener it is handed, with health and
+//! reflection, traced, that starts answering at once (health says NOT_SERVING while the service
+//! gets ready) and drains in-flight calls within a bound when asked to stop.
+
+use crate::db::{self, Database, Migrations};
+use crate::health::{self, Dependency, Readiness};
+use crate::trace_context::ServerTraceLayer;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tower::{Service, ServiceExt};
+
+/// Settings every server shares.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How long in-flight calls may run on after a stop is requested.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How often the health of the services this one calls is checked.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+}
+
+/// Where a service keeps its data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoreSettings {
+    /// Where SQLite files (and other local state) live when no database URL is given.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; empty means a SQLite file in `data_dir`.
+    pub database_url: String,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+impl ServerSettings {
+    /// Defaults for a service listening on `listen`.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            drain_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> std::io::Result<TcpListener> {
+        TcpListener::bind(self.listen).await
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The database URL of service `name`: the configured one, else its SQLite file in the data
+    /// directory (created if missing).
+    pub fn database_url_for(&self, name: &str) -> std::io::Result<String> {
+        if !self.database_url.trim().is_empty() {
+            return Ok(self.database_url.trim().to_owned());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        Ok(crate::db::sqlite_url(&self.data_dir, name))
+    }
+}
+
+/// The reflection service for the whole Sportello contract, so grpcurl needs no .proto at hand.
+pub fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sportello_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid")
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then lets in-flight calls finish
+/// for at most `drain_timeout`.
+pub async fn run(
+    listener: TcpListener,
+    routes: Routes,
+    settings: &ServerSettings,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        // Tracing wraps everything, so a rejected or failed call still shows in its trace.
+        .layer(ServerTraceLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    tokio::pin!(server);
+    let drain = settings.drain_timeout;
+    tokio::select! {
+        result = &mut server => result,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "in-flight calls still running after the drain timeout; closing");
+            Ok(())
+        }
+    }
+}
+
+/// Starts a storage-backed service: the server answers at once with health NOT_SERVING; the
+/// database is opened and migrated (retrying until it is reachable); then `build` makes the real
+/// service from it, and health follows the `dependencies` from there on. Returns when the server
+/// has drained after `shutdown`.
+pub async fn serve_with_store<S>(
+    name: &'static str,
+    listener: TcpListener,
+    settings: &ServerSettings,
+    store: &StoreSettings,
+    migrations: &Migrations,
+    dependencies: Vec<Dependency>,
+    shutdown: CancellationToken,
+    build: impl FnOnce(Database) -> S,
+) -> anyhow::Result<()>
+where
+    S: NamedService
+        + Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let url = store.database_url_for(name)?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let readiness = Readiness {
+        own: vec![String::new(), S::NAME.to_owned()],
+        dependencies,
+        mirror: false,
+    };
+    health::starting(&reporter, &readiness).await;
+    let app = Deferred::<S>::default();
+    let routes = Routes::new(health_service)
+        .add_service(reflection())
+        .add_service(app.clone());
+    let server = tokio::spawn({
+        let settings = settings.clone();
+        let shutdown = shutdown.clone();
+        async move { run(listener, routes, &settings, shutdown).await }
+    });
+    let opened =
+        db::open_with_retry(&url, name, migrations, store.max_connections, &shutdown).await;
+    if let Some(database) = opened {
+        tracing::info!(backend = ?database.backend, "database ready");
+        app.set(build(database));
+        tokio::spawn(health::track(
+            reporter,
+            readiness,
+            settings.health_interval,
+            shutdown,
+        ));
+    }
+    server.await??;
+    Ok(())
+}
+
+/// A gRPC service that exists before it is ready: it answers UNAVAILABLE until [`Deferred::set`]
+/// hands it the real service (after migrations ran), so the server and its health endpoint can
+/// start at once.
+pub struct Deferred<S> {
+    inner: Arc<OnceLock<S>>,
+}
+
+impl<S> Clone for Deferred<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S> Default for Deferred<S> {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<S> Deferred<S> {
+    /// Makes the real service answer from now on.
+    pub fn set(&self, service: S) {
+        let _ = self.inner.set(service);
+    }
+}
+
+impl<S: NamedService> NamedService for Deferred<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Deferred<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        match self.inner.get() {
+            Some(service) => Box::pin(service.clone().oneshot(req)),
+            None => Box::pin(futures::future::ready(Ok(tonic::Status::unavailable(
+                "the service is starting; retry shortly",
+            )
+            .into_http()))),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `sportello up`: starts one child process per service, in dependency order, wires each to the
+//! addresses the others actually got, prints where everything listens, and on Ctrl-C/SIGTERM
+//! stops them all, letting each drain. If any child dies, the others are stopped too: a suite
+//! with a missing part must not look healthy.
+
+use anyhow::{bail, Context as _};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sportello_platform::cli::LISTENING;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Flags of `sportello up`; each overrides the configuration file and `SPORTELLO_*` variables.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Configuration file (TOML); default `$SPORTELLO_CONFIG` or `./sportello.toml`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the gateway listens (default 127.0.0.1:50051).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for SQLite files and local spools (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `postgres://…` to keep every service in PostgreSQL (one schema each) instead of SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// Start order: each service after the ones it calls.
+const ORDER: [&str; 4] = ["notify", "identity", "claims", "gateway"];
+
+struct Running {
+    name: &'static str,
+    addr: SocketAddr,
+    child: Child,
+}
+
+async fn start(name: &'static str, args: &UpArgs, started: &[Running]) -> anyhow::Result<Running> {
+    let exe = std::env::current_exe().context("locating the sportello binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(name);
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
+    if name == "gateway" {
+        if let Some(listen) = args.listen {
+            cmd.arg("--listen").arg(listen.to_string());
+        }
+    }
+    if let Some(dir) = &args.data_dir {
+        cmd.env("SPORTELLO_DATA_DIR", dir);
+    }
+    if let Some(url) = &args.database_url {
+        cmd.env("SPORTELLO_DATABASE_URL", url);
+    }
+    let section = name.to_ascii_uppercase();
+    for dep in started {
+        cmd.env(
+            format!("SPORTELLO_{section}__{}_URL", dep.name.to_ascii_uppercase()),
+            format!("http://{}", dep.addr),
+        );
+    }
+    // Each child names itself in traces (sportello-identity, …); one name for all would hide
+    // the hops.
+    cmd.env_remove("OTEL_SERVICE_NAME");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    // One terminal, four services: each log line says whose it is.
+    let stderr = child.stderr.take().context("child stderr")?;
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{name:>8} | {line}");
+        }
+    });
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(LISTENING) {
+                let addr = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .context("listening line without address")?;
+                return Ok::<SocketAddr, anyhow::Error>(addr.parse()?);
+            }
+        }
+        bail!("{name} exited before listening")
+    })
+    .await
+    .with_context(|| format!("{name} did not start listening within 30 s"))??;
+    // Keep draining the child's stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Running { name, addr, child })
+}
+
+fn print_banner(running: &[Running]) {
+    for r in running {
+        println!("{LISTENING} {} {}", r.name, r.addr);
+    }
+    let gateway = running.iter().find(|r| r.name == "gateway").map(|r| r.addr);
+    println!();
+    println!("Sportello is up:");
+    for r in running {
+        let role = if r.name == "gateway" {
+            "  <- public entry point"
+        } else {
+            ""
+        };
+        println!("  {:<9} {}{role}", r.name, r.addr);
+    }
+    if let Some(gw) = gateway {
+        println!();
+        println!("Try:");
+        println!("  grpcurl -plaintext {gw} list");
+        println!("  grpcurl -plaintext {gw} sportello.claims.v1.ClaimsService/ListBenefits");
+        println!("  grpcurl -plaintext {gw} grpc.health.v1.Health/Check");
+    }
+    println!();
+    println!("Ctrl-C stops everything.");
+}
+
+async fn stop_all(running: &mut [Running]) {
+    for r in running.iter() {
+        if let Some(pid) = r.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for r in running.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(15), r.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("{} did not stop in time; killing it", r.name);
+                let _ = r.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Waits until some child exits; returns its name and status.
+async fn first_exit(
+    running: &mut [Running],
+) -> (&'static str, std::io::Result<std::process::ExitStatus>) {
+    let waits = running.iter_mut().map(|r| {
+        let name = r.name;
+        Box::pin(async move { (name, r.child.wait().await) })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut running: Vec<Running> = Vec::new();
+        for name in ORDER {
+            match start(name, &args, &running).await {
+                Ok(r) => running.push(r),
+                Err(e) => {
+                    stop_all(&mut running).await;
+                    return Err(e);
+                }
+            }
+        }
+        print_banner(&running);
+        let outcome = tokio::select! {
+            _ = sportello_platform::shutdown::signal() => Ok(()),
+            (name, status) = first_exit(&mut running) => {
+                Err(anyhow::anyhow!("{name} stopped unexpectedly ({status:?}); stopping the suite"))
+            }
+        };
+        stop_all(&mut running).await;
+        println!("Sportello stopped.");
+        outcome
+    })
+}

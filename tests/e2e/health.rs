@@ -1,0 +1,91 @@
+//! Health: NOT_SERVING until a service is ready and what it calls answers, SERVING after, and
+//! NOT_SERVING again for a backend that goes away.
+
+use crate::helpers::*;
+use tonic_health::pb::health_check_response::ServingStatus::{NotServing, Serving};
+
+#[tokio::test]
+async fn every_service_is_not_serving_until_the_services_it_calls_answer() {
+    let db = TestDb::new().await;
+    let ports = Ports::reserve().await;
+    let addrs = [
+        ports.gateway.1,
+        ports.identity.1,
+        ports.claims.1,
+        ports.notify.1,
+    ];
+    let c = Configs::new(&db, addrs);
+
+    // Start from the top: each service comes up with nothing below it answering.
+    let gateway = Running::start(ports.gateway, |l, s| gateway::serve(c.gateway, l, s));
+    wait_for_status(gateway.addr, "", NotServing).await;
+    wait_for_status(gateway.addr, IDENTITY, NotServing).await;
+
+    let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
+    wait_for_status(claims.addr, "", NotServing).await;
+    wait_for_status(claims.addr, CLAIMS, NotServing).await;
+
+    let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
+    wait_for_status(identity.addr, IDENTITY, NotServing).await;
+
+    let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
+    for (addr, service) in [
+        (notify.addr, NOTIFY),
+        (identity.addr, IDENTITY),
+        (claims.addr, CLAIMS),
+        (gateway.addr, ""),
+        (gateway.addr, IDENTITY),
+        (gateway.addr, CLAIMS),
+        (gateway.addr, NOTIFY),
+    ] {
+        wait_for_status(addr, service, Serving).await;
+    }
+    for r in [gateway, claims, identity, notify] {
+        r.shut_down().await;
+    }
+}
+
+#[tokio::test]
+async fn a_service_is_not_serving_until_its_database_is_ready() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_yet = dir.path().join("not-yet");
+    let (listener, addr) = listener().await;
+    let config = notify_svc::Config {
+        server: server_settings(),
+        store: sportello_platform::server::StoreSettings {
+            database_url: sportello_platform::db::sqlite_url(&not_yet, "notify"),
+            ..Default::default()
+        },
+    };
+    let notify = Running::start((listener, addr), |l, s| notify_svc::serve(config, l, s));
+    wait_for_status(addr, NOTIFY, NotServing).await;
+    // The database cannot be opened while its directory is missing; once it appears, the
+    // service migrates it and becomes ready without a restart.
+    std::fs::create_dir_all(&not_yet).expect("mkdir");
+    wait_for_status(addr, NOTIFY, Serving).await;
+    notify.shut_down().await;
+}
+
+#[tokio::test]
+async fn the_gateway_reports_a_stopped_backend_as_not_serving() {
+    let suite = spawn_suite().await;
+    wait_for_status(suite.gateway.addr, CLAIMS, Serving).await;
+    let Suite {
+        gateway,
+        identity,
+        claims,
+        notify,
+        ..
+    } = suite;
+    claims.shut_down().await;
+    wait_for_status(gateway.addr, CLAIMS, NotServing).await;
+    wait_for_status(gateway.addr, "", NotServing).await;
+    assert_eq!(
+        health_of(gateway.addr, IDENTITY).await,
+        Some(Serving),
+        "the others stay up"
+    );
+    for r in [gateway, identity, notify] {
+        r.shut_down().await;
+    }
+}

@@ -1,0 +1,309 @@
+//! `spawn_suite()` and friends: a fresh database per test, every service on its own port.
+
+use sportello_platform::server::{ServerSettings, StoreSettings};
+use sqlx::{AnyPool, Connection, Executor};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub const IDENTITY: &str = "sportello.identity.v1.IdentityService";
+pub const CLAIMS: &str = "sportello.claims.v1.ClaimsService";
+pub const NOTIFY: &str = "sportello.notify.v1.NotifyService";
+
+/// A database for one test: a temporary directory of SQLite files, or a new PostgreSQL
+/// database when `SPORTELLO_TEST_DATABASE_URL` points at a server.
+pub struct TestDb {
+    dir: tempfile::TempDir,
+    postgres: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let postgres = match std::env::var("SPORTELLO_TEST_DATABASE_URL") {
+            Ok(admin) if !admin.is_empty() => {
+                sqlx::any::install_default_drivers();
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::AnyConnection::connect(&admin)
+                    .await
+                    .expect("admin connection");
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create db");
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+                Some(format!("{base}/{name}"))
+            }
+            _ => None,
+        };
+        Self { dir, postgres }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The database URL to give service `svc`.
+    pub fn url(&self, svc: &str) -> String {
+        match &self.postgres {
+            Some(url) => url.clone(),
+            None => sportello_platform::db::sqlite_url(self.dir.path(), svc),
+        }
+    }
+
+    /// A pool on the database of `svc`, for the test to look at what the service stored.
+    pub async fn pool(&self, svc: &str) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPool::connect(&self.url(svc)).await.expect("test pool")
+    }
+
+    /// `table` of service `svc`, qualified by its schema where there is one.
+    pub fn table(&self, svc: &str, table: &str) -> String {
+        if self.is_postgres() {
+            format!("{svc}.{table}")
+        } else {
+            table.to_owned()
+        }
+    }
+
+    pub async fn count(&self, svc: &str, table: &str, filter: &str) -> i64 {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {filter}",
+            self.table(svc, table)
+        );
+        sqlx::query_scalar::<_, i64>(&sql)
+            .fetch_one(&self.pool(svc).await)
+            .await
+            .expect("count")
+    }
+}
+
+/// Settings for a server in a test: quick health checks, short drain.
+pub fn server_settings() -> ServerSettings {
+    let mut s = ServerSettings::on("127.0.0.1:0".parse().expect("addr"));
+    s.health_interval = Duration::from_millis(100);
+    s.drain_timeout = Duration::from_secs(2);
+    s
+}
+
+pub fn store_settings(db: &TestDb, svc: &str) -> StoreSettings {
+    StoreSettings {
+        database_url: db.url(svc),
+        ..StoreSettings::default()
+    }
+}
+
+pub async fn listener() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    (l, a)
+}
+
+pub fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// The addresses of the four services, reserved before any starts.
+pub struct Ports {
+    pub gateway: (TcpListener, SocketAddr),
+    pub identity: (TcpListener, SocketAddr),
+    pub claims: (TcpListener, SocketAddr),
+    pub notify: (TcpListener, SocketAddr),
+}
+
+impl Ports {
+    pub async fn reserve() -> Self {
+        Self {
+            gateway: listener().await,
+            identity: listener().await,
+            claims: listener().await,
+            notify: listener().await,
+        }
+    }
+}
+
+/// Every service's configuration, wired to the others' addresses.
+pub struct Configs {
+    pub gateway: gateway::Config,
+    pub identity: identity_svc::Config,
+    pub claims: claims_svc::Config,
+    pub notify: notify_svc::Config,
+}
+
+impl Configs {
+    pub fn new(db: &TestDb, addrs: [SocketAddr; 4]) -> Self {
+        let [gateway_addr, identity_addr, claims_addr, notify_addr] = addrs;
+        let mut gateway = gateway::Config {
+            server: server_settings(),
+            ..Default::default()
+        };
+        gateway.server.listen = gateway_addr;
+        gateway.identity_url = url(identity_addr);
+        gateway.claims_url = url(claims_addr);
+        gateway.notify_url = url(notify_addr);
+        let mut identity = identity_svc::Config {
+            server: server_settings(),
+            store: store_settings(db, "identity"),
+            ..Default::default()
+        };
+        identity.notify_url = url(notify_addr);
+        let mut claims = claims_svc::Config {
+            server: server_settings(),
+            store: store_settings(db, "claims"),
+            ..Default::default()
+        };
+        claims.identity_url = url(identity_addr);
+        claims.notify_url = url(notify_addr);
+        let notify = notify_svc::Config {
+            server: server_settings(),
+            store: store_settings(db, "notify"),
+        };
+        Self {
+            gateway,
+            identity,
+            claims,
+            notify,
+        }
+    }
+}
+
+/// A service running in this test, stoppable on its own.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn start<F>(
+        (listener, addr): (TcpListener, SocketAddr),
+        serve: impl FnOnce(TcpListener, CancellationToken) -> F,
+    ) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, stop.clone()));
+        Self { addr, stop, task }
+    }
+
+    /// Stops the service and waits until it has drained.
+    pub async fn shut_down(self) {
+        self.stop.cancel();
+        self.task.await.expect("task").expect("clean shutdown");
+    }
+}
+
+/// The whole suite, in this process.
+pub struct Suite {
+    pub db: TestDb,
+    pub gateway: Running,
+    pub identity: Running,
+    pub claims: Running,
+    pub notify: Running,
+}
+
+pub async fn spawn_suite() -> Suite {
+    let db = TestDb::new().await;
+    let ports = Ports::reserve().await;
+    let c = Configs::new(
+        &db,
+        [
+            ports.gateway.1,
+            ports.identity.1,
+            ports.claims.1,
+            ports.notify.1,
+        ],
+    );
+    let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
+    let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
+    let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
+    let gateway = Running::start(ports.gateway, |l, s| gateway::serve(c.gateway, l, s));
+    let suite = Suite {
+        db,
+        gateway,
+        identity,
+        claims,
+        notify,
+    };
+    wait_for_status(suite.gateway.addr, "", ServingStatus::Serving).await;
+    suite
+}
+
+impl Suite {
+    pub async fn gateway_channel(&self) -> Channel {
+        connect(self.gateway.addr).await
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(url(addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The health status `addr` reports for `service`, or None if it does not answer.
+pub async fn health_of(addr: SocketAddr, service: &str) -> Option<ServingStatus> {
+    let channel = Channel::from_shared(url(addr))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1));
+    let channel = channel.connect().await.ok()?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(1),
+        HealthClient::new(channel).check(HealthCheckRequest {
+            service: service.into(),
+        }),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// Polls until `cond` holds, failing the test after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn wait_for_status(addr: SocketAddr, service: &str, status: ServingStatus) {
+    eventually(
+        &format!("{addr} {service:?} to be {status:?}"),
+        Duration::from_secs(20),
+        || async { health_of(addr, service).await == Some(status) },
+    )
+    .await;
+}
+
+/// A complete, valid PIN request for Mario Rossi, with `fiscal_code`.
+pub fn pin_request(fiscal_code: &str) -> sportello_proto::identity::v1::RequestPinRequest {
+    use sportello_proto::identity::v1 as id;
+    id::RequestPinRequest {
+        fiscal_code: fiscal_code.into(),
+        contacts: Some(id::Contacts {
+            mobile_phone: "+39 333 1234567".into(),
+            email: "mario.rossi@example.it".into(),
+            ..Default::default()
+        }),
+        first_half_channel: id::DeliveryChannel::Sms as i32,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the whole suite: real gRPC over TCP on 127.0.0.1 port 0, real databases
+//! (SQLite files, or PostgreSQL when `SPORTELLO_TEST_DATABASE_URL` is set), real processes where
+//! the test is about processes.
+
+mod collector;
+mod health;
+mod helpers;
+mod pin_request;
+mod reflection;
+mod tracing_across_services;

@@ -1,0 +1,201 @@
+//! The one real path of the foundation: a PIN request through the gateway, stored by
+//! identity-svc, its first half stored as a message by notify-svc; and bad input refused.
+
+use crate::helpers::*;
+use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
+use sportello_proto::claims::v1::ListBenefitsRequest;
+use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use sqlx::Row;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test]
+async fn a_pin_request_through_the_gateway_stores_the_request_and_the_first_half_message() {
+    let suite = spawn_suite().await;
+    let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
+
+    let reply = identity
+        .request_pin(pin_request("RSSMRA85T10A562S"))
+        .await
+        .expect("request accepted")
+        .into_inner();
+    assert!(!reply.request_id.is_empty());
+
+    let db = &suite.db;
+    assert_eq!(
+        db.count(
+            "identity",
+            "pin_requests",
+            "fiscal_code = 'RSSMRA85T10A562S' AND outcome = 'ISSUED'"
+        )
+        .await,
+        1
+    );
+    let pool = db.pool("identity").await;
+    let citizen = sqlx::query(&format!(
+        "SELECT pin_state, pin_hash, simplified_hash FROM {} WHERE fiscal_code = 'RSSMRA85T10A562S'",
+        db.table("identity", "citizens")
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("citizen row");
+    assert_eq!(citizen.get::<String, _>("pin_state"), "ISSUED");
+    assert!(citizen
+        .get::<String, _>("pin_hash")
+        .starts_with("$argon2id$"));
+    assert!(citizen
+        .get::<String, _>("simplified_hash")
+        .starts_with("$argon2id$"));
+
+    let pool = db.pool("notify").await;
+    let message = sqlx::query(&format!(
+        "SELECT channel, address, template, status, secret_params FROM {} WHERE fiscal_code = 'RSSMRA85T10A562S'",
+        db.table("notify", "messages")
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("message row");
+    assert_eq!(message.get::<String, _>("template"), "PIN_FIRST_HALF");
+    assert_eq!(message.get::<String, _>("channel"), "SMS");
+    assert_eq!(message.get::<String, _>("status"), "QUEUED");
+    let secrets: String = message.get("secret_params");
+    assert!(
+        secrets.contains("pin_half"),
+        "the first half travels as a secret parameter"
+    );
+}
+
+#[tokio::test]
+async fn a_second_request_for_the_same_citizen_gets_the_same_neutral_answer() {
+    let suite = spawn_suite().await;
+    let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
+    let first = identity
+        .request_pin(pin_request("RSSMRA85T10A562S"))
+        .await
+        .expect("first")
+        .into_inner();
+    let second = identity
+        .request_pin(pin_request("RSSMRA85T10A562S"))
+        .await
+        .expect("second")
+        .into_inner();
+    assert_eq!(
+        first.message, second.message,
+        "nothing tells a caller the CF is registered"
+    );
+    assert_eq!(
+        suite
+            .db
+            .count("notify", "messages", "template = 'PIN_ALREADY_ISSUED'")
+            .await,
+        1,
+        "the email on file is told instead"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_fiscal_code_is_invalid_argument_naming_the_field() {
+    let suite = spawn_suite().await;
+    let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
+
+    for bad in [
+        "RSSMRA85T10A562",
+        "RSSMRA85T10A562T",
+        "not a fiscal code",
+        "",
+    ] {
+        let status = identity
+            .request_pin(pin_request(bad))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+        let violations = status
+            .get_details_bad_request()
+            .expect("BadRequest details")
+            .field_violations;
+        assert_eq!(violations.len(), 1, "{bad:?}: {violations:?}");
+        assert_eq!(violations[0].field, "fiscal_code");
+        assert!(
+            !status.message().contains(bad) || bad.is_empty(),
+            "input not echoed"
+        );
+    }
+    assert_eq!(
+        suite.db.count("identity", "pin_requests", "1 = 1").await,
+        0,
+        "nothing half-written"
+    );
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 0);
+}
+
+#[tokio::test]
+async fn missing_contacts_are_reported_field_by_field() {
+    let suite = spawn_suite().await;
+    let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
+    let mut req = pin_request("RSSMRA85T10A562S");
+    req.contacts = None;
+    let status = identity.request_pin(req).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert!(fields.contains(&"contacts".to_owned()), "{fields:?}");
+}
+
+#[tokio::test]
+async fn the_six_covid_benefits_are_listed_through_the_gateway() {
+    let suite = spawn_suite().await;
+    let mut claims = ClaimsServiceClient::new(suite.gateway_channel().await);
+    let benefits = claims
+        .list_benefits(ListBenefitsRequest {})
+        .await
+        .expect("listed")
+        .into_inner()
+        .benefits;
+    let codes: Vec<&str> = benefits.iter().map(|b| b.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "PROFESSIONISTI_COCOCO",
+            "AUTONOMI_AGO",
+            "STAGIONALI_TURISMO",
+            "AGRICOLI",
+            "SPETTACOLO",
+            "BONUS_BABY_SITTING"
+        ]
+    );
+    assert!(benefits.iter().all(|b| b.amount_cents == 60_000));
+    assert_eq!(
+        benefits[0].ceiling_cents, 20_340_000_000,
+        "€203.4 M for art. 27"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_service_through_the_gateway_is_unimplemented() {
+    let suite = spawn_suite().await;
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(suite.gateway_channel().await);
+    // The health client aimed at a path no backend owns: build the call by hand.
+    let channel = suite.gateway_channel().await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/acme.unknown.v1.Nothing/Do");
+    let codec = tonic_prost::ProstCodec::<ListBenefitsRequest, ListBenefitsRequest>::default();
+    let status = grpc
+        .unary(tonic::Request::new(ListBenefitsRequest {}), path, codec)
+        .await
+        .expect_err("no such service");
+    assert_eq!(status.code(), Code::Unimplemented);
+    // The gateway is still fine afterwards.
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("healthy");
+}
