@@ -11,6 +11,7 @@ pub use config::Config;
 
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
+use sportello_platform::server::Storage;
 use sportello_platform::health::Dependency;
 use sportello_proto::claims::v1::claims_service_server::ClaimsServiceServer;
 use tokio::net::TcpListener;
@@ -41,11 +42,9 @@ pub async fn serve(
         },
     ];
     sportello_platform::server::serve_with_store(
-        "claims",
+        Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
         listener,
         &config.server,
-        &config.store,
-        &MIGRATIONS,
         dependencies,
         shutdown,
         |db| ClaimsServiceServer::new(api::Claims::new(store::Store::new(db))),

@@ -12,6 +12,7 @@ pub mod store;
 pub use config::Config;
 
 use sportello_platform::db::Migrations;
+use sportello_platform::server::Storage;
 use sportello_proto::notify::v1::notify_service_server::NotifyServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,11 +31,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     sportello_platform::server::serve_with_store(
-        "notify",
+        Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         listener,
         &config.server,
-        &config.store,
-        &MIGRATIONS,
         Vec::new(),
         shutdown,
         |db| NotifyServiceServer::new(api::Notify::new(store::Store::new(db))),

@@ -119,16 +119,23 @@ pub async fn run(
     }
 }
 
+/// The database a service owns: its name (also its PostgreSQL schema), where it is, and the
+/// migrations that shape it.
+#[derive(Clone, Copy, Debug)]
+pub struct Storage<'a> {
+    pub name: &'static str,
+    pub settings: &'a StoreSettings,
+    pub migrations: &'a Migrations,
+}
+
 /// Starts a storage-backed service: the server answers at once with health NOT_SERVING; the
 /// database is opened and migrated (retrying until it is reachable); then `build` makes the real
 /// service from it, and health follows the `dependencies` from there on. Returns when the server
 /// has drained after `shutdown`.
 pub async fn serve_with_store<S>(
-    name: &'static str,
+    storage: Storage<'_>,
     listener: TcpListener,
     settings: &ServerSettings,
-    store: &StoreSettings,
-    migrations: &Migrations,
     dependencies: Vec<Dependency>,
     shutdown: CancellationToken,
     build: impl FnOnce(Database) -> S,
@@ -145,6 +152,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let Storage { name, settings: store, migrations } = storage;
     let url = store.database_url_for(name)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness {
