@@ -11,8 +11,8 @@ pub use config::Config;
 
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
-use sportello_platform::server::Storage;
 use sportello_platform::health::Dependency;
+use sportello_platform::server::Storage;
 use sportello_proto::claims::v1::claims_service_server::ClaimsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,11 @@ pub async fn serve(
         },
     ];
     sportello_platform::server::serve_with_store(
-        Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
+        Storage {
+            name: "claims",
+            settings: &config.store,
+            migrations: &MIGRATIONS,
+        },
         listener,
         &config.server,
         dependencies,

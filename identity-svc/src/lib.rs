@@ -13,8 +13,8 @@ pub use config::Config;
 
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
-use sportello_platform::server::Storage;
 use sportello_platform::health::Dependency;
+use sportello_platform::server::Storage;
 use sportello_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use tokio::net::TcpListener;
@@ -40,7 +40,11 @@ pub async fn serve(
         channel: notify.clone(),
     }];
     sportello_platform::server::serve_with_store(
-        Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
+        Storage {
+            name: "identity",
+            settings: &config.store,
+            migrations: &MIGRATIONS,
+        },
         listener,
         &config.server,
         dependencies,

@@ -31,7 +31,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     sportello_platform::server::serve_with_store(
-        Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
+        Storage {
+            name: "notify",
+            settings: &config.store,
+            migrations: &MIGRATIONS,
+        },
         listener,
         &config.server,
         Vec::new(),

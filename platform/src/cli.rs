@@ -48,7 +48,12 @@ pub fn run_service_with<C, Fut>(
 where
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = load(&crate::config::file(args.config.as_deref()))?;
+    let config = load(&crate::config::file(args.config.as_deref())).map_err(|e| {
+        anyhow::anyhow!(
+            "{name}: invalid configuration: {}",
+            crate::config::describe(&e)
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

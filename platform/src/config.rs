@@ -7,6 +7,7 @@
 //! `SPORTELLO_DATA_DIR`, `SPORTELLO_DATABASE_URL`, and a service's are
 //! `SPORTELLO_<SERVICE>__<KEY>` (e.g. `SPORTELLO_GATEWAY__LISTEN=0.0.0.0:50051`).
 
+use crate::server::{ServerSettings, StoreSettings};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
@@ -34,6 +35,19 @@ pub fn file(named: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sportello.toml"))
 }
 
+/// An error message that names the offending key, for people fixing their configuration.
+pub fn describe(err: &figment::Error) -> String {
+    let mut shown = err.to_string();
+    if !err.path.is_empty() {
+        shown.push_str(&format!(" (key `{}`", err.path.join(".")));
+        if let Some(meta) = &err.metadata {
+            shown.push_str(&format!(", from {}", meta.name));
+        }
+        shown.push(')');
+    }
+    shown
+}
+
 /// Loads the settings of service `section` (e.g. "identity") over `defaults`.
 pub fn load<T>(section: &str, defaults: T, file: &Path) -> Result<T, ConfigError>
 where
@@ -48,9 +62,110 @@ where
             figment = figment.merge(Serialized::default(key, value));
         }
     }
-    figment
+    let figment = figment
         .merge(Figment::from(Toml::file(file)).focus(section))
-        .merge(Env::prefixed(&prefix))
-        .extract()
-        .map_err(Box::new)
+        .merge(Env::prefixed(&prefix).split("__"));
+    figment.extract().map_err(|err| {
+        // serde's `flatten` forgets which key failed; the shared settings, extracted on their
+        // own, name it.
+        if err.path.is_empty() {
+            let precise = [
+                figment.extract::<ServerSettings>().err(),
+                figment.extract::<StoreSettings>().err(),
+            ];
+            if let Some(precise) = precise.into_iter().flatten().find(|e| !e.path.is_empty()) {
+                return Box::new(precise);
+            }
+        }
+        Box::new(err)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Service {
+        #[serde(flatten)]
+        server: ServerSettings,
+        #[serde(flatten)]
+        store: StoreSettings,
+        peer_url: String,
+    }
+
+    fn defaults() -> Service {
+        Service {
+            server: ServerSettings::on(DEFAULT_IDENTITY_LISTEN.parse().expect("addr")),
+            store: StoreSettings::default(),
+            peer_url: "http://default".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        figment::Jail::expect_with(|_jail| {
+            let c = load("identity", defaults(), Path::new("sportello.toml")).expect("load");
+            assert_eq!(c.server.listen.to_string(), DEFAULT_IDENTITY_LISTEN);
+            assert_eq!(c.store.data_dir, PathBuf::from("data"));
+            assert!(c.store.database_url.is_empty(), "SQLite by default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sportello.toml",
+                r#"
+                data_dir = "/srv/sportello"
+                database_url = "postgres://file/db"
+                [identity]
+                listen = "127.0.0.1:6000"
+                drain_timeout = "3s"
+                peer_url = "http://from-file"
+                [claims]
+                listen = "127.0.0.1:6001"
+                "#,
+            )?;
+            jail.set_env("SPORTELLO_DATABASE_URL", "postgres://env/db");
+            jail.set_env("SPORTELLO_IDENTITY__PEER_URL", "http://from-env");
+            jail.set_env("SPORTELLO_CLAIMS__PEER_URL", "http://not-mine");
+            let c = load("identity", defaults(), Path::new("sportello.toml")).expect("load");
+            assert_eq!(
+                c.server.listen.to_string(),
+                "127.0.0.1:6000",
+                "file over default"
+            );
+            assert_eq!(c.server.drain_timeout, Duration::from_secs(3));
+            assert_eq!(
+                c.store.data_dir,
+                PathBuf::from("/srv/sportello"),
+                "shared key from file"
+            );
+            assert_eq!(
+                c.store.database_url, "postgres://env/db",
+                "environment over file"
+            );
+            assert_eq!(
+                c.peer_url, "http://from-env",
+                "a service reads only its own section"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SPORTELLO_IDENTITY__LISTEN", "not an address");
+            let err = load("identity", defaults(), Path::new("sportello.toml")).expect_err("bad");
+            let shown = describe(&err);
+            assert!(shown.contains("listen"), "{shown}");
+            Ok(())
+        });
+    }
 }

@@ -152,7 +152,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let Storage { name, settings: store, migrations } = storage;
+    let Storage {
+        name,
+        settings: store,
+        migrations,
+    } = storage;
     let url = store.database_url_for(name)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness {
