@@ -65,12 +65,7 @@ impl Figures {
 async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        out.push(
-            Endpoint::from_shared(url.to_owned())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        out.push(Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await?);
     }
     Ok(out)
 }
@@ -98,12 +93,8 @@ async fn drive(url: &str, args: &BenchArgs, run_for: Duration) -> anyhow::Result
             })
         })
         .collect();
-    let mut figures = Figures {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
+    let mut figures =
+        Figures { ok: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new() };
     for w in workers {
         let (ok, errors, lat) = w.await?;
         figures.ok += ok;
@@ -130,9 +121,7 @@ async fn measure(label: &str, url: &str, args: &BenchArgs) -> anyhow::Result<Fig
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         println!(
             "{:?}: {} concurrent clients over {} connections, {:?} per target (after {:?} warm-up)",
@@ -144,10 +133,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         let direct = measure("direct", &args.direct, &args).await?;
         let gateway = measure("gateway", &args.gateway, &args).await?;
-        println!(
-            "gateway/direct throughput: {:.1}%",
-            100.0 * gateway.rate() / direct.rate()
-        );
+        println!("gateway/direct throughput: {:.1}%", 100.0 * gateway.rate() / direct.rate());
         Ok(())
     })
 }

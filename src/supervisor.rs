@@ -68,10 +68,7 @@ async fn start(name: &'static str, args: &UpArgs, started: &[Running]) -> anyhow
     // Each child names itself in traces (sportello-identity, …); one name for all would hide
     // the hops.
     cmd.env_remove("OTEL_SERVICE_NAME");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     // One terminal, four services: each log line says whose it is.
     let stderr = child.stderr.take().context("child stderr")?;
@@ -86,10 +83,8 @@ async fn start(name: &'static str, args: &UpArgs, started: &[Running]) -> anyhow
     let addr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.strip_prefix(LISTENING) {
-                let addr = rest
-                    .split_whitespace()
-                    .nth(1)
-                    .context("listening line without address")?;
+                let addr =
+                    rest.split_whitespace().nth(1).context("listening line without address")?;
                 return Ok::<SocketAddr, anyhow::Error>(addr.parse()?);
             }
         }
@@ -110,11 +105,7 @@ fn print_banner(running: &[Running]) {
     println!();
     println!("Sportello is up:");
     for r in running {
-        let role = if r.name == "gateway" {
-            "  <- public entry point"
-        } else {
-            ""
-        };
+        let role = if r.name == "gateway" { "  <- public entry point" } else { "" };
         println!("  {:<9} {}{role}", r.name, r.addr);
     }
     if let Some(gw) = gateway {
@@ -157,9 +148,7 @@ async fn first_exit(
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let mut running: Vec<Running> = Vec::new();
         for name in ORDER {

@@ -23,9 +23,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::on(
-                DEFAULT_CLAIMS_LISTEN
-                    .parse()
-                    .expect("valid default address"),
+                DEFAULT_CLAIMS_LISTEN.parse().expect("valid default address"),
             ),
             store: StoreSettings::default(),
             identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),

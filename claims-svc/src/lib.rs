@@ -13,16 +13,14 @@ use sportello_platform::client;
 use sportello_platform::db::Migrations;
 use sportello_platform::health::Dependency;
 use sportello_platform::server::Storage;
-use sportello_proto::claims::v1::claims_service_server::ClaimsServiceServer;
+use sportello_proto::claims::v1::claims_service_server::{self, ClaimsServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// Runs claims-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
@@ -42,16 +40,13 @@ pub async fn serve(
         },
     ];
     sportello_platform::server::serve_with_store(
-        Storage {
-            name: "claims",
-            settings: &config.store,
-            migrations: &MIGRATIONS,
-        },
+        Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
+        &[claims_service_server::SERVICE_NAME],
         listener,
         &config.server,
         dependencies,
         shutdown,
-        |db| ClaimsServiceServer::new(api::Claims::new(store::Store::new(db))),
+        |db| Routes::new(ClaimsServiceServer::new(api::Claims::new(store::Store::new(db)))),
     )
     .await
 }

@@ -32,10 +32,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_in_flight: 2048,
-            max_deadline: Duration::from_secs(30),
-        }
+        Self { max_in_flight: 2048, max_deadline: Duration::from_secs(30) }
     }
 }
 
@@ -43,9 +40,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::on(
-                DEFAULT_GATEWAY_LISTEN
-                    .parse()
-                    .expect("valid default address"),
+                DEFAULT_GATEWAY_LISTEN.parse().expect("valid default address"),
             ),
             identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
             claims_url: format!("http://{DEFAULT_CLAIMS_LISTEN}"),

@@ -40,16 +40,11 @@ impl Backends {
     pub fn connect(config: &Config) -> Result<Self, tonic::transport::Error> {
         let mut by_domain = HashMap::new();
         for (service, url) in [
-            (
-                "sportello.identity.v1.IdentityService",
-                &config.identity_url,
-            ),
+            ("sportello.identity.v1.IdentityService", &config.identity_url),
             ("sportello.claims.v1.ClaimsService", &config.claims_url),
             ("sportello.notify.v1.NotifyService", &config.notify_url),
         ] {
-            let domain = domain_of(&format!("/{service}/"))
-                .expect("well-formed name")
-                .to_owned();
+            let domain = domain_of(&format!("/{service}/")).expect("well-formed name").to_owned();
             by_domain.insert(domain, (service.to_owned(), client::channel(url)?));
         }
         Ok(Self { by_domain })
@@ -107,9 +102,7 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy")
-            .field("backends", &self.backends.keys())
-            .finish()
+        f.debug_struct("Proxy").field("backends", &self.backends.keys()).finish()
     }
 }
 
@@ -185,10 +178,8 @@ where
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "backend unreachable");
-                    Ok(
-                        Status::unavailable("the service is temporarily unavailable; retry")
-                            .into_http(),
-                    )
+                    Ok(Status::unavailable("the service is temporarily unavailable; retry")
+                        .into_http())
                 }
                 Err(_) => Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
             }
@@ -206,10 +197,7 @@ mod tests {
             domain_of("/sportello.identity.v1.IdentityService/RequestPin"),
             Some("sportello.identity")
         );
-        assert_eq!(
-            domain_of("/sportello.identity.v2.Other/X"),
-            Some("sportello.identity")
-        );
+        assert_eq!(domain_of("/sportello.identity.v2.Other/X"), Some("sportello.identity"));
         assert_eq!(domain_of("/nopackage/X"), None);
         assert_eq!(domain_of(""), None);
     }
@@ -233,9 +221,6 @@ mod tests {
         headers.insert("grpc-timeout", http::HeaderValue::from_static("1H"));
         assert_eq!(effective_deadline(&headers, cap), cap);
         headers.insert("grpc-timeout", http::HeaderValue::from_static("100m"));
-        assert_eq!(
-            effective_deadline(&headers, cap),
-            Duration::from_millis(100)
-        );
+        assert_eq!(effective_deadline(&headers, cap), Duration::from_millis(100));
     }
 }

@@ -1,174 +1,350 @@
-//! The `sportello.identity.v1.IdentityService` handlers: parse the request, apply the rule, map
-//! the outcome.
+//! The tonic handlers of `sportello.identity.v1`: parse the request, call the lifecycle in
+//! `pins`/`contact_center`, map the result. Contact-center calls are audited here, in one place.
 
-use crate::domain::pin::Pin;
+use crate::contact_center::RequestView;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::error::IdentityError;
-use crate::hashing::Hasher;
-use crate::store::{Outcome, RequestRecord, Store};
-use sportello_platform::client::TracedChannel;
+use crate::operator_auth::{operator, Operator};
+use crate::pins::{FiledBy, Pins};
+use crate::store::{Credential, Outcome, PinStage};
+use sportello_platform::mask;
+use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
 use sportello_proto::identity::v1::identity_service_server::IdentityService;
-use sportello_proto::identity::v1::{RequestPinRequest, RequestPinResponse};
-use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
-use sportello_proto::notify::v1::{Channel as NotifyChannel, EnqueueMessageRequest};
-use std::collections::HashMap;
+use sportello_proto::identity::v1::{self as wire, DeliveryChannel};
 use tonic::{Request, Response, Status};
 
 /// The answer to every PIN request, whether or not the fiscal code already holds a PIN, so that
 /// the public RPC reveals nothing about who is registered.
 pub const NEUTRAL_ANSWER: &str = "Richiesta registrata. Riceverà le istruzioni ai recapiti \
     registrati per questo codice fiscale.";
+/// The answer to every recovery start.
+pub const RECOVERY_ANSWER: &str = "Se i dati corrispondono a quelli registrati, riceverà un \
+    codice di conferma via email. Se non ha mai cambiato il PIN iniziale, ne chieda la revoca e \
+    un nuovo PIN.";
 
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn wire_channel(channel: Channel) -> DeliveryChannel {
+    match channel {
+        Channel::Sms => DeliveryChannel::Sms,
+        Channel::Email => DeliveryChannel::Email,
+        Channel::Pec => DeliveryChannel::Pec,
+    }
+}
+
+fn domain_channel(channel: i32) -> Option<Channel> {
+    match DeliveryChannel::try_from(channel) {
+        Ok(DeliveryChannel::Sms) => Some(Channel::Sms),
+        Ok(DeliveryChannel::Email) => Some(Channel::Email),
+        Ok(DeliveryChannel::Pec) => Some(Channel::Pec),
+        _ => None,
+    }
+}
+
+fn wire_outcome(outcome: Outcome) -> wire::PinRequestOutcome {
+    match outcome {
+        Outcome::Issued => wire::PinRequestOutcome::Issued,
+        Outcome::AlreadyHasPin => wire::PinRequestOutcome::AlreadyHasPin,
+    }
+}
+
+fn given_contacts(c: Option<&wire::Contacts>) -> Contacts {
+    let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    let c = c.cloned().unwrap_or_default();
+    Contacts {
+        home_phone: opt(&c.home_phone),
+        mobile_phone: opt(&c.mobile_phone),
+        email: opt(&c.email),
+        pec: opt(&c.pec),
+    }
+}
+
+/// The citizens' RPCs.
 #[derive(Clone, Debug)]
 pub struct Identity {
-    store: Store,
-    hasher: Hasher,
-    notify: NotifyServiceClient<TracedChannel>,
+    pins: Pins,
 }
 
 impl Identity {
-    pub fn new(store: Store, hasher: Hasher, notify: NotifyServiceClient<TracedChannel>) -> Self {
-        Self {
-            store,
-            hasher,
-            notify,
-        }
+    pub fn new(pins: Pins) -> Self {
+        Self { pins }
     }
-
-    async fn enqueue(&self, message: EnqueueMessageRequest) -> Result<String, IdentityError> {
-        self.notify
-            .clone()
-            .enqueue_message(message)
-            .await
-            .map(|r| r.into_inner().message_id)
-            .map_err(|status| IdentityError::Dependency {
-                service: "notify",
-                status,
-            })
-    }
-
-    /// Issues a new initial PIN and sends its first half.
-    async fn issue(&self, request_id: &str, req: &PinRequest) -> Result<Outcome, IdentityError> {
-        let cf = req.fiscal_code.canonical();
-        let pin = Pin::generate_initial();
-        let (full, simplified) = tokio::try_join!(
-            self.hasher.hash(pin.expose().to_owned()),
-            self.hasher.hash(pin.first_half().to_owned()),
-        )?;
-        if !self
-            .store
-            .claim_initial_pin(&cf, &full, &simplified)
-            .await?
-        {
-            return self.already_has_pin(request_id, req).await;
-        }
-        let address = req
-            .contacts
-            .address(req.first_half_channel)
-            .unwrap_or_default();
-        let sent = self
-            .enqueue(EnqueueMessageRequest {
-                idempotency_key: format!("identity:{request_id}:first-half"),
-                fiscal_code: cf.clone(),
-                channel: notify_channel(req.first_half_channel) as i32,
-                address: address.to_owned(),
-                template: "PIN_FIRST_HALF".into(),
-                params: HashMap::new(),
-                secret_params: HashMap::from([(
-                    "pin_half".to_owned(),
-                    pin.first_half().to_owned(),
-                )]),
-            })
-            .await;
-        let message_id = match sent {
-            Ok(id) => id,
-            Err(e) => {
-                self.store.release_initial_pin(&cf, &full).await?;
-                return Err(e);
-            }
-        };
-        self.store
-            .record_request(&RequestRecord {
-                id: request_id,
-                fiscal_code: &cf,
-                outcome: Outcome::Issued,
-                channel: req.first_half_channel,
-                contacts: &req.contacts,
-                first_half_message: Some(&message_id),
-            })
-            .await?;
-        Ok(Outcome::Issued)
-    }
-
-    /// Tells the contacts on file (not the ones in this request, which anyone could have typed)
-    /// that a PIN already exists.
-    async fn already_has_pin(
-        &self,
-        request_id: &str,
-        req: &PinRequest,
-    ) -> Result<Outcome, IdentityError> {
-        let cf = req.fiscal_code.canonical();
-        if let Some(on_file) = self.store.contacts_on_file(&cf).await? {
-            for (channel, address) in written_contacts(&on_file) {
-                self.enqueue(EnqueueMessageRequest {
-                    idempotency_key: format!(
-                        "identity:{request_id}:already-{}",
-                        channel.as_str_name()
-                    ),
-                    fiscal_code: cf.clone(),
-                    channel: channel as i32,
-                    address: address.to_owned(),
-                    template: "PIN_ALREADY_ISSUED".into(),
-                    ..Default::default()
-                })
-                .await?;
-            }
-        }
-        self.store
-            .record_request(&RequestRecord {
-                id: request_id,
-                fiscal_code: &cf,
-                outcome: Outcome::AlreadyHasPin,
-                channel: req.first_half_channel,
-                contacts: &req.contacts,
-                first_half_message: None,
-            })
-            .await?;
-        Ok(Outcome::AlreadyHasPin)
-    }
-}
-
-fn notify_channel(channel: Channel) -> NotifyChannel {
-    match channel {
-        Channel::Sms => NotifyChannel::Sms,
-        Channel::Email => NotifyChannel::Email,
-        Channel::Pec => NotifyChannel::Pec,
-    }
-}
-
-fn written_contacts(c: &Contacts) -> impl Iterator<Item = (NotifyChannel, &str)> {
-    [
-        (NotifyChannel::Email, c.email.as_deref()),
-        (NotifyChannel::Pec, c.pec.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(ch, a)| a.map(|a| (ch, a)))
 }
 
 #[tonic::async_trait]
 impl IdentityService for Identity {
     async fn request_pin(
         &self,
-        request: Request<RequestPinRequest>,
-    ) -> Result<Response<RequestPinResponse>, Status> {
-        let today = chrono::Utc::now().date_naive();
-        let req = PinRequest::parse(request.get_ref(), today).map_err(IdentityError::from)?;
-        let request_id = uuid::Uuid::now_v7().to_string();
-        let outcome = self.issue(&request_id, &req).await?;
+        request: Request<wire::RequestPinRequest>,
+    ) -> Result<Response<wire::RequestPinResponse>, Status> {
+        let req = PinRequest::parse(request.get_ref(), today()).map_err(IdentityError::from)?;
+        let (request_id, outcome) = self.pins.request_pin(&req, FiledBy::Portal).await?;
         tracing::info!(%request_id, fiscal_code = %req.fiscal_code.masked(), ?outcome, "PIN request handled");
-        Ok(Response::new(RequestPinResponse {
-            request_id,
-            message: NEUTRAL_ANSWER.into(),
+        Ok(Response::new(wire::RequestPinResponse { request_id, message: NEUTRAL_ANSWER.into() }))
+    }
+
+    async fn complete_first_access(
+        &self,
+        request: Request<wire::CompleteFirstAccessRequest>,
+    ) -> Result<Response<wire::CompleteFirstAccessResponse>, Status> {
+        let r = request.into_inner();
+        self.pins.complete_first_access(&r.fiscal_code, &r.initial_pin, &r.new_pin).await?;
+        Ok(Response::new(wire::CompleteFirstAccessResponse {}))
+    }
+
+    async fn change_pin(
+        &self,
+        request: Request<wire::ChangePinRequest>,
+    ) -> Result<Response<wire::ChangePinResponse>, Status> {
+        let r = request.into_inner();
+        self.pins.change_pin(&r.fiscal_code, &r.current_pin, &r.new_pin).await?;
+        Ok(Response::new(wire::ChangePinResponse {}))
+    }
+
+    async fn start_pin_recovery(
+        &self,
+        request: Request<wire::StartPinRecoveryRequest>,
+    ) -> Result<Response<wire::StartPinRecoveryResponse>, Status> {
+        let r = request.into_inner();
+        self.pins.start_recovery(&r.fiscal_code, &given_contacts(r.contacts.as_ref())).await?;
+        Ok(Response::new(wire::StartPinRecoveryResponse { message: RECOVERY_ANSWER.into() }))
+    }
+
+    async fn confirm_pin_recovery(
+        &self,
+        request: Request<wire::ConfirmPinRecoveryRequest>,
+    ) -> Result<Response<wire::ConfirmPinRecoveryResponse>, Status> {
+        let r = request.into_inner();
+        self.pins.confirm_recovery(&r.fiscal_code, &r.confirmation_code).await?;
+        Ok(Response::new(wire::ConfirmPinRecoveryResponse {
+            message: "Nuovo PIN inviato in due metà ai recapiti indicati; al primo accesso \
+                      sceglierà il suo PIN definitivo."
+                .into(),
         }))
+    }
+
+    async fn get_pin_request_status(
+        &self,
+        request: Request<wire::GetPinRequestStatusRequest>,
+    ) -> Result<Response<wire::GetPinRequestStatusResponse>, Status> {
+        let r = request.into_inner();
+        let view = self.pins.request_status(&r.fiscal_code, &r.request_id).await?;
+        Ok(Response::new(wire::GetPinRequestStatusResponse {
+            requested_at: Some(timestamp(view.row.created_at)),
+            first_half: view.first_half as i32,
+            second_half: view.second_half as i32,
+        }))
+    }
+}
+
+/// The contact center's RPCs; [`crate::operator_auth::OperatorAuth`] runs before each.
+#[derive(Clone, Debug)]
+pub struct ContactCenter {
+    pins: Pins,
+}
+
+impl ContactCenter {
+    pub fn new(pins: Pins) -> Self {
+        Self { pins }
+    }
+
+    /// Records who did what to which fiscal code, and how it went; then answers. If the audit
+    /// row cannot be written the call fails: no unaudited operator action.
+    async fn audited<T>(
+        &self,
+        who: &Operator,
+        action: &str,
+        fiscal_code: &str,
+        detail: &str,
+        result: Result<T, IdentityError>,
+    ) -> Result<Response<T>, Status> {
+        let outcome = match &result {
+            Ok(_) => "OK".to_owned(),
+            Err(e) => format!("{:?}", e.code()),
+        };
+        let cf: String = fiscal_code.trim().to_ascii_uppercase().chars().take(32).collect();
+        self.pins
+            .store
+            .audit(&who.id, action, &cf, &outcome, detail)
+            .await
+            .map_err(IdentityError::from)?;
+        Ok(Response::new(result?))
+    }
+}
+
+fn pin_state(credential: Option<&Credential>) -> wire::PinState {
+    match credential {
+        None => wire::PinState::None,
+        Some(c) if c.stage == PinStage::Revoked => wire::PinState::Revoked,
+        Some(c) if c.locked => wire::PinState::Locked,
+        Some(c) => match c.stage {
+            PinStage::SimplifiedOnly => wire::PinState::SimplifiedOnly,
+            PinStage::Issued => wire::PinState::Issued,
+            PinStage::Active => wire::PinState::Active,
+            PinStage::Revoked => wire::PinState::Revoked,
+        },
+    }
+}
+
+fn masked(contacts: &Contacts) -> wire::MaskedContacts {
+    let m = |o: &Option<String>| o.as_deref().map(mask::any).unwrap_or_default();
+    wire::MaskedContacts {
+        home_phone: m(&contacts.home_phone),
+        mobile_phone: m(&contacts.mobile_phone),
+        email: m(&contacts.email),
+        pec: m(&contacts.pec),
+    }
+}
+
+fn summary(v: RequestView) -> wire::PinRequestSummary {
+    wire::PinRequestSummary {
+        request_id: v.row.id,
+        fiscal_code: v.row.fiscal_code,
+        requested_at: Some(timestamp(v.row.created_at)),
+        outcome: wire_outcome(v.row.outcome) as i32,
+        first_half_channel: wire_channel(v.row.first_half_channel) as i32,
+        first_half: v.first_half as i32,
+        second_half: v.second_half as i32,
+        validated_by: v.row.validated_by.unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl ContactCenterService for ContactCenter {
+    async fn request_pin_for_caller(
+        &self,
+        request: Request<wire::RequestPinForCallerRequest>,
+    ) -> Result<Response<wire::RequestPinForCallerResponse>, Status> {
+        let who = operator(&request)?;
+        let form = request.into_inner().form.unwrap_or_default();
+        let result = async {
+            let req = PinRequest::parse(&form, today())?;
+            let (request_id, outcome) =
+                self.pins.request_pin(&req, FiledBy::Operator(&who.id)).await?;
+            Ok(wire::RequestPinForCallerResponse {
+                request_id,
+                outcome: wire_outcome(outcome) as i32,
+            })
+        }
+        .await;
+        let detail = result.as_ref().map(|r| r.request_id.clone()).unwrap_or_default();
+        self.audited(&who, "RequestPinForCaller", &form.fiscal_code, &detail, result).await
+    }
+
+    async fn lookup_credential(
+        &self,
+        request: Request<wire::LookupCredentialRequest>,
+    ) -> Result<Response<wire::LookupCredentialResponse>, Status> {
+        let who = operator(&request)?;
+        let cf = request.into_inner().fiscal_code;
+        let result = self.pins.lookup(&cf).await.map(|view| wire::LookupCredentialResponse {
+            pin_state: pin_state(view.credential.as_ref()) as i32,
+            contacts: view.credential.as_ref().map(|c| masked(&c.contacts)),
+            failed_attempts: view.credential.as_ref().map_or(0, |c| c.failed_attempts as i32),
+            requests: view.requests.into_iter().map(summary).collect(),
+        });
+        self.audited(&who, "LookupCredential", &cf, "", result).await
+    }
+
+    async fn list_undelivered_pin_requests(
+        &self,
+        request: Request<wire::ListUndeliveredPinRequestsRequest>,
+    ) -> Result<Response<wire::ListUndeliveredPinRequestsResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self.pins.undelivered(r.page_size, &r.page_token).await.map(|page| {
+            wire::ListUndeliveredPinRequestsResponse {
+                requests: page.requests.into_iter().map(summary).collect(),
+                next_page_token: page.next_page_token,
+            }
+        });
+        self.audited(&who, "ListUndeliveredPinRequests", "*", "", result).await
+    }
+
+    async fn resend_first_half(
+        &self,
+        request: Request<wire::ResendFirstHalfRequest>,
+    ) -> Result<Response<wire::ResendFirstHalfResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self
+            .pins
+            .resend_first_half(
+                &who.id,
+                &r.request_id,
+                r.identity_verified,
+                domain_channel(r.channel),
+                &r.address,
+            )
+            .await;
+        let cf = result.as_ref().map(|(cf, _)| cf.clone()).unwrap_or_default();
+        let result = result.map(|(_, to)| match to {
+            crate::notifier::Destination::Channel(ch, address) => wire::ResendFirstHalfResponse {
+                channel: wire_channel(ch) as i32,
+                masked_address: mask::any(&address),
+            },
+            crate::notifier::Destination::Post(address) => wire::ResendFirstHalfResponse {
+                channel: DeliveryChannel::Unspecified as i32,
+                masked_address: mask::postal(&address),
+            },
+        });
+        self.audited(&who, "ResendFirstHalf", &cf, &format!("request {}", r.request_id), result)
+            .await
+    }
+
+    async fn revoke_pin(
+        &self,
+        request: Request<wire::RevokePinRequest>,
+    ) -> Result<Response<wire::RevokePinResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result =
+            self.pins.revoke(&r.fiscal_code, &r.reason).await.map(|()| wire::RevokePinResponse {});
+        self.audited(&who, "RevokePin", &r.fiscal_code, &r.reason, result).await
+    }
+
+    async fn unlock_pin(
+        &self,
+        request: Request<wire::UnlockPinRequest>,
+    ) -> Result<Response<wire::UnlockPinResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result =
+            self.pins.unlock(&r.fiscal_code, &r.reason).await.map(|()| wire::UnlockPinResponse {});
+        self.audited(&who, "UnlockPin", &r.fiscal_code, &r.reason, result).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<wire::ListAuditEventsRequest>,
+    ) -> Result<Response<wire::ListAuditEventsResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self.pins.audit_trail(&r.fiscal_code, r.page_size, &r.page_token).await.map(
+            |(events, next)| wire::ListAuditEventsResponse {
+                events: events
+                    .into_iter()
+                    .map(|e| wire::AuditEvent {
+                        time: Some(timestamp(e.at)),
+                        operator_id: e.operator_id,
+                        action: e.action,
+                        fiscal_code: e.fiscal_code,
+                        outcome: e.outcome,
+                        detail: e.detail,
+                    })
+                    .collect(),
+                next_page_token: next,
+            },
+        );
+        self.audited(&who, "ListAuditEvents", &r.fiscal_code, "", result).await
     }
 }

@@ -2,9 +2,11 @@
 
 use crate::hashing::HashParams;
 use serde::{Deserialize, Serialize};
-use sportello_platform::config::ConfigError;
+use sportello_platform::config::{ConfigError, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
 use sportello_platform::server::{ServerSettings, StoreSettings};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -16,22 +18,51 @@ pub struct Config {
     pub notify_url: String,
     /// argon2id parameters for PINs.
     pub pin_hash: HashParams,
+    pub pins: PinRules,
+    /// Contact-center operators: operator id → API key (sent as `authorization: Bearer <key>`).
+    /// Until staff sessions exist this is how operators authenticate; empty means no operator
+    /// can call the contact-center RPCs.
+    #[serde(default)]
+    pub operator_api_keys: BTreeMap<String, String>,
+}
+
+/// The PIN lifecycle's tunables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinRules {
+    /// Consecutive wrong PINs that lock the PIN.
+    pub max_failed_attempts: u32,
+    /// How long a first half may take to arrive before operators see the request as stuck.
+    #[serde(with = "humantime_serde")]
+    pub first_half_grace: Duration,
+    /// How long a ripristino confirmation code lives.
+    #[serde(with = "humantime_serde")]
+    pub recovery_code_ttl: Duration,
+    /// Wrong confirmation codes allowed before the recovery must start again.
+    pub recovery_max_attempts: u32,
+}
+
+impl Default for PinRules {
+    fn default() -> Self {
+        Self {
+            max_failed_attempts: 5,
+            first_half_grace: Duration::from_secs(12 * 3600),
+            recovery_code_ttl: Duration::from_secs(15 * 60),
+            recovery_max_attempts: 5,
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::on(
-                sportello_platform::config::DEFAULT_IDENTITY_LISTEN
-                    .parse()
-                    .expect("valid default address"),
+                DEFAULT_IDENTITY_LISTEN.parse().expect("valid default address"),
             ),
             store: StoreSettings::default(),
-            notify_url: format!(
-                "http://{}",
-                sportello_platform::config::DEFAULT_NOTIFY_LISTEN
-            ),
+            notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
             pin_hash: HashParams::default(),
+            pins: PinRules::default(),
+            operator_api_keys: BTreeMap::new(),
         }
     }
 }

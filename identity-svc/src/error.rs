@@ -1,7 +1,7 @@
 //! identity-svc's errors and their one mapping to gRPC statuses.
 
 use crate::hashing::HashError;
-use sportello_platform::error::{retry_later, FieldViolations};
+use sportello_platform::error::{retry_later, with_reason, FieldViolations};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -11,17 +11,37 @@ const DOMAIN: &str = "identity.sportello";
 pub enum IdentityError {
     #[error("invalid request")]
     Invalid(FieldViolations),
+    /// Unknown fiscal code, wrong PIN, locked or revoked PIN: one answer for all, so a caller
+    /// learns nothing about which (the real reason goes to the audit trail and the operators).
+    #[error("invalid credentials")]
+    BadCredentials,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Precondition { reason: &'static str, message: &'static str },
     #[error("too busy")]
     Overloaded,
     #[error("{service} unavailable: {status}")]
-    Dependency {
-        service: &'static str,
-        status: Status,
-    },
+    Dependency { service: &'static str, status: Status },
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl IdentityError {
+    /// The gRPC code this error becomes (also what the audit trail records as the outcome).
+    pub fn code(&self) -> Code {
+        match self {
+            IdentityError::Invalid(_) => Code::InvalidArgument,
+            IdentityError::BadCredentials => Code::Unauthenticated,
+            IdentityError::NotFound(_) => Code::NotFound,
+            IdentityError::Precondition { .. } => Code::FailedPrecondition,
+            IdentityError::Overloaded => Code::ResourceExhausted,
+            IdentityError::Dependency { .. } | IdentityError::Storage(_) => Code::Unavailable,
+            IdentityError::Internal(_) => Code::Internal,
+        }
+    }
 }
 
 impl From<FieldViolations> for IdentityError {
@@ -41,10 +61,20 @@ impl From<HashError> for IdentityError {
 
 impl From<IdentityError> for Status {
     fn from(err: IdentityError) -> Self {
+        let code = err.code();
         match err {
             IdentityError::Invalid(violations) => violations.into_status(),
+            IdentityError::BadCredentials => {
+                with_reason(code, "codice fiscale o PIN non validi", "INVALID_CREDENTIALS", DOMAIN)
+            }
+            IdentityError::NotFound(what) => {
+                with_reason(code, format!("{what} not found"), "NOT_FOUND", DOMAIN)
+            }
+            IdentityError::Precondition { reason, message } => {
+                with_reason(code, message, reason, DOMAIN)
+            }
             IdentityError::Overloaded => retry_later(
-                Code::ResourceExhausted,
+                code,
                 "too many requests in progress; retry shortly",
                 "OVERLOADED",
                 DOMAIN,
@@ -54,7 +84,7 @@ impl From<IdentityError> for Status {
             IdentityError::Dependency { service, status } => {
                 tracing::error!(service, code = ?status.code(), "dependency failed");
                 retry_later(
-                    Code::Unavailable,
+                    code,
                     "the service is temporarily unavailable; retry",
                     "DEPENDENCY_UNAVAILABLE",
                     DOMAIN,

@@ -24,9 +24,7 @@ pub struct HashParams {
 
 impl Default for HashParams {
     fn default() -> Self {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Self {
             memory_kib: 19 * 1024,
             iterations: 2,
@@ -55,21 +53,14 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher")
-            .field("params", self.argon.params())
-            .finish()
+        f.debug_struct("Hasher").field("params", self.argon.params()).finish()
     }
 }
 
 impl Hasher {
     pub fn new(params: &HashParams) -> Result<Self, HashError> {
-        let p = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            None,
-        )
-        .map_err(|e| HashError::Failed(e.to_string()))?;
+        let p = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| HashError::Failed(e.to_string()))?;
         Ok(Self {
             argon: Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, p)),
             running: Arc::new(Semaphore::new(params.workers.max(1))),
@@ -81,17 +72,10 @@ impl Hasher {
         &self,
         work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Overloaded)?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| HashError::Overloaded)?;
+        let _admitted =
+            self.admitted.clone().try_acquire_owned().map_err(|_| HashError::Overloaded)?;
+        let _running =
+            self.running.clone().acquire_owned().await.map_err(|_| HashError::Overloaded)?;
         let argon = self.argon.clone();
         tokio::task::spawn_blocking(move || work(&argon))
             .await
@@ -126,12 +110,8 @@ mod tests {
     use super::*;
 
     fn cheap() -> Hasher {
-        Hasher::new(&HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            ..HashParams::default()
-        })
-        .expect("params")
+        Hasher::new(&HashParams { memory_kib: 1024, iterations: 1, ..HashParams::default() })
+            .expect("params")
     }
 
     #[tokio::test]
@@ -140,14 +120,8 @@ mod tests {
         let hash = hasher.hash("ABCDEFGH".into()).await.expect("hash");
         assert!(hash.as_phc().starts_with("$argon2id$"));
         assert!(!hash.as_phc().contains("ABCDEFGH"));
-        assert!(hasher
-            .verify("ABCDEFGH".into(), &hash)
-            .await
-            .expect("verify"));
-        assert!(!hasher
-            .verify("ABCDEFGJ".into(), &hash)
-            .await
-            .expect("verify"));
+        assert!(hasher.verify("ABCDEFGH".into(), &hash).await.expect("verify"));
+        assert!(!hasher.verify("ABCDEFGJ".into(), &hash).await.expect("verify"));
     }
 
     #[tokio::test]
@@ -169,9 +143,7 @@ mod tests {
         })
         .expect("params");
         let results = futures_join(&hasher).await;
-        assert!(results
-            .iter()
-            .any(|r| matches!(r, Err(HashError::Overloaded))));
+        assert!(results.iter().any(|r| matches!(r, Err(HashError::Overloaded))));
     }
 
     async fn futures_join(hasher: &Hasher) -> Vec<Result<PinHash, HashError>> {

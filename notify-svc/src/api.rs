@@ -1,10 +1,13 @@
 //! The `sportello.notify.v1.NotifyService` handlers: parse, store, answer.
 
-use crate::domain::NewMessage;
+use crate::domain::{channel_from_name, MessageIds, NewMessage, Resend};
 use crate::error::NotifyError;
-use crate::store::Store;
+use crate::store::{Store, Summary};
 use sportello_proto::notify::v1::notify_service_server::NotifyService;
-use sportello_proto::notify::v1::{EnqueueMessageRequest, EnqueueMessageResponse, MessageStatus};
+use sportello_proto::notify::v1::{
+    BatchGetMessagesRequest, BatchGetMessagesResponse, Channel, EnqueueMessageRequest,
+    EnqueueMessageResponse, Message, MessageStatus, ResendMessageRequest, ResendMessageResponse,
+};
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Debug)]
@@ -16,11 +19,59 @@ impl Notify {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
+
+    async fn resend(&self, resend: Resend) -> Result<ResendMessageResponse, NotifyError> {
+        // A retried call answers with what the first one stored, even if the original's secrets
+        // have been purged since.
+        if let Some(stored) = self.store.by_idempotency_key(&resend.idempotency_key).await? {
+            return Ok(ResendMessageResponse {
+                status: wire_status(&stored.status) as i32,
+                message_id: stored.id,
+            });
+        }
+        let original =
+            self.store.original(&resend.message_id).await?.ok_or(NotifyError::NotFound)?;
+        let original_id = original.id.clone();
+        let message = resend.copy_of(original)?;
+        let stored = self.store.enqueue(&message).await?;
+        tracing::info!(
+            message_id = %stored.id,
+            resend_of = %original_id,
+            template = %message.template,
+            "message resent"
+        );
+        Ok(ResendMessageResponse {
+            status: wire_status(&stored.status) as i32,
+            message_id: stored.id,
+        })
+    }
 }
 
 fn wire_status(stored: &str) -> MessageStatus {
     MessageStatus::from_str_name(&format!("MESSAGE_STATUS_{stored}"))
         .unwrap_or(MessageStatus::Unspecified)
+}
+
+fn wire_time(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        // In 0..1_000_000_000, so it fits.
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn wire_message(summary: Summary) -> Message {
+    Message {
+        message_id: summary.id,
+        fiscal_code: summary.fiscal_code,
+        channel: channel_from_name(&summary.channel).unwrap_or(Channel::Unspecified) as i32,
+        masked_address: summary.masked_address,
+        template: summary.template,
+        status: wire_status(&summary.status) as i32,
+        failure_reason: summary.last_error.unwrap_or_default(),
+        created_at: Some(wire_time(summary.created_at)),
+        updated_at: Some(wire_time(summary.updated_at)),
+    }
 }
 
 #[tonic::async_trait]
@@ -30,15 +81,55 @@ impl NotifyService for Notify {
         request: Request<EnqueueMessageRequest>,
     ) -> Result<Response<EnqueueMessageResponse>, Status> {
         let message = NewMessage::try_from(request.into_inner()).map_err(NotifyError::from)?;
-        let stored = self
-            .store
-            .enqueue(&message)
-            .await
-            .map_err(NotifyError::from)?;
+        let stored = self.store.enqueue(&message).await.map_err(NotifyError::from)?;
         tracing::info!(message_id = %stored.id, template = %message.template, "message accepted");
         Ok(Response::new(EnqueueMessageResponse {
             status: wire_status(&stored.status) as i32,
             message_id: stored.id,
         }))
+    }
+
+    async fn batch_get_messages(
+        &self,
+        request: Request<BatchGetMessagesRequest>,
+    ) -> Result<Response<BatchGetMessagesResponse>, Status> {
+        let ids = MessageIds::try_from(request.into_inner()).map_err(NotifyError::from)?;
+        let found = self.store.batch_get(&ids).await.map_err(NotifyError::from)?;
+        tracing::debug!(asked = ids.as_slice().len(), found = found.len(), "messages looked up");
+        Ok(Response::new(BatchGetMessagesResponse {
+            messages: found.into_iter().map(wire_message).collect(),
+        }))
+    }
+
+    async fn resend_message(
+        &self,
+        request: Request<ResendMessageRequest>,
+    ) -> Result<Response<ResendMessageResponse>, Status> {
+        let resend = Resend::try_from(request.into_inner()).map_err(NotifyError::from)?;
+        Ok(Response::new(self.resend(resend).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_milliseconds_become_seconds_and_nanos() {
+        let t = wire_time(1_585_000_123_456);
+        assert_eq!((t.seconds, t.nanos), (1_585_000_123, 456_000_000));
+    }
+
+    #[test]
+    fn milliseconds_before_the_epoch_keep_nanos_positive() {
+        let t = wire_time(-1);
+        assert_eq!((t.seconds, t.nanos), (-1, 999_000_000));
+    }
+
+    #[test]
+    fn stored_statuses_map_to_wire_statuses() {
+        assert_eq!(wire_status("QUEUED"), MessageStatus::Queued);
+        assert_eq!(wire_status("DELIVERED"), MessageStatus::Delivered);
+        assert_eq!(wire_status("SOMETHING_NEW"), MessageStatus::Unspecified);
     }
 }

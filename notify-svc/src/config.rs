@@ -17,9 +17,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::on(
-                DEFAULT_NOTIFY_LISTEN
-                    .parse()
-                    .expect("valid default address"),
+                DEFAULT_NOTIFY_LISTEN.parse().expect("valid default address"),
             ),
             store: StoreSettings::default(),
         }

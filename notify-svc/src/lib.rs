@@ -13,16 +13,14 @@ pub use config::Config;
 
 use sportello_platform::db::Migrations;
 use sportello_platform::server::Storage;
-use sportello_proto::notify::v1::notify_service_server::NotifyServiceServer;
+use sportello_proto::notify::v1::notify_service_server::{self, NotifyServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// Runs notify-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
@@ -31,16 +29,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     sportello_platform::server::serve_with_store(
-        Storage {
-            name: "notify",
-            settings: &config.store,
-            migrations: &MIGRATIONS,
-        },
+        Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
+        &[notify_service_server::SERVICE_NAME],
         listener,
         &config.server,
         Vec::new(),
         shutdown,
-        |db| NotifyServiceServer::new(api::Notify::new(store::Store::new(db))),
+        |db| Routes::new(NotifyServiceServer::new(api::Notify::new(store::Store::new(db)))),
     )
     .await
 }

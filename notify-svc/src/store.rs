@@ -1,9 +1,11 @@
 //! notify-svc's tables.
 
-use crate::domain::{channel_name, NewMessage};
+use crate::domain::{channel_from_name, channel_name, MessageIds, NewMessage, Original, Secrets};
 use sportello_platform::db::Database;
-use sportello_platform::now_millis;
+use sportello_platform::{mask, now_millis};
+use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::collections::{BTreeMap, HashMap};
 
 /// Status of a message that is waiting for its first delivery attempt.
 pub const QUEUED: &str = "QUEUED";
@@ -20,6 +22,35 @@ pub struct Stored {
     pub status: String,
 }
 
+/// A stored message as a lookup shows it: no secrets, and the address already masked, so the full
+/// address never leaves this module on this path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub fiscal_code: String,
+    /// The stored channel name (`SMS`, `EMAIL`, …).
+    pub channel: String,
+    pub masked_address: String,
+    pub template: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn to_json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).expect("string maps serialise")
+}
+
+fn from_json(column: &str, json: &str) -> Result<BTreeMap<String, String>, sqlx::Error> {
+    // serde_json's message may quote the value it choked on, which may be a secret: say only where.
+    serde_json::from_str(json).map_err(|_| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: "not a JSON object of strings".into(),
+    })
+}
+
 impl Store {
     pub fn new(db: Database) -> Self {
         Self { db }
@@ -28,10 +59,24 @@ impl Store {
     /// Stores `message` unless one with the same idempotency key exists; either way returns the
     /// stored message.
     pub async fn enqueue(&self, message: &NewMessage) -> Result<Stored, sqlx::Error> {
+        self.insert_unless_known(message).await?;
+        self.by_idempotency_key(&message.idempotency_key).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// The message stored under `key`, if any.
+    pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<Stored>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, status FROM messages WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|row| Ok(Stored { id: row.try_get("id")?, status: row.try_get("status")? }))
+            .transpose()
+    }
+
+    /// Inserts `message` as QUEUED; does nothing when its idempotency key is already stored.
+    async fn insert_unless_known(&self, message: &NewMessage) -> Result<(), sqlx::Error> {
         let now = now_millis();
-        let params = serde_json::to_string(&message.params).expect("string maps serialise");
-        let secrets = (!message.secret_params.is_empty())
-            .then(|| serde_json::to_string(&message.secret_params).expect("string maps serialise"));
+        let secrets = (!message.secret_params.is_empty()).then(|| to_json(&message.secret_params));
         sqlx::query(
             "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
              params, secret_params, status, attempts, next_attempt_at, created_at, updated_at) \
@@ -44,19 +89,87 @@ impl Store {
         .bind(channel_name(message.channel))
         .bind(&message.address)
         .bind(&message.template)
-        .bind(params)
+        .bind(to_json(&message.params))
         .bind(secrets)
         .bind(QUEUED)
         .bind(now)
         .execute(&self.db.pool)
         .await?;
-        let row = sqlx::query("SELECT id, status FROM messages WHERE idempotency_key = $1")
-            .bind(&message.idempotency_key)
-            .fetch_one(&self.db.pool)
-            .await?;
-        Ok(Stored {
-            id: row.try_get("id")?,
-            status: row.try_get("status")?,
-        })
+        Ok(())
     }
+
+    /// The stored messages among `ids`, in the order asked; unknown ids are left out.
+    pub async fn batch_get(&self, ids: &MessageIds) -> Result<Vec<Summary>, sqlx::Error> {
+        let distinct = ids.distinct();
+        let placeholders =
+            (1..=distinct.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT id, fiscal_code, channel, address, template, status, last_error, \
+             created_at, updated_at FROM messages WHERE id IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in &distinct {
+            query = query.bind(*id);
+        }
+        let mut found = HashMap::new();
+        for row in query.fetch_all(&self.db.pool).await? {
+            let summary = summary(&row)?;
+            found.insert(summary.id.clone(), summary);
+        }
+        Ok(ids.as_slice().iter().filter_map(|id| found.get(id).cloned()).collect())
+    }
+
+    /// The message `id`, with what a resend copies from it.
+    pub async fn original(&self, id: &str) -> Result<Option<Original>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, fiscal_code, channel, address, template, params, secret_params, \
+             secrets_purged_at FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let stored_channel: String = row.try_get("channel")?;
+        let channel = channel_from_name(&stored_channel).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown stored channel {stored_channel:?}").into())
+        })?;
+        let purged_at: Option<i64> = row.try_get("secrets_purged_at")?;
+        let secrets = match purged_at {
+            Some(_) => Secrets::Purged,
+            None => {
+                let json: Option<String> = row.try_get("secret_params")?;
+                Secrets::Kept(match json {
+                    Some(json) => from_json("secret_params", &json)?,
+                    None => BTreeMap::new(),
+                })
+            }
+        };
+        let params: String = row.try_get("params")?;
+        Ok(Some(Original {
+            id: row.try_get("id")?,
+            fiscal_code: row.try_get("fiscal_code")?,
+            channel,
+            address: row.try_get("address")?,
+            template: row.try_get("template")?,
+            params: from_json("params", &params)?,
+            secrets,
+        }))
+    }
+}
+
+fn summary(row: &AnyRow) -> Result<Summary, sqlx::Error> {
+    let address: String = row.try_get("address")?;
+    Ok(Summary {
+        id: row.try_get("id")?,
+        fiscal_code: row.try_get("fiscal_code")?,
+        channel: row.try_get("channel")?,
+        masked_address: mask::any(&address),
+        template: row.try_get("template")?,
+        status: row.try_get("status")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }

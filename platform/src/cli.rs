@@ -49,14 +49,9 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let config = load(&crate::config::file(args.config.as_deref())).map_err(|e| {
-        anyhow::anyhow!(
-            "{name}: invalid configuration: {}",
-            crate::config::describe(&e)
-        )
+        anyhow::anyhow!("{name}: invalid configuration: {}", crate::config::describe(&e))
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(&format!("sportello-{name}"))?;
         let addr = args.listen.unwrap_or_else(|| listen(&config));

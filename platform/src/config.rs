@@ -137,25 +137,11 @@ mod tests {
             jail.set_env("SPORTELLO_IDENTITY__PEER_URL", "http://from-env");
             jail.set_env("SPORTELLO_CLAIMS__PEER_URL", "http://not-mine");
             let c = load("identity", defaults(), Path::new("sportello.toml")).expect("load");
-            assert_eq!(
-                c.server.listen.to_string(),
-                "127.0.0.1:6000",
-                "file over default"
-            );
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:6000", "file over default");
             assert_eq!(c.server.drain_timeout, Duration::from_secs(3));
-            assert_eq!(
-                c.store.data_dir,
-                PathBuf::from("/srv/sportello"),
-                "shared key from file"
-            );
-            assert_eq!(
-                c.store.database_url, "postgres://env/db",
-                "environment over file"
-            );
-            assert_eq!(
-                c.peer_url, "http://from-env",
-                "a service reads only its own section"
-            );
+            assert_eq!(c.store.data_dir, PathBuf::from("/srv/sportello"), "shared key from file");
+            assert_eq!(c.store.database_url, "postgres://env/db", "environment over file");
+            assert_eq!(c.peer_url, "http://from-env", "a service reads only its own section");
             Ok(())
         });
     }

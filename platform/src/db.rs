@@ -37,10 +37,7 @@ pub struct Migrations {
 
 /// The SQLite URL of a service's database file inside `data_dir`.
 pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.join(format!("{service}.sqlite")).display()
-    )
+    format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.sqlite")).display())
 }
 
 /// A connected, migrated pool.
@@ -63,9 +60,7 @@ pub async fn open(
         let mut conn = sqlx::AnyConnection::connect(url).await?;
         // Two services starting together may race to create their schemas; the loser's error is
         // harmless when the schema exists afterwards.
-        let created = conn
-            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-            .await;
+        let created = conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await;
         if let Err(e) = created {
             tracing::debug!(error = %e, "CREATE SCHEMA raced");
         }
@@ -78,8 +73,7 @@ pub async fn open(
             Box::pin(async move {
                 match backend {
                     Backend::Postgres => {
-                        conn.execute(format!("SET search_path TO {schema}").as_str())
-                            .await?;
+                        conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
                     }
                     Backend::Sqlite => {
                         // WAL lets readers run beside the single writer; the busy timeout makes

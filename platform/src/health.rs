@@ -20,9 +20,7 @@ pub struct Dependency {
 /// Asks a dependency for its own health, bounded so that a hung peer counts as down.
 pub async fn is_serving(dep: &Dependency, timeout: Duration) -> bool {
     let mut client = HealthClient::new(dep.channel.clone());
-    let request = HealthCheckRequest {
-        service: dep.service.clone(),
-    };
+    let request = HealthCheckRequest { service: dep.service.clone() };
     match tokio::time::timeout(timeout, client.check(request)).await {
         Ok(Ok(response)) => response.into_inner().status == WireStatus::Serving as i32,
         _ => false,
@@ -44,14 +42,8 @@ pub struct Readiness {
 
 /// Sets every name NOT_SERVING; called before the server starts.
 pub async fn starting(reporter: &HealthReporter, readiness: &Readiness) {
-    for name in readiness
-        .own
-        .iter()
-        .chain(readiness.dependencies.iter().map(|d| &d.service))
-    {
-        reporter
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
+    for name in readiness.own.iter().chain(readiness.dependencies.iter().map(|d| &d.service)) {
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
     }
 }
 
@@ -66,10 +58,7 @@ pub async fn track(
     let mut last: Option<bool> = None;
     loop {
         let results = futures::future::join_all(
-            readiness
-                .dependencies
-                .iter()
-                .map(|dep| is_serving(dep, probe_timeout)),
+            readiness.dependencies.iter().map(|dep| is_serving(dep, probe_timeout)),
         )
         .await;
         if readiness.mirror {
@@ -103,9 +92,7 @@ pub async fn track(
     }
     // A draining server should receive no new traffic from load balancers.
     for name in &readiness.own {
-        reporter
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
     }
 }
 

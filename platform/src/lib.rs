@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod health;
+pub mod mask;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

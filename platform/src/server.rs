@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -63,11 +62,7 @@ impl ServerSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("data"),
-            database_url: String::new(),
-            max_connections: 8,
-        }
+        Self { data_dir: PathBuf::from("data"), database_url: String::new(), max_connections: 8 }
     }
 }
 
@@ -129,110 +124,63 @@ pub struct Storage<'a> {
 }
 
 /// Starts a storage-backed service: the server answers at once with health NOT_SERVING; the
-/// database is opened and migrated (retrying until it is reachable); then `build` makes the real
-/// service from it, and health follows the `dependencies` from there on. Returns when the server
-/// has drained after `shutdown`.
-pub async fn serve_with_store<S>(
+/// database is opened and migrated (retrying until it is reachable); then `build` makes the
+/// service's routes from it, and health of `services` follows the `dependencies` from there on.
+/// Returns when the server has drained after `shutdown`.
+pub async fn serve_with_store(
     storage: Storage<'_>,
+    services: &[&str],
     listener: TcpListener,
     settings: &ServerSettings,
     dependencies: Vec<Dependency>,
     shutdown: CancellationToken,
-    build: impl FnOnce(Database) -> S,
-) -> anyhow::Result<()>
-where
-    S: NamedService
-        + Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let Storage {
-        name,
-        settings: store,
-        migrations,
-    } = storage;
+    build: impl FnOnce(Database) -> Routes,
+) -> anyhow::Result<()> {
+    let Storage { name, settings: store, migrations } = storage;
     let url = store.database_url_for(name)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Readiness {
-        own: vec![String::new(), S::NAME.to_owned()],
-        dependencies,
-        mirror: false,
-    };
+    let own = std::iter::once(String::new()).chain(services.iter().map(|s| s.to_string()));
+    let readiness = Readiness { own: own.collect(), dependencies, mirror: false };
     health::starting(&reporter, &readiness).await;
-    let app = Deferred::<S>::default();
-    let routes = Routes::new(health_service)
+    let app = Deferred::default();
+    let router = Routes::new(health_service)
         .add_service(reflection())
-        .add_service(app.clone());
+        .into_axum_router()
+        .fallback_service(app.clone());
     let server = tokio::spawn({
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        async move { run(listener, routes, &settings, shutdown).await }
+        async move { run(listener, Routes::from(router), &settings, shutdown).await }
     });
     let opened =
         db::open_with_retry(&url, name, migrations, store.max_connections, &shutdown).await;
     if let Some(database) = opened {
         tracing::info!(backend = ?database.backend, "database ready");
         app.set(build(database));
-        tokio::spawn(health::track(
-            reporter,
-            readiness,
-            settings.health_interval,
-            shutdown,
-        ));
+        tokio::spawn(health::track(reporter, readiness, settings.health_interval, shutdown));
     }
     server.await??;
     Ok(())
 }
 
-/// A gRPC service that exists before it is ready: it answers UNAVAILABLE until [`Deferred::set`]
-/// hands it the real service (after migrations ran), so the server and its health endpoint can
-/// start at once.
-pub struct Deferred<S> {
-    inner: Arc<OnceLock<S>>,
+/// The service's own routes before they exist: UNAVAILABLE until [`Deferred::set`] hands them
+/// over (after migrations ran), so that the server and its health endpoint can start at once.
+#[derive(Clone, Default)]
+pub struct Deferred {
+    inner: Arc<OnceLock<Routes>>,
 }
 
-impl<S> Clone for Deferred<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+impl Deferred {
+    /// Makes the real routes answer from now on.
+    pub fn set(&self, routes: Routes) {
+        let _ = self.inner.set(routes.prepare());
     }
 }
 
-impl<S> Default for Deferred<S> {
-    fn default() -> Self {
-        Self {
-            inner: Arc::new(OnceLock::new()),
-        }
-    }
-}
-
-impl<S> Deferred<S> {
-    /// Makes the real service answer from now on.
-    pub fn set(&self, service: S) {
-        let _ = self.inner.set(service);
-    }
-}
-
-impl<S: NamedService> NamedService for Deferred<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> Service<http::Request<B>> for Deferred<S>
+impl<B> Service<http::Request<B>> for Deferred
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
@@ -244,7 +192,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         match self.inner.get() {
-            Some(service) => Box::pin(service.clone().oneshot(req)),
+            Some(routes) => Box::pin(routes.clone().oneshot(req)),
             None => Box::pin(futures::future::ready(Ok(tonic::Status::unavailable(
                 "the service is starting; retry shortly",
             )

@@ -59,20 +59,12 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     // an incoming `traceparent` is passed on to the next hop.
     let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
     if otlp_requested() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("sportello"));
 
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init()?;
-    Ok(TelemetryGuard {
-        provider: Some(provider),
-    })
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+    Ok(TelemetryGuard { provider: Some(provider) })
 }

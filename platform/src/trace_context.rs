@@ -181,9 +181,7 @@ mod tests {
     #[test]
     fn health_and_reflection_are_not_traced() {
         assert!(is_probe("/grpc.health.v1.Health/Check"));
-        assert!(is_probe(
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
-        ));
+        assert!(is_probe("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
         assert!(!is_probe("/sportello.claims.v1.ClaimsService/ListBenefits"));
     }
 }

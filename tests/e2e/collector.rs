@@ -26,10 +26,7 @@ pub struct ReceivedSpan {
 
 impl ReceivedSpan {
     pub fn attribute(&self, key: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -76,9 +73,7 @@ impl TraceService for Collector {
                 });
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
 
@@ -86,9 +81,7 @@ impl Collector {
     /// Starts a collector on 127.0.0.1 port 0; stops when `stop` is cancelled.
     pub async fn start(stop: CancellationToken) -> (Self, SocketAddr) {
         let collector = Collector::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = TraceServiceServer::new(collector.clone());
         tokio::spawn(async move {

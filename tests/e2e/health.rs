@@ -8,12 +8,7 @@ use tonic_health::pb::health_check_response::ServingStatus::{NotServing, Serving
 async fn every_service_is_not_serving_until_the_services_it_calls_answer() {
     let db = TestDb::new().await;
     let ports = Ports::reserve().await;
-    let addrs = [
-        ports.gateway.1,
-        ports.identity.1,
-        ports.claims.1,
-        ports.notify.1,
-    ];
+    let addrs = [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1];
     let c = Configs::new(&db, addrs);
 
     // Start from the top: each service comes up with nothing below it answering.
@@ -70,21 +65,11 @@ async fn a_service_is_not_serving_until_its_database_is_ready() {
 async fn the_gateway_reports_a_stopped_backend_as_not_serving() {
     let suite = spawn_suite().await;
     wait_for_status(suite.gateway.addr, CLAIMS, Serving).await;
-    let Suite {
-        gateway,
-        identity,
-        claims,
-        notify,
-        ..
-    } = suite;
+    let Suite { gateway, identity, claims, notify, .. } = suite;
     claims.shut_down().await;
     wait_for_status(gateway.addr, CLAIMS, NotServing).await;
     wait_for_status(gateway.addr, "", NotServing).await;
-    assert_eq!(
-        health_of(gateway.addr, IDENTITY).await,
-        Some(Serving),
-        "the others stay up"
-    );
+    assert_eq!(health_of(gateway.addr, IDENTITY).await, Some(Serving), "the others stay up");
     for r in [gateway, identity, notify] {
         r.shut_down().await;
     }

@@ -30,12 +30,9 @@ impl TestDb {
             Ok(admin) if !admin.is_empty() => {
                 sqlx::any::install_default_drivers();
                 let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::AnyConnection::connect(&admin)
-                    .await
-                    .expect("admin connection");
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("create db");
+                let mut conn =
+                    sqlx::AnyConnection::connect(&admin).await.expect("admin connection");
+                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create db");
                 let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
                 Some(format!("{base}/{name}"))
             }
@@ -76,14 +73,8 @@ impl TestDb {
     }
 
     pub async fn count(&self, svc: &str, table: &str, filter: &str) -> i64 {
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE {filter}",
-            self.table(svc, table)
-        );
-        sqlx::query_scalar::<_, i64>(&sql)
-            .fetch_one(&self.pool(svc).await)
-            .await
-            .expect("count")
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {filter}", self.table(svc, table));
+        sqlx::query_scalar::<_, i64>(&sql).fetch_one(&self.pool(svc).await).await.expect("count")
     }
 }
 
@@ -96,10 +87,7 @@ pub fn server_settings() -> ServerSettings {
 }
 
 pub fn store_settings(db: &TestDb, svc: &str) -> StoreSettings {
-    StoreSettings {
-        database_url: db.url(svc),
-        ..StoreSettings::default()
-    }
+    StoreSettings { database_url: db.url(svc), ..StoreSettings::default() }
 }
 
 pub async fn listener() -> (TcpListener, SocketAddr) {
@@ -142,10 +130,7 @@ pub struct Configs {
 impl Configs {
     pub fn new(db: &TestDb, addrs: [SocketAddr; 4]) -> Self {
         let [gateway_addr, identity_addr, claims_addr, notify_addr] = addrs;
-        let mut gateway = gateway::Config {
-            server: server_settings(),
-            ..Default::default()
-        };
+        let mut gateway = gateway::Config { server: server_settings(), ..Default::default() };
         gateway.server.listen = gateway_addr;
         gateway.identity_url = url(identity_addr);
         gateway.claims_url = url(claims_addr);
@@ -156,6 +141,7 @@ impl Configs {
             ..Default::default()
         };
         identity.notify_url = url(notify_addr);
+        identity.operator_api_keys.insert(OPERATOR_ID.into(), OPERATOR_KEY.into());
         let mut claims = claims_svc::Config {
             server: server_settings(),
             store: store_settings(db, "claims"),
@@ -163,16 +149,9 @@ impl Configs {
         };
         claims.identity_url = url(identity_addr);
         claims.notify_url = url(notify_addr);
-        let notify = notify_svc::Config {
-            server: server_settings(),
-            store: store_settings(db, "notify"),
-        };
-        Self {
-            gateway,
-            identity,
-            claims,
-            notify,
-        }
+        let notify =
+            notify_svc::Config { server: server_settings(), store: store_settings(db, "notify") };
+        Self { gateway, identity, claims, notify }
     }
 }
 
@@ -213,28 +192,21 @@ pub struct Suite {
 }
 
 pub async fn spawn_suite() -> Suite {
+    spawn_suite_with(|_| {}).await
+}
+
+/// The suite with its configuration adjusted first.
+pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
     let db = TestDb::new().await;
     let ports = Ports::reserve().await;
-    let c = Configs::new(
-        &db,
-        [
-            ports.gateway.1,
-            ports.identity.1,
-            ports.claims.1,
-            ports.notify.1,
-        ],
-    );
+    let mut c =
+        Configs::new(&db, [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1]);
+    adjust(&mut c);
     let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
     let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
     let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
     let gateway = Running::start(ports.gateway, |l, s| gateway::serve(c.gateway, l, s));
-    let suite = Suite {
-        db,
-        gateway,
-        identity,
-        claims,
-        notify,
-    };
+    let suite = Suite { db, gateway, identity, claims, notify };
     wait_for_status(suite.gateway.addr, "", ServingStatus::Serving).await;
     suite
 }
@@ -246,24 +218,16 @@ impl Suite {
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {
-    Channel::from_shared(url(addr))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect")
+    Channel::from_shared(url(addr)).expect("url").connect().await.expect("connect")
 }
 
 /// The health status `addr` reports for `service`, or None if it does not answer.
 pub async fn health_of(addr: SocketAddr, service: &str) -> Option<ServingStatus> {
-    let channel = Channel::from_shared(url(addr))
-        .ok()?
-        .connect_timeout(Duration::from_secs(1));
+    let channel = Channel::from_shared(url(addr)).ok()?.connect_timeout(Duration::from_secs(1));
     let channel = channel.connect().await.ok()?;
     let reply = tokio::time::timeout(
         Duration::from_secs(1),
-        HealthClient::new(channel).check(HealthCheckRequest {
-            service: service.into(),
-        }),
+        HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }),
     )
     .await
     .ok()?
@@ -293,17 +257,126 @@ pub async fn wait_for_status(addr: SocketAddr, service: &str, status: ServingSta
     .await;
 }
 
-/// A complete, valid PIN request for Mario Rossi, with `fiscal_code`.
+/// The API key of the test operator configured in every suite.
+pub const OPERATOR_KEY: &str = "test-operator-key";
+pub const OPERATOR_ID: &str = "op.bianchi";
+
+/// Mario Rossi, born 10/12/1985 in San Giuliano Terme (PI).
+pub const ROSSI: &str = "RSSMRA85T10A562S";
+pub const ROSSI_MOBILE: &str = "+39 333 1234567";
+pub const ROSSI_EMAIL: &str = "mario.rossi@example.it";
+
+/// A complete, valid PIN request for Mario Rossi.
 pub fn pin_request(fiscal_code: &str) -> sportello_proto::identity::v1::RequestPinRequest {
     use sportello_proto::identity::v1 as id;
     id::RequestPinRequest {
         fiscal_code: fiscal_code.into(),
+        personal_data: Some(id::PersonalData {
+            surname: "Rossi".into(),
+            given_name: "Mario".into(),
+            birth_date: Some(id::Date { year: 1985, month: 12, day: 10 }),
+            sex: id::Sex::Male as i32,
+            birth_province: "PI".into(),
+            birth_municipality: "San Giuliano Terme".into(),
+            birth_country: String::new(),
+        }),
+        residence: Some(id::Residence {
+            place: Some(id::residence::Place::Italy(id::ItalianAddress {
+                street: "Via Roma".into(),
+                street_number: "1".into(),
+                postal_code: "56017".into(),
+                province: "PI".into(),
+                municipality: "San Giuliano Terme".into(),
+            })),
+        }),
         contacts: Some(id::Contacts {
-            mobile_phone: "+39 333 1234567".into(),
-            email: "mario.rossi@example.it".into(),
+            mobile_phone: ROSSI_MOBILE.into(),
+            email: ROSSI_EMAIL.into(),
+            preferred_time_slot: id::TimeSlot::Morning as i32,
             ..Default::default()
         }),
         first_half_channel: id::DeliveryChannel::Sms as i32,
-        ..Default::default()
+    }
+}
+
+/// Another citizen, born in Rome: their fiscal code and a complete, valid PIN request.
+pub fn citizen_request(
+    surname: &str,
+    given_name: &str,
+    (year, month, day): (i32, u32, u32),
+    sex: sportello_proto::identity::v1::Sex,
+) -> (String, sportello_proto::identity::v1::RequestPinRequest) {
+    use identity_svc::domain::codice_fiscale::{compute, Sex};
+    let born = chrono::NaiveDate::from_ymd_opt(year, month, day).expect("date");
+    let domain_sex =
+        if sex == sportello_proto::identity::v1::Sex::Female { Sex::Female } else { Sex::Male };
+    let cf = compute(surname, given_name, born, domain_sex, "H501");
+    let mut request = pin_request(&cf);
+    let person = request.personal_data.as_mut().expect("personal data");
+    person.surname = surname.into();
+    person.given_name = given_name.into();
+    person.birth_date =
+        Some(sportello_proto::identity::v1::Date { year, month: month as i32, day: day as i32 });
+    person.sex = sex as i32;
+    person.birth_province = "RM".into();
+    person.birth_municipality = "Roma".into();
+    (cf, request)
+}
+
+/// A request carrying the test operator's credentials.
+pub fn as_operator<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {OPERATOR_KEY}").parse().expect("ascii"));
+    request
+}
+
+/// One stored notify message, as the test reads it from notify's database.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub channel: String,
+    pub address: String,
+    pub secret_params: Option<String>,
+}
+
+impl StoredMessage {
+    /// The value of secret parameter `key` (the messages' secrets are a JSON object).
+    pub fn secret(&self, key: &str) -> String {
+        let json: serde_json::Value =
+            serde_json::from_str(self.secret_params.as_deref().expect("secrets")).expect("json");
+        json[key].as_str().expect("secret present").to_owned()
+    }
+}
+
+impl TestDb {
+    /// Every message notify-svc stored with `template`, oldest first.
+    pub async fn messages(&self, template: &str) -> Vec<StoredMessage> {
+        use sqlx::Row;
+        let sql = format!(
+            "SELECT channel, address, secret_params FROM {} WHERE template = $1 \
+             ORDER BY created_at, id",
+            self.table("notify", "messages")
+        );
+        let pool = self.pool("notify").await;
+        sqlx::query(&sql)
+            .bind(template)
+            .fetch_all(&pool)
+            .await
+            .expect("messages")
+            .iter()
+            .map(|r| StoredMessage {
+                channel: r.get("channel"),
+                address: r.get("address"),
+                secret_params: r.get("secret_params"),
+            })
+            .collect()
+    }
+
+    /// The one message with `template`.
+    pub async fn message(&self, template: &str) -> StoredMessage {
+        let mut all = self.messages(template).await;
+        assert_eq!(all.len(), 1, "exactly one {template} message");
+        all.remove(0)
     }
 }

@@ -3,8 +3,11 @@
 //! the test is about processes.
 
 mod collector;
+mod contact_center;
 mod health;
 mod helpers;
+mod notify;
+mod pin_lifecycle;
 mod pin_request;
 mod reflection;
 mod tracing_across_services;

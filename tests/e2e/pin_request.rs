@@ -39,58 +39,34 @@ async fn a_pin_request_through_the_gateway_stores_the_request_and_the_first_half
     .fetch_one(&pool)
     .await
     .expect("citizen row");
-    assert_eq!(citizen.get::<String, _>("pin_state"), "ISSUED");
-    assert!(citizen
-        .get::<String, _>("pin_hash")
-        .starts_with("$argon2id$"));
-    assert!(citizen
-        .get::<String, _>("simplified_hash")
-        .starts_with("$argon2id$"));
+    assert_eq!(citizen.get::<String, _>("pin_state"), "SIMPLIFIED_ONLY");
+    assert!(citizen.get::<String, _>("pin_hash").starts_with("$argon2id$"));
+    assert!(citizen.get::<String, _>("simplified_hash").starts_with("$argon2id$"));
 
-    let pool = db.pool("notify").await;
-    let message = sqlx::query(&format!(
-        "SELECT channel, address, template, status, secret_params FROM {} WHERE fiscal_code = 'RSSMRA85T10A562S'",
-        db.table("notify", "messages")
-    ))
-    .fetch_one(&pool)
-    .await
-    .expect("message row");
-    assert_eq!(message.get::<String, _>("template"), "PIN_FIRST_HALF");
-    assert_eq!(message.get::<String, _>("channel"), "SMS");
-    assert_eq!(message.get::<String, _>("status"), "QUEUED");
-    let secrets: String = message.get("secret_params");
-    assert!(
-        secrets.contains("pin_half"),
-        "the first half travels as a secret parameter"
-    );
+    let first = db.message("PIN_FIRST_HALF").await;
+    assert_eq!(first.channel, "SMS");
+    assert_eq!(first.address, ROSSI_MOBILE);
+    assert_eq!(first.secret("pin_half").len(), 8, "the first half travels as a secret");
+    let letter = db.message("PIN_SECOND_HALF_LETTER").await;
+    assert_eq!(letter.channel, "POST");
+    assert!(letter.address.contains("56017"), "to the residence: {}", letter.address);
+    assert_eq!(letter.secret("pin_half").len(), 8);
+    assert_ne!(letter.secret("pin_half"), first.secret("pin_half"));
 }
 
 #[tokio::test]
 async fn a_second_request_for_the_same_citizen_gets_the_same_neutral_answer() {
     let suite = spawn_suite().await;
     let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
-    let first = identity
-        .request_pin(pin_request("RSSMRA85T10A562S"))
-        .await
-        .expect("first")
-        .into_inner();
-    let second = identity
-        .request_pin(pin_request("RSSMRA85T10A562S"))
-        .await
-        .expect("second")
-        .into_inner();
-    assert_eq!(
-        first.message, second.message,
-        "nothing tells a caller the CF is registered"
-    );
-    assert_eq!(
-        suite
-            .db
-            .count("notify", "messages", "template = 'PIN_ALREADY_ISSUED'")
-            .await,
-        1,
-        "the email on file is told instead"
-    );
+    let first =
+        identity.request_pin(pin_request("RSSMRA85T10A562S")).await.expect("first").into_inner();
+    let second =
+        identity.request_pin(pin_request("RSSMRA85T10A562S")).await.expect("second").into_inner();
+    assert_eq!(first.message, second.message, "nothing tells a caller the CF is registered");
+    let told: Vec<String> =
+        suite.db.messages("PIN_ALREADY_ISSUED").await.into_iter().map(|m| m.address).collect();
+    assert_eq!(told, [ROSSI_MOBILE, ROSSI_EMAIL], "the contacts on file are told instead");
+    assert_eq!(suite.db.messages("PIN_FIRST_HALF").await.len(), 1, "no second PIN");
 }
 
 #[tokio::test]
@@ -98,27 +74,14 @@ async fn a_malformed_fiscal_code_is_invalid_argument_naming_the_field() {
     let suite = spawn_suite().await;
     let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
 
-    for bad in [
-        "RSSMRA85T10A562",
-        "RSSMRA85T10A562T",
-        "not a fiscal code",
-        "",
-    ] {
-        let status = identity
-            .request_pin(pin_request(bad))
-            .await
-            .expect_err("refused");
+    for bad in ["RSSMRA85T10A562", "RSSMRA85T10A562T", "not a fiscal code", ""] {
+        let status = identity.request_pin(pin_request(bad)).await.expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
-        let violations = status
-            .get_details_bad_request()
-            .expect("BadRequest details")
-            .field_violations;
+        let violations =
+            status.get_details_bad_request().expect("BadRequest details").field_violations;
         assert_eq!(violations.len(), 1, "{bad:?}: {violations:?}");
         assert_eq!(violations[0].field, "fiscal_code");
-        assert!(
-            !status.message().contains(bad) || bad.is_empty(),
-            "input not echoed"
-        );
+        assert!(!status.message().contains(bad) || bad.is_empty(), "input not echoed");
     }
     assert_eq!(
         suite.db.count("identity", "pin_requests", "1 = 1").await,
@@ -150,12 +113,8 @@ async fn missing_contacts_are_reported_field_by_field() {
 async fn the_six_covid_benefits_are_listed_through_the_gateway() {
     let suite = spawn_suite().await;
     let mut claims = ClaimsServiceClient::new(suite.gateway_channel().await);
-    let benefits = claims
-        .list_benefits(ListBenefitsRequest {})
-        .await
-        .expect("listed")
-        .into_inner()
-        .benefits;
+    let benefits =
+        claims.list_benefits(ListBenefitsRequest {}).await.expect("listed").into_inner().benefits;
     let codes: Vec<&str> = benefits.iter().map(|b| b.code.as_str()).collect();
     assert_eq!(
         codes,
@@ -169,10 +128,7 @@ async fn the_six_covid_benefits_are_listed_through_the_gateway() {
         ]
     );
     assert!(benefits.iter().all(|b| b.amount_cents == 60_000));
-    assert_eq!(
-        benefits[0].ceiling_cents, 20_340_000_000,
-        "€203.4 M for art. 27"
-    );
+    assert_eq!(benefits[0].ceiling_cents, 20_340_000_000, "€203.4 M for art. 27");
 }
 
 #[tokio::test]
@@ -193,9 +149,7 @@ async fn an_unknown_service_through_the_gateway_is_unimplemented() {
     assert_eq!(status.code(), Code::Unimplemented);
     // The gateway is still fine afterwards.
     health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
         .await
         .expect("healthy");
 }

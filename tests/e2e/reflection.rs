@@ -26,9 +26,6 @@ async fn reflection_through_the_gateway_lists_every_service() {
     let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
     for expected in [IDENTITY, CLAIMS, NOTIFY, "grpc.health.v1.Health"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 }

@@ -14,8 +14,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 /// `sportello up` as a user runs it, on free ports, exporting to `otlp`.
 async fn sportello_up(db: &TestDb, otlp: SocketAddr) -> (tokio::process::Child, SocketAddr) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
-    cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(db.data_dir());
+    cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(db.data_dir());
     if db.is_postgres() {
         cmd.arg("--database-url").arg(db.url("any"));
     }
@@ -58,50 +57,31 @@ async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() 
     wait_for_status(gateway, "", ServingStatus::Serving).await;
 
     let mut identity = IdentityServiceClient::new(connect(gateway).await);
-    identity
-        .request_pin(pin_request("RSSMRA85T10A562S"))
-        .await
-        .expect("request accepted");
+    identity.request_pin(pin_request("RSSMRA85T10A562S")).await.expect("request accepted");
 
     let is_notify_server = |s: &ReceivedSpan| {
         s.service == "sportello-notify" && s.attribute("rpc.method") == Some("EnqueueMessage")
     };
-    eventually(
-        "the spans of all three services",
-        Duration::from_secs(20),
-        || {
-            let spans = collector.spans();
-            async move {
-                spans.iter().any(is_notify_server)
-                    && spans.iter().any(|s| s.service == "sportello-gateway")
-            }
-        },
-    )
+    eventually("the spans of all three services", Duration::from_secs(20), || {
+        let spans = collector.spans();
+        async move {
+            spans.iter().any(is_notify_server)
+                && spans.iter().any(|s| s.service == "sportello-gateway")
+        }
+    })
     .await;
     // Walk from notify's server span up to the root: every hop must be there.
     let spans = collector.spans();
-    let leaf = spans
-        .iter()
-        .find(|s| is_notify_server(s))
-        .expect("notify span");
+    let leaf = spans.iter().find(|s| is_notify_server(s)).expect("notify span");
     let mut chain = vec![leaf];
     while let Some(parent) = parent_of(&spans, chain.last().expect("non-empty")) {
         chain.push(parent);
     }
-    let hops: Vec<(&str, &str)> = chain
-        .iter()
-        .rev()
-        .map(|s| (s.service.as_str(), s.name.as_str()))
-        .collect();
+    let hops: Vec<(&str, &str)> =
+        chain.iter().rev().map(|s| (s.service.as_str(), s.name.as_str())).collect();
     let root = chain.last().expect("root");
-    assert!(
-        root.parent_span_id.is_empty(),
-        "the chain reaches the root: {hops:?}"
-    );
-    assert!(
-        chain.iter().all(|s| s.trace_id == leaf.trace_id),
-        "one trace id"
-    );
+    assert!(root.parent_span_id.is_empty(), "the chain reaches the root: {hops:?}");
+    assert!(chain.iter().all(|s| s.trace_id == leaf.trace_id), "one trace id");
     let services: Vec<&str> = {
         let mut seen: Vec<&str> = Vec::new();
         for (service, _) in &hops {
@@ -113,26 +93,16 @@ async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() 
     };
     assert_eq!(
         services,
-        [
-            "sportello-gateway",
-            "sportello-identity",
-            "sportello-notify"
-        ],
+        ["sportello-gateway", "sportello-identity", "sportello-notify"],
         "{hops:?}"
     );
-    assert_eq!(
-        root.name,
-        "sportello.identity.v1.IdentityService/RequestPin"
-    );
+    assert_eq!(root.name, "sportello.identity.v1.IdentityService/RequestPin");
     assert_eq!(root.attribute("rpc.system"), Some("grpc"));
 
     // Ctrl-C/SIGTERM stops the whole suite cleanly.
     let pid = suite.id().expect("pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("signal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal");
     let status = tokio::time::timeout(Duration::from_secs(30), suite.wait())
         .await
         .expect("stops in time")

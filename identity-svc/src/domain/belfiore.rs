@@ -61,16 +61,12 @@ pub enum LookupError {
 pub fn lookup(code: &str, on: NaiveDate) -> Result<&'static Place, LookupError> {
     let periods = by_code(code);
     if periods.is_empty() {
-        return Err(LookupError::UnknownCode {
-            code: normalise_code(code),
-        });
+        return Err(LookupError::UnknownCode { code: normalise_code(code) });
     }
     periods
         .iter()
         .find(|p| p.valid_on(on))
-        .ok_or_else(|| LookupError::NotValidOn {
-            code: normalise_code(code),
-        })
+        .ok_or_else(|| LookupError::NotValidOn { code: normalise_code(code) })
 }
 
 /// All validity periods of `code` (case-insensitive), oldest first; empty if
@@ -91,9 +87,7 @@ pub fn by_code(code: &str) -> &'static [Place] {
 /// belonged to on `on`, which for old dates may differ from today's.
 pub fn find_municipality(name: &str, province: &str, on: NaiveDate) -> Option<&'static Place> {
     let province = province.trim();
-    find_by_name(name, on, |p| {
-        !p.is_foreign() && p.province.eq_ignore_ascii_case(province)
-    })
+    find_by_name(name, on, |p| !p.is_foreign() && p.province.eq_ignore_ascii_case(province))
 }
 
 /// Finds the foreign country called `name` as of `on`, with the same lenient
@@ -107,6 +101,19 @@ pub fn find_country(name: &str, on: NaiveDate) -> Option<&'static Place> {
 pub fn is_known_province(p: &str) -> bool {
     let p = p.trim().to_ascii_uppercase();
     table().provinces.contains(p.as_str())
+}
+
+/// Whether `p` was a province on `on`, i.e. some Italian municipality of the
+/// table belonged to it that day: true for today's provinces when `on` is
+/// today, false for suppressed ones (e.g. `FO`, replaced by `FC` in 1992) and
+/// for `EE`. Case-insensitive.
+pub fn is_province_in_use(p: &str, on: NaiveDate) -> bool {
+    let table = table();
+    let p = p.trim().to_ascii_uppercase();
+    table
+        .by_province
+        .get(p.as_str())
+        .is_some_and(|indices| indices.iter().any(|&i| table.places[i].valid_on(on)))
 }
 
 /// Maps an accented Latin letter, in either case, to its upper-case ASCII base
@@ -133,6 +140,8 @@ struct Table {
     /// Name key (see `name_key`) to indices into `places`, in table order.
     by_name: HashMap<String, Vec<usize>>,
     provinces: HashSet<&'static str>,
+    /// Province to indices into `places` of its municipalities (all periods).
+    by_province: HashMap<&'static str, Vec<usize>>,
 }
 
 static TABLE: LazyLock<Table> = LazyLock::new(|| Table::parse(CSV));
@@ -147,11 +156,7 @@ impl Table {
     fn parse(csv: &'static str) -> Table {
         let mut lines = csv.lines();
         let header = lines.next().expect("belfiore.csv is empty");
-        assert_eq!(
-            header.trim(),
-            EXPECTED_HEADER,
-            "belfiore.csv has unexpected columns"
-        );
+        assert_eq!(header.trim(), EXPECTED_HEADER, "belfiore.csv has unexpected columns");
 
         let mut places = Vec::new();
         for (index, line) in lines.enumerate() {
@@ -175,37 +180,28 @@ impl Table {
                 valid_to.is_none_or(|to| valid_from <= to),
                 "belfiore.csv line {line_no}: valid_to before valid_from"
             );
-            places.push(Place {
-                code,
-                name,
-                province,
-                valid_from,
-                valid_to,
-            });
+            places.push(Place { code, name, province, valid_from, valid_to });
         }
         // Stable sort: entries with the same code and start date keep file order.
         places.sort_by(|a, b| a.code.cmp(b.code).then(a.valid_from.cmp(&b.valid_from)));
 
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut provinces = HashSet::new();
+        let mut by_province: HashMap<&'static str, Vec<usize>> = HashMap::new();
         for (i, place) in places.iter().enumerate() {
             by_name.entry(name_key(place.name)).or_default().push(i);
             if !place.is_foreign() {
                 provinces.insert(place.province);
+                by_province.entry(place.province).or_default().push(i);
             }
         }
 
-        Table {
-            places,
-            by_name,
-            provinces,
-        }
+        Table { places, by_name, provinces, by_province }
     }
 }
 
 fn parse_date(s: &str, line_no: usize) -> NaiveDate {
-    s.parse()
-        .unwrap_or_else(|_| panic!("belfiore.csv line {line_no}: invalid date {s:?}"))
+    s.parse().unwrap_or_else(|_| panic!("belfiore.csv line {line_no}: invalid date {s:?}"))
 }
 
 fn is_belfiore_code(code: &str) -> bool {
@@ -267,22 +263,13 @@ mod tests {
 
     #[test]
     fn lookup_is_case_insensitive_and_ignores_surrounding_whitespace() {
-        assert_eq!(
-            lookup(" h501 ", date(2000, 1, 1)).map(|p| p.name),
-            Ok("Roma")
-        );
+        assert_eq!(lookup(" h501 ", date(2000, 1, 1)).map(|p| p.name), Ok("Roma"));
     }
 
     #[test]
     fn renamed_municipality_has_one_entry_per_name_and_valid_to_is_inclusive() {
-        assert_eq!(
-            lookup("A001", date(1924, 11, 13)).map(|p| p.name),
-            Ok("Abano")
-        );
-        assert_eq!(
-            lookup("A001", date(1924, 11, 14)).map(|p| p.name),
-            Ok("Abano Terme")
-        );
+        assert_eq!(lookup("A001", date(1924, 11, 13)).map(|p| p.name), Ok("Abano"));
+        assert_eq!(lookup("A001", date(1924, 11, 14)).map(|p| p.name), Ok("Abano Terme"));
         let names: Vec<_> = by_code("A001").iter().map(|p| p.name).collect();
         assert_eq!(names, ["Abano", "Abano Terme"]);
     }
@@ -291,17 +278,13 @@ mod tests {
     fn lookup_distinguishes_unknown_code_from_code_not_valid_on_date() {
         assert_eq!(
             lookup("Z999", date(2000, 1, 1)),
-            Err(LookupError::UnknownCode {
-                code: "Z999".into()
-            })
+            Err(LookupError::UnknownCode { code: "Z999".into() })
         );
         // Lusiana (VI) was merged into Lusiana Conco on 2019-02-20.
         assert!(lookup("E762", date(2019, 2, 19)).is_ok());
         assert_eq!(
             lookup("E762", date(2019, 2, 20)),
-            Err(LookupError::NotValidOn {
-                code: "E762".into()
-            })
+            Err(LookupError::NotValidOn { code: "E762".into() })
         );
     }
 
@@ -321,14 +304,8 @@ mod tests {
     #[test]
     fn find_municipality_ignores_case_accents_and_punctuation() {
         let on = date(1990, 1, 1);
-        assert_eq!(
-            find_municipality("BAGNO A RIPOLI", "fi", on).map(|p| p.code),
-            Some("A564")
-        );
-        assert_eq!(
-            find_municipality("montecatini terme", "PT", on).map(|p| p.code),
-            Some("A561")
-        );
+        assert_eq!(find_municipality("BAGNO A RIPOLI", "fi", on).map(|p| p.code), Some("A564"));
+        assert_eq!(find_municipality("montecatini terme", "PT", on).map(|p| p.code), Some("A561"));
         let aglie = find_municipality("AGLIE'", "TO", on).expect("Agliè");
         assert_eq!(aglie.name, "Agliè");
     }
@@ -337,15 +314,9 @@ mod tests {
     fn find_municipality_requires_the_province_of_the_time() {
         // Bagno di Romagna moved from Forlì (FO) to Forlì-Cesena (FC) in 1992.
         let name = "Bagno di Romagna";
-        assert_eq!(
-            find_municipality(name, "FO", date(1980, 1, 1)).map(|p| p.code),
-            Some("A565")
-        );
+        assert_eq!(find_municipality(name, "FO", date(1980, 1, 1)).map(|p| p.code), Some("A565"));
         assert_eq!(find_municipality(name, "FC", date(1980, 1, 1)), None);
-        assert_eq!(
-            find_municipality(name, "FC", date(2000, 1, 1)).map(|p| p.code),
-            Some("A565")
-        );
+        assert_eq!(find_municipality(name, "FC", date(2000, 1, 1)).map(|p| p.code), Some("A565"));
     }
 
     #[test]
@@ -361,20 +332,14 @@ mod tests {
     #[test]
     fn find_country_matches_only_foreign_entries() {
         let on = date(2000, 1, 1);
-        assert_eq!(
-            find_country("stati uniti d'america", on).map(|p| p.code),
-            Some("Z404")
-        );
+        assert_eq!(find_country("stati uniti d'america", on).map(|p| p.code), Some("Z404"));
         assert_eq!(find_country("Roma", on), None);
         assert_eq!(find_municipality("Stati Uniti D'America", "EE", on), None);
     }
 
     #[test]
     fn find_country_respects_validity_period() {
-        assert_eq!(
-            find_country("Jugoslavia", date(1980, 1, 1)).map(|p| p.code),
-            Some("Z118")
-        );
+        assert_eq!(find_country("Jugoslavia", date(1980, 1, 1)).map(|p| p.code), Some("Z118"));
         assert_eq!(find_country("Jugoslavia", date(2010, 1, 1)), None);
     }
 
@@ -386,5 +351,20 @@ mod tests {
         assert!(!is_known_province("EE"));
         assert!(!is_known_province("XX"));
         assert!(!is_known_province(""));
+    }
+
+    #[test]
+    fn province_in_use_depends_on_the_date() {
+        let today = date(2020, 4, 1);
+        assert!(is_province_in_use("PI", today));
+        assert!(is_province_in_use(" rm ", today));
+        assert!(is_province_in_use("FC", today));
+        // Forlì (FO) became Forlì-Cesena (FC) on 1992-04-16.
+        assert!(!is_province_in_use("FO", today));
+        assert!(is_province_in_use("FO", date(1980, 1, 1)));
+        assert!(!is_province_in_use("FC", date(1980, 1, 1)));
+        assert!(!is_province_in_use("PL", today), "Pola, historical");
+        assert!(!is_province_in_use("EE", today));
+        assert!(!is_province_in_use("XX", today));
     }
 }

@@ -37,9 +37,8 @@ const OMOCODE_LETTERS: &[u8; 10] = b"LMNPQRSTUV";
 const OMOCODE_INDICES: [usize; 7] = [6, 7, 9, 10, 12, 13, 14];
 /// Value of each character at odd 1-based positions ("dispari" table), indexed
 /// by letter (`A` = 0) or digit (`0` = 0, which shares the value of `A`).
-const ODD_VALUES: [u32; 26] = [
-    1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23,
-];
+const ODD_VALUES: [u32; 26] =
+    [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
 const FEMALE_DAY_OFFSET: u8 = 40;
 const MASK: &str = "***********";
 
@@ -101,10 +100,8 @@ impl CodiceFiscale {
         let given = normalise(input)?;
         let canonical = canonical_bytes(&given);
 
-        let month = MONTH_LETTERS
-            .iter()
-            .position(|&m| m == canonical[8])
-            .ok_or(CfError::InvalidMonth)?;
+        let month =
+            MONTH_LETTERS.iter().position(|&m| m == canonical[8]).ok_or(CfError::InvalidMonth)?;
         let (day, sex) = match two_digits(canonical[9], canonical[10]) {
             d @ 1..=31 => (d, Sex::Male),
             d @ 41..=71 => (d - FEMALE_DAY_OFFSET, Sex::Female),
@@ -194,9 +191,7 @@ impl fmt::Display for CodiceFiscale {
 /// the full code.
 impl fmt::Debug for CodiceFiscale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CodiceFiscale")
-            .field(&self.masked())
-            .finish()
+        f.debug_tuple("CodiceFiscale").field(&self.masked()).finish()
     }
 }
 
@@ -231,6 +226,47 @@ pub fn name_code_for(given_name: &str) -> String {
     } else {
         pad_code(consonants.into_iter().chain(vowels))
     }
+}
+
+/// Builds the plain (non-omocode) codice fiscale of a person: the inverse of
+/// [`CodiceFiscale::parse`], so `parse(&compute(..))` gives back the birth
+/// date (century resolved by `parse`'s rule), sex and birthplace.
+///
+/// `belfiore_code` is used as given (trimmed, upper-cased) and not looked up,
+/// so a code that does not exist, or did not on `birth_date`, gives a string
+/// that `parse` rejects. Omocodes are assigned by the tax agency and cannot be
+/// derived from the anagrafica alone.
+///
+/// # Panics
+///
+/// If `belfiore_code` is not a letter followed by three digits.
+pub fn compute(
+    surname: &str,
+    given_name: &str,
+    birth_date: NaiveDate,
+    sex: Sex,
+    belfiore_code: &str,
+) -> String {
+    let place = belfiore_code.trim().to_ascii_uppercase();
+    let p = place.as_bytes();
+    assert!(
+        p.len() == 4 && p[0].is_ascii_uppercase() && p[1..].iter().all(u8::is_ascii_digit),
+        "a Belfiore code is a letter followed by three digits"
+    );
+    let day = match sex {
+        Sex::Male => birth_date.day(),
+        Sex::Female => birth_date.day() + u32::from(FEMALE_DAY_OFFSET),
+    };
+    let month = char::from(MONTH_LETTERS[birth_date.month0() as usize]);
+    let mut code = format!(
+        "{}{}{:02}{month}{day:02}{place}",
+        surname_code_for(surname),
+        name_code_for(given_name),
+        birth_date.year().rem_euclid(100),
+    );
+    let check = check_character(code.as_bytes());
+    code.push(char::from(check));
+    code
 }
 
 fn split_letters(s: &str) -> (Vec<char>, Vec<char>) {
@@ -289,11 +325,7 @@ fn check_character(first15: &[u8]) -> u8 {
         .iter()
         .enumerate()
         .map(|(i, &b)| {
-            let ordinal = if b.is_ascii_digit() {
-                b - b'0'
-            } else {
-                b - b'A'
-            };
+            let ordinal = if b.is_ascii_digit() { b - b'0' } else { b - b'A' };
             if i % 2 == 0 {
                 ODD_VALUES[usize::from(ordinal)]
             } else {
@@ -410,10 +442,7 @@ mod tests {
 
     #[test]
     fn wrong_check_character_is_rejected() {
-        assert_eq!(
-            parse("RSSMRA85T10A562T").map(|_| ()),
-            Err(CfError::WrongCheckCharacter)
-        );
+        assert_eq!(parse("RSSMRA85T10A562T").map(|_| ()), Err(CfError::WrongCheckCharacter));
     }
 
     #[test]
@@ -461,10 +490,7 @@ mod tests {
     #[test]
     fn omocode_check_character_is_computed_on_the_letters_not_the_digits() {
         // Letters in place of digits but keeping the plain code's check character.
-        assert_eq!(
-            parse("RSSMRA85TMLA562S").map(|_| ()),
-            Err(CfError::WrongCheckCharacter)
-        );
+        assert_eq!(parse("RSSMRA85TMLA562S").map(|_| ()), Err(CfError::WrongCheckCharacter));
     }
 
     #[test]
@@ -530,9 +556,7 @@ mod tests {
         for first15 in ["RSSMRA19B20E762", "RSSMRA20C15E762"] {
             assert_eq!(
                 parse(&with_check(first15)).map(|_| ()),
-                Err(CfError::BirthplaceNotValidOnBirthDate {
-                    code: "E762".into()
-                }),
+                Err(CfError::BirthplaceNotValidOnBirthDate { code: "E762".into() }),
                 "{first15}"
             );
         }
@@ -543,15 +567,10 @@ mod tests {
         // Fiumicino (RM), M297, was created on 1992-04-04.
         assert_eq!(
             parse(&with_check("RSSMRA80A01M297")).map(|_| ()),
-            Err(CfError::BirthplaceNotValidOnBirthDate {
-                code: "M297".into()
-            })
+            Err(CfError::BirthplaceNotValidOnBirthDate { code: "M297".into() })
         );
         assert_eq!(
-            parse(&with_check("RSSMRA92D04M297"))
-                .expect("valid")
-                .birthplace()
-                .name,
+            parse(&with_check("RSSMRA92D04M297")).expect("valid").birthplace().name,
             "Fiumicino"
         );
     }
@@ -560,9 +579,7 @@ mod tests {
     fn unknown_birthplace_code_is_rejected() {
         assert_eq!(
             parse(&with_check("RSSMRA80A01Z999")).map(|_| ()),
-            Err(CfError::UnknownBirthplace {
-                code: "Z999".into()
-            })
+            Err(CfError::UnknownBirthplace { code: "Z999".into() })
         );
     }
 
@@ -571,23 +588,14 @@ mod tests {
         let cf = parse(&with_check("RSSMRA85T10A5SN")).expect("valid");
         assert_eq!(cf.birthplace().code, "A562");
         let err = parse(&with_check("RSSMRA80A01ZVVV")).map(|_| ());
-        assert_eq!(
-            err,
-            Err(CfError::UnknownBirthplace {
-                code: "Z999".into()
-            })
-        );
+        assert_eq!(err, Err(CfError::UnknownBirthplace { code: "Z999".into() }));
     }
 
     #[test]
     fn invalid_month_letter_is_rejected() {
         for month in ["F", "G", "Z"] {
             let code = with_check(&format!("RSSMRA85{month}10A562"));
-            assert_eq!(
-                parse(&code).map(|_| ()),
-                Err(CfError::InvalidMonth),
-                "{month}"
-            );
+            assert_eq!(parse(&code).map(|_| ()), Err(CfError::InvalidMonth), "{month}");
         }
     }
 
@@ -601,12 +609,8 @@ mod tests {
 
     #[test]
     fn day_that_does_not_exist_in_the_month_is_rejected() {
-        for first15 in [
-            "RSSMRA85B30A562",
-            "RSSMRA85B70A562",
-            "RSSMRA85D31A562",
-            "RSSMRA01B29A562",
-        ] {
+        for first15 in ["RSSMRA85B30A562", "RSSMRA85B70A562", "RSSMRA85D31A562", "RSSMRA01B29A562"]
+        {
             assert_eq!(
                 parse(&with_check(first15)).map(|_| ()),
                 Err(CfError::InvalidDate),
@@ -634,20 +638,13 @@ mod tests {
             parse("RSSMRA 5T10A562S").map(|_| ()),
             Err(CfError::InvalidCharacter { position: 7 })
         );
-        assert_eq!(
-            parse("RSS MRA85T10A562S").map(|_| ()),
-            Err(CfError::WrongLength { len: 17 })
-        );
+        assert_eq!(parse("RSS MRA85T10A562S").map(|_| ()), Err(CfError::WrongLength { len: 17 }));
     }
 
     #[test]
     fn wrong_length_is_rejected_and_reported() {
         for (input, len) in [("", 0), ("RSSMRA85T10A562", 15), ("RSSMRA85T10A562SS", 17)] {
-            assert_eq!(
-                parse(input).map(|_| ()),
-                Err(CfError::WrongLength { len }),
-                "{input}"
-            );
+            assert_eq!(parse(input).map(|_| ()), Err(CfError::WrongLength { len }), "{input}");
         }
     }
 
@@ -774,6 +771,72 @@ mod tests {
         assert_eq!(name_code_for("Nicolò"), "NCL");
         assert_eq!(name_code_for("Èva"), "VEA");
         assert_eq!(name_code_for("Al"), "LAX");
+    }
+
+    #[test]
+    fn compute_reproduces_the_published_examples() {
+        assert_eq!(
+            compute("Rossi", "Mario", date(1985, 12, 10), Sex::Male, "A562"),
+            "RSSMRA85T10A562S"
+        );
+        assert_eq!(
+            compute("Moretti", "Matteo", date(1925, 4, 9), Sex::Male, "F205"),
+            "MRTMTT25D09F205Z"
+        );
+        assert_eq!(
+            compute("Miller", "Samantha", date(1982, 9, 25), Sex::Female, "z404"),
+            "MLLSNT82P65Z404U"
+        );
+    }
+
+    #[test]
+    fn compute_then_parse_round_trips_for_a_male_born_in_italy() {
+        let code = compute("De Luca", "Gianfranco", date(1972, 7, 3), Sex::Male, "H501");
+        assert_eq!(&code[..11], "DLCGFR72L03");
+        let cf = parse(&code).expect("valid");
+        assert_eq!(cf.as_str(), code);
+        assert_eq!(cf.birth_date(), date(1972, 7, 3));
+        assert_eq!(cf.sex(), Sex::Male);
+        assert_eq!(cf.birthplace().name, "Roma");
+        assert_eq!(cf.surname_code(), surname_code_for("De Luca"));
+        assert_eq!(cf.name_code(), name_code_for("Gianfranco"));
+        assert!(!cf.is_omocode());
+    }
+
+    #[test]
+    fn compute_then_parse_round_trips_for_a_female() {
+        let code = compute("Bianchi", "Laura", date(2001, 2, 28), Sex::Female, "F205");
+        assert_eq!(&code[9..11], "68", "day plus 40");
+        let cf = parse(&code).expect("valid");
+        assert_eq!(cf.birth_date(), date(2001, 2, 28));
+        assert_eq!(cf.sex(), Sex::Female);
+        assert_eq!(cf.birthplace().name, "Milano");
+    }
+
+    #[test]
+    fn compute_then_parse_round_trips_for_a_foreign_birth() {
+        let code = compute("Müller", "Jürgen", date(1964, 11, 30), Sex::Male, "Z112");
+        let cf = parse(&code).expect("valid");
+        assert_eq!(cf.birth_date(), date(1964, 11, 30));
+        assert_eq!(cf.sex(), Sex::Male);
+        assert!(cf.birthplace().is_foreign());
+        assert_eq!(cf.birthplace().name, "Germania");
+        assert_eq!(cf.surname_code(), "MLL");
+    }
+
+    #[test]
+    fn compute_with_a_birthplace_not_yet_in_use_gives_a_code_parse_rejects() {
+        let code = compute("Rossi", "Mario", date(1980, 1, 1), Sex::Male, "M297");
+        assert_eq!(
+            parse(&code).map(|_| ()),
+            Err(CfError::BirthplaceNotValidOnBirthDate { code: "M297".into() })
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "a Belfiore code is a letter followed by three digits")]
+    fn compute_panics_on_a_malformed_belfiore_code() {
+        compute("Rossi", "Mario", date(1985, 12, 10), Sex::Male, "Roma");
     }
 
     #[test]

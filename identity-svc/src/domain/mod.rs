@@ -3,4 +3,5 @@
 pub mod belfiore;
 pub mod codice_fiscale;
 pub mod pin;
+pub mod pin_policy;
 pub mod pin_request;

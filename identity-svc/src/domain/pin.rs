@@ -76,10 +76,7 @@ mod tests {
     #[test]
     fn the_two_halves_make_the_whole_pin() {
         let pin = Pin::generate_initial();
-        assert_eq!(
-            format!("{}{}", pin.first_half(), pin.second_half()),
-            pin.expose()
-        );
+        assert_eq!(format!("{}{}", pin.first_half(), pin.second_half()), pin.expose());
         assert_eq!(pin.first_half().len(), 8);
     }
 

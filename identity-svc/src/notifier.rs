@@ -1,0 +1,162 @@
+//! identity-svc's side of notify-svc: the messages the PIN lifecycle sends, and their delivery.
+
+use crate::domain::pin_request::{Channel, Contacts};
+use crate::error::IdentityError;
+use sportello_platform::client::TracedChannel;
+use sportello_proto::identity::v1::DeliveryStatus;
+use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::notify::v1::{
+    BatchGetMessagesRequest, Channel as NotifyChannel, EnqueueMessageRequest, MessageStatus,
+    ResendMessageRequest,
+};
+use std::collections::HashMap;
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Destination {
+    Channel(Channel, String),
+    /// A postal letter to this address block.
+    Post(String),
+}
+
+impl Destination {
+    fn wire(&self) -> (NotifyChannel, &str) {
+        match self {
+            Destination::Channel(Channel::Sms, a) => (NotifyChannel::Sms, a),
+            Destination::Channel(Channel::Email, a) => (NotifyChannel::Email, a),
+            Destination::Channel(Channel::Pec, a) => (NotifyChannel::Pec, a),
+            Destination::Post(a) => (NotifyChannel::Post, a),
+        }
+    }
+}
+
+/// The contacts on file a notice to the citizen goes to: every one that can receive text.
+pub fn notice_destinations(contacts: &Contacts) -> Vec<Destination> {
+    [Channel::Sms, Channel::Email, Channel::Pec]
+        .into_iter()
+        .filter_map(|ch| contacts.address(ch).map(|a| Destination::Channel(ch, a.to_owned())))
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    client: NotifyServiceClient<TracedChannel>,
+}
+
+fn failed(status: tonic::Status) -> IdentityError {
+    IdentityError::Dependency { service: "notify", status }
+}
+
+impl Notifier {
+    pub fn new(client: NotifyServiceClient<TracedChannel>) -> Self {
+        Self { client }
+    }
+
+    /// Enqueues one message; `key` makes a retry of the same action send it once.
+    pub async fn send(
+        &self,
+        key: String,
+        fiscal_code: &str,
+        to: &Destination,
+        template: &str,
+        secret: Option<(&str, &str)>,
+    ) -> Result<String, IdentityError> {
+        let (channel, address) = to.wire();
+        let secret_params =
+            secret.map(|(k, v)| HashMap::from([(k.to_owned(), v.to_owned())])).unwrap_or_default();
+        let reply = self
+            .client
+            .clone()
+            .enqueue_message(EnqueueMessageRequest {
+                idempotency_key: key,
+                fiscal_code: fiscal_code.to_owned(),
+                channel: channel as i32,
+                address: address.to_owned(),
+                template: template.to_owned(),
+                params: HashMap::new(),
+                secret_params,
+            })
+            .await
+            .map_err(failed)?;
+        Ok(reply.into_inner().message_id)
+    }
+
+    /// Sends a notice (no secrets) to every contact on file.
+    pub async fn notify_all(
+        &self,
+        key: &str,
+        fiscal_code: &str,
+        contacts: &Contacts,
+        template: &str,
+    ) -> Result<(), IdentityError> {
+        for (i, to) in notice_destinations(contacts).iter().enumerate() {
+            self.send(format!("{key}:{i}"), fiscal_code, to, template, None).await?;
+        }
+        Ok(())
+    }
+
+    /// The delivery status of each message id (unknown ids are absent).
+    pub async fn statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, DeliveryStatus>, IdentityError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let reply = self
+                .client
+                .clone()
+                .batch_get_messages(BatchGetMessagesRequest { message_ids: chunk.to_vec() })
+                .await
+                .map_err(failed)?;
+            for m in reply.into_inner().messages {
+                out.insert(m.message_id, delivery(m.status));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a stored message again (same secret), optionally elsewhere.
+    pub async fn resend(
+        &self,
+        key: String,
+        message_id: &str,
+        to: Option<&Destination>,
+    ) -> Result<String, IdentityError> {
+        let (channel, address) =
+            to.map(Destination::wire).unwrap_or((NotifyChannel::Unspecified, ""));
+        let reply = self
+            .client
+            .clone()
+            .resend_message(ResendMessageRequest {
+                message_id: message_id.to_owned(),
+                idempotency_key: key,
+                channel: channel as i32,
+                address: address.to_owned(),
+            })
+            .await;
+        match reply {
+            Ok(r) => Ok(r.into_inner().message_id),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition || s.code() == tonic::Code::NotFound => {
+                Err(IdentityError::Precondition {
+                    reason: "FIRST_HALF_NO_LONGER_AVAILABLE",
+                    message: "the first half can no longer be re-sent: revoke the PIN and file a new request",
+                })
+            }
+            Err(s) => Err(failed(s)),
+        }
+    }
+}
+
+/// notify-svc's status as identity's contract says it.
+pub fn delivery(status: i32) -> DeliveryStatus {
+    match MessageStatus::try_from(status) {
+        Ok(MessageStatus::Queued) => DeliveryStatus::Queued,
+        Ok(MessageStatus::Sent) => DeliveryStatus::Sent,
+        Ok(MessageStatus::Delivered) => DeliveryStatus::Delivered,
+        Ok(MessageStatus::Failed) => DeliveryStatus::Failed,
+        _ => DeliveryStatus::Unspecified,
+    }
+}

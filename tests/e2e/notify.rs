@@ -1,0 +1,290 @@
+//! notify-svc's lookups and resends, straight at the service (it is internal: the other services
+//! and the contact center's back office call it): what a lookup shows and hides, and when a
+//! message can be sent again.
+
+use crate::helpers::*;
+use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::notify::v1::{
+    BatchGetMessagesRequest, Channel, EnqueueMessageRequest, MessageStatus, ResendMessageRequest,
+};
+use sqlx::Row;
+use tonic::transport::Channel as Transport;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const PHONE: &str = "+39 333 1234567";
+const SECRET: &str = "K7Q2M9XZ";
+
+async fn client(suite: &Suite) -> NotifyServiceClient<Transport> {
+    NotifyServiceClient::new(connect(suite.notify.addr).await)
+}
+
+fn pin_message(key: &str) -> EnqueueMessageRequest {
+    EnqueueMessageRequest {
+        idempotency_key: key.into(),
+        fiscal_code: "RSSMRA85T10A562S".into(),
+        channel: Channel::Sms as i32,
+        address: PHONE.into(),
+        template: "PIN_FIRST_HALF".into(),
+        params: [("name".to_owned(), "Mario".to_owned())].into(),
+        secret_params: [("pin_half".to_owned(), SECRET.to_owned())].into(),
+    }
+}
+
+async fn enqueue(notify: &mut NotifyServiceClient<Transport>, key: &str) -> String {
+    notify.enqueue_message(pin_message(key)).await.expect("enqueued").into_inner().message_id
+}
+
+fn resend_request(message_id: &str, key: &str) -> ResendMessageRequest {
+    ResendMessageRequest {
+        message_id: message_id.into(),
+        idempotency_key: key.into(),
+        ..Default::default()
+    }
+}
+
+/// `(channel, address, secret_params)` of message `id`, as stored.
+async fn stored(suite: &Suite, id: &str) -> (String, String, Option<String>) {
+    let sql = format!(
+        "SELECT channel, address, secret_params FROM {} WHERE id = $1",
+        suite.db.table("notify", "messages")
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .fetch_one(&suite.db.pool("notify").await)
+        .await
+        .expect("message row");
+    (row.get("channel"), row.get("address"), row.get("secret_params"))
+}
+
+/// What the dispatcher does to a message once it has been sent.
+async fn purge_secrets(suite: &Suite, id: &str) {
+    let sql = format!(
+        "UPDATE {} SET secrets_purged_at = $1, secret_params = NULL WHERE id = $2",
+        suite.db.table("notify", "messages")
+    );
+    sqlx::query(&sql)
+        .bind(sportello_platform::now_millis())
+        .bind(id)
+        .execute(&suite.db.pool("notify").await)
+        .await
+        .expect("purge");
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_enqueued_message_reads_back_masked_and_queued_without_its_secrets() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let id = enqueue(&mut notify, "test:batch-get:1").await;
+
+    let reply = notify
+        .batch_get_messages(BatchGetMessagesRequest { message_ids: vec![id.clone()] })
+        .await
+        .expect("looked up")
+        .into_inner();
+
+    assert_eq!(reply.messages.len(), 1);
+    let message = &reply.messages[0];
+    assert_eq!(message.message_id, id);
+    assert_eq!(message.fiscal_code, "RSSMRA85T10A562S");
+    assert_eq!(message.channel(), Channel::Sms);
+    assert_eq!(message.masked_address, "+39 *** *** 4567");
+    assert_eq!(message.template, "PIN_FIRST_HALF");
+    assert_eq!(message.status(), MessageStatus::Queued);
+    assert!(message.failure_reason.is_empty());
+    let created = message.created_at.expect("created_at");
+    assert!(created.seconds > 1_577_836_800, "a time after 2020");
+    assert_eq!(message.updated_at, message.created_at);
+
+    let shown = format!("{reply:?}");
+    assert!(!shown.contains(SECRET), "no secret in the reply: {shown}");
+    assert!(!shown.contains("pin_half"), "no secret name either: {shown}");
+    assert!(!shown.contains("1234567"), "no full address: {shown}");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_left_out_and_the_answer_follows_the_order_asked() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let first = enqueue(&mut notify, "test:order:1").await;
+    let second = enqueue(&mut notify, "test:order:2").await;
+
+    let reply = notify
+        .batch_get_messages(BatchGetMessagesRequest {
+            message_ids: vec![
+                second.clone(),
+                "no-such-message".into(),
+                first.clone(),
+                uuid::Uuid::now_v7().to_string(),
+            ],
+        })
+        .await
+        .expect("looked up")
+        .into_inner();
+
+    let ids: Vec<&str> = reply.messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+
+    let none = notify
+        .batch_get_messages(BatchGetMessagesRequest { message_ids: vec!["no-such-message".into()] })
+        .await
+        .expect("an answer, not an error")
+        .into_inner();
+    assert!(none.messages.is_empty());
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_ids_is_invalid_argument_naming_message_ids() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+
+    for n in [0, 101] {
+        let status = notify
+            .batch_get_messages(BatchGetMessagesRequest {
+                message_ids: (0..n).map(|i| format!("id-{i}")).collect(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{n} ids");
+        let violations =
+            status.get_details_bad_request().expect("BadRequest details").field_violations;
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["message_ids"], "{n} ids");
+    }
+}
+
+#[tokio::test]
+async fn a_resend_to_a_corrected_address_is_a_new_message_with_the_same_secrets() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let original = enqueue(&mut notify, "test:resend:original").await;
+
+    let mut request = resend_request(&original, "test:resend:corrected");
+    request.address = "+39 347 7654321".into();
+    let reply = notify.resend_message(request).await.expect("resent").into_inner();
+
+    assert_ne!(reply.message_id, original, "a new message");
+    assert_eq!(reply.status(), MessageStatus::Queued);
+    let (old_channel, old_address, old_secrets) = stored(&suite, &original).await;
+    let (channel, address, secrets) = stored(&suite, &reply.message_id).await;
+    assert_eq!(channel, old_channel, "the original's channel is kept");
+    assert_eq!(old_address, PHONE, "the original is untouched");
+    assert_eq!(address, "+39 347 7654321");
+    assert_eq!(secrets, old_secrets);
+    assert!(secrets.expect("secret params").contains(SECRET));
+
+    let looked_up = notify
+        .batch_get_messages(BatchGetMessagesRequest { message_ids: vec![reply.message_id.clone()] })
+        .await
+        .expect("looked up")
+        .into_inner();
+    assert_eq!(looked_up.messages[0].masked_address, "+39 *** *** 4321");
+    assert_eq!(looked_up.messages[0].template, "PIN_FIRST_HALF");
+    assert_eq!(suite.db.count("notify", "messages", "fiscal_code = 'RSSMRA85T10A562S'").await, 2);
+}
+
+#[tokio::test]
+async fn a_resend_on_another_channel_goes_to_the_address_given() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let original = enqueue(&mut notify, "test:resend-email:original").await;
+
+    let mut request = resend_request(&original, "test:resend-email:1");
+    request.channel = Channel::Email as i32;
+    request.address = "mario.rossi@example.it".into();
+    let reply = notify.resend_message(request).await.expect("resent").into_inner();
+
+    let (channel, address, _) = stored(&suite, &reply.message_id).await;
+    assert_eq!(channel, "EMAIL");
+    assert_eq!(address, "mario.rossi@example.it");
+
+    let mut without_address = resend_request(&original, "test:resend-email:2");
+    without_address.channel = Channel::Pec as i32;
+    let status =
+        notify.resend_message(without_address).await.expect_err("a phone number is no PEC address");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations = status.get_details_bad_request().expect("BadRequest details").field_violations;
+    assert_eq!(violations[0].field, "address");
+}
+
+#[tokio::test]
+async fn resending_an_unknown_message_is_not_found() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+
+    let status = notify
+        .resend_message(resend_request(&uuid::Uuid::now_v7().to_string(), "test:resend-unknown:1"))
+        .await
+        .expect_err("nothing to resend");
+
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status), "MESSAGE_NOT_FOUND");
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 0);
+}
+
+#[tokio::test]
+async fn resending_after_the_secrets_were_purged_is_failed_precondition() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let original = enqueue(&mut notify, "test:purged:original").await;
+    purge_secrets(&suite, &original).await;
+
+    let status = notify
+        .resend_message(resend_request(&original, "test:purged:resend"))
+        .await
+        .expect_err("the secrets are gone");
+
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "SECRETS_PURGED");
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 1);
+}
+
+#[tokio::test]
+async fn resending_twice_with_the_same_key_gives_the_same_message() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let original = enqueue(&mut notify, "test:idempotent:original").await;
+
+    let first = notify
+        .resend_message(resend_request(&original, "test:idempotent:resend"))
+        .await
+        .expect("first")
+        .into_inner();
+    let second = notify
+        .resend_message(resend_request(&original, "test:idempotent:resend"))
+        .await
+        .expect("second")
+        .into_inner();
+
+    assert_eq!(first.message_id, second.message_id);
+    assert_eq!(
+        suite.db.count("notify", "messages", "idempotency_key = 'test:idempotent:resend'").await,
+        1
+    );
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 2);
+}
+
+#[tokio::test]
+async fn a_retried_resend_answers_the_same_even_after_the_secrets_were_purged() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+    let original = enqueue(&mut notify, "test:retry-after-purge:original").await;
+    let first = notify
+        .resend_message(resend_request(&original, "test:retry-after-purge:resend"))
+        .await
+        .expect("first")
+        .into_inner();
+    purge_secrets(&suite, &original).await;
+
+    let retried = notify
+        .resend_message(resend_request(&original, "test:retry-after-purge:resend"))
+        .await
+        .expect("a retry is answered, not refused")
+        .into_inner();
+
+    assert_eq!(retried.message_id, first.message_id);
+}

@@ -1,0 +1,332 @@
+//! The PIN lifecycle of DOMAIN.md §4, through the gateway as a citizen lives it: the two halves,
+//! first access, change, lockout, ripristino and every way ripristino refuses.
+
+use crate::helpers::*;
+use sportello_proto::identity::v1 as id;
+use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
+use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const OWN_PIN: &str = "RMX7K2QA";
+
+async fn citizen(suite: &Suite) -> IdentityServiceClient<Channel> {
+    IdentityServiceClient::new(suite.gateway_channel().await)
+}
+
+/// Requests a PIN for Mario Rossi and returns the 16 characters he receives (SMS + letter).
+async fn issued_pin(suite: &Suite) -> String {
+    citizen(suite).await.request_pin(pin_request(ROSSI)).await.expect("issued");
+    initial_pin_of(suite, "PIN_FIRST_HALF", "PIN_SECOND_HALF_LETTER").await
+}
+
+async fn initial_pin_of(suite: &Suite, first: &str, second: &str) -> String {
+    let first = suite.db.messages(first).await.pop().expect("first half sent");
+    let second = suite.db.messages(second).await.pop().expect("second half sent");
+    format!("{}{}", first.secret("pin_half"), second.secret("pin_half"))
+}
+
+async fn complete_first_access(
+    suite: &Suite,
+    initial: &str,
+    own: &str,
+) -> Result<(), tonic::Status> {
+    citizen(suite)
+        .await
+        .complete_first_access(id::CompleteFirstAccessRequest {
+            fiscal_code: ROSSI.into(),
+            initial_pin: initial.into(),
+            new_pin: own.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn pin_state(suite: &Suite) -> id::PinState {
+    let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
+    let reply = cc
+        .lookup_credential(as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }))
+        .await
+        .expect("lookup")
+        .into_inner();
+    id::PinState::try_from(reply.pin_state).expect("state")
+}
+
+fn recovery(contacts: id::Contacts) -> id::StartPinRecoveryRequest {
+    id::StartPinRecoveryRequest { fiscal_code: ROSSI.into(), contacts: Some(contacts) }
+}
+
+fn mobile_and_email() -> id::Contacts {
+    id::Contacts {
+        mobile_phone: ROSSI_MOBILE.into(),
+        email: ROSSI_EMAIL.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_two_halves_make_the_initial_pin_that_first_access_replaces_with_the_citizens_own() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    assert_eq!(initial.len(), 16);
+    assert_eq!(pin_state(&suite).await, id::PinState::SimplifiedOnly);
+
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    assert_eq!(pin_state(&suite).await, id::PinState::Active);
+
+    let again = complete_first_access(&suite, &initial, "QW3RTY9Z").await.expect_err("used up");
+    assert_eq!(again.code(), Code::Unauthenticated, "the initial PIN works once");
+}
+
+#[tokio::test]
+async fn a_weak_or_reused_new_pin_is_a_field_violation_on_new_pin() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    for weak in ["12345678", "ABCD1234", "PASSWORD", "SHORT1", &initial[..8]] {
+        let status = complete_first_access(&suite, &initial, weak).await.expect_err("weak");
+        assert_eq!(status.code(), Code::InvalidArgument, "{weak}");
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .expect("details")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["new_pin"], "{weak}");
+        assert!(!status.message().contains(weak), "the PIN is not echoed");
+    }
+    assert_eq!(pin_state(&suite).await, id::PinState::SimplifiedOnly, "nothing changed");
+}
+
+#[tokio::test]
+async fn five_wrong_pins_lock_the_pin_and_an_operator_unlocks_it() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    for _ in 0..5 {
+        let status =
+            complete_first_access(&suite, "ZZZZZZZZZZZZZZZZ", OWN_PIN).await.expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let locked = complete_first_access(&suite, &initial, OWN_PIN).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::Unauthenticated, "locked looks like any refusal");
+    assert_eq!(pin_state(&suite).await, id::PinState::Locked);
+
+    let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
+    cc.unlock_pin(as_operator(id::UnlockPinRequest {
+        fiscal_code: ROSSI.into(),
+        reason: "caller identified by phone".into(),
+    }))
+    .await
+    .expect("unlocked");
+    assert_eq!(suite.db.messages("PIN_UNLOCKED").await.len(), 2, "SMS and email on file told");
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("works again");
+}
+
+#[tokio::test]
+async fn an_unknown_fiscal_code_is_refused_like_a_wrong_pin() {
+    let suite = spawn_suite().await;
+    let status =
+        complete_first_access(&suite, "ABCDEFGHJKLMNPQR", OWN_PIN).await.expect_err("unknown");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "codice fiscale o PIN non validi");
+}
+
+#[tokio::test]
+async fn changing_the_pin_needs_the_current_one_and_is_notified() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    let mut identity = citizen(&suite).await;
+    let change = |current: &str, new: &str| id::ChangePinRequest {
+        fiscal_code: ROSSI.into(),
+        current_pin: current.into(),
+        new_pin: new.into(),
+    };
+    let wrong = identity.change_pin(change("WRONG123", "N3WP1N9Z")).await.expect_err("wrong");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let same = identity.change_pin(change(OWN_PIN, OWN_PIN)).await.expect_err("same");
+    assert_eq!(same.code(), Code::InvalidArgument);
+    identity
+        .change_pin(change(&OWN_PIN.to_lowercase(), "N3WP1N9Z"))
+        .await
+        .expect("PINs ignore case");
+    assert_eq!(suite.db.messages("PIN_CHANGED").await.len(), 2);
+    let old = identity.change_pin(change(OWN_PIN, "K4ZZ8QWE")).await.expect_err("old PIN");
+    assert_eq!(old.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn ripristino_sends_a_code_by_email_then_a_new_pin_split_over_two_contacts() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+
+    let reply = citizen(&suite)
+        .await
+        .start_pin_recovery(recovery(mobile_and_email()))
+        .await
+        .expect("started");
+    assert!(!reply.into_inner().message.is_empty());
+    assert_eq!(
+        suite.db.messages("PIN_RECOVERY_ATTEMPT").await.len(),
+        2,
+        "every contact on file told"
+    );
+    let code = suite.db.message("PIN_RECOVERY_CODE").await;
+    assert_eq!(code.channel, "EMAIL");
+    assert_eq!(code.address, ROSSI_EMAIL);
+
+    citizen(&suite)
+        .await
+        .confirm_pin_recovery(id::ConfirmPinRecoveryRequest {
+            fiscal_code: ROSSI.into(),
+            confirmation_code: code.secret("code"),
+        })
+        .await
+        .expect("confirmed");
+    let first = suite.db.message("PIN_RESTORED_FIRST_HALF").await;
+    let second = suite.db.message("PIN_RESTORED_SECOND_HALF").await;
+    assert_eq!((first.channel.as_str(), second.channel.as_str()), ("SMS", "EMAIL"));
+    assert_eq!(pin_state(&suite).await, id::PinState::Issued);
+
+    let restored =
+        initial_pin_of(&suite, "PIN_RESTORED_FIRST_HALF", "PIN_RESTORED_SECOND_HALF").await;
+    complete_first_access(&suite, &restored, "N3WP1N9Z").await.expect("a definitive PIN again");
+    assert_eq!(pin_state(&suite).await, id::PinState::Active);
+
+    let reused = citizen(&suite)
+        .await
+        .confirm_pin_recovery(id::ConfirmPinRecoveryRequest {
+            fiscal_code: ROSSI.into(),
+            confirmation_code: code.secret("code"),
+        })
+        .await
+        .expect_err("single use");
+    assert_eq!(reused.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn ripristino_needs_two_contacts() {
+    let suite = spawn_suite().await;
+    let only_email = id::Contacts { email: ROSSI_EMAIL.into(), ..Default::default() };
+    let status =
+        citizen(&suite).await.start_pin_recovery(recovery(only_email)).await.expect_err("one");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn ripristino_refusals_look_like_success_but_send_no_code() {
+    let suite = spawn_suite().await;
+    let neutral = |r: tonic::Response<id::StartPinRecoveryResponse>| r.into_inner().message;
+
+    // Unknown citizen: same answer, nobody to tell.
+    let unknown = neutral(
+        citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("ok"),
+    );
+    assert!(suite.db.messages("PIN_RECOVERY_ATTEMPT").await.is_empty());
+
+    // Never completed first access: must revoke and request again (told neutrally).
+    let initial = issued_pin(&suite).await;
+    let not_yet = neutral(
+        citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("ok"),
+    );
+    assert_eq!(unknown, not_yet);
+
+    // Contacts that are not the ones on file.
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    let wrong = id::Contacts {
+        mobile_phone: "+39 320 0000000".into(),
+        email: ROSSI_EMAIL.into(),
+        ..Default::default()
+    };
+    let mismatch =
+        neutral(citizen(&suite).await.start_pin_recovery(recovery(wrong)).await.expect("ok"));
+    assert_eq!(unknown, mismatch);
+
+    assert!(suite.db.messages("PIN_RECOVERY_CODE").await.is_empty(), "no code was ever sent");
+    assert_eq!(
+        suite.db.messages("PIN_RECOVERY_ATTEMPT").await.len(),
+        4,
+        "both attempts told to both contacts"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_or_expired_confirmation_code_is_refused() {
+    let suite = spawn_suite_with(|c| c.identity.pins.recovery_max_attempts = 2).await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("started");
+    let right = suite.db.message("PIN_RECOVERY_CODE").await.secret("code");
+    let wrong = if right == "00000000" { "11111111" } else { "00000000" };
+    let confirm = |code: &str| id::ConfirmPinRecoveryRequest {
+        fiscal_code: ROSSI.into(),
+        confirmation_code: code.into(),
+    };
+    for _ in 0..2 {
+        let s =
+            citizen(&suite).await.confirm_pin_recovery(confirm(wrong)).await.expect_err("wrong");
+        assert_eq!(s.code(), Code::FailedPrecondition);
+    }
+    let s = citizen(&suite)
+        .await
+        .confirm_pin_recovery(confirm(&right))
+        .await
+        .expect_err("attempts used up");
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    let malformed =
+        citizen(&suite).await.confirm_pin_recovery(confirm("12ab")).await.expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn an_expired_confirmation_code_is_refused() {
+    let suite =
+        spawn_suite_with(|c| c.identity.pins.recovery_code_ttl = std::time::Duration::ZERO).await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("started");
+    let code = suite.db.message("PIN_RECOVERY_CODE").await.secret("code");
+    let s = citizen(&suite)
+        .await
+        .confirm_pin_recovery(id::ConfirmPinRecoveryRequest {
+            fiscal_code: ROSSI.into(),
+            confirmation_code: code,
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(s.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_citizen_follows_their_own_request_and_nobody_elses() {
+    let suite = spawn_suite().await;
+    let request_id = citizen(&suite)
+        .await
+        .request_pin(pin_request(ROSSI))
+        .await
+        .expect("filed")
+        .into_inner()
+        .request_id;
+    let status = citizen(&suite)
+        .await
+        .get_pin_request_status(id::GetPinRequestStatusRequest {
+            fiscal_code: ROSSI.into(),
+            request_id: request_id.clone(),
+        })
+        .await
+        .expect("own request")
+        .into_inner();
+    assert_eq!(status.first_half, id::DeliveryStatus::Queued as i32);
+    assert_eq!(status.second_half, id::DeliveryStatus::Queued as i32);
+    let other = citizen(&suite)
+        .await
+        .get_pin_request_status(id::GetPinRequestStatusRequest {
+            fiscal_code: "MLLSNT82P65Z404U".into(),
+            request_id,
+        })
+        .await
+        .expect_err("someone else's");
+    assert_eq!(other.code(), Code::NotFound);
+}
