@@ -38,34 +38,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => supervisor::up(args),
-        Command::Gateway(args) => run_service_with(
-            "gateway",
-            &args,
-            gateway::Config::load,
-            |c| c.server.listen,
-            gateway::serve,
-        ),
-        Command::Identity(args) => run_service_with(
-            "identity",
-            &args,
-            identity_svc::Config::load,
-            |c| c.server.listen,
-            identity_svc::serve,
-        ),
-        Command::Claims(args) => run_service_with(
-            "claims",
-            &args,
-            claims_svc::Config::load,
-            |c| c.server.listen,
-            claims_svc::serve,
-        ),
-        Command::Notify(args) => run_service_with(
-            "notify",
-            &args,
-            notify_svc::Config::load,
-            |c| c.server.listen,
-            notify_svc::serve,
-        ),
+        Command::Gateway(args) => run_service_with(&args, gateway::serve),
+        Command::Identity(args) => run_service_with(&args, identity_svc::serve),
+        Command::Claims(args) => run_service_with(&args, claims_svc::serve),
+        Command::Notify(args) => run_service_with(&args, notify_svc::serve),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -2,10 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use sportello_platform::config::{
-    ConfigError, DEFAULT_CLAIMS_LISTEN, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN,
+    ServiceConfig, DEFAULT_CLAIMS_LISTEN, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN,
 };
 use sportello_platform::server::{ServerSettings, StoreSettings};
-use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -32,9 +31,10 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Defaults, then the file, then the environment (see `sportello_platform::config`).
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        sportello_platform::config::load("claims", Self::default(), file)
+impl ServiceConfig for Config {
+    const NAME: &'static str = "claims";
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 }

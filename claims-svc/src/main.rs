@@ -1,10 +1,5 @@
 //! Runs claims-svc on its own (the same as `sportello claims`).
 
 fn main() -> anyhow::Result<()> {
-    sportello_platform::cli::run_service(
-        "claims",
-        claims_svc::Config::load,
-        |c| c.server.listen,
-        claims_svc::serve,
-    )
+    sportello_platform::cli::run_service(claims_svc::serve)
 }

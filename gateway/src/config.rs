@@ -2,11 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use sportello_platform::config::{
-    ConfigError, DEFAULT_CLAIMS_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_IDENTITY_LISTEN,
+    ServiceConfig, DEFAULT_CLAIMS_LISTEN, DEFAULT_GATEWAY_LISTEN, DEFAULT_IDENTITY_LISTEN,
     DEFAULT_NOTIFY_LISTEN,
 };
 use sportello_platform::server::ServerSettings;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,9 +49,10 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Defaults, then the file, then the environment (see `sportello_platform::config`).
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        sportello_platform::config::load("gateway", Self::default(), file)
+impl ServiceConfig for Config {
+    const NAME: &'static str = "gateway";
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 }

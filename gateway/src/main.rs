@@ -1,10 +1,5 @@
 //! Runs the gateway on its own (the same as `sportello gateway`).
 
 fn main() -> anyhow::Result<()> {
-    sportello_platform::cli::run_service(
-        "gateway",
-        gateway::Config::load,
-        |c| c.server.listen,
-        gateway::serve,
-    )
+    sportello_platform::cli::run_service(gateway::serve)
 }

@@ -2,10 +2,9 @@
 
 use crate::hashing::HashParams;
 use serde::{Deserialize, Serialize};
-use sportello_platform::config::{ConfigError, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
+use sportello_platform::config::{ServiceConfig, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
 use sportello_platform::server::{ServerSettings, StoreSettings};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,9 +66,10 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Defaults, then the file, then the environment (see `sportello_platform::config`).
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        sportello_platform::config::load("identity", Self::default(), file)
+impl ServiceConfig for Config {
+    const NAME: &'static str = "identity";
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 }

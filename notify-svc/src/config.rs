@@ -1,9 +1,8 @@
 //! notify-svc's settings (`[notify]` in the configuration file).
 
 use serde::{Deserialize, Serialize};
-use sportello_platform::config::{ConfigError, DEFAULT_NOTIFY_LISTEN};
+use sportello_platform::config::{ServiceConfig, DEFAULT_NOTIFY_LISTEN};
 use sportello_platform::server::{ServerSettings, StoreSettings};
-use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -24,9 +23,10 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Defaults, then the file, then the environment (see `sportello_platform::config`).
-    pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        sportello_platform::config::load("notify", Self::default(), file)
+impl ServiceConfig for Config {
+    const NAME: &'static str = "notify";
+
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 }

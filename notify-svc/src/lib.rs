@@ -18,9 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 
 /// Runs notify-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(

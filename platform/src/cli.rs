@@ -1,10 +1,11 @@
 //! The life of one service process: runtime, telemetry, configuration, listener, signals.
 //! Shared by each service's own binary and by `sportello <service>`.
 
+use crate::config::ServiceConfig;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,36 +26,32 @@ pub struct ServiceArgs {
 
 /// Parses the command line and runs one service until SIGINT/SIGTERM.
 pub fn run_service<C, Fut>(
-    name: &'static str,
-    load: impl FnOnce(&Path) -> Result<C, crate::config::ConfigError>,
-    listen: impl FnOnce(&C) -> SocketAddr,
     serve: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
 ) -> anyhow::Result<()>
 where
+    C: ServiceConfig,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let args = <ServiceArgs as clap::Parser>::parse();
-    run_service_with(name, &args, load, listen, serve)
+    run_service_with(&<ServiceArgs as clap::Parser>::parse(), serve)
 }
 
 /// Runs one service with the given flags until SIGINT/SIGTERM.
 pub fn run_service_with<C, Fut>(
-    name: &'static str,
     args: &ServiceArgs,
-    load: impl FnOnce(&Path) -> Result<C, crate::config::ConfigError>,
-    listen: impl FnOnce(&C) -> SocketAddr,
     serve: impl FnOnce(C, TcpListener, CancellationToken) -> Fut,
 ) -> anyhow::Result<()>
 where
+    C: ServiceConfig,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = load(&crate::config::file(args.config.as_deref())).map_err(|e| {
+    let name = C::NAME;
+    let config = C::load(&crate::config::file(args.config.as_deref())).map_err(|e| {
         anyhow::anyhow!("{name}: invalid configuration: {}", crate::config::describe(&e))
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(&format!("sportello-{name}"))?;
-        let addr = args.listen.unwrap_or_else(|| listen(&config));
+        let addr = args.listen.unwrap_or(config.server().listen);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("{name}: cannot listen on {addr}: {e}"))?;

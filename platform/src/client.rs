@@ -1,13 +1,13 @@
 //! Channels to other Sportello services: lazy (a service starts even when its dependencies are
 //! not up yet, and health says so), bounded in connect time, and traced.
 
-use crate::trace_context::{ClientTrace, ClientTraceLayer};
+use crate::trace_context::{RpcTrace, RpcTraceLayer};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tower::Layer;
 
 /// A channel whose calls carry W3C trace context.
-pub type TracedChannel = ClientTrace<Channel>;
+pub type TracedChannel = RpcTrace<Channel>;
 
 /// Builds a lazily connecting channel to `url` (`http://host:port`).
 pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
@@ -21,5 +21,5 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
 
 /// Wraps a channel so that its calls are traced.
 pub fn traced(channel: Channel) -> TracedChannel {
-    ClientTraceLayer.layer(channel)
+    RpcTraceLayer::client().layer(channel)
 }

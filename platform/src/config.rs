@@ -35,6 +35,20 @@ pub fn file(named: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sportello.toml"))
 }
 
+/// A service's settings: a section of the configuration file with its server settings in it.
+pub trait ServiceConfig: Default + Serialize + DeserializeOwned {
+    /// The service's name, which is also its section (`[identity]`) and environment prefix
+    /// (`SPORTELLO_IDENTITY__`).
+    const NAME: &'static str;
+
+    fn server(&self) -> &ServerSettings;
+
+    /// Defaults, then the file, then the environment.
+    fn load(file: &Path) -> Result<Self, ConfigError> {
+        load(Self::NAME, Self::default(), file)
+    }
+}
+
 /// An error message that names the offending key, for people fixing their configuration.
 pub fn describe(err: &figment::Error) -> String {
     let mut shown = err.to_string();

@@ -35,6 +35,17 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// The migrations of the calling crate, embedded at build time from its `migrations/sqlite` and
+/// `migrations/postgres` directories: `static MIGRATIONS: Migrations = embed_migrations!();`.
+#[macro_export]
+macro_rules! embed_migrations {
+    () => {{
+        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/sqlite");
+        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/postgres");
+        $crate::db::Migrations { sqlite: &SQLITE, postgres: &POSTGRES }
+    }};
+}
+
 /// The SQLite URL of a service's database file inside `data_dir`.
 pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.sqlite")).display())

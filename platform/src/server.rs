@@ -4,7 +4,7 @@
 
 use crate::db::{self, Database, Migrations};
 use crate::health::{self, Dependency, Readiness};
-use crate::trace_context::ServerTraceLayer;
+use crate::trace_context::RpcTraceLayer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -100,7 +100,7 @@ pub async fn run(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
         // Tracing wraps everything, so a rejected or failed call still shows in its trace.
-        .layer(ServerTraceLayer)
+        .layer(RpcTraceLayer::server())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);

@@ -36,91 +36,46 @@ fn record_status<B>(span: &Span, response: &http::Response<B>) {
     }
 }
 
-/// Server side: one span per RPC, child of the caller's `traceparent` when there is one.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServerTraceLayer;
+/// Which end of an RPC a span stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Continues the caller's `traceparent`.
+    Server,
+    /// Sends its own context as the callee's `traceparent`.
+    Client,
+}
 
-impl<S> Layer<S> for ServerTraceLayer {
-    type Service = ServerTrace<S>;
+/// One span per RPC, on either side; see [`Side`].
+#[derive(Clone, Copy, Debug)]
+pub struct RpcTraceLayer {
+    side: Side,
+}
+
+impl RpcTraceLayer {
+    pub const fn server() -> Self {
+        Self { side: Side::Server }
+    }
+
+    pub const fn client() -> Self {
+        Self { side: Side::Client }
+    }
+}
+
+impl<S> Layer<S> for RpcTraceLayer {
+    type Service = RpcTrace<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ServerTrace { inner }
+        RpcTrace { inner, side: self.side }
     }
 }
 
-/// See [`ServerTraceLayer`].
+/// See [`RpcTraceLayer`].
 #[derive(Clone, Debug)]
-pub struct ServerTrace<S> {
+pub struct RpcTrace<S> {
     inner: S,
+    side: Side,
 }
 
-impl<S, ReqB, ResB> Service<http::Request<ReqB>> for ServerTrace<S>
-where
-    S: Service<http::Request<ReqB>, Response = http::Response<ResB>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResB: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
-        if is_probe(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
-        }
-        let (service, method) = rpc_parts(req.uri().path());
-        let span = tracing::info_span!(
-            "rpc.server",
-            otel.name = format!("{service}/{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = Empty,
-        );
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        });
-        // A request with no (or a malformed) traceparent starts a new trace: nothing to report.
-        let _ = span.set_parent(parent);
-        let fut = span.in_scope(|| self.inner.call(req));
-        Box::pin(
-            async move {
-                let result = fut.await;
-                if let Ok(response) = &result {
-                    record_status(&Span::current(), response);
-                }
-                result
-            }
-            .instrument(span),
-        )
-    }
-}
-
-/// Client side: wraps a channel so that every call is a client span whose context travels in the
-/// request's `traceparent`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientTraceLayer;
-
-impl<S> Layer<S> for ClientTraceLayer {
-    type Service = ClientTrace<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientTrace { inner }
-    }
-}
-
-/// See [`ClientTraceLayer`].
-#[derive(Clone, Debug)]
-pub struct ClientTrace<S> {
-    inner: S,
-}
-
-impl<S, ReqB, ResB> Service<http::Request<ReqB>> for ClientTrace<S>
+impl<S, ReqB, ResB> Service<http::Request<ReqB>> for RpcTrace<S>
 where
     S: Service<http::Request<ReqB>, Response = http::Response<ResB>>,
     S::Future: Send + 'static,
@@ -136,21 +91,32 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqB>) -> Self::Future {
+        if self.side == Side::Server && is_probe(req.uri().path()) {
+            return Box::pin(self.inner.call(req));
+        }
         let (service, method) = rpc_parts(req.uri().path());
         let span = tracing::info_span!(
-            "rpc.client",
+            "rpc",
             otel.name = format!("{service}/{method}"),
-            otel.kind = "client",
+            otel.kind = if self.side == Side::Server { "server" } else { "client" },
             otel.status_code = Empty,
             rpc.system = "grpc",
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = Empty,
         );
-        let cx = span.context();
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
-        });
+        use opentelemetry::global::get_text_map_propagator as propagator;
+        match self.side {
+            Side::Server => {
+                let parent = propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+                // A request with no (or a malformed) traceparent starts a new trace.
+                let _ = span.set_parent(parent);
+            }
+            Side::Client => {
+                let cx = span.context();
+                propagator(|p| p.inject_context(&cx, &mut HeaderInjector(req.headers_mut())));
+            }
+        }
         let fut = span.in_scope(|| self.inner.call(req));
         Box::pin(
             async move {
