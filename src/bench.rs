@@ -3,8 +3,13 @@
 //! throughput, latency percentiles and the gateway/direct ratio. Bounded in time and in clients,
 //! and meant for loopback or a test deployment, never production.
 
+use identity_svc::domain::codice_fiscale::{compute, Sex};
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::claims::v1::ListBenefitsRequest;
+use sportello_proto::identity::v1 as id;
+use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
@@ -13,9 +18,10 @@ pub struct BenchArgs {
     /// What to drive.
     #[arg(value_enum, default_value = "list-benefits")]
     scenario: Scenario,
-    /// The service itself (for list-benefits: claims-svc).
-    #[arg(long, default_value = "http://127.0.0.1:50053")]
-    direct: String,
+    /// The service itself; default: claims-svc (list-benefits) or identity-svc (request-pin) at
+    /// their default addresses.
+    #[arg(long)]
+    direct: Option<String>,
     /// The gateway.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     gateway: String,
@@ -33,10 +39,90 @@ pub struct BenchArgs {
     warmup: Duration,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
     /// ClaimsService/ListBenefits, a cheap read.
     ListBenefits,
+    /// IdentityService/RequestPin for new citizens: two argon2id hashes, three rows and two
+    /// messages each, as on click day.
+    RequestPin,
+}
+
+impl Scenario {
+    fn default_direct(self) -> &'static str {
+        match self {
+            Scenario::ListBenefits => "http://127.0.0.1:50053",
+            Scenario::RequestPin => "http://127.0.0.1:50052",
+        }
+    }
+}
+
+const SURNAMES: &[&str] = &[
+    "Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano", "Colombo", "Ricci", "Marino",
+    "Greco", "Bruno", "Gallo", "Conti", "De Luca", "Mancini", "Costa", "Giordano", "Rizzo",
+    "Lombardi", "Moretti",
+];
+const GIVEN_NAMES: &[&str] = &[
+    "Mario",
+    "Giulia",
+    "Luca",
+    "Francesca",
+    "Marco",
+    "Chiara",
+    "Andrea",
+    "Sara",
+    "Giuseppe",
+    "Valentina",
+    "Paolo",
+    "Elena",
+    "Stefano",
+    "Laura",
+    "Davide",
+    "Anna",
+];
+
+/// The `n`-th synthetic citizen, born in Rome between 1950 and 2001: a complete, valid PIN
+/// request with a fiscal code that matches it.
+fn citizen(n: u64) -> id::RequestPinRequest {
+    let surname = SURNAMES[(n % SURNAMES.len() as u64) as usize];
+    let given = GIVEN_NAMES[(n / 20 % GIVEN_NAMES.len() as u64) as usize];
+    let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).expect("date")
+        + chrono::Days::new(n / 320 % 18_600);
+    let female = n % 2 == 1;
+    let sex = if female { Sex::Female } else { Sex::Male };
+    use chrono::Datelike;
+    id::RequestPinRequest {
+        fiscal_code: compute(surname, given, born, sex, "H501"),
+        personal_data: Some(id::PersonalData {
+            surname: surname.into(),
+            given_name: given.into(),
+            birth_date: Some(id::Date {
+                year: born.year(),
+                month: born.month() as i32,
+                day: born.day() as i32,
+            }),
+            sex: if female { id::Sex::Female } else { id::Sex::Male } as i32,
+            birth_province: "RM".into(),
+            birth_municipality: "Roma".into(),
+            birth_country: String::new(),
+        }),
+        residence: Some(id::Residence {
+            place: Some(id::residence::Place::Italy(id::ItalianAddress {
+                street: "Via del Corso".into(),
+                street_number: format!("{}", n % 400 + 1),
+                postal_code: "00186".into(),
+                province: "RM".into(),
+                municipality: "Roma".into(),
+            })),
+        }),
+        contacts: Some(id::Contacts {
+            mobile_phone: format!("+39 333 {:07}", n % 10_000_000),
+            email: format!("cittadino{n}@example.it"),
+            preferred_time_slot: id::TimeSlot::Morning as i32,
+            ..Default::default()
+        }),
+        first_half_channel: id::DeliveryChannel::Sms as i32,
+    }
 }
 
 /// What one measurement found.
@@ -70,23 +156,53 @@ async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
-async fn drive(url: &str, args: &BenchArgs, run_for: Duration) -> anyhow::Result<Figures> {
+/// One call of the scenario; `next` numbers the synthetic citizens so each is new.
+async fn call(
+    scenario: Scenario,
+    channel: &Channel,
+    next: &AtomicU64,
+) -> Result<(), tonic::Status> {
+    match scenario {
+        Scenario::ListBenefits => {
+            ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
+        }
+        Scenario::RequestPin => {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            IdentityServiceClient::new(channel.clone()).request_pin(citizen(n)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn drive(
+    url: &str,
+    args: &BenchArgs,
+    run_for: Duration,
+    next: &Arc<AtomicU64>,
+) -> anyhow::Result<Figures> {
     let channels = channels(url, args.connections).await?;
     let start = Instant::now();
     let until = start + run_for;
+    let scenario = args.scenario;
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|i| {
-            let mut client = ClaimsServiceClient::new(channels[i % channels.len()].clone());
+            let channel = channels[i % channels.len()].clone();
+            let next = next.clone();
             tokio::spawn(async move {
                 let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
                 while Instant::now() < until {
                     let t0 = Instant::now();
-                    match client.list_benefits(ListBenefitsRequest {}).await {
+                    match call(scenario, &channel, &next).await {
                         Ok(_) => {
                             ok += 1;
                             lat.push(t0.elapsed().as_micros() as u64);
                         }
-                        Err(_) => errors += 1,
+                        Err(e) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("first error: {:?} {}", e.code(), e.message());
+                            }
+                        }
                     }
                 }
                 (ok, errors, lat)
@@ -106,9 +222,14 @@ async fn drive(url: &str, args: &BenchArgs, run_for: Duration) -> anyhow::Result
     Ok(figures)
 }
 
-async fn measure(label: &str, url: &str, args: &BenchArgs) -> anyhow::Result<Figures> {
-    drive(url, args, args.warmup).await?;
-    let f = drive(url, args, args.duration).await?;
+async fn measure(
+    label: &str,
+    url: &str,
+    args: &BenchArgs,
+    next: &Arc<AtomicU64>,
+) -> anyhow::Result<Figures> {
+    drive(url, args, args.warmup, next).await?;
+    let f = drive(url, args, args.duration, next).await?;
     println!(
         "{label:<8} {url:<26} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
         f.ok,
@@ -131,8 +252,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "{:<8} {:<26} {:>9} {:>7} {:>10} {:>9} {:>9}",
             "target", "address", "requests", "errors", "req/s", "p50 ms", "p99 ms"
         );
-        let direct = measure("direct", &args.direct, &args).await?;
-        let gateway = measure("gateway", &args.gateway, &args).await?;
+        // Citizens are numbered from a random start, so a second run meets new ones too.
+        let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
+        let direct = args.direct.clone().unwrap_or_else(|| args.scenario.default_direct().into());
+        let direct = measure("direct", &direct, &args, &next).await?;
+        let gateway = measure("gateway", &args.gateway, &args, &next).await?;
         println!("gateway/direct throughput: {:.1}%", 100.0 * gateway.rate() / direct.rate());
         Ok(())
     })

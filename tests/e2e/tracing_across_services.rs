@@ -3,16 +3,42 @@
 
 use crate::collector::{Collector, ReceivedSpan};
 use crate::helpers::*;
+use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+/// A running `sportello up` and everything it wrote to stderr (all four services' logs).
+struct Up {
+    child: tokio::process::Child,
+    gateway: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Up {
+    /// Stops the suite as Ctrl-C/SIGTERM would, and says whether it exited cleanly.
+    async fn stop(mut self) -> (bool, String) {
+        let pid = self.child.id().expect("pid") as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+            .expect("signal");
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("stops in time")
+            .expect("exit status");
+        // Let the log pump drain what the children wrote last.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logs = self.logs.lock().expect("lock").clone();
+        (status.success(), logs)
+    }
+}
+
 /// `sportello up` as a user runs it, on free ports, exporting to `otlp`.
-async fn sportello_up(db: &TestDb, otlp: SocketAddr) -> (tokio::process::Child, SocketAddr) {
+async fn sportello_up(db: &TestDb, otlp: SocketAddr, log_filter: &str) -> Up {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
     cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(db.data_dir());
     if db.is_postgres() {
@@ -24,11 +50,23 @@ async fn sportello_up(db: &TestDb, otlp: SocketAddr) -> (tokio::process::Child, 
     cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().expect("sportello up");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = errors.next_line().await {
+            eprintln!("{line}");
+            let mut all = sink.lock().expect("lock");
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let gateway = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.expect("read") {
@@ -41,7 +79,7 @@ async fn sportello_up(db: &TestDb, otlp: SocketAddr) -> (tokio::process::Child, 
     .await
     .expect("the suite starts");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, gateway)
+    Up { child, gateway, logs }
 }
 
 fn parent_of<'a>(spans: &'a [ReceivedSpan], span: &ReceivedSpan) -> Option<&'a ReceivedSpan> {
@@ -53,7 +91,8 @@ async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() 
     let db = TestDb::new().await;
     let stop = CancellationToken::new();
     let (collector, otlp) = Collector::start(stop.clone()).await;
-    let (mut suite, gateway) = sportello_up(&db, otlp).await;
+    let up = sportello_up(&db, otlp, "info").await;
+    let gateway = up.gateway;
     wait_for_status(gateway, "", ServingStatus::Serving).await;
 
     let mut identity = IdentityServiceClient::new(connect(gateway).await);
@@ -100,13 +139,68 @@ async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() 
     assert_eq!(root.attribute("rpc.system"), Some("grpc"));
 
     // Ctrl-C/SIGTERM stops the whole suite cleanly.
-    let pid = suite.id().expect("pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .expect("signal");
-    let status = tokio::time::timeout(Duration::from_secs(30), suite.wait())
+    let (clean, _) = up.stop().await;
+    assert!(clean, "sportello up exits 0 after SIGTERM");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn no_pin_and_no_full_contact_appears_in_any_log_or_span() {
+    let db = TestDb::new().await;
+    let stop = CancellationToken::new();
+    let (collector, otlp) = Collector::start(stop.clone()).await;
+    // Debug level for Sportello and for the libraries under it: the strictest a deployment runs.
+    let up = sportello_up(&db, otlp, "debug").await;
+    wait_for_status(up.gateway, "", ServingStatus::Serving).await;
+
+    let mut identity = IdentityServiceClient::new(connect(up.gateway).await);
+    identity.request_pin(pin_request(ROSSI)).await.expect("request accepted");
+    let first = db.message("PIN_FIRST_HALF").await.secret("pin_half");
+    let second = db.message("PIN_SECOND_HALF_LETTER").await.secret("pin_half");
+    let initial = format!("{first}{second}");
+    let own = "RMX7K2QA";
+    identity
+        .complete_first_access(id::CompleteFirstAccessRequest {
+            fiscal_code: ROSSI.into(),
+            initial_pin: initial.clone(),
+            new_pin: own.into(),
+        })
         .await
-        .expect("stops in time")
-        .expect("exit status");
-    assert!(status.success(), "{status:?}");
+        .expect("first access");
+    identity
+        .start_pin_recovery(id::StartPinRecoveryRequest {
+            fiscal_code: ROSSI.into(),
+            contacts: Some(id::Contacts {
+                mobile_phone: ROSSI_MOBILE.into(),
+                email: ROSSI_EMAIL.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("recovery started");
+    let code = db.message("PIN_RECOVERY_CODE").await.secret("code");
+
+    eventually("the spans of the last call", Duration::from_secs(20), || {
+        let spans = collector.spans();
+        async move { spans.iter().any(|s| s.attribute("rpc.method") == Some("StartPinRecovery")) }
+    })
+    .await;
+    let (_, logs) = up.stop().await;
+    let spans = format!("{:?}", collector.spans());
+    assert!(logs.contains("PIN request handled"), "the logs were captured");
+    for secret in [
+        first.as_str(),
+        second.as_str(),
+        initial.as_str(),
+        own,
+        code.as_str(),
+        ROSSI_MOBILE,
+        "3331234567",
+        ROSSI_EMAIL,
+        ROSSI,
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs");
+        assert!(!spans.contains(secret), "{secret:?} appears in a span");
+    }
     stop.cancel();
 }
