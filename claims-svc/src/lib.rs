@@ -44,7 +44,9 @@ pub async fn serve(
         &config.server,
         dependencies,
         shutdown,
-        |db| Routes::new(ClaimsServiceServer::new(api::Claims::new(store::Store::new(db)))),
+        |db| async move {
+            Ok(Routes::new(ClaimsServiceServer::new(api::Claims::new(store::Store::new(db)))))
+        },
     )
     .await
 }

@@ -27,11 +27,28 @@ pub struct Limits {
     /// The longest deadline a call may have; calls without one get this one.
     #[serde(with = "humantime_serde")]
     pub max_deadline: Duration,
+    /// Calls per client address (all calls, public ones included).
+    pub per_address: RateLimit,
+    /// Calls per logged-in principal.
+    pub per_principal: RateLimit,
+}
+
+/// A token bucket: `per_second` refill, up to `burst` at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_in_flight: 2048, max_deadline: Duration::from_secs(30) }
+        Self {
+            max_in_flight: 2048,
+            max_deadline: Duration::from_secs(30),
+            // Generous per address: on click day many citizens share one carrier-grade NAT.
+            per_address: RateLimit { per_second: 2_000, burst: 4_000 },
+            per_principal: RateLimit { per_second: 20, burst: 40 },
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //! the whole contract, bounds concurrency and deadlines, and carries one trace across the hop.
 
 pub mod config;
+pub mod guard;
+pub mod policy;
 pub mod proxy;
 
 pub use config::Config;
 
 use sportello_platform::health::{self, Readiness};
 use sportello_platform::server;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -31,7 +34,21 @@ pub async fn serve(
         config.server.health_interval,
         shutdown.clone(),
     ));
-    let proxy = proxy::Proxy::new(backends, &config.limits);
+    let guard = guard::Guard::new(&config.limits);
+    let identity = sportello_platform::client::channel(&config.identity_url)?;
+    tokio::spawn(sportello_platform::auth::follow_keys(
+        guard.verifier.clone(),
+        identity.clone(),
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
+    tokio::spawn(guard.revoked.clone().follow(
+        identity,
+        Duration::from_millis(500),
+        shutdown.clone(),
+    ));
+    tokio::spawn(guard.clone().tidy(shutdown.clone()));
+    let proxy = proxy::Proxy::new(backends, &config.limits, guard);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
     let router = Routes::new(health_service)
         .add_service(server::reflection())

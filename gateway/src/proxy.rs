@@ -3,6 +3,7 @@
 //! RPCs alike pass, and trailers (the gRPC status) arrive as the backend sent them.
 
 use crate::config::{Config, Limits};
+use crate::guard::Guard;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use sportello_platform::client::{self, TracedChannel};
@@ -95,6 +96,7 @@ fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
 /// The proxy service, the gateway router's fallback.
 #[derive(Clone)]
 pub struct Proxy {
+    guard: Guard,
     backends: Arc<HashMap<String, TracedChannel>>,
     in_flight: Arc<Semaphore>,
     max_deadline: Duration,
@@ -107,13 +109,14 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(backends: Backends, limits: &Limits) -> Self {
+    pub fn new(backends: Backends, limits: &Limits, guard: Guard) -> Self {
         let backends = backends
             .by_domain
             .into_iter()
             .map(|(domain, (_, channel))| (domain, client::traced(channel)))
             .collect();
         Self {
+            guard,
             backends: Arc::new(backends),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             max_deadline: limits.max_deadline,
@@ -146,6 +149,14 @@ where
         let Some(channel) = domain_of(path).and_then(|d| self.backends.get(d)).cloned() else {
             return reply(Status::unimplemented(format!("unknown service in {path}")));
         };
+        let peer = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| a.ip());
+        if let Err(status) = self.guard.admit(path, req.headers(), peer) {
+            return reply(status);
+        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return reply(retry_later(
                 Code::ResourceExhausted,

@@ -4,9 +4,12 @@
 use crate::contact_center::RequestView;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::error::IdentityError;
+use crate::login::Logins;
 use crate::operator_auth::{operator, Operator};
-use crate::pins::{FiledBy, Pins};
+use crate::pins::{parse_fiscal_code, FiledBy, Pins};
+use crate::sessions::{login_description, Issued};
 use crate::store::{Credential, Outcome, PinStage};
+use sportello_platform::auth::{principal, Amr, Level, Role};
 use sportello_platform::mask;
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
 use sportello_proto::identity::v1::identity_service_server::IdentityService;
@@ -68,16 +71,57 @@ fn given_contacts(c: Option<&wire::Contacts>) -> Contacts {
     }
 }
 
-/// The citizens' RPCs.
+/// The citizens' RPCs, and everyone's logins.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pins: Pins,
+    logins: Logins,
 }
 
 impl Identity {
-    pub fn new(pins: Pins) -> Self {
-        Self { pins }
+    pub fn new(logins: Logins) -> Self {
+        Self { pins: logins.pins.clone(), logins }
     }
+}
+
+fn wire_role(role: Role) -> wire::PrincipalRole {
+    match role {
+        Role::Citizen => wire::PrincipalRole::Citizen,
+        Role::Operator => wire::PrincipalRole::Operator,
+        Role::Patronato => wire::PrincipalRole::Patronato,
+        Role::Backoffice => wire::PrincipalRole::Backoffice,
+        Role::Service => wire::PrincipalRole::Service,
+    }
+}
+
+fn wire_level(level: Level) -> wire::CredentialLevel {
+    match level {
+        Level::Simplified => wire::CredentialLevel::Simplified,
+        Level::Ordinary => wire::CredentialLevel::Ordinary,
+        Level::Dispositive => wire::CredentialLevel::Dispositive,
+    }
+}
+
+fn wire_method(amr: Amr) -> wire::AuthMethod {
+    match amr {
+        Amr::Pin => wire::AuthMethod::Pin,
+        Amr::Spid => wire::AuthMethod::Spid,
+        Amr::Cie => wire::AuthMethod::Cie,
+        Amr::Cns => wire::AuthMethod::Cns,
+        Amr::Password => wire::AuthMethod::Password,
+    }
+}
+
+fn session(issued: Issued) -> Option<wire::Session> {
+    Some(wire::Session {
+        access_token: issued.access_token,
+        access_token_expires_at: Some(timestamp(issued.access_expires_at)),
+        refresh_token: issued.refresh_token,
+        refresh_token_expires_at: Some(timestamp(issued.refresh_expires_at)),
+        level: wire_level(issued.claims.level) as i32,
+        role: wire_role(issued.claims.role) as i32,
+        method: wire_method(issued.claims.amr) as i32,
+    })
 }
 
 #[tonic::async_trait]
@@ -105,7 +149,12 @@ impl IdentityService for Identity {
         &self,
         request: Request<wire::ChangePinRequest>,
     ) -> Result<Response<wire::ChangePinResponse>, Status> {
+        let claims = principal(&request)?;
         let r = request.into_inner();
+        let cf = parse_fiscal_code(&r.fiscal_code)?.canonical();
+        if !claims.is_citizen(&cf) {
+            return Err(Status::permission_denied("a citizen can change only their own PIN"));
+        }
         self.pins.change_pin(&r.fiscal_code, &r.current_pin, &r.new_pin).await?;
         Ok(Response::new(wire::ChangePinResponse {}))
     }
@@ -142,6 +191,89 @@ impl IdentityService for Identity {
             requested_at: Some(timestamp(view.row.created_at)),
             first_half: view.first_half as i32,
             second_half: view.second_half as i32,
+        }))
+    }
+
+    async fn login_with_pin(
+        &self,
+        request: Request<wire::LoginWithPinRequest>,
+    ) -> Result<Response<wire::LoginWithPinResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self.logins.with_pin(&r.fiscal_code, &r.pin).await?;
+        Ok(Response::new(wire::LoginWithPinResponse { session: session(issued) }))
+    }
+
+    async fn login_with_identity_provider(
+        &self,
+        request: Request<wire::LoginWithIdentityProviderRequest>,
+    ) -> Result<Response<wire::LoginWithIdentityProviderResponse>, Status> {
+        let issued = self.logins.with_identity_provider(&request.into_inner().id_token).await?;
+        Ok(Response::new(wire::LoginWithIdentityProviderResponse { session: session(issued) }))
+    }
+
+    async fn login_staff(
+        &self,
+        request: Request<wire::LoginStaffRequest>,
+    ) -> Result<Response<wire::LoginStaffResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self.logins.staff(&r.username, &r.password).await?;
+        Ok(Response::new(wire::LoginStaffResponse { session: session(issued) }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<wire::RefreshSessionRequest>,
+    ) -> Result<Response<wire::RefreshSessionResponse>, Status> {
+        let issued = self.logins.sessions.refresh(&request.into_inner().refresh_token).await?;
+        Ok(Response::new(wire::RefreshSessionResponse { session: session(issued) }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<wire::LogoutRequest>,
+    ) -> Result<Response<wire::LogoutResponse>, Status> {
+        let claims = principal(&request)?;
+        self.logins.sessions.logout(&claims).await?;
+        Ok(Response::new(wire::LogoutResponse {}))
+    }
+
+    async fn get_profile(
+        &self,
+        request: Request<wire::GetProfileRequest>,
+    ) -> Result<Response<wire::GetProfileResponse>, Status> {
+        let claims = principal(&request)?;
+        let profile = self.logins.sessions.profile(&claims).await?;
+        Ok(Response::new(wire::GetProfileResponse {
+            subject: claims.sub.clone(),
+            role: wire_role(claims.role) as i32,
+            level: wire_level(claims.level) as i32,
+            method: wire_method(claims.amr) as i32,
+            login_description: login_description(&claims),
+            previous_access_at: profile.previous_access_at.map(timestamp),
+        }))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        _request: Request<wire::GetSigningKeysRequest>,
+    ) -> Result<Response<wire::GetSigningKeysResponse>, Status> {
+        Ok(Response::new(wire::GetSigningKeysResponse {
+            jwks: self.logins.sessions.signer.jwks().to_owned(),
+        }))
+    }
+
+    async fn list_revoked_sessions(
+        &self,
+        request: Request<wire::ListRevokedSessionsRequest>,
+    ) -> Result<Response<wire::ListRevokedSessionsResponse>, Status> {
+        let since = request
+            .into_inner()
+            .since
+            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        let (session_ids, as_of) = self.logins.sessions.revoked_since(since).await?;
+        Ok(Response::new(wire::ListRevokedSessionsResponse {
+            session_ids,
+            as_of: Some(timestamp(as_of)),
         }))
     }
 }

@@ -1,7 +1,10 @@
 //! identity-svc's settings (`[identity]` in the configuration file).
 
 use crate::hashing::HashParams;
+use crate::oidc::ProviderConfig;
+use crate::sessions::SessionRules;
 use serde::{Deserialize, Serialize};
+use sportello_platform::auth::Role;
 use sportello_platform::config::{ServiceConfig, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
 use sportello_platform::server::{ServerSettings, StoreSettings};
 use std::collections::BTreeMap;
@@ -18,11 +21,21 @@ pub struct Config {
     /// argon2id parameters for PINs.
     pub pin_hash: HashParams,
     pub pins: PinRules,
-    /// Contact-center operators: operator id → API key (sent as `authorization: Bearer <key>`).
-    /// Until staff sessions exist this is how operators authenticate; empty means no operator
-    /// can call the contact-center RPCs.
+    pub sessions: SessionRules,
+    /// SPID and CIE identity providers whose assertions are accepted.
     #[serde(default)]
-    pub operator_api_keys: BTreeMap<String, String>,
+    pub identity_providers: Vec<ProviderConfig>,
+    /// Staff accounts (username → role and argon2id password hash, from
+    /// `sportello hash-password`), created or updated at start-up.
+    #[serde(default)]
+    pub staff: BTreeMap<String, StaffAccount>,
+}
+
+/// A staff account as configured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StaffAccount {
+    pub role: Role,
+    pub password_hash: String,
 }
 
 /// The PIN lifecycle's tunables.
@@ -61,7 +74,9 @@ impl Default for Config {
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
             pin_hash: HashParams::default(),
             pins: PinRules::default(),
-            operator_api_keys: BTreeMap::new(),
+            sessions: SessionRules::default(),
+            identity_providers: Vec::new(),
+            staff: BTreeMap::new(),
         }
     }
 }

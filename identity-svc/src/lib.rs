@@ -9,9 +9,13 @@ pub mod contact_center;
 pub mod domain;
 pub mod error;
 pub mod hashing;
+pub mod keys;
+pub mod login;
 pub mod notifier;
+pub mod oidc;
 pub mod operator_auth;
 pub mod pins;
+pub mod sessions;
 pub mod store;
 
 pub use config::Config;
@@ -44,7 +48,15 @@ pub async fn serve(
         service: "sportello.notify.v1.NotifyService".into(),
         channel: notify.clone(),
     }];
-    let auth = operator_auth::OperatorAuth::new(config.operator_api_keys.clone());
+    let key_file = config
+        .sessions
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| config.store.data_dir.join("keys/session-ed25519.der"));
+    let signer = keys::Signer::load_or_generate(&key_file)?;
+    let verifier = sportello_platform::auth::Verifier::default();
+    verifier.set_jwks(signer.jwks()).map_err(anyhow::Error::msg)?;
+    let providers = std::sync::Arc::new(oidc::IdentityProviders::new(&config.identity_providers)?);
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
         &[identity_service_server::SERVICE_NAME, contact_center_service_server::SERVICE_NAME],
@@ -52,17 +64,33 @@ pub async fn serve(
         &config.server,
         dependencies,
         shutdown,
-        move |db| {
+        move |db| async move {
+            let store = store::Store::new(db);
+            for (username, account) in &config.staff {
+                let role = sportello_platform::auth::name_of(account.role);
+                store
+                    .put_staff(&username.to_ascii_lowercase(), &role, &account.password_hash)
+                    .await?;
+            }
             let pins = pins::Pins {
-                store: store::Store::new(db),
+                store: store.clone(),
                 hasher,
                 notifier: notifier::Notifier::new(NotifyServiceClient::new(client::traced(notify))),
                 rules: config.pins.clone(),
                 decoy,
             };
-            Routes::new(IdentityServiceServer::new(api::Identity::new(pins.clone()))).add_service(
-                ContactCenterServiceServer::with_interceptor(api::ContactCenter::new(pins), auth),
-            )
+            let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
+            let logins = login::Logins { pins: pins.clone(), sessions, providers };
+            let authenticate =
+                sportello_platform::auth::Authenticate { verifier: verifier.clone() };
+            Ok(Routes::new(IdentityServiceServer::with_interceptor(
+                api::Identity::new(logins),
+                authenticate,
+            ))
+            .add_service(ContactCenterServiceServer::with_interceptor(
+                api::ContactCenter::new(pins),
+                operator_auth::OperatorAuth::new(verifier),
+            )))
         },
     )
     .await

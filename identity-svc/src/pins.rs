@@ -10,9 +10,12 @@ use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::notifier::{Destination, Notifier};
-use crate::store::{Credential, NewRequest, Outcome, Store};
+use crate::store::{Account, Credential, NewRequest, Outcome, Store};
 use sportello_platform::error::FieldViolations;
 use sportello_platform::now_millis;
+
+/// The "operator" of actions citizens take themselves, in the audit trail.
+pub const SELF_SERVICE: &str = "citizen";
 
 /// Who filed a PIN request.
 #[derive(Clone, Copy, Debug)]
@@ -181,28 +184,42 @@ impl Pins {
 
     /// Checks `pin` against the citizen's PIN with one reserved attempt (see
     /// `Store::reserve_attempt`), locking the PIN when the attempts run out. Every refusal is the
-    /// same [`IdentityError::BadCredentials`].
-    async fn verify(
+    /// same [`IdentityError::BadCredentials`]; its real reason goes to the audit trail under
+    /// `action`, where operators see it.
+    pub(crate) async fn verify(
         &self,
+        action: &str,
         cf: &str,
         pin: &str,
         check: impl Fn(&Credential) -> Option<&PinHash>,
     ) -> Result<Credential, IdentityError> {
         let max = i64::from(self.rules.max_failed_attempts);
         let Some(credential) = self.store.reserve_attempt(cf, max).await? else {
+            // As slow as a real check, so that timing does not tell why.
             self.hasher.verify(pin.to_owned(), &self.decoy).await?;
-            tracing::info!(fiscal_code = %sportello_platform::mask::fiscal_code(cf), "PIN refused: no PIN, locked or revoked");
-            return Err(IdentityError::BadCredentials);
+            let reason = match self.store.credential(cf).await? {
+                None => "NO_PIN",
+                Some(c) if c.stage == crate::store::PinStage::Revoked => "PIN_REVOKED",
+                Some(_) => "PIN_LOCKED",
+            };
+            return self.refuse(action, cf, reason).await;
         };
         let hash = check(&credential).unwrap_or(&self.decoy).clone();
         if self.hasher.verify(pin.to_owned(), &hash).await? && check(&credential).is_some() {
-            self.store.attempt_succeeded(cf).await?;
+            self.store.attempt_succeeded(Account::Citizen(cf)).await?;
             Ok(credential)
         } else {
-            self.store.attempt_failed(cf, max).await?;
-            tracing::info!(fiscal_code = %sportello_platform::mask::fiscal_code(cf), "PIN refused: wrong PIN");
-            Err(IdentityError::BadCredentials)
+            self.store.attempt_failed(Account::Citizen(cf), max).await?;
+            let reason =
+                if check(&credential).is_some() { "WRONG_PIN" } else { "PIN_NOT_USABLE_HERE" };
+            self.refuse(action, cf, reason).await
         }
+    }
+
+    async fn refuse<T>(&self, action: &str, cf: &str, reason: &str) -> Result<T, IdentityError> {
+        tracing::info!(fiscal_code = %sportello_platform::mask::fiscal_code(cf), reason, "{action} refused");
+        self.store.audit(SELF_SERVICE, action, cf, reason, "").await?;
+        Err(IdentityError::BadCredentials)
     }
 
     fn new_pin(candidate: &str, previous: &[&str]) -> Result<NewPin, IdentityError> {
@@ -230,7 +247,9 @@ impl Pins {
         let previous: Vec<&str> = halves.iter().map(String::as_str).collect();
         let new = Self::new_pin(new, &previous)?;
         let credential = self
-            .verify(&cf, &initial, |c| c.stage.awaits_first_access().then_some(&c.pin_hash))
+            .verify("CompleteFirstAccess", &cf, &initial, |c| {
+                c.stage.awaits_first_access().then_some(&c.pin_hash)
+            })
             .await?;
         let hash = self.hasher.hash(new.expose().to_owned()).await?;
         if !self.store.set_own_pin(&cf, &credential.pin_hash, &hash).await? {
@@ -250,7 +269,7 @@ impl Pins {
         let current = normalise_pin(current);
         let new = Self::new_pin(new, &[&current])?;
         let credential = self
-            .verify(&cf, &current, |c| {
+            .verify("ChangePin", &cf, &current, |c| {
                 (c.stage == crate::store::PinStage::Active).then_some(&c.pin_hash)
             })
             .await?;

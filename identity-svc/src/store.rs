@@ -77,6 +77,45 @@ impl PinStage {
     }
 }
 
+/// Whose failed attempts are being counted.
+#[derive(Clone, Copy, Debug)]
+pub enum Account<'a> {
+    Citizen(&'a str),
+    Staff(&'a str),
+}
+
+impl Account<'_> {
+    fn parts(&self) -> (&'static str, &'static str, &str) {
+        match self {
+            Account::Citizen(cf) => ("citizens", "fiscal_code", cf),
+            Account::Staff(username) => ("staff", "username", username),
+        }
+    }
+}
+
+/// A session as stored.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: String,
+    pub subject: String,
+    pub role: String,
+    pub level: String,
+    pub amr: String,
+    pub acr: Option<String>,
+    pub refresh_hash: String,
+    pub created_at: i64,
+    pub refresh_expires_at: i64,
+    pub previous_access_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A staff account as stored.
+#[derive(Clone, Debug)]
+pub struct StaffRow {
+    pub role: String,
+    pub password_hash: PinHash,
+}
+
 /// A citizen's credential as stored.
 #[derive(Clone, Debug)]
 pub struct Credential {
@@ -88,6 +127,8 @@ pub struct Credential {
     pub locked: bool,
     pub first_access_completed: bool,
     pub contacts: Contacts,
+    /// Converted to PIN dispositivo.
+    pub dispositive: bool,
 }
 
 /// A PIN request row.
@@ -145,7 +186,7 @@ fn contacts_json(contacts: &Contacts) -> String {
 }
 
 const CREDENTIAL_COLUMNS: &str = "fiscal_code, pin_state, pin_hash, simplified_hash, \
-    failed_attempts, locked_at, first_access_completed, contacts";
+    failed_attempts, locked_at, first_access_completed, contacts, pin_level";
 
 fn credential(row: &AnyRow) -> Result<Credential, sqlx::Error> {
     Ok(Credential {
@@ -159,6 +200,7 @@ fn credential(row: &AnyRow) -> Result<Credential, sqlx::Error> {
         locked: row.try_get::<Option<i64>, _>("locked_at")?.is_some(),
         first_access_completed: row.try_get::<i64, _>("first_access_completed")? != 0,
         contacts: decode_json(&row.try_get::<String, _>("contacts")?)?,
+        dispositive: row.try_get::<String, _>("pin_level")? == "DISPOSITIVE",
     })
 }
 
@@ -380,26 +422,22 @@ impl Store {
             .transpose()
     }
 
-    /// A reserved attempt failed: lock the PIN when it was the last one allowed.
-    pub async fn attempt_failed(&self, fiscal_code: &str, max: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE citizens SET locked_at = $3 WHERE fiscal_code = $1 AND failed_attempts >= $2 \
-             AND locked_at IS NULL",
-        )
-        .bind(fiscal_code)
-        .bind(max)
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
+    /// A reserved attempt failed: lock the account when it was the last one allowed.
+    pub async fn attempt_failed(&self, account: Account<'_>, max: i64) -> Result<(), sqlx::Error> {
+        let (table, key, id) = account.parts();
+        let sql = format!(
+            "UPDATE {table} SET locked_at = $3 WHERE {key} = $1 AND failed_attempts >= $2 \
+             AND locked_at IS NULL"
+        );
+        sqlx::query(&sql).bind(id).bind(max).bind(now_millis()).execute(&self.db.pool).await?;
         Ok(())
     }
 
     /// A reserved attempt succeeded: the count of consecutive failures starts again.
-    pub async fn attempt_succeeded(&self, fiscal_code: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE citizens SET failed_attempts = 0 WHERE fiscal_code = $1")
-            .bind(fiscal_code)
-            .execute(&self.db.pool)
-            .await?;
+    pub async fn attempt_succeeded(&self, account: Account<'_>) -> Result<(), sqlx::Error> {
+        let (table, key, id) = account.parts();
+        let sql = format!("UPDATE {table} SET failed_attempts = 0 WHERE {key} = $1");
+        sqlx::query(&sql).bind(id).execute(&self.db.pool).await?;
         Ok(())
     }
 
@@ -583,5 +621,141 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Records a new session; its previous-access time is the start of the subject's last one.
+    pub async fn create_session(&self, r: &SessionRow) -> Result<Option<i64>, sqlx::Error> {
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(created_at) FROM sessions WHERE subject = $1")
+                .bind(&r.subject)
+                .fetch_one(&self.db.pool)
+                .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, subject, role, level, amr, acr, refresh_hash, created_at, \
+             refresh_expires_at, previous_access_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&r.id)
+        .bind(&r.subject)
+        .bind(&r.role)
+        .bind(&r.level)
+        .bind(&r.amr)
+        .bind(&r.acr)
+        .bind(&r.refresh_hash)
+        .bind(r.created_at)
+        .bind(r.refresh_expires_at)
+        .bind(previous)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(previous)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, subject, role, level, amr, acr, refresh_hash, created_at, \
+             refresh_expires_at, previous_access_at, revoked_at FROM sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|row| {
+            Ok(SessionRow {
+                id: row.try_get("id")?,
+                subject: row.try_get("subject")?,
+                role: row.try_get("role")?,
+                level: row.try_get("level")?,
+                amr: row.try_get("amr")?,
+                acr: row.try_get("acr")?,
+                refresh_hash: row.try_get("refresh_hash")?,
+                created_at: row.try_get("created_at")?,
+                refresh_expires_at: row.try_get("refresh_expires_at")?,
+                previous_access_at: row.try_get("previous_access_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Replaces a live session's refresh token, provided `old` is still the current one: a
+    /// refresh token works once, even when two refreshes race.
+    pub async fn rotate_refresh(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+        expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE sessions SET refresh_hash = $3, refresh_expires_at = $4 WHERE id = $1 \
+             AND refresh_hash = $2 AND revoked_at IS NULL AND refresh_expires_at > $5",
+        )
+        .bind(id)
+        .bind(old)
+        .bind(new)
+        .bind(expires_at)
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn revoke_session(&self, id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now_millis())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sessions revoked at or after `since`.
+    pub async fn revoked_since(&self, since: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT id FROM sessions WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&self.db.pool)
+            .await
+    }
+
+    /// Creates or updates a staff account from the configuration.
+    pub async fn put_staff(
+        &self,
+        username: &str,
+        role: &str,
+        hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO staff (username, role, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (username) DO UPDATE SET role = $2, \
+             password_hash = $3, updated_at = $4",
+        )
+        .bind(username)
+        .bind(role)
+        .bind(hash)
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reserves a password attempt for a staff account (see [`Store::reserve_attempt`]).
+    pub async fn reserve_staff_attempt(
+        &self,
+        username: &str,
+        max: i64,
+    ) -> Result<Option<StaffRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE staff SET failed_attempts = failed_attempts + 1 WHERE username = $1 \
+             AND locked_at IS NULL AND failed_attempts < $2 RETURNING role, password_hash",
+        )
+        .bind(username)
+        .bind(max)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|row| {
+            Ok(StaffRow {
+                role: row.try_get("role")?,
+                password_hash: PinHash::from_phc(row.try_get("password_hash")?),
+            })
+        })
+        .transpose()
     }
 }

@@ -3,10 +3,12 @@
 use crate::domain::{channel_from_name, MessageIds, NewMessage, Resend};
 use crate::error::NotifyError;
 use crate::store::{Store, Summary};
+use sportello_platform::auth::{principal, Role};
 use sportello_proto::notify::v1::notify_service_server::NotifyService;
 use sportello_proto::notify::v1::{
     BatchGetMessagesRequest, BatchGetMessagesResponse, Channel, EnqueueMessageRequest,
-    EnqueueMessageResponse, Message, MessageStatus, ResendMessageRequest, ResendMessageResponse,
+    EnqueueMessageResponse, GetMyMessageRequest, GetMyMessageResponse, ListMyMessagesRequest,
+    ListMyMessagesResponse, Message, MessageStatus, ResendMessageRequest, ResendMessageResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,6 +47,28 @@ impl Notify {
             message_id: stored.id,
         })
     }
+}
+
+/// The fiscal code of the calling citizen; other principals have no messages of their own.
+fn citizen<T>(request: &Request<T>) -> Result<String, Status> {
+    let claims = principal(request)?;
+    if claims.role != Role::Citizen {
+        return Err(Status::permission_denied("only citizens have messages of their own"));
+    }
+    Ok(claims.sub)
+}
+
+fn parse_cursor(token: &str) -> Result<Option<(i64, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        let mut v = sportello_platform::error::FieldViolations::new();
+        v.add("page_token", "is not a token this service returned");
+        v.into_status()
+    };
+    let (at, id) = token.split_once(':').ok_or_else(bad)?;
+    Ok(Some((at.parse().map_err(|_| bad())?, id.to_owned())))
 }
 
 fn wire_status(stored: &str) -> MessageStatus {
@@ -107,6 +131,52 @@ impl NotifyService for Notify {
     ) -> Result<Response<ResendMessageResponse>, Status> {
         let resend = Resend::try_from(request.into_inner()).map_err(NotifyError::from)?;
         Ok(Response::new(self.resend(resend).await?))
+    }
+
+    async fn list_my_messages(
+        &self,
+        request: Request<ListMyMessagesRequest>,
+    ) -> Result<Response<ListMyMessagesResponse>, Status> {
+        let citizen = citizen(&request)?;
+        let r = request.into_inner();
+        let limit = match r.page_size {
+            n if n <= 0 => 50,
+            n => i64::from(n.min(200)),
+        };
+        let cursor = parse_cursor(&r.page_token)?;
+        let found = self
+            .store
+            .of_citizen(&citizen, cursor.as_ref().map(|(at, id)| (*at, id.as_str())), limit)
+            .await
+            .map_err(NotifyError::from)?;
+        let next_page_token = match found.last() {
+            Some(last) if found.len() as i64 == limit => format!("{}:{}", last.created_at, last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListMyMessagesResponse {
+            messages: found.into_iter().map(wire_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_my_message(
+        &self,
+        request: Request<GetMyMessageRequest>,
+    ) -> Result<Response<GetMyMessageResponse>, Status> {
+        let citizen = citizen(&request)?;
+        let id = request.into_inner().message_id;
+        let ids = MessageIds::try_from(BatchGetMessagesRequest { message_ids: vec![id] })
+            .map_err(NotifyError::from)?;
+        // Someone else's message is as absent as one that never existed.
+        let message = self
+            .store
+            .batch_get(&ids)
+            .await
+            .map_err(NotifyError::from)?
+            .into_iter()
+            .find(|m| m.fiscal_code == citizen)
+            .ok_or(NotifyError::NotFound)?;
+        Ok(Response::new(GetMyMessageResponse { message: Some(wire_message(message)) }))
     }
 }
 

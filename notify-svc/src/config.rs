@@ -1,7 +1,7 @@
 //! notify-svc's settings (`[notify]` in the configuration file).
 
 use serde::{Deserialize, Serialize};
-use sportello_platform::config::{ServiceConfig, DEFAULT_NOTIFY_LISTEN};
+use sportello_platform::config::{ServiceConfig, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
 use sportello_platform::server::{ServerSettings, StoreSettings};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -10,6 +10,8 @@ pub struct Config {
     pub server: ServerSettings,
     #[serde(flatten)]
     pub store: StoreSettings,
+    /// Where identity-svc listens: the keys that citizens' session tokens are checked with.
+    pub identity_url: String,
 }
 
 impl Default for Config {
@@ -19,6 +21,7 @@ impl Default for Config {
                 DEFAULT_NOTIFY_LISTEN.parse().expect("valid default address"),
             ),
             store: StoreSettings::default(),
+            identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
         }
     }
 }

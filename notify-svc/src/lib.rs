@@ -11,9 +11,11 @@ pub mod store;
 
 pub use config::Config;
 
+use sportello_platform::auth::{follow_keys, Authenticate, Verifier};
 use sportello_platform::db::Migrations;
 use sportello_platform::server::Storage;
 use sportello_proto::notify::v1::notify_service_server::{self, NotifyServiceServer};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -26,6 +28,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Citizens' tokens are checked with identity-svc's keys, fetched in the background; notify
+    // does not wait for them to store messages, so identity is not a health dependency.
+    let verifier = Verifier::default();
+    tokio::spawn(follow_keys(
+        verifier.clone(),
+        sportello_platform::client::channel(&config.identity_url)?,
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],
@@ -33,7 +44,11 @@ pub async fn serve(
         &config.server,
         Vec::new(),
         shutdown,
-        |db| Routes::new(NotifyServiceServer::new(api::Notify::new(store::Store::new(db)))),
+        |db| async move {
+            let notify = api::Notify::new(store::Store::new(db));
+            let authenticate = Authenticate { verifier };
+            Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))
+        },
     )
     .await
 }

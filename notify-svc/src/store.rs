@@ -119,6 +119,29 @@ impl Store {
         Ok(ids.as_slice().iter().filter_map(|id| found.get(id).cloned()).collect())
     }
 
+    /// A citizen's messages, newest first, after the `(created_at, id)` position `before`.
+    pub async fn of_citizen(
+        &self,
+        fiscal_code: &str,
+        before: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Summary>, sqlx::Error> {
+        let (at, id) = before.unwrap_or((i64::MAX, ""));
+        let rows = sqlx::query(
+            "SELECT id, fiscal_code, channel, address, template, status, last_error, created_at, \
+             updated_at FROM messages WHERE fiscal_code = $1 \
+             AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(fiscal_code)
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(summary).collect()
+    }
+
     /// The message `id`, with what a resend copies from it.
     pub async fn original(&self, id: &str) -> Result<Option<Original>, sqlx::Error> {
         let row = sqlx::query(

@@ -127,15 +127,18 @@ pub struct Storage<'a> {
 /// database is opened and migrated (retrying until it is reachable); then `build` makes the
 /// service's routes from it, and health of `services` follows the `dependencies` from there on.
 /// Returns when the server has drained after `shutdown`.
-pub async fn serve_with_store(
+pub async fn serve_with_store<Fut>(
     storage: Storage<'_>,
     services: &[&str],
     listener: TcpListener,
     settings: &ServerSettings,
     dependencies: Vec<Dependency>,
     shutdown: CancellationToken,
-    build: impl FnOnce(Database) -> Routes,
-) -> anyhow::Result<()> {
+    build: impl FnOnce(Database) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future<Output = anyhow::Result<Routes>>,
+{
     let Storage { name, settings: store, migrations } = storage;
     let url = store.database_url_for(name)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -156,7 +159,15 @@ pub async fn serve_with_store(
         db::open_with_retry(&url, name, migrations, store.max_connections, &shutdown).await;
     if let Some(database) = opened {
         tracing::info!(backend = ?database.backend, "database ready");
-        app.set(build(database));
+        match build(database).await {
+            Ok(routes) => app.set(routes),
+            Err(e) => {
+                // A service that cannot build itself must not linger half-alive.
+                shutdown.cancel();
+                let _ = server.await;
+                return Err(e);
+            }
+        }
         tokio::spawn(health::track(reporter, readiness, settings.health_interval, shutdown));
     }
     server.await??;

@@ -20,7 +20,9 @@ async fn file_for_caller(suite: &Suite, fiscal_code: &str) -> id::RequestPinForC
 async fn file_form(suite: &Suite, form: id::RequestPinRequest) -> id::RequestPinForCallerResponse {
     operator_client(suite)
         .await
-        .request_pin_for_caller(as_operator(id::RequestPinForCallerRequest { form: Some(form) }))
+        .request_pin_for_caller(
+            suite.as_operator(id::RequestPinForCallerRequest { form: Some(form) }),
+        )
         .await
         .expect("filed")
         .into_inner()
@@ -29,7 +31,7 @@ async fn file_form(suite: &Suite, form: id::RequestPinRequest) -> id::RequestPin
 async fn audit_trail(suite: &Suite, fiscal_code: &str) -> Vec<id::AuditEvent> {
     operator_client(suite)
         .await
-        .list_audit_events(as_operator(id::ListAuditEventsRequest {
+        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
             fiscal_code: fiscal_code.into(),
             ..Default::default()
         }))
@@ -69,7 +71,7 @@ async fn an_operator_files_a_request_for_a_caller_and_sees_the_real_outcome() {
     );
     let invalid = operator_client(&suite)
         .await
-        .request_pin_for_caller(as_operator(id::RequestPinForCallerRequest {
+        .request_pin_for_caller(suite.as_operator(id::RequestPinForCallerRequest {
             form: Some(pin_request("RSSMRA85T10A562X")),
         }))
         .await
@@ -86,7 +88,9 @@ async fn lookup_shows_state_delivery_and_masked_contacts() {
         .expect("filed");
     let view = operator_client(&suite)
         .await
-        .lookup_credential(as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }))
+        .lookup_credential(
+            suite.as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }),
+        )
         .await
         .expect("lookup")
         .into_inner();
@@ -114,7 +118,7 @@ async fn requests_not_delivered_within_the_grace_period_are_listed_oldest_first_
     ];
     let mut cc = operator_client(&suite).await;
     let page = |token: String| {
-        as_operator(id::ListUndeliveredPinRequestsRequest { page_size: 2, page_token: token })
+        suite.as_operator(id::ListUndeliveredPinRequestsRequest { page_size: 2, page_token: token })
     };
     let first =
         cc.list_undelivered_pin_requests(page(String::new())).await.expect("page 1").into_inner();
@@ -138,7 +142,7 @@ async fn fresh_requests_are_not_stuck_yet() {
     let listed = operator_client(&suite)
         .await
         .list_undelivered_pin_requests(
-            as_operator(id::ListUndeliveredPinRequestsRequest::default()),
+            suite.as_operator(id::ListUndeliveredPinRequestsRequest::default()),
         )
         .await
         .expect("list")
@@ -153,7 +157,7 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
     let mut cc = operator_client(&suite).await;
 
     let unverified = cc
-        .resend_first_half(as_operator(id::ResendFirstHalfRequest {
+        .resend_first_half(suite.as_operator(id::ResendFirstHalfRequest {
             request_id: request_id.clone(),
             ..Default::default()
         }))
@@ -162,7 +166,7 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
     assert_eq!(unverified.code(), Code::InvalidArgument);
 
     let reply = cc
-        .resend_first_half(as_operator(id::ResendFirstHalfRequest {
+        .resend_first_half(suite.as_operator(id::ResendFirstHalfRequest {
             request_id: request_id.clone(),
             identity_verified: true,
             channel: id::DeliveryChannel::Sms as i32,
@@ -179,14 +183,16 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
 
     let listed = cc
         .list_undelivered_pin_requests(
-            as_operator(id::ListUndeliveredPinRequestsRequest::default()),
+            suite.as_operator(id::ListUndeliveredPinRequestsRequest::default()),
         )
         .await
         .expect("list")
         .into_inner();
     assert!(listed.requests.is_empty(), "validated requests leave the queue");
     let view = cc
-        .lookup_credential(as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }))
+        .lookup_credential(
+            suite.as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }),
+        )
         .await
         .expect("lookup")
         .into_inner();
@@ -204,14 +210,16 @@ async fn a_revoked_pin_is_notified_and_a_new_one_can_be_requested() {
     file_for_caller(&suite, ROSSI).await;
     let mut cc = operator_client(&suite).await;
     let no_reason = cc
-        .revoke_pin(as_operator(id::RevokePinRequest {
-            fiscal_code: ROSSI.into(),
-            reason: " ".into(),
-        }))
+        .revoke_pin(
+            suite.as_operator(id::RevokePinRequest {
+                fiscal_code: ROSSI.into(),
+                reason: " ".into(),
+            }),
+        )
         .await
         .expect_err("reason required");
     assert_eq!(no_reason.code(), Code::InvalidArgument);
-    cc.revoke_pin(as_operator(id::RevokePinRequest {
+    cc.revoke_pin(suite.as_operator(id::RevokePinRequest {
         fiscal_code: ROSSI.into(),
         reason: "lost the letter".into(),
     }))
@@ -221,10 +229,12 @@ async fn a_revoked_pin_is_notified_and_a_new_one_can_be_requested() {
     let again = file_for_caller(&suite, ROSSI).await;
     assert_eq!(again.outcome, id::PinRequestOutcome::Issued as i32);
     let not_locked = cc
-        .unlock_pin(as_operator(id::UnlockPinRequest {
-            fiscal_code: ROSSI.into(),
-            reason: "x".into(),
-        }))
+        .unlock_pin(
+            suite.as_operator(id::UnlockPinRequest {
+                fiscal_code: ROSSI.into(),
+                reason: "x".into(),
+            }),
+        )
         .await
         .expect_err("nothing to unlock");
     assert_eq!(not_locked.code(), Code::FailedPrecondition);
@@ -235,19 +245,21 @@ async fn every_operator_call_is_audited_with_who_what_and_outcome() {
     let suite = spawn_suite().await;
     let mut cc = operator_client(&suite).await;
     file_for_caller(&suite, ROSSI).await;
-    cc.lookup_credential(as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }))
-        .await
-        .expect("lookup");
-    cc.revoke_pin(as_operator(id::RevokePinRequest {
+    cc.lookup_credential(
+        suite.as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }),
+    )
+    .await
+    .expect("lookup");
+    cc.revoke_pin(suite.as_operator(id::RevokePinRequest {
         fiscal_code: ROSSI.into(),
         reason: "fraud suspected".into(),
     }))
     .await
     .expect("revoked");
-    cc.unlock_pin(as_operator(id::UnlockPinRequest {
-        fiscal_code: ROSSI.into(),
-        reason: "test".into(),
-    }))
+    cc.unlock_pin(
+        suite
+            .as_operator(id::UnlockPinRequest { fiscal_code: ROSSI.into(), reason: "test".into() }),
+    )
     .await
     .expect_err("not locked");
 

@@ -51,6 +51,7 @@ async fn a_service_is_not_serving_until_its_database_is_ready() {
             database_url: sportello_platform::db::sqlite_url(&not_yet, "notify"),
             ..Default::default()
         },
+        identity_url: "http://127.0.0.1:9".into(),
     };
     let notify = Running::start((listener, addr), |l, s| notify_svc::serve(config, l, s));
     wait_for_status(addr, NOTIFY, NotServing).await;

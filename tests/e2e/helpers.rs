@@ -1,6 +1,8 @@
 //! `spawn_suite()` and friends: a fresh database per test, every service on its own port.
 
 use sportello_platform::server::{ServerSettings, StoreSettings};
+use sportello_proto::identity::v1 as id;
+use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sqlx::{AnyPool, Connection, Executor};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -87,7 +89,11 @@ pub fn server_settings() -> ServerSettings {
 }
 
 pub fn store_settings(db: &TestDb, svc: &str) -> StoreSettings {
-    StoreSettings { database_url: db.url(svc), ..StoreSettings::default() }
+    StoreSettings {
+        database_url: db.url(svc),
+        data_dir: db.data_dir().to_owned(),
+        ..StoreSettings::default()
+    }
 }
 
 pub async fn listener() -> (TcpListener, SocketAddr) {
@@ -141,7 +147,6 @@ impl Configs {
             ..Default::default()
         };
         identity.notify_url = url(notify_addr);
-        identity.operator_api_keys.insert(OPERATOR_ID.into(), OPERATOR_KEY.into());
         let mut claims = claims_svc::Config {
             server: server_settings(),
             store: store_settings(db, "claims"),
@@ -149,8 +154,11 @@ impl Configs {
         };
         claims.identity_url = url(identity_addr);
         claims.notify_url = url(notify_addr);
-        let notify =
-            notify_svc::Config { server: server_settings(), store: store_settings(db, "notify") };
+        let notify = notify_svc::Config {
+            server: server_settings(),
+            store: store_settings(db, "notify"),
+            identity_url: url(identity_addr),
+        };
         Self { gateway, identity, claims, notify }
     }
 }
@@ -189,6 +197,8 @@ pub struct Suite {
     pub identity: Running,
     pub claims: Running,
     pub notify: Running,
+    /// A session of the configured operator.
+    pub operator_token: String,
 }
 
 pub async fn spawn_suite() -> Suite {
@@ -201,19 +211,53 @@ pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
     let ports = Ports::reserve().await;
     let mut c =
         Configs::new(&db, [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1]);
+    c.identity.staff.insert(
+        OPERATOR_ID.into(),
+        identity_svc::config::StaffAccount {
+            role: sportello_platform::auth::Role::Operator,
+            password_hash: password_hash(OPERATOR_PASSWORD).await,
+        },
+    );
     adjust(&mut c);
     let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
     let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
     let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
     let gateway = Running::start(ports.gateway, |l, s| gateway::serve(c.gateway, l, s));
-    let suite = Suite { db, gateway, identity, claims, notify };
+    let mut suite = Suite { db, gateway, identity, claims, notify, operator_token: String::new() };
     wait_for_status(suite.gateway.addr, "", ServingStatus::Serving).await;
+    suite.operator_token = suite.login_staff(OPERATOR_ID, OPERATOR_PASSWORD).await.access_token;
     suite
 }
 
 impl Suite {
     pub async fn gateway_channel(&self) -> Channel {
         connect(self.gateway.addr).await
+    }
+
+    /// A request carrying the test operator's session.
+    pub fn as_operator<T>(&self, message: T) -> tonic::Request<T> {
+        with_token(&self.operator_token, message)
+    }
+
+    fn identity(channel: Channel) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(channel)
+    }
+
+    pub async fn login_staff(&self, username: &str, password: &str) -> id::Session {
+        let request =
+            id::LoginStaffRequest { username: username.into(), password: password.into() };
+        let reply = Self::identity(self.gateway_channel().await).login_staff(request).await;
+        reply.expect("staff login").into_inner().session.expect("session")
+    }
+
+    pub async fn login_with_pin(
+        &self,
+        fiscal_code: &str,
+        pin: &str,
+    ) -> Result<id::Session, tonic::Status> {
+        let request = id::LoginWithPinRequest { fiscal_code: fiscal_code.into(), pin: pin.into() };
+        let reply = Self::identity(self.gateway_channel().await).login_with_pin(request).await?;
+        Ok(reply.into_inner().session.expect("session"))
     }
 }
 
@@ -257,9 +301,9 @@ pub async fn wait_for_status(addr: SocketAddr, service: &str, status: ServingSta
     .await;
 }
 
-/// The API key of the test operator configured in every suite.
-pub const OPERATOR_KEY: &str = "test-operator-key";
+/// The contact-center operator configured in every suite.
 pub const OPERATOR_ID: &str = "op.bianchi";
+pub const OPERATOR_PASSWORD: &str = "correct horse battery staple";
 
 /// Mario Rossi, born 10/12/1985 in San Giuliano Terme (PI).
 pub const ROSSI: &str = "RSSMRA85T10A562S";
@@ -323,13 +367,21 @@ pub fn citizen_request(
     (cf, request)
 }
 
-/// A request carrying the test operator's credentials.
-pub fn as_operator<T>(message: T) -> tonic::Request<T> {
+/// A request carrying a session token.
+pub fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
-        .insert("authorization", format!("Bearer {OPERATOR_KEY}").parse().expect("ascii"));
+        .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     request
+}
+
+/// An argon2id hash (cheap parameters: tests are not attackers) of a staff password.
+pub async fn password_hash(password: &str) -> String {
+    let params =
+        identity_svc::hashing::HashParams { memory_kib: 1024, iterations: 1, ..Default::default() };
+    let hasher = identity_svc::hashing::Hasher::new(&params).expect("params");
+    hasher.hash(password.to_owned()).await.expect("hash").as_phc().to_owned()
 }
 
 /// One stored notify message, as the test reads it from notify's database.

@@ -46,7 +46,9 @@ async fn complete_first_access(
 async fn pin_state(suite: &Suite) -> id::PinState {
     let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
     let reply = cc
-        .lookup_credential(as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }))
+        .lookup_credential(
+            suite.as_operator(id::LookupCredentialRequest { fiscal_code: ROSSI.into() }),
+        )
         .await
         .expect("lookup")
         .into_inner();
@@ -113,7 +115,7 @@ async fn five_wrong_pins_lock_the_pin_and_an_operator_unlocks_it() {
     assert_eq!(pin_state(&suite).await, id::PinState::Locked);
 
     let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
-    cc.unlock_pin(as_operator(id::UnlockPinRequest {
+    cc.unlock_pin(suite.as_operator(id::UnlockPinRequest {
         fiscal_code: ROSSI.into(),
         reason: "caller identified by phone".into(),
     }))
@@ -138,10 +140,25 @@ async fn changing_the_pin_needs_the_current_one_and_is_notified() {
     let initial = issued_pin(&suite).await;
     complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
     let mut identity = citizen(&suite).await;
-    let change = |current: &str, new: &str| id::ChangePinRequest {
-        fiscal_code: ROSSI.into(),
-        current_pin: current.into(),
-        new_pin: new.into(),
+    let anonymous = identity
+        .change_pin(id::ChangePinRequest {
+            fiscal_code: ROSSI.into(),
+            current_pin: OWN_PIN.into(),
+            new_pin: "N3WP1N9Z".into(),
+        })
+        .await
+        .expect_err("logged-in citizens only");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let token = suite.login_with_pin(ROSSI, OWN_PIN).await.expect("login").access_token;
+    let change = |current: &str, new: &str| {
+        with_token(
+            &token,
+            id::ChangePinRequest {
+                fiscal_code: ROSSI.into(),
+                current_pin: current.into(),
+                new_pin: new.into(),
+            },
+        )
     };
     let wrong = identity.change_pin(change("WRONG123", "N3WP1N9Z")).await.expect_err("wrong");
     assert_eq!(wrong.code(), Code::Unauthenticated);

@@ -1,0 +1,198 @@
+//! Who may call what through the gateway: one table, read top to bottom, checked on every call.
+//! A method missing from the table is refused: a new RPC is closed until someone decides who
+//! may call it (a test fails until they do).
+
+use sportello_platform::auth::{Level, Role};
+
+/// What a method requires of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, with no session: logins, PIN requests, the benefit catalogue.
+    Public,
+    /// A session of one of these roles, at this level or above.
+    Session { roles: &'static [Role], min_level: Level },
+    /// Never from outside: service-to-service only.
+    Internal,
+}
+
+use Access::{Internal, Public, Session};
+
+const CITIZEN: &[Role] = &[Role::Citizen];
+const EVERYONE: &[Role] = &[Role::Citizen, Role::Operator, Role::Patronato, Role::Backoffice];
+const OPERATOR: &[Role] = &[Role::Operator];
+
+/// A simplified PIN reaches only one's own profile and notifications (and, when they exist, the
+/// six COVID-19 claim RPCs); everything else needs an ordinary PIN or more.
+pub const TABLE: &[(&str, Access)] = &[
+    // identity: becoming someone
+    ("sportello.identity.v1.IdentityService/RequestPin", Public),
+    ("sportello.identity.v1.IdentityService/CompleteFirstAccess", Public),
+    ("sportello.identity.v1.IdentityService/StartPinRecovery", Public),
+    ("sportello.identity.v1.IdentityService/ConfirmPinRecovery", Public),
+    ("sportello.identity.v1.IdentityService/GetPinRequestStatus", Public),
+    ("sportello.identity.v1.IdentityService/LoginWithPin", Public),
+    ("sportello.identity.v1.IdentityService/LoginWithIdentityProvider", Public),
+    ("sportello.identity.v1.IdentityService/LoginStaff", Public),
+    ("sportello.identity.v1.IdentityService/RefreshSession", Public),
+    // identity: being someone
+    (
+        "sportello.identity.v1.IdentityService/GetProfile",
+        Session { roles: EVERYONE, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.identity.v1.IdentityService/Logout",
+        Session { roles: EVERYONE, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.identity.v1.IdentityService/ChangePin",
+        Session { roles: CITIZEN, min_level: Level::Ordinary },
+    ),
+    ("sportello.identity.v1.IdentityService/GetSigningKeys", Internal),
+    ("sportello.identity.v1.IdentityService/ListRevokedSessions", Internal),
+    // the contact center
+    (
+        "sportello.identity.v1.ContactCenterService/*",
+        Session { roles: OPERATOR, min_level: Level::Ordinary },
+    ),
+    // claims
+    ("sportello.claims.v1.ClaimsService/ListBenefits", Public),
+    // notifications
+    (
+        "sportello.notify.v1.NotifyService/ListMyMessages",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.notify.v1.NotifyService/GetMyMessage",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    ("sportello.notify.v1.NotifyService/EnqueueMessage", Internal),
+    ("sportello.notify.v1.NotifyService/BatchGetMessages", Internal),
+    ("sportello.notify.v1.NotifyService/ResendMessage", Internal),
+];
+
+/// The rule for `/package.Service/Method`: the method's own row, else its service's `/*` row,
+/// else [`Access::Internal`].
+pub fn access(path: &str) -> Access {
+    let method = path.trim_start_matches('/');
+    let service = method.split_once('/').map(|(s, _)| s).unwrap_or(method);
+    let wildcard = format!("{service}/*");
+    TABLE
+        .iter()
+        .find(|(m, _)| *m == method)
+        .or_else(|| TABLE.iter().find(|(m, _)| *m == wildcard))
+        .map_or(Internal, |(_, a)| *a)
+}
+
+/// Whether a caller of `role` at `level` may call a method with rule `access`.
+pub fn allows(access: Access, role: Role, level: Level) -> bool {
+    match access {
+        Public => true,
+        Internal => false,
+        Session { roles, min_level } => roles.contains(&role) && level >= min_level,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// Every method of the contract, from the descriptor set the gateway serves.
+    fn every_method() -> Vec<String> {
+        let set = prost_types::FileDescriptorSet::decode(sportello_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = Vec::new();
+        for file in set.file {
+            let package = file.package().to_owned();
+            for service in &file.service {
+                for method in &service.method {
+                    out.push(format!("{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_method_of_the_contract_has_a_rule_of_its_own() {
+        for method in every_method() {
+            let service = method.split_once('/').map(|(s, _)| s).expect("service");
+            let listed = TABLE.iter().any(|(m, _)| *m == method || *m == format!("{service}/*"));
+            assert!(listed, "{method} has no row in the policy table");
+        }
+    }
+
+    #[test]
+    fn every_row_of_the_table_names_a_real_method_or_service() {
+        let methods = every_method();
+        for (row, _) in TABLE {
+            let real = match row.strip_suffix("/*") {
+                Some(service) => methods.iter().any(|m| m.starts_with(&format!("{service}/"))),
+                None => methods.iter().any(|m| m == row),
+            };
+            assert!(real, "{row} is not in the contract");
+        }
+    }
+
+    #[test]
+    fn a_simplified_pin_reaches_only_profile_logout_and_own_notifications() {
+        let reachable: Vec<String> = every_method()
+            .into_iter()
+            .filter(|m| {
+                let a = access(&format!("/{m}"));
+                a != Public && allows(a, Role::Citizen, Level::Simplified)
+            })
+            .collect();
+        assert_eq!(
+            reachable,
+            [
+                "sportello.identity.v1.IdentityService/Logout",
+                "sportello.identity.v1.IdentityService/GetProfile",
+                "sportello.notify.v1.NotifyService/ListMyMessages",
+                "sportello.notify.v1.NotifyService/GetMyMessage",
+            ]
+        );
+    }
+
+    #[test]
+    fn internal_methods_are_closed_to_every_role_and_level() {
+        for role in
+            [Role::Citizen, Role::Operator, Role::Patronato, Role::Backoffice, Role::Service]
+        {
+            for level in [Level::Simplified, Level::Ordinary, Level::Dispositive] {
+                assert!(!allows(
+                    access("/sportello.notify.v1.NotifyService/EnqueueMessage"),
+                    role,
+                    level
+                ));
+                assert!(!allows(
+                    access("/sportello.identity.v1.IdentityService/GetSigningKeys"),
+                    role,
+                    level
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn the_contact_center_is_for_operators_only() {
+        let lookup = access("/sportello.identity.v1.ContactCenterService/LookupCredential");
+        assert!(allows(lookup, Role::Operator, Level::Ordinary));
+        for role in [Role::Citizen, Role::Patronato, Role::Backoffice] {
+            assert!(!allows(lookup, role, Level::Dispositive), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn changing_a_pin_needs_more_than_a_simplified_pin() {
+        let change = access("/sportello.identity.v1.IdentityService/ChangePin");
+        assert!(!allows(change, Role::Citizen, Level::Simplified));
+        assert!(allows(change, Role::Citizen, Level::Ordinary));
+    }
+
+    #[test]
+    fn an_unknown_method_is_closed() {
+        assert_eq!(access("/sportello.identity.v1.IdentityService/Nope"), Internal);
+        assert_eq!(access("/acme.v1.X/Y"), Internal);
+    }
+}

@@ -1,0 +1,133 @@
+//! The key session tokens are signed with: Ed25519, generated into the data directory on first
+//! run (or read from a configured file, so that several identity-svc replicas share it), never
+//! printed. Its public half is published as a JWKS document for the gateway and the services.
+
+use argon2::password_hash::rand_core::OsRng;
+use base64::Engine;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Signs session tokens.
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
+    jwks: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Loads the key at `path`, generating it (readable by the owner only) when absent.
+    pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
+        let der = match std::fs::read(path) {
+            Ok(der) => der,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = SigningKey::generate(&mut OsRng);
+                let der = key.to_pkcs8_der()?.as_bytes().to_vec();
+                write_private(path, &der)?;
+                tracing::info!(path = %path.display(), "generated a new session signing key");
+                der
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Self::from_pkcs8(&der)
+    }
+
+    fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
+        let signing = SigningKey::from_pkcs8_der(der)?;
+        let public = signing.verifying_key().to_bytes();
+        let kid: String =
+            Sha256::digest(public).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let key = EncodingKey::from_ed_der(der);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+        let jwks = serde_json::json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"
+        }]})
+        .to_string();
+        Ok(Self { key, kid, jwks })
+    }
+
+    /// A signed EdDSA JWT of `claims`.
+    pub fn sign<T: serde::Serialize>(
+        &self,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key)
+    }
+
+    /// The public key, as a JWKS document.
+    pub fn jwks(&self) -> &str {
+        &self.jwks
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_is_kept_and_reused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("keys/session.der");
+        let first = Signer::load_or_generate(&path).expect("generated");
+        let second = Signer::load_or_generate(&path).expect("loaded");
+        assert_eq!(first.kid, second.kid);
+        assert!(first.jwks().contains("\"kty\":\"OKP\""), "{}", first.jwks());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "private key readable by its owner only");
+        }
+    }
+
+    #[test]
+    fn tokens_signed_verify_with_the_published_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let signer = Signer::load_or_generate(&dir.path().join("k.der")).expect("key");
+        let verifier = sportello_platform::auth::Verifier::default();
+        verifier.set_jwks(signer.jwks()).expect("jwks");
+        let now = chrono::Utc::now().timestamp();
+        let claims = sportello_platform::auth::Claims {
+            iss: sportello_platform::auth::ISSUER.into(),
+            sub: "RSSMRA85T10A562S".into(),
+            role: sportello_platform::auth::Role::Citizen,
+            level: sportello_platform::auth::Level::Ordinary,
+            amr: sportello_platform::auth::Amr::Pin,
+            sid: "s1".into(),
+            iat: now,
+            exp: now + 60,
+            acr: None,
+        };
+        let token = signer.sign(&claims).expect("signed");
+        assert_eq!(verifier.verify(&token).expect("valid"), claims);
+        let mut tampered = token.clone();
+        tampered.push('x');
+        assert!(verifier.verify(&tampered).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! Logins (DOMAIN.md §3): PIN at its three levels, SPID and CIE assertions, staff passwords.
+//! Each ends in a session; each failure is the same UNAUTHENTICATED answer whatever its cause.
+
+use crate::domain::pin::PinHash;
+use crate::error::IdentityError;
+use crate::oidc::{IdentityProviders, ProviderKind};
+use crate::pins::{parse_fiscal_code, Pins};
+use crate::sessions::{Issued, Sessions};
+use crate::store::{Account, Credential, PinStage};
+use sportello_platform::auth::{parse_name, Amr, Level, Role};
+use std::sync::Arc;
+
+/// What a PIN of a given length unlocks for a credential in a given stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PinUse {
+    /// The first half of a first PIN: a simplified session.
+    Simplified,
+    /// The citizen's own PIN: an ordinary (or dispositive) session.
+    Own,
+    /// The 16-character initial PIN: right, but it must be replaced first.
+    Initial,
+}
+
+fn pin_use(c: &Credential, pin_len: usize) -> Option<(PinUse, &PinHash)> {
+    match (c.stage, pin_len) {
+        (PinStage::SimplifiedOnly, 8) => {
+            c.simplified_hash.as_ref().map(|h| (PinUse::Simplified, h))
+        }
+        (PinStage::Active, 8) => Some((PinUse::Own, &c.pin_hash)),
+        (stage, 16) if stage.awaits_first_access() => Some((PinUse::Initial, &c.pin_hash)),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Logins {
+    pub pins: Pins,
+    pub sessions: Sessions,
+    pub providers: Arc<IdentityProviders>,
+}
+
+impl Logins {
+    pub async fn with_pin(&self, cf_raw: &str, pin: &str) -> Result<Issued, IdentityError> {
+        let cf = parse_fiscal_code(cf_raw)?.canonical();
+        let pin = pin.trim().to_ascii_uppercase();
+        let credential = self
+            .pins
+            .verify("LoginWithPin", &cf, &pin, |c| pin_use(c, pin.len()).map(|(_, h)| h))
+            .await?;
+        let level = match pin_use(&credential, pin.len()).map(|(u, _)| u) {
+            Some(PinUse::Simplified) => Level::Simplified,
+            Some(PinUse::Own) if credential.dispositive => Level::Dispositive,
+            Some(PinUse::Own) => Level::Ordinary,
+            Some(PinUse::Initial) | None => {
+                return Err(IdentityError::Precondition {
+                    reason: "PIN_CHANGE_REQUIRED",
+                    message:
+                        "primo accesso: scelga il suo PIN di 8 caratteri (CompleteFirstAccess)",
+                })
+            }
+        };
+        self.sessions.open(&cf, Role::Citizen, level, Amr::Pin, None).await
+    }
+
+    pub async fn with_identity_provider(&self, id_token: &str) -> Result<Issued, IdentityError> {
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+        let assertion = self.providers.verify(id_token.trim(), now).map_err(|e| {
+            tracing::info!(error = %e, "identity provider assertion refused");
+            IdentityError::BadCredentials
+        })?;
+        let cf = parse_fiscal_code(&assertion.fiscal_code)
+            .map_err(|_| IdentityError::BadCredentials)?
+            .canonical();
+        let amr = match assertion.kind {
+            ProviderKind::Spid => Amr::Spid,
+            ProviderKind::Cie => Amr::Cie,
+        };
+        let acr = Some(assertion.level.label().to_owned());
+        self.sessions.open(&cf, Role::Citizen, Level::Dispositive, amr, acr).await
+    }
+
+    pub async fn staff(&self, username: &str, password: &str) -> Result<Issued, IdentityError> {
+        let username = username.trim().to_ascii_lowercase();
+        let max = i64::from(self.pins.rules.max_failed_attempts);
+        let hasher = &self.pins.hasher;
+        let Some(account) = self.pins.store.reserve_staff_attempt(&username, max).await? else {
+            hasher.verify(password.to_owned(), &self.pins.decoy).await?;
+            tracing::info!("staff login refused: unknown or locked account");
+            return Err(IdentityError::BadCredentials);
+        };
+        if !hasher.verify(password.to_owned(), &account.password_hash).await? {
+            self.pins.store.attempt_failed(Account::Staff(&username), max).await?;
+            tracing::info!("staff login refused: wrong password");
+            return Err(IdentityError::BadCredentials);
+        }
+        self.pins.store.attempt_succeeded(Account::Staff(&username)).await?;
+        let role = parse_name::<Role>(&account.role)
+            .filter(|r| *r != Role::Citizen)
+            .ok_or_else(|| IdentityError::Internal("a staff account with a citizen role".into()))?;
+        self.sessions.open(&username, role, Level::Ordinary, Amr::Password, None).await
+    }
+}
