@@ -7,6 +7,7 @@ use anyhow::{bail, Context as _};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sportello_platform::cli::LISTENING;
+use sportello_platform::config::ServiceConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -31,7 +32,7 @@ pub struct UpArgs {
     database_url: Option<String>,
 }
 
-/// Start order: each service after the ones it calls.
+/// Start order: each service after the ones it calls (their health says so anyway).
 const ORDER: [&str; 4] = ["notify", "identity", "claims", "gateway"];
 
 struct Running {
@@ -40,16 +41,61 @@ struct Running {
     child: Child,
 }
 
-async fn start(name: &'static str, args: &UpArgs, started: &[Running]) -> anyhow::Result<Running> {
+/// Where each service will listen: its configured address, with port 0 resolved to a free port
+/// now, so that every service can be told every other's address before any starts (notify
+/// needs identity's keys; identity needs notify).
+fn plan_addresses(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
+    let file = sportello_platform::config::file(args.config.as_deref());
+    let configured = |name: &str| -> anyhow::Result<SocketAddr> {
+        let describe = |e: sportello_platform::config::ConfigError| {
+            anyhow::anyhow!(
+                "{name}: invalid configuration: {}",
+                sportello_platform::config::describe(&e)
+            )
+        };
+        Ok(match name {
+            "notify" => notify_svc::Config::load(&file).map_err(describe)?.server.listen,
+            "identity" => identity_svc::Config::load(&file).map_err(describe)?.server.listen,
+            "claims" => claims_svc::Config::load(&file).map_err(describe)?.server.listen,
+            _ => match args.listen {
+                Some(listen) => listen,
+                None => gateway::Config::load(&file).map_err(describe)?.server.listen,
+            },
+        })
+    };
+    ORDER
+        .iter()
+        .map(|&name| {
+            let mut addr = configured(name)?;
+            if addr.port() == 0 {
+                // Bind and release: the port is free now, and the child binds it a moment later.
+                addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+            }
+            Ok((name, addr))
+        })
+        .collect()
+}
+
+async fn start(
+    name: &'static str,
+    args: &UpArgs,
+    plan: &[(&'static str, SocketAddr)],
+) -> anyhow::Result<Running> {
     let exe = std::env::current_exe().context("locating the sportello binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg(name);
     if let Some(config) = &args.config {
         cmd.arg("--config").arg(config);
     }
-    if name == "gateway" {
-        if let Some(listen) = args.listen {
-            cmd.arg("--listen").arg(listen.to_string());
+    let section = name.to_ascii_uppercase();
+    for (other, addr) in plan {
+        if *other == name {
+            cmd.arg("--listen").arg(addr.to_string());
+        } else {
+            cmd.env(
+                format!("SPORTELLO_{section}__{}_URL", other.to_ascii_uppercase()),
+                format!("http://{addr}"),
+            );
         }
     }
     if let Some(dir) = &args.data_dir {
@@ -57,13 +103,6 @@ async fn start(name: &'static str, args: &UpArgs, started: &[Running]) -> anyhow
     }
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);
-    }
-    let section = name.to_ascii_uppercase();
-    for dep in started {
-        cmd.env(
-            format!("SPORTELLO_{section}__{}_URL", dep.name.to_ascii_uppercase()),
-            format!("http://{}", dep.addr),
-        );
     }
     // Each child names itself in traces (sportello-identity, …); one name for all would hide
     // the hops.
@@ -150,9 +189,10 @@ async fn first_exit(
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let plan = plan_addresses(&args)?;
         let mut running: Vec<Running> = Vec::new();
         for name in ORDER {
-            match start(name, &args, &running).await {
+            match start(name, &args, &plan).await {
                 Ok(r) => running.push(r),
                 Err(e) => {
                     stop_all(&mut running).await;

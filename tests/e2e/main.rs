@@ -2,6 +2,7 @@
 //! (SQLite files, or PostgreSQL when `SPORTELLO_TEST_DATABASE_URL` is set), real processes where
 //! the test is about processes.
 
+mod auth;
 mod collector;
 mod contact_center;
 mod health;
