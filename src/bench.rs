@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// Unmeasured load before each measurement.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     warmup: Duration,
+    /// Login scenarios: how many citizens to prepare (request a PIN, read its halves, set an
+    /// own PIN). Each login picks the next one, so no citizen has many logins in flight.
+    #[arg(long, default_value_t = 64)]
+    citizens: usize,
+    /// Login scenarios: notify-svc's database, where the bench reads the PIN halves a citizen
+    /// would receive by SMS and post.
+    #[arg(long, default_value = "sqlite://data/notify.sqlite")]
+    notify_database_url: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -46,13 +54,21 @@ enum Scenario {
     /// IdentityService/RequestPin for new citizens: two argon2id hashes, three rows and two
     /// messages each, as on click day.
     RequestPin,
+    /// IdentityService/LoginWithPin with citizens' own PINs: one argon2id verification and a
+    /// new session each. Prepares its citizens first (see `--notify-database-url`).
+    PinLogin,
+    /// A PIN-login flood through the gateway while one client keeps calling GetProfile, a cheap
+    /// authenticated RPC: how the cheap call fares when hashing saturates the CPUs.
+    LoginFlood,
 }
 
 impl Scenario {
     fn default_direct(self) -> &'static str {
         match self {
             Scenario::ListBenefits => "http://127.0.0.1:50053",
-            Scenario::RequestPin => "http://127.0.0.1:50052",
+            Scenario::RequestPin | Scenario::PinLogin | Scenario::LoginFlood => {
+                "http://127.0.0.1:50052"
+            }
         }
     }
 }
@@ -156,13 +172,73 @@ async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
+/// Citizens with a PIN of their own, for the login scenarios.
+type Prepared = Arc<Vec<(String, String)>>;
+
+/// Requests PINs for `n` new citizens through the gateway, reads the halves from notify-svc's
+/// database as the citizen would read the SMS and the letter, and completes first access.
+async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result<Prepared> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&args.notify_database_url).await?;
+    let table = if args.notify_database_url.starts_with("postgres") {
+        "notify.messages"
+    } else {
+        "messages"
+    };
+    let sql = format!(
+        "SELECT template, secret_params FROM {table} WHERE fiscal_code = $1 \
+         AND template IN ('PIN_FIRST_HALF', 'PIN_SECOND_HALF_LETTER') ORDER BY created_at DESC"
+    );
+    let channel = Endpoint::from_shared(args.gateway.clone())?.connect().await?;
+    let mut identity = IdentityServiceClient::new(channel);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n.max(1) {
+        let form = citizen(next.fetch_add(1, Ordering::Relaxed));
+        let cf = form.fiscal_code.clone();
+        identity.request_pin(form).await?;
+        let mut halves = (None, None);
+        for row in sqlx::query(&sql).bind(&cf).fetch_all(&pool).await? {
+            use sqlx::Row;
+            let template: String = row.try_get("template")?;
+            let secrets: Option<String> = row.try_get("secret_params")?;
+            let half = secrets
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["pin_half"].as_str().map(str::to_owned));
+            match template.as_str() {
+                "PIN_FIRST_HALF" => halves.0 = halves.0.or(half),
+                _ => halves.1 = halves.1.or(half),
+            }
+        }
+        let (Some(first), Some(second)) = halves else {
+            anyhow::bail!("no PIN halves for a prepared citizen in {}", args.notify_database_url);
+        };
+        let own = format!("K{i:06}Q");
+        identity
+            .complete_first_access(id::CompleteFirstAccessRequest {
+                fiscal_code: cf.clone(),
+                initial_pin: format!("{first}{second}"),
+                new_pin: own.clone(),
+            })
+            .await?;
+        out.push((cf, own));
+    }
+    Ok(Arc::new(out))
+}
+
 /// One call of the scenario; `next` numbers the synthetic citizens so each is new.
 async fn call(
     scenario: Scenario,
     channel: &Channel,
     next: &AtomicU64,
+    prepared: &Prepared,
 ) -> Result<(), tonic::Status> {
     match scenario {
+        Scenario::PinLogin | Scenario::LoginFlood => {
+            let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+            let (cf, pin) = &prepared[n % prepared.len().max(1)];
+            let request = id::LoginWithPinRequest { fiscal_code: cf.clone(), pin: pin.clone() };
+            IdentityServiceClient::new(channel.clone()).login_with_pin(request).await?;
+        }
         Scenario::ListBenefits => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
@@ -179,6 +255,7 @@ async fn drive(
     args: &BenchArgs,
     run_for: Duration,
     next: &Arc<AtomicU64>,
+    prepared: &Prepared,
 ) -> anyhow::Result<Figures> {
     let channels = channels(url, args.connections).await?;
     let start = Instant::now();
@@ -188,11 +265,12 @@ async fn drive(
         .map(|i| {
             let channel = channels[i % channels.len()].clone();
             let next = next.clone();
+            let prepared = prepared.clone();
             tokio::spawn(async move {
                 let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::new());
                 while Instant::now() < until {
                     let t0 = Instant::now();
-                    match call(scenario, &channel, &next).await {
+                    match call(scenario, &channel, &next, &prepared).await {
                         Ok(_) => {
                             ok += 1;
                             lat.push(t0.elapsed().as_micros() as u64);
@@ -227,9 +305,10 @@ async fn measure(
     url: &str,
     args: &BenchArgs,
     next: &Arc<AtomicU64>,
+    prepared: &Prepared,
 ) -> anyhow::Result<Figures> {
-    drive(url, args, args.warmup, next).await?;
-    let f = drive(url, args, args.duration, next).await?;
+    drive(url, args, args.warmup, next, prepared).await?;
+    let f = drive(url, args, args.duration, next, prepared).await?;
     println!(
         "{label:<8} {url:<26} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
         f.ok,
@@ -239,6 +318,67 @@ async fn measure(
         f.percentile_ms(0.99)
     );
     Ok(f)
+}
+
+/// The login flood, with a probe that calls GetProfile every 20 ms through the gateway.
+async fn flood(args: &BenchArgs, next: &Arc<AtomicU64>, prepared: &Prepared) -> anyhow::Result<()> {
+    let (cf, pin) = prepared.first().cloned().ok_or_else(|| anyhow::anyhow!("no citizens"))?;
+    let channel = Endpoint::from_shared(args.gateway.clone())?.connect().await?;
+    let session = IdentityServiceClient::new(channel.clone())
+        .login_with_pin(id::LoginWithPinRequest { fiscal_code: cf, pin })
+        .await?
+        .into_inner()
+        .session
+        .ok_or_else(|| anyhow::anyhow!("no session"))?;
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", session.access_token).parse()?;
+    let until = Instant::now() + args.warmup + args.duration;
+    let probe = tokio::spawn(async move {
+        let mut client = IdentityServiceClient::new(channel);
+        let mut latencies = Vec::new();
+        let mut errors = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while Instant::now() < until {
+            tick.tick().await;
+            let mut request = tonic::Request::new(id::GetProfileRequest {});
+            request.metadata_mut().insert("authorization", token.clone());
+            let t0 = Instant::now();
+            match client.get_profile(request).await {
+                Ok(_) => latencies.push(t0.elapsed().as_micros() as u64),
+                Err(_) => errors += 1,
+            }
+        }
+        (latencies, errors)
+    });
+    drive(&args.gateway, args, args.warmup, next, prepared).await?;
+    let logins = drive(&args.gateway, args, args.duration, next, prepared).await?;
+    let (mut latencies, probe_errors) = probe.await?;
+    latencies.sort_unstable();
+    let probe = Figures {
+        ok: latencies.len() as u64,
+        errors: probe_errors,
+        elapsed: args.duration,
+        latencies_us: latencies,
+    };
+    println!(
+        "logins   {:<26} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+        args.gateway,
+        logins.ok,
+        logins.errors,
+        logins.rate(),
+        logins.percentile_ms(0.50),
+        logins.percentile_ms(0.99)
+    );
+    println!(
+        "profile  {:<26} {:>9} {:>7} {:>10} {:>9.2} {:>9.2}",
+        "(GetProfile every 20 ms)",
+        probe.ok,
+        probe.errors,
+        "-",
+        probe.percentile_ms(0.50),
+        probe.percentile_ms(0.99)
+    );
+    Ok(())
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -254,10 +394,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         // Citizens are numbered from a random start, so a second run meets new ones too.
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
+        let prepared = match args.scenario {
+            Scenario::PinLogin | Scenario::LoginFlood => {
+                prepare(&args, args.citizens, &next).await?
+            }
+            _ => Arc::new(Vec::new()),
+        };
+        if args.scenario == Scenario::LoginFlood {
+            return flood(&args, &next, &prepared).await;
+        }
         let direct = args.direct.clone().unwrap_or_else(|| args.scenario.default_direct().into());
-        let direct = measure("direct", &direct, &args, &next).await?;
-        let gateway = measure("gateway", &args.gateway, &args, &next).await?;
+        let direct = measure("direct", &direct, &args, &next, &prepared).await?;
+        let gateway = measure("gateway", &args.gateway, &args, &next, &prepared).await?;
         println!("gateway/direct throughput: {:.1}%", 100.0 * gateway.rate() / direct.rate());
+        if args.scenario == Scenario::PinLogin {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            println!(
+                "PIN logins per core ({cores} cores on this machine): direct {:.1}, gateway {:.1}",
+                direct.rate() / cores as f64,
+                gateway.rate() / cores as f64
+            );
+        }
         Ok(())
     })
 }

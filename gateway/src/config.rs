@@ -16,6 +16,10 @@ pub struct Config {
     pub claims_url: String,
     pub notify_url: String,
     pub limits: Limits,
+    /// Shared with identity-svc: proves the gateway vouches for a CNS certificate it verified.
+    /// CNS logins also need `tls.client_ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cns_gateway_secret: Option<String>,
 }
 
 /// Bounds that keep the gateway answering under overload.
@@ -62,6 +66,7 @@ impl Default for Config {
             claims_url: format!("http://{DEFAULT_CLAIMS_LISTEN}"),
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
             limits: Limits::default(),
+            cns_gateway_secret: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the gateway changing; it serves health (overall and per backend service) and reflection for
 //! the whole contract, bounds concurrency and deadlines, and carries one trace across the hop.
 
+pub mod cns;
 pub mod config;
 pub mod guard;
 pub mod policy;
@@ -48,7 +49,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
-    let proxy = proxy::Proxy::new(backends, &config.limits, guard);
+    let proxy = proxy::Proxy::new(backends, &config, guard);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
     let router = Routes::new(health_service)
         .add_service(server::reflection())

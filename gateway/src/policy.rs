@@ -32,6 +32,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("sportello.identity.v1.IdentityService/GetPinRequestStatus", Public),
     ("sportello.identity.v1.IdentityService/LoginWithPin", Public),
     ("sportello.identity.v1.IdentityService/LoginWithIdentityProvider", Public),
+    ("sportello.identity.v1.IdentityService/LoginWithCertificate", Public),
     ("sportello.identity.v1.IdentityService/LoginStaff", Public),
     ("sportello.identity.v1.IdentityService/RefreshSession", Public),
     // identity: being someone

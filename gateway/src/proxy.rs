@@ -2,7 +2,7 @@
 //! HTTP/2 channel. Request and response bodies stream through untouched, so unary and streaming
 //! RPCs alike pass, and trailers (the gRPC status) arrive as the backend sent them.
 
-use crate::config::{Config, Limits};
+use crate::config::Config;
 use crate::guard::Guard;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -19,6 +19,8 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
 const DOMAIN: &str = "gateway.sportello";
+/// The CNS login: the only call the gateway adds a verified client certificate's fiscal code to.
+const CNS_LOGIN: &str = "/sportello.identity.v1.IdentityService/LoginWithCertificate";
 /// Headers only Sportello's own services may set; a client sending them is ignored.
 const INTERNAL_HEADER_PREFIX: &str = "x-sportello-";
 
@@ -97,6 +99,7 @@ fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
 #[derive(Clone)]
 pub struct Proxy {
     guard: Guard,
+    cns_gateway_secret: Option<Arc<str>>,
     backends: Arc<HashMap<String, TracedChannel>>,
     in_flight: Arc<Semaphore>,
     max_deadline: Duration,
@@ -109,7 +112,8 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(backends: Backends, limits: &Limits, guard: Guard) -> Self {
+    pub fn new(backends: Backends, config: &Config, guard: Guard) -> Self {
+        let limits = &config.limits;
         let backends = backends
             .by_domain
             .into_iter()
@@ -117,6 +121,7 @@ impl Proxy {
             .collect();
         Self {
             guard,
+            cns_gateway_secret: config.cns_gateway_secret.as_deref().map(Arc::from),
             backends: Arc::new(backends),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             max_deadline: limits.max_deadline,
@@ -149,11 +154,17 @@ where
         let Some(channel) = domain_of(path).and_then(|d| self.backends.get(d)).cloned() else {
             return reply(Status::unimplemented(format!("unknown service in {path}")));
         };
-        let peer = req
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        let peer = tls
+            .map(|t| t.get_ref())
+            .or_else(|| req.extensions().get::<TcpConnectInfo>())
             .and_then(|i| i.remote_addr())
             .map(|a| a.ip());
+        let cns_fiscal_code = (path == CNS_LOGIN)
+            .then(|| tls.and_then(|t| t.peer_certs()))
+            .flatten()
+            .and_then(|certs| certs.first().and_then(|c| crate::cns::fiscal_code_of(c)));
         if let Err(status) = self.guard.admit(path, req.headers(), peer) {
             return reply(status);
         }
@@ -176,6 +187,15 @@ where
             .collect();
         for name in internal {
             parts.headers.remove(name);
+        }
+        // Only now, with whatever the client claimed gone, may the gateway vouch for a CNS card.
+        if let (Some(cf), Some(secret)) = (cns_fiscal_code, &self.cns_gateway_secret) {
+            if let (Ok(cf), Ok(secret)) =
+                (http::HeaderValue::from_str(&cf), http::HeaderValue::from_str(secret))
+            {
+                parts.headers.insert("x-sportello-cns-fiscal-code", cf);
+                parts.headers.insert("x-sportello-gateway-secret", secret);
+            }
         }
         let timeout = format!("{}m", deadline.as_millis().max(1));
         parts.headers.insert(

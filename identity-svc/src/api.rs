@@ -20,6 +20,11 @@ use tonic::{Request, Response, Status};
 /// the public RPC reveals nothing about who is registered.
 pub const NEUTRAL_ANSWER: &str = "Richiesta registrata. Riceverà le istruzioni ai recapiti \
     registrati per questo codice fiscale.";
+/// Set by the gateway, never by a client (the gateway strips `x-sportello-*` from requests): the
+/// fiscal code of the CNS certificate it verified, and the secret that proves it was the gateway.
+pub const CNS_FISCAL_CODE_HEADER: &str = "x-sportello-cns-fiscal-code";
+pub const GATEWAY_SECRET_HEADER: &str = "x-sportello-gateway-secret";
+
 /// The answer to every recovery start.
 pub const RECOVERY_ANSWER: &str = "Se i dati corrispondono a quelli registrati, riceverà un \
     codice di conferma via email. Se non ha mai cambiato il PIN iniziale, ne chieda la revoca e \
@@ -209,6 +214,18 @@ impl IdentityService for Identity {
     ) -> Result<Response<wire::LoginWithIdentityProviderResponse>, Status> {
         let issued = self.logins.with_identity_provider(&request.into_inner().id_token).await?;
         Ok(Response::new(wire::LoginWithIdentityProviderResponse { session: session(issued) }))
+    }
+
+    async fn login_with_certificate(
+        &self,
+        request: Request<wire::LoginWithCertificateRequest>,
+    ) -> Result<Response<wire::LoginWithCertificateResponse>, Status> {
+        let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+        let issued = self
+            .logins
+            .with_certificate(header(GATEWAY_SECRET_HEADER), header(CNS_FISCAL_CODE_HEADER))
+            .await?;
+        Ok(Response::new(wire::LoginWithCertificateResponse { session: session(issued) }))
     }
 
     async fn login_staff(

@@ -25,6 +25,10 @@ pub struct Config {
     /// SPID and CIE identity providers whose assertions are accepted.
     #[serde(default)]
     pub identity_providers: Vec<ProviderConfig>,
+    /// The secret the gateway proves itself with when it vouches for a CNS certificate it
+    /// verified; unset, CNS logins are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cns_gateway_secret: Option<String>,
     /// Staff accounts (username → role and argon2id password hash, from
     /// `sportello hash-password`), created or updated at start-up.
     #[serde(default)]
@@ -77,6 +81,7 @@ impl Default for Config {
             sessions: SessionRules::default(),
             identity_providers: Vec::new(),
             staff: BTreeMap::new(),
+            cns_gateway_secret: None,
         }
     }
 }

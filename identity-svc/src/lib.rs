@@ -80,7 +80,9 @@ pub async fn serve(
                 decoy,
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
-            let logins = login::Logins { pins: pins.clone(), sessions, providers };
+            let cns_gateway_secret = config.cns_gateway_secret.clone();
+            let logins =
+                login::Logins { pins: pins.clone(), sessions, providers, cns_gateway_secret };
             let authenticate =
                 sportello_platform::auth::Authenticate { verifier: verifier.clone() };
             Ok(Routes::new(IdentityServiceServer::with_interceptor(

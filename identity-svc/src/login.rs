@@ -37,6 +37,7 @@ pub struct Logins {
     pub pins: Pins,
     pub sessions: Sessions,
     pub providers: Arc<IdentityProviders>,
+    pub cns_gateway_secret: Option<String>,
 }
 
 impl Logins {
@@ -77,6 +78,29 @@ impl Logins {
         };
         let acr = Some(assertion.level.label().to_owned());
         self.sessions.open(&cf, Role::Citizen, Level::Dispositive, amr, acr).await
+    }
+
+    /// A CNS login: the gateway verified the smart card's certificate in the TLS handshake and
+    /// vouches for the fiscal code in its subject, proving itself with the shared secret.
+    pub async fn with_certificate(
+        &self,
+        gateway_secret: Option<&str>,
+        fiscal_code: Option<&str>,
+    ) -> Result<Issued, IdentityError> {
+        let vouched = match (&self.cns_gateway_secret, gateway_secret) {
+            (Some(expected), Some(given)) => {
+                bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()))
+            }
+            _ => false,
+        };
+        let Some(cf) = fiscal_code.filter(|_| vouched) else {
+            tracing::info!("CNS login refused: no certificate vouched for by the gateway");
+            return Err(IdentityError::BadCredentials);
+        };
+        let cf = parse_fiscal_code(cf).map_err(|_| IdentityError::BadCredentials)?.canonical();
+        self.sessions
+            .open(&cf, Role::Citizen, Level::Dispositive, Amr::Cns, Some("CNS".into()))
+            .await
     }
 
     pub async fn staff(&self, username: &str, password: &str) -> Result<Issued, IdentityError> {

@@ -31,6 +31,36 @@ pub struct ServerSettings {
     /// How often the health of the services this one calls is checked.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// Serve TLS instead of plaintext (the gateway does, for CNS smart cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// A server certificate, and optionally the CA whose client certificates are asked for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this server.
+    pub cert_file: PathBuf,
+    /// PEM private key of this server.
+    pub key_file: PathBuf,
+    /// PEM CA certificates whose client certificates are accepted (CNS issuers); clients
+    /// without a certificate are still served.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    fn server_config(&self) -> std::io::Result<tonic::transport::ServerTlsConfig> {
+        let cert = std::fs::read(&self.cert_file)?;
+        let key = std::fs::read(&self.key_file)?;
+        let mut config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(ca) = &self.client_ca_file {
+            config = config
+                .client_ca_root(tonic::transport::Certificate::from_pem(std::fs::read(ca)?))
+                .client_auth_optional(true);
+        }
+        Ok(config)
+    }
 }
 
 /// Where a service keeps its data.
@@ -51,6 +81,7 @@ impl ServerSettings {
             listen,
             drain_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 
@@ -96,9 +127,14 @@ pub async fn run(
     routes: Routes,
     settings: &ServerSettings,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &settings.tls {
+        let config = tls.server_config().map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+        builder = builder.tls_config(config)?;
+    }
+    let server = builder
         // Tracing wraps everything, so a rejected or failed call still shows in its trace.
         .layer(RpcTraceLayer::server())
         .add_routes(routes)
@@ -106,7 +142,7 @@ pub async fn run(
     tokio::pin!(server);
     let drain = settings.drain_timeout;
     tokio::select! {
-        result = &mut server => result,
+        result = &mut server => Ok(result?),
         _ = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
             tracing::warn!(?drain, "in-flight calls still running after the drain timeout; closing");
             Ok(())
