@@ -33,6 +33,9 @@ enum Command {
     Notify(ServiceArgs),
     /// Drive load against a running deployment and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Read a staff password from standard input and print its argon2id hash, for
+    /// `[identity.staff.<username>] password_hash` in the configuration.
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,18 @@ fn main() -> anyhow::Result<()> {
         Command::Claims(args) => run_service_with(&args, claims_svc::serve),
         Command::Notify(args) => run_service_with(&args, notify_svc::serve),
         Command::Bench(args) => bench::run(args),
+        Command::HashPassword => hash_password(),
     }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(password.chars().count() >= 12, "use a password of 12 characters or more");
+    let hasher = identity_svc::hashing::Hasher::new(&identity_svc::hashing::HashParams::default())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let hash = runtime.block_on(hasher.hash(password))?;
+    println!("{}", hash.as_phc());
+    Ok(())
 }

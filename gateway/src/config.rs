@@ -49,8 +49,8 @@ impl Default for Limits {
         Self {
             max_in_flight: 2048,
             max_deadline: Duration::from_secs(30),
-            // Generous per address: on click day many citizens share one carrier-grade NAT.
-            per_address: RateLimit { per_second: 2_000, burst: 4_000 },
+            // A flood guard, not a quota: on click day many citizens share one carrier-grade NAT.
+            per_address: RateLimit { per_second: 20_000, burst: 40_000 },
             per_principal: RateLimit { per_second: 20, burst: 40 },
         }
     }
