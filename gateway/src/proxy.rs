@@ -131,6 +131,18 @@ impl Proxy {
 
 type Reply = http::Response<tonic::body::Body>;
 
+/// Whether a channel error is the deadline running out.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn reply(status: Status) -> BoxFuture<'static, Result<Reply, Infallible>> {
     Box::pin(futures::future::ready(Ok(status.into_http())))
 }
@@ -207,6 +219,10 @@ where
             let _permit = permit;
             match tokio::time::timeout(deadline, channel.oneshot(req)).await {
                 Ok(Ok(response)) => Ok(response),
+                // The channel enforces the `grpc-timeout` it forwards, and says so with this error.
+                Ok(Err(e)) if timed_out(&e) => {
+                    Ok(Status::deadline_exceeded("deadline exceeded").into_http())
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "backend unreachable");
                     Ok(Status::unavailable("the service is temporarily unavailable; retry")

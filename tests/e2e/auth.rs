@@ -542,3 +542,21 @@ async fn overload_is_shed_at_once_rather_than_queued() {
     }
     assert!(shed > 0, "some calls were shed");
 }
+
+#[tokio::test]
+async fn a_long_or_absent_deadline_is_capped_by_the_gateway() {
+    let suite = spawn_suite_with(|c| {
+        c.gateway.limits.max_deadline = Duration::from_millis(150);
+        // Ten times OWASP's iterations: a PIN request now takes far longer than the cap.
+        c.identity.pin_hash.iterations = 20;
+    })
+    .await;
+    let mut client = IdentityServiceClient::new(suite.gateway_channel().await);
+    let (_, form) = citizen_request("Neri", "Anna", (1970, 5, 5), id::Sex::Female);
+    let mut request = tonic::Request::new(form.clone());
+    request.set_timeout(Duration::from_secs(60));
+    let status = client.request_pin(request).await.expect_err("capped");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    let status = client.request_pin(form).await.expect_err("no deadline: the cap applies");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+}
