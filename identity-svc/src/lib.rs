@@ -15,6 +15,7 @@ pub mod notifier;
 pub mod oidc;
 pub mod operator_auth;
 pub mod pins;
+pub mod provider_keys;
 pub mod sessions;
 pub mod store;
 
@@ -56,7 +57,13 @@ pub async fn serve(
     let signer = keys::Signer::load_or_generate(&key_file)?;
     let verifier = sportello_platform::auth::Verifier::default();
     verifier.set_jwks(signer.jwks()).map_err(anyhow::Error::msg)?;
-    let providers = std::sync::Arc::new(oidc::IdentityProviders::new(&config.identity_providers)?);
+    let providers = provider_keys::load(&config.identity_providers).await?;
+    tokio::spawn(provider_keys::refresh(
+        config.identity_providers.clone(),
+        providers.clone(),
+        std::time::Duration::from_secs(600),
+        shutdown.clone(),
+    ));
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
         &[identity_service_server::SERVICE_NAME, contact_center_service_server::SERVICE_NAME],

@@ -3,12 +3,11 @@
 
 use crate::domain::pin::PinHash;
 use crate::error::IdentityError;
-use crate::oidc::{IdentityProviders, ProviderKind};
+use crate::oidc::ProviderKind;
 use crate::pins::{parse_fiscal_code, Pins};
 use crate::sessions::{Issued, Sessions};
 use crate::store::{Account, Credential, PinStage};
 use sportello_platform::auth::{parse_name, Amr, Level, Role};
-use std::sync::Arc;
 
 /// What a PIN of a given length unlocks for a credential in a given stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +35,7 @@ fn pin_use(c: &Credential, pin_len: usize) -> Option<(PinUse, &PinHash)> {
 pub struct Logins {
     pub pins: Pins,
     pub sessions: Sessions,
-    pub providers: Arc<IdentityProviders>,
+    pub providers: crate::provider_keys::Current,
     pub cns_gateway_secret: Option<String>,
 }
 
@@ -65,7 +64,11 @@ impl Logins {
 
     pub async fn with_identity_provider(&self, id_token: &str) -> Result<Issued, IdentityError> {
         let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
-        let assertion = self.providers.verify(id_token.trim(), now).map_err(|e| {
+        let providers =
+            self.providers.read().map(|p| p.clone()).map_err(|_| {
+                IdentityError::Internal("identity provider keys unavailable".into())
+            })?;
+        let assertion = providers.verify(id_token.trim(), now).map_err(|e| {
             tracing::info!(error = %e, "identity provider assertion refused");
             IdentityError::BadCredentials
         })?;

@@ -115,7 +115,8 @@ pub enum ProviderKind {
 }
 
 /// One configured identity provider, e.g. from `[[identity.identity_providers]]` in TOML.
-/// Exactly one of `jwks_file` and `jwks` must be set.
+/// Exactly one of `jwks_file`, `jwks_url` and `jwks` must be set; a `jwks_url` is fetched (and
+/// kept fresh) by identity-svc, which hands the document to [`IdentityProviders::new`] as `jwks`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -130,6 +131,9 @@ pub struct ProviderConfig {
     /// The provider's public keys as a JWKS JSON file (relative paths: to the working directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
+    /// Or the provider's JWKS endpoint (`https://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
     /// Or the JWKS JSON inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
@@ -285,6 +289,9 @@ impl IdentityProviders {
                     "issuer {:?} is already used by provider {:?}",
                     config.issuer, other.name
                 )));
+            }
+            if config.jwks_url.is_some() && config.jwks.is_none() {
+                return Err(fail("jwks_url was not fetched".into()));
             }
             let jwks = match (&config.jwks_file, &config.jwks) {
                 (Some(_), Some(_)) => {
@@ -691,6 +698,7 @@ pub mod fake {
                 issuer: self.issuer.clone(),
                 audience: self.audience.clone(),
                 jwks_file: None,
+                jwks_url: None,
                 jwks: Some(self.jwks()),
             }
         }
@@ -1179,6 +1187,7 @@ IZ/40BeOKINlT4NjFoTr18jneu6lVrFVCjovbudwIHwLA3+Zi4+4M12/
             issuer: SPID_ISS.into(),
             audience: CLIENT.into(),
             jwks_file: None,
+            jwks_url: None,
             jwks: Some(jwks),
         };
         (rsa, ec, IdentityProviders::new(&[config]).unwrap())

@@ -560,3 +560,46 @@ async fn a_long_or_absent_deadline_is_capped_by_the_gateway() {
     let status = client.request_pin(form).await.expect_err("no deadline: the cap applies");
     assert_eq!(status.code(), Code::DeadlineExceeded);
 }
+
+/// A fake provider's JWKS endpoint: a plain HTTP/1.1 server answering every request with it.
+async fn serve_jwks(jwks: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = jwks.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/.well-known/jwks.json")
+}
+
+#[tokio::test]
+async fn a_providers_keys_can_come_from_its_jwks_url() {
+    let spid = FakeIdp::new(SPID_ISSUER, AUDIENCE);
+    let mut provider = spid.config("spid-remote", ProviderKind::Spid);
+    provider.jwks = None;
+    provider.jwks_url = Some(serve_jwks(spid.jwks()).await);
+    let suite = spawn_suite_with(|c| c.identity.identity_providers = vec![provider]).await;
+    let now = chrono::Utc::now().timestamp() as u64;
+    let token = spid.id_token(ROSSI, "https://www.spid.gov.it/SpidL3", 300, now);
+    let session = identity(&suite)
+        .await
+        .login_with_identity_provider(id::LoginWithIdentityProviderRequest { id_token: token })
+        .await
+        .expect("SPID login with fetched keys")
+        .into_inner()
+        .session
+        .expect("session");
+    let seen = profile(&suite, &session.access_token).await.expect("profile");
+    assert_eq!(seen.login_description, "autenticato con SPID L3");
+}
