@@ -51,8 +51,7 @@ pub async fn serve(
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let proxy = proxy::Proxy::new(backends, &config, guard);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
-    let router = Routes::new(health_service)
-        .add_service(server::reflection())
+    let router = server::with_reflection(Routes::new(health_service))
         .into_axum_router()
         .fallback_service(proxy);
     server::run(listener, Routes::from(router), &config.server, shutdown).await?;

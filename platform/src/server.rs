@@ -109,15 +109,18 @@ impl StoreSettings {
     }
 }
 
-/// The reflection service for the whole Sportello contract, so grpcurl needs no .proto at hand.
-pub fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
-    impl tonic_reflection::server::v1::ServerReflection,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sportello_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid")
+/// Adds reflection for the whole Sportello contract to `routes`, so that grpcurl needs no .proto
+/// at hand: both `grpc.reflection.v1` and the older `v1alpha`, which Python's grpcio-reflection
+/// and older grpcurl builds still speak.
+pub fn with_reflection(routes: Routes) -> Routes {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sportello_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes
+        .add_service(builder().build_v1().expect("the embedded descriptor sets are valid"))
+        .add_service(builder().build_v1alpha().expect("the embedded descriptor sets are valid"))
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then lets in-flight calls finish
@@ -182,8 +185,7 @@ where
     let readiness = Readiness { own: own.collect(), dependencies, mirror: false };
     health::starting(&reporter, &readiness).await;
     let app = Deferred::default();
-    let router = Routes::new(health_service)
-        .add_service(reflection())
+    let router = with_reflection(Routes::new(health_service))
         .into_axum_router()
         .fallback_service(app.clone());
     let server = tokio::spawn({
