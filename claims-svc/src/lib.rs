@@ -42,7 +42,7 @@ pub async fn serve(
         &[claims_service_server::SERVICE_NAME],
         listener,
         &config.server,
-        dependencies,
+        dependencies.into(),
         shutdown,
         |db| async move {
             Ok(Routes::new(ClaimsServiceServer::new(api::Claims::new(store::Store::new(db)))))

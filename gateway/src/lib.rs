@@ -26,8 +26,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let backends = proxy::Backends::connect(&config)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness =
-        Readiness { own: vec![String::new()], dependencies: backends.dependencies(), mirror: true };
+    let readiness = Readiness {
+        own: vec![String::new()],
+        dependencies: backends.dependencies(),
+        mirror: true,
+        condition: None,
+    };
     health::starting(&reporter, &readiness).await;
     tokio::spawn(health::track(
         reporter,

@@ -114,6 +114,7 @@ fn wire_method(amr: Amr) -> wire::AuthMethod {
         Amr::Cie => wire::AuthMethod::Cie,
         Amr::Cns => wire::AuthMethod::Cns,
         Amr::Password => wire::AuthMethod::Password,
+        Amr::Service => wire::AuthMethod::Unspecified,
     }
 }
 

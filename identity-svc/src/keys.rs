@@ -65,6 +65,23 @@ impl Signer {
         jsonwebtoken::encode(&header, claims, &self.key)
     }
 
+    /// A one-minute token for this service's own calls to other Sportello services.
+    pub fn service_token(&self, service: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        use sportello_platform::auth::{Amr, Claims, Level, Role, ISSUER};
+        let now = sportello_platform::now_millis() / 1000;
+        self.sign(&Claims {
+            iss: ISSUER.into(),
+            sub: service.into(),
+            role: Role::Service,
+            level: Level::Dispositive,
+            amr: Amr::Service,
+            sid: format!("service:{service}"),
+            iat: now,
+            exp: now + 60,
+            acr: None,
+        })
+    }
+
     /// The public key, as a JWKS document.
     pub fn jwks(&self) -> &str {
         &self.jwks

@@ -69,7 +69,7 @@ pub async fn serve(
         &[identity_service_server::SERVICE_NAME, contact_center_service_server::SERVICE_NAME],
         listener,
         &config.server,
-        dependencies,
+        dependencies.into(),
         shutdown,
         move |db| async move {
             let store = store::Store::new(db);
@@ -82,7 +82,10 @@ pub async fn serve(
             let pins = pins::Pins {
                 store: store.clone(),
                 hasher,
-                notifier: notifier::Notifier::new(NotifyServiceClient::new(client::traced(notify))),
+                notifier: notifier::Notifier::new(
+                    NotifyServiceClient::new(client::traced(notify)),
+                    signer.clone(),
+                ),
                 rules: config.pins.clone(),
                 decoy,
             };

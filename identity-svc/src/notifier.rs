@@ -41,6 +41,7 @@ pub fn notice_destinations(contacts: &Contacts) -> Vec<Destination> {
 #[derive(Clone, Debug)]
 pub struct Notifier {
     client: NotifyServiceClient<TracedChannel>,
+    signer: crate::keys::Signer,
 }
 
 fn failed(status: tonic::Status) -> IdentityError {
@@ -48,8 +49,22 @@ fn failed(status: tonic::Status) -> IdentityError {
 }
 
 impl Notifier {
-    pub fn new(client: NotifyServiceClient<TracedChannel>) -> Self {
-        Self { client }
+    pub fn new(client: NotifyServiceClient<TracedChannel>, signer: crate::keys::Signer) -> Self {
+        Self { client, signer }
+    }
+
+    /// `message` as identity-svc's own call: notify-svc's RPCs are for services only.
+    fn as_service<T>(&self, message: T) -> Result<tonic::Request<T>, IdentityError> {
+        let token = self
+            .signer
+            .service_token("identity-svc")
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| IdentityError::Internal("a token is not a header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
     }
 
     /// Enqueues one message; `key` makes a retry of the same action send it once.
@@ -67,7 +82,7 @@ impl Notifier {
         let reply = self
             .client
             .clone()
-            .enqueue_message(EnqueueMessageRequest {
+            .enqueue_message(self.as_service(EnqueueMessageRequest {
                 idempotency_key: key,
                 fiscal_code: fiscal_code.to_owned(),
                 channel: channel as i32,
@@ -75,7 +90,7 @@ impl Notifier {
                 template: template.to_owned(),
                 params: HashMap::new(),
                 secret_params,
-            })
+            })?)
             .await
             .map_err(failed)?;
         Ok(reply.into_inner().message_id)
@@ -108,7 +123,9 @@ impl Notifier {
             let reply = self
                 .client
                 .clone()
-                .batch_get_messages(BatchGetMessagesRequest { message_ids: chunk.to_vec() })
+                .batch_get_messages(
+                    self.as_service(BatchGetMessagesRequest { message_ids: chunk.to_vec() })?,
+                )
                 .await
                 .map_err(failed)?;
             for m in reply.into_inner().messages {
@@ -130,12 +147,12 @@ impl Notifier {
         let reply = self
             .client
             .clone()
-            .resend_message(ResendMessageRequest {
+            .resend_message(self.as_service(ResendMessageRequest {
                 message_id: message_id.to_owned(),
                 idempotency_key: key,
                 channel: channel as i32,
                 address: address.to_owned(),
-            })
+            })?)
             .await;
         match reply {
             Ok(r) => Ok(r.into_inner().message_id),

@@ -201,5 +201,6 @@ pub fn login_description(claims: &Claims) -> String {
         }
         (Amr::Cns, _) => "autenticato con CNS".into(),
         (Amr::Password, _) => "autenticato con credenziali del personale".into(),
+        (Amr::Service, _) => "servizio interno".into(),
     }
 }

@@ -3,7 +3,7 @@
 use crate::domain::{channel_from_name, MessageIds, NewMessage, Resend};
 use crate::error::NotifyError;
 use crate::store::{Store, Summary};
-use sportello_platform::auth::{principal, Role};
+use sportello_platform::auth::{principal, require_service, Role};
 use sportello_proto::notify::v1::notify_service_server::NotifyService;
 use sportello_proto::notify::v1::{
     BatchGetMessagesRequest, BatchGetMessagesResponse, Channel, EnqueueMessageRequest,
@@ -104,6 +104,7 @@ impl NotifyService for Notify {
         &self,
         request: Request<EnqueueMessageRequest>,
     ) -> Result<Response<EnqueueMessageResponse>, Status> {
+        require_service(&request)?;
         let message = NewMessage::try_from(request.into_inner()).map_err(NotifyError::from)?;
         let stored = self.store.enqueue(&message).await.map_err(NotifyError::from)?;
         tracing::info!(message_id = %stored.id, template = %message.template, "message accepted");
@@ -117,6 +118,7 @@ impl NotifyService for Notify {
         &self,
         request: Request<BatchGetMessagesRequest>,
     ) -> Result<Response<BatchGetMessagesResponse>, Status> {
+        require_service(&request)?;
         let ids = MessageIds::try_from(request.into_inner()).map_err(NotifyError::from)?;
         let found = self.store.batch_get(&ids).await.map_err(NotifyError::from)?;
         tracing::debug!(asked = ids.as_slice().len(), found = found.len(), "messages looked up");
@@ -129,6 +131,7 @@ impl NotifyService for Notify {
         &self,
         request: Request<ResendMessageRequest>,
     ) -> Result<Response<ResendMessageResponse>, Status> {
+        require_service(&request)?;
         let resend = Resend::try_from(request.into_inner()).map_err(NotifyError::from)?;
         Ok(Response::new(self.resend(resend).await?))
     }

@@ -13,6 +13,7 @@ pub use config::Config;
 
 use sportello_platform::auth::{follow_keys, Authenticate, Verifier};
 use sportello_platform::db::Migrations;
+use sportello_platform::health::Needs;
 use sportello_platform::server::Storage;
 use sportello_proto::notify::v1::notify_service_server::{self, NotifyServiceServer};
 use std::time::Duration;
@@ -42,7 +43,14 @@ pub async fn serve(
         &[notify_service_server::SERVICE_NAME],
         listener,
         &config.server,
-        Vec::new(),
+        // Ready once it can check the tokens of the services and citizens that call it.
+        Needs {
+            dependencies: Vec::new(),
+            condition: Some(std::sync::Arc::new({
+                let verifier = verifier.clone();
+                move || verifier.has_keys()
+            })),
+        },
         shutdown,
         |db| async move {
             let notify = api::Notify::new(store::Store::new(db));

@@ -45,6 +45,8 @@ pub enum Amr {
     Cie,
     Cns,
     Password,
+    /// A Sportello service calling another, with a token identity-svc minted for it.
+    Service,
 }
 
 /// The claims of a session token.
@@ -199,6 +201,15 @@ impl tonic::service::Interceptor for Authenticate {
         }
         Ok(request)
     }
+}
+
+/// Ok when the caller is a Sportello service (internal RPCs), else PERMISSION_DENIED.
+pub fn require_service<T>(request: &Request<T>) -> Result<Claims, Status> {
+    let claims = principal(request)?;
+    if claims.role != Role::Service {
+        return Err(Status::permission_denied("for Sportello's own services only"));
+    }
+    Ok(claims)
 }
 
 /// The caller's claims, or UNAUTHENTICATED.

@@ -1,6 +1,7 @@
 //! Readiness: a service reports SERVING only once it is ready and the services it calls answer
 //! SERVING themselves, and goes back to NOT_SERVING when one of them stops answering.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -27,6 +28,26 @@ pub async fn is_serving(dep: &Dependency, timeout: Duration) -> bool {
     }
 }
 
+/// What a service needs before it is ready, beyond its database: services that must answer
+/// SERVING, and a condition of its own (e.g. "has the keys to check tokens").
+#[derive(Clone, Default)]
+pub struct Needs {
+    pub dependencies: Vec<Dependency>,
+    pub condition: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Needs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Needs").field("dependencies", &self.dependencies).finish_non_exhaustive()
+    }
+}
+
+impl From<Vec<Dependency>> for Needs {
+    fn from(dependencies: Vec<Dependency>) -> Self {
+        Self { dependencies, condition: None }
+    }
+}
+
 /// What the readiness loop reports, and on which names.
 #[derive(Clone, Debug)]
 pub struct Readiness {
@@ -38,6 +59,18 @@ pub struct Readiness {
     /// Also publish each dependency's status under its own name (the gateway does, so that a
     /// client can ask it about any backend service).
     pub mirror: bool,
+    /// A condition of the service's own that must hold too.
+    pub condition: Option<Condition>,
+}
+
+/// A readiness condition of a service's own.
+#[derive(Clone)]
+pub struct Condition(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Condition")
+    }
 }
 
 /// Sets every name NOT_SERVING; called before the server starts.
@@ -66,7 +99,8 @@ pub async fn track(
                 reporter.set_service_status(&dep.service, status(*up)).await;
             }
         }
-        let all_up = results.iter().all(|up| *up);
+        let all_up = results.iter().all(|up| *up)
+            && readiness.condition.as_ref().is_none_or(|Condition(holds)| holds());
         if last != Some(all_up) {
             for name in &readiness.own {
                 reporter.set_service_status(name, status(all_up)).await;

@@ -3,7 +3,7 @@
 //! gets ready) and drains in-flight calls within a bound when asked to stop.
 
 use crate::db::{self, Database, Migrations};
-use crate::health::{self, Dependency, Readiness};
+use crate::health::{self, Needs, Readiness};
 use crate::trace_context::RpcTraceLayer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -171,7 +171,7 @@ pub async fn serve_with_store<Fut>(
     services: &[&str],
     listener: TcpListener,
     settings: &ServerSettings,
-    dependencies: Vec<Dependency>,
+    needs: Needs,
     shutdown: CancellationToken,
     build: impl FnOnce(Database) -> Fut,
 ) -> anyhow::Result<()>
@@ -182,7 +182,12 @@ where
     let url = store.database_url_for(name)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let own = std::iter::once(String::new()).chain(services.iter().map(|s| s.to_string()));
-    let readiness = Readiness { own: own.collect(), dependencies, mirror: false };
+    let readiness = Readiness {
+        own: own.collect(),
+        dependencies: needs.dependencies,
+        mirror: false,
+        condition: needs.condition.map(health::Condition),
+    };
     health::starting(&reporter, &readiness).await;
     let app = Deferred::default();
     let router = with_reflection(Routes::new(health_service))

@@ -42,24 +42,22 @@ async fn every_service_is_not_serving_until_the_services_it_calls_answer() {
 
 #[tokio::test]
 async fn a_service_is_not_serving_until_its_database_is_ready() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let not_yet = dir.path().join("not-yet");
-    let (listener, addr) = listener().await;
-    let config = notify_svc::Config {
-        server: server_settings(),
-        store: sportello_platform::server::StoreSettings {
-            database_url: sportello_platform::db::sqlite_url(&not_yet, "notify"),
-            ..Default::default()
-        },
-        identity_url: "http://127.0.0.1:9".into(),
-    };
-    let notify = Running::start((listener, addr), |l, s| notify_svc::serve(config, l, s));
-    wait_for_status(addr, NOTIFY, NotServing).await;
+    let db = TestDb::new().await;
+    let ports = Ports::reserve().await;
+    let addrs = [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1];
+    let mut c = Configs::new(&db, addrs);
+    let not_yet = db.data_dir().join("not-yet");
+    c.notify.store.database_url = sportello_platform::db::sqlite_url(&not_yet, "notify");
+    let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
+    let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
+    wait_for_status(notify.addr, NOTIFY, NotServing).await;
     // The database cannot be opened while its directory is missing; once it appears, the
     // service migrates it and becomes ready without a restart.
     std::fs::create_dir_all(&not_yet).expect("mkdir");
-    wait_for_status(addr, NOTIFY, Serving).await;
-    notify.shut_down().await;
+    wait_for_status(notify.addr, NOTIFY, Serving).await;
+    for r in [notify, identity] {
+        r.shut_down().await;
+    }
 }
 
 #[tokio::test]

@@ -240,6 +240,14 @@ impl Suite {
         connect(self.gateway.addr).await
     }
 
+    /// A token of an internal Sportello service, minted with identity-svc's own key, for calling
+    /// internal RPCs straight at a service as another service would.
+    pub fn service_token(&self) -> String {
+        let key = self.db.data_dir().join("keys/session-ed25519.der");
+        let signer = identity_svc::keys::Signer::load_or_generate(&key).expect("identity's key");
+        signer.service_token("test-service").expect("token")
+    }
+
     /// A request carrying the test operator's session.
     pub fn as_operator<T>(&self, message: T) -> tonic::Request<T> {
         with_token(&self.operator_token, message)

@@ -8,15 +8,34 @@ use sportello_proto::notify::v1::{
     BatchGetMessagesRequest, Channel, EnqueueMessageRequest, MessageStatus, ResendMessageRequest,
 };
 use sqlx::Row;
-use tonic::transport::Channel as Transport;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel as Wire;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 const PHONE: &str = "+39 333 1234567";
 const SECRET: &str = "K7Q2M9XZ";
 
+/// Calls as an internal service would: with a service token.
+type Transport = InterceptedService<Wire, AsService>;
+
+#[derive(Clone)]
+struct AsService(String);
+
+impl tonic::service::Interceptor for AsService {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {}", self.0).parse().expect("ascii");
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
 async fn client(suite: &Suite) -> NotifyServiceClient<Transport> {
-    NotifyServiceClient::new(connect(suite.notify.addr).await)
+    let channel = connect(suite.notify.addr).await;
+    NotifyServiceClient::with_interceptor(channel, AsService(suite.service_token()))
 }
 
 fn pin_message(key: &str) -> EnqueueMessageRequest {
@@ -287,4 +306,21 @@ async fn a_retried_resend_answers_the_same_even_after_the_secrets_were_purged() 
         .into_inner();
 
     assert_eq!(retried.message_id, first.message_id);
+}
+
+#[tokio::test]
+async fn internal_rpcs_refuse_callers_that_are_not_services_even_straight_at_notify() {
+    let suite = spawn_suite().await;
+    let mut anonymous = NotifyServiceClient::new(connect(suite.notify.addr).await);
+    let status =
+        anonymous.enqueue_message(pin_message("test:anonymous:1")).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = anonymous
+        .batch_get_messages(with_token(
+            &suite.operator_token,
+            BatchGetMessagesRequest { message_ids: vec!["x".into()] },
+        ))
+        .await
+        .expect_err("a person, not a service");
+    assert_eq!(status.code(), Code::PermissionDenied);
 }

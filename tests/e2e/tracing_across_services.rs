@@ -86,6 +86,16 @@ fn parent_of<'a>(spans: &'a [ReceivedSpan], span: &ReceivedSpan) -> Option<&'a R
     spans.iter().find(|s| s.span_id == span.parent_span_id)
 }
 
+/// The spans from `leaf` up through its parents, and whether that reaches a root span.
+fn chain<'a>(spans: &'a [ReceivedSpan], leaf: &'a ReceivedSpan) -> (Vec<&'a ReceivedSpan>, bool) {
+    let mut chain = vec![leaf];
+    while let Some(parent) = parent_of(spans, chain[chain.len() - 1]) {
+        chain.push(parent);
+    }
+    let complete = chain[chain.len() - 1].parent_span_id.is_empty();
+    (chain, complete)
+}
+
 #[tokio::test]
 async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() {
     let db = TestDb::new().await;
@@ -101,21 +111,21 @@ async fn one_pin_request_is_one_trace_from_gateway_through_identity_to_notify() 
     let is_notify_server = |s: &ReceivedSpan| {
         s.service == "sportello-notify" && s.attribute("rpc.method") == Some("EnqueueMessage")
     };
+    // Each process exports on its own schedule: wait until the chain from notify's server span
+    // up to a root span is complete.
     eventually("the spans of all three services", Duration::from_secs(20), || {
         let spans = collector.spans();
-        async move {
-            spans.iter().any(is_notify_server)
-                && spans.iter().any(|s| s.service == "sportello-gateway")
-        }
+        async move { spans.iter().filter(|s| is_notify_server(s)).any(|leaf| chain(&spans, leaf).1) }
     })
     .await;
-    // Walk from notify's server span up to the root: every hop must be there.
     let spans = collector.spans();
-    let leaf = spans.iter().find(|s| is_notify_server(s)).expect("notify span");
-    let mut chain = vec![leaf];
-    while let Some(parent) = parent_of(&spans, chain.last().expect("non-empty")) {
-        chain.push(parent);
-    }
+    let (chain, _) = spans
+        .iter()
+        .filter(|s| is_notify_server(s))
+        .map(|leaf| chain(&spans, leaf))
+        .find(|(_, complete)| *complete)
+        .expect("a complete chain");
+    let leaf = chain[0];
     let hops: Vec<(&str, &str)> =
         chain.iter().rev().map(|s| (s.service.as_str(), s.name.as_str())).collect();
     let root = chain.last().expect("root");
