@@ -99,8 +99,8 @@ pub async fn track(
                 reporter.set_service_status(&dep.service, status(*up)).await;
             }
         }
-        let all_up = results.iter().all(|up| *up)
-            && readiness.condition.as_ref().is_none_or(|Condition(holds)| holds());
+        let own_ready = readiness.condition.as_ref().is_none_or(|Condition(holds)| holds());
+        let all_up = own_ready && results.iter().all(|up| *up);
         if last != Some(all_up) {
             for name in &readiness.own {
                 reporter.set_service_status(name, status(all_up)).await;
@@ -115,7 +115,11 @@ pub async fn track(
                     .filter(|(_, up)| !**up)
                     .map(|(d, _)| d.service.as_str())
                     .collect();
-                tracing::warn!(?down, "NOT_SERVING: waiting for dependencies");
+                if own_ready {
+                    tracing::warn!(?down, "NOT_SERVING: waiting for dependencies");
+                } else {
+                    tracing::warn!(?down, "NOT_SERVING: not ready itself yet");
+                }
             }
             last = Some(all_up);
         }
