@@ -347,22 +347,12 @@ fn parse_personal_data(
     let surname = field(
         v,
         "personal_data.surname",
-        parse_name(&pd.surname).and_then(|s| match cf {
-            Some(cf) if surname_code_for(&s) != cf.surname_code() => {
-                Err("does not match the surname letters of the fiscal code".into())
-            }
-            _ => Ok(s),
-        }),
+        name_agreeing(&pd.surname, cf.map(|cf| cf.surname_code()), surname_code_for, "surname"),
     );
     let given_name = field(
         v,
         "personal_data.given_name",
-        parse_name(&pd.given_name).and_then(|s| match cf {
-            Some(cf) if name_code_for(&s) != cf.name_code() => {
-                Err("does not match the given-name letters of the fiscal code".into())
-            }
-            _ => Ok(s),
-        }),
+        name_agreeing(&pd.given_name, cf.map(|cf| cf.name_code()), name_code_for, "given-name"),
     );
     let birth_date = field(
         v,
@@ -404,6 +394,21 @@ fn parse_personal_data(
 /// Records `result`'s error, if any, as a violation on `path`.
 fn field<T>(v: &mut FieldViolations, path: &str, result: Result<T, String>) -> Option<T> {
     result.map_err(|e| v.add(path, e)).ok()
+}
+
+/// A name that must agree with its three letters in the fiscal code (when the code is valid).
+fn name_agreeing(
+    raw: &str,
+    letters_in_cf: Option<&str>,
+    letters_of: fn(&str) -> String,
+    which: &str,
+) -> Result<String, String> {
+    parse_name(raw).and_then(|name| match letters_in_cf {
+        Some(letters) if letters_of(&name) != letters => {
+            Err(format!("does not match the {which} letters of the fiscal code"))
+        }
+        _ => Ok(name),
+    })
 }
 
 /// A surname or given name: letters (accented Latin ones included), spaces, apostrophes and
