@@ -1,0 +1,290 @@
+//! Citizens' credentials: the PIN on file, its stage, its lock and failed attempts, contacts.
+
+use super::{decode_json, Store};
+use crate::domain::pin::PinHash;
+use crate::domain::pin_request::Contacts;
+use sportello_platform::now_millis;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// The life stage of a citizen's PIN (locking is separate: any stage can be locked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinStage {
+    /// First PIN issued to someone who never had one; its first half works as a simplified PIN.
+    SimplifiedOnly,
+    /// A 16-character PIN from a recovery, awaiting first access.
+    Issued,
+    /// The citizen's own PIN.
+    Active,
+    Revoked,
+}
+
+impl PinStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinStage::SimplifiedOnly => "SIMPLIFIED_ONLY",
+            PinStage::Issued => "ISSUED",
+            PinStage::Active => "ACTIVE",
+            PinStage::Revoked => "REVOKED",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "SIMPLIFIED_ONLY" => PinStage::SimplifiedOnly,
+            "ISSUED" => PinStage::Issued,
+            "ACTIVE" => PinStage::Active,
+            _ => PinStage::Revoked,
+        }
+    }
+
+    /// Whether the PIN on file is an initial one that must be replaced at first use.
+    pub fn awaits_first_access(self) -> bool {
+        matches!(self, PinStage::SimplifiedOnly | PinStage::Issued)
+    }
+}
+
+/// Whose failed attempts are being counted.
+#[derive(Clone, Copy, Debug)]
+pub enum Account<'a> {
+    Citizen(&'a str),
+    Staff(&'a str),
+}
+
+impl Account<'_> {
+    fn parts(&self) -> (&'static str, &'static str, &str) {
+        match self {
+            Account::Citizen(cf) => ("citizens", "fiscal_code", cf),
+            Account::Staff(username) => ("staff", "username", username),
+        }
+    }
+}
+
+/// A session as stored.
+
+/// A citizen's credential as stored.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub fiscal_code: String,
+    pub stage: PinStage,
+    pub pin_hash: PinHash,
+    pub simplified_hash: Option<PinHash>,
+    pub failed_attempts: i64,
+    pub locked: bool,
+    pub first_access_completed: bool,
+    pub contacts: Contacts,
+    /// Converted to PIN dispositivo.
+    pub dispositive: bool,
+}
+
+fn contacts_json(contacts: &Contacts) -> String {
+    serde_json::to_string(contacts).expect("contacts serialise")
+}
+
+const CREDENTIAL_COLUMNS: &str = "fiscal_code, pin_state, pin_hash, simplified_hash, \
+    failed_attempts, locked_at, first_access_completed, contacts, pin_level";
+
+fn credential(row: &AnyRow) -> Result<Credential, sqlx::Error> {
+    Ok(Credential {
+        fiscal_code: row.try_get("fiscal_code")?,
+        stage: PinStage::parse(&row.try_get::<String, _>("pin_state")?),
+        pin_hash: PinHash::from_phc(row.try_get("pin_hash")?),
+        simplified_hash: row
+            .try_get::<Option<String>, _>("simplified_hash")?
+            .map(PinHash::from_phc),
+        failed_attempts: row.try_get("failed_attempts")?,
+        locked: row.try_get::<Option<i64>, _>("locked_at")?.is_some(),
+        first_access_completed: row.try_get::<i64, _>("first_access_completed")? != 0,
+        contacts: decode_json(&row.try_get::<String, _>("contacts")?)?,
+        dispositive: row.try_get::<String, _>("pin_level")? == "DISPOSITIVE",
+    })
+}
+
+impl Store {
+    pub async fn credential(&self, fiscal_code: &str) -> Result<Option<Credential>, sqlx::Error> {
+        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM citizens WHERE fiscal_code = $1");
+        sqlx::query(&sql)
+            .bind(fiscal_code)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|row| credential(&row))
+            .transpose()
+    }
+
+    /// Gives `fiscal_code` a new initial PIN unless it holds one that is not revoked. Returns
+    /// whether it did: one statement, so two concurrent requests cannot both issue. A citizen
+    /// whose PIN was revoked gets a new one but keeps the record that they once completed first
+    /// access, so the simplified half is not offered again (DOMAIN.md §3: never had a PIN).
+    pub async fn claim_initial_pin(
+        &self,
+        fiscal_code: &str,
+        pin: &PinHash,
+        simplified: &PinHash,
+        contacts: &Contacts,
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_millis();
+        let done = sqlx::query(
+            "INSERT INTO citizens (fiscal_code, pin_state, pin_hash, simplified_hash, contacts, \
+             created_at, updated_at) VALUES ($1, 'SIMPLIFIED_ONLY', $2, $3, $4, $5, $5) \
+             ON CONFLICT (fiscal_code) DO UPDATE SET \
+             pin_state = CASE WHEN citizens.first_access_completed = 1 THEN 'ISSUED' ELSE 'SIMPLIFIED_ONLY' END, \
+             pin_hash = $2, \
+             simplified_hash = CASE WHEN citizens.first_access_completed = 1 THEN NULL ELSE $3 END, \
+             contacts = $4, failed_attempts = 0, locked_at = NULL, state_reason = NULL, updated_at = $5 \
+             WHERE citizens.pin_state = 'REVOKED'",
+        )
+        .bind(fiscal_code)
+        .bind(pin.as_phc())
+        .bind(simplified.as_phc())
+        .bind(contacts_json(contacts))
+        .bind(now)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Undoes [`Store::claim_initial_pin`] when the PIN could not be sent, so the citizen can
+    /// simply ask again: the row goes back to revoked (a fresh row is removed).
+    pub async fn release_initial_pin(
+        &self,
+        fiscal_code: &str,
+        pin: &PinHash,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM citizens WHERE fiscal_code = $1 AND pin_hash = $2 AND first_access_completed = 0",
+        )
+        .bind(fiscal_code)
+        .bind(pin.as_phc())
+        .execute(&self.db.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE citizens SET pin_state = 'REVOKED', updated_at = $3 WHERE fiscal_code = $1 AND pin_hash = $2",
+        )
+        .bind(fiscal_code)
+        .bind(pin.as_phc())
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_contacts(
+        &self,
+        fiscal_code: &str,
+        contacts: &Contacts,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE citizens SET contacts = $2, updated_at = $3 WHERE fiscal_code = $1")
+            .bind(fiscal_code)
+            .bind(contacts_json(contacts))
+            .bind(now_millis())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Reserves one PIN attempt before the hash is compared: one atomic increment that fails
+    /// once `max` consecutive failures are counted or the PIN is locked, so parallel guesses
+    /// can never test more than `max` PINs. Returns the credential as it was, or None when
+    /// there is none or no attempt is left.
+    pub async fn reserve_attempt(
+        &self,
+        fiscal_code: &str,
+        max: i64,
+    ) -> Result<Option<Credential>, sqlx::Error> {
+        let sql = format!(
+            "UPDATE citizens SET failed_attempts = failed_attempts + 1 \
+             WHERE fiscal_code = $1 AND locked_at IS NULL AND failed_attempts < $2 \
+             AND pin_state <> 'REVOKED' RETURNING {CREDENTIAL_COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(fiscal_code)
+            .bind(max)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|row| credential(&row))
+            .transpose()
+    }
+
+    /// A reserved attempt failed: lock the account when it was the last one allowed.
+    pub async fn attempt_failed(&self, account: Account<'_>, max: i64) -> Result<(), sqlx::Error> {
+        let (table, key, id) = account.parts();
+        let sql = format!(
+            "UPDATE {table} SET locked_at = $3 WHERE {key} = $1 AND failed_attempts >= $2 \
+             AND locked_at IS NULL"
+        );
+        sqlx::query(&sql).bind(id).bind(max).bind(now_millis()).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// A reserved attempt succeeded: the count of consecutive failures starts again.
+    pub async fn attempt_succeeded(&self, account: Account<'_>) -> Result<(), sqlx::Error> {
+        let (table, key, id) = account.parts();
+        let sql = format!("UPDATE {table} SET failed_attempts = 0 WHERE {key} = $1");
+        sqlx::query(&sql).bind(id).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// Makes `pin` the citizen's own PIN, provided the PIN on file is still `current` (a
+    /// concurrent change wins once, not twice).
+    pub async fn set_own_pin(
+        &self,
+        fiscal_code: &str,
+        current: &PinHash,
+        pin: &PinHash,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE citizens SET pin_state = 'ACTIVE', pin_hash = $3, simplified_hash = NULL, \
+             first_access_completed = 1, failed_attempts = 0, updated_at = $4 \
+             WHERE fiscal_code = $1 AND pin_hash = $2",
+        )
+        .bind(fiscal_code)
+        .bind(current.as_phc())
+        .bind(pin.as_phc())
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes a PIN; false when there was no PIN to revoke.
+    pub async fn revoke(&self, fiscal_code: &str, reason: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, state_reason = $2, \
+             updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'",
+        )
+        .bind(fiscal_code)
+        .bind(reason)
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Unlocks a locked PIN; false when it was not locked.
+    pub async fn unlock(&self, fiscal_code: &str, reason: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE citizens SET locked_at = NULL, failed_attempts = 0, state_reason = $2, \
+             updated_at = $3 WHERE fiscal_code = $1 AND locked_at IS NOT NULL",
+        )
+        .bind(fiscal_code)
+        .bind(reason)
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a restored 16-character PIN on file, awaiting first access.
+    pub async fn restore_pin(&self, fiscal_code: &str, pin: &PinHash) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE citizens SET pin_state = 'ISSUED', pin_hash = $2, simplified_hash = NULL, \
+             failed_attempts = 0, locked_at = NULL, updated_at = $3 WHERE fiscal_code = $1",
+        )
+        .bind(fiscal_code)
+        .bind(pin.as_phc())
+        .bind(now_millis())
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+}
