@@ -7,6 +7,8 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// argon2id cost parameters; the defaults are OWASP's (m = 19 MiB, t = 2, p = 1).
@@ -52,6 +54,18 @@ enum Job {
     Verify { secret: String, phc: String, reply: oneshot::Sender<Result<bool, HashError>> },
 }
 
+impl Job {
+    /// Whether nobody waits for the answer any more: tonic dropped the handler's future because
+    /// the caller hung up or its deadline passed. On click day people reload impatiently; work
+    /// for them would only delay the patient ones behind them, so such a job is dropped unrun.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Hash { reply, .. } => reply.is_closed(),
+            Job::Verify { reply, .. } => reply.is_closed(),
+        }
+    }
+}
+
 /// Hashes and verifies PINs on a pool of its own threads (one per CPU by default), each keeping
 /// its 19 MiB of argon2 memory from one hash to the next: zeroing fresh memory for every hash
 /// costs a sixth of the work. A bounded queue in front turns floods away at once.
@@ -59,6 +73,7 @@ enum Job {
 pub struct Hasher {
     params: Params,
     jobs: crossbeam_channel::Sender<Job>,
+    abandoned: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -132,8 +147,17 @@ impl Worker {
         Ok(Output::new(&raw).map_err(failed)? == expected)
     }
 
-    fn run(mut self, params: Params, jobs: crossbeam_channel::Receiver<Job>) {
+    fn run(
+        mut self,
+        params: Params,
+        jobs: crossbeam_channel::Receiver<Job>,
+        abandoned: &AtomicU64,
+    ) {
         for job in jobs {
+            if job.abandoned() {
+                abandoned.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             match job {
                 Job::Hash { secret, reply } => {
                     let _ = reply.send(self.hash(&params, &secret));
@@ -152,15 +176,22 @@ impl Hasher {
         let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
             .map_err(failed)?;
         let (jobs, queue) = crossbeam_channel::bounded(config.max_queued.max(1));
+        let abandoned = Arc::new(AtomicU64::new(0));
         for i in 0..config.workers.max(1) {
             let queue = queue.clone();
             let params = params.clone();
+            let abandoned = abandoned.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || Worker { blocks: Vec::new() }.run(params, queue))
+                .spawn(move || Worker { blocks: Vec::new() }.run(params, queue, &abandoned))
                 .map_err(failed)?;
         }
-        Ok(Self { params, jobs })
+        Ok(Self { params, jobs, abandoned })
+    }
+
+    /// How many queued jobs were dropped unrun because their caller had gone.
+    pub fn abandoned_jobs(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     async fn submit<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, HashError> {
@@ -240,6 +271,32 @@ mod tests {
         .expect("params");
         let results = futures_join(&hasher).await;
         assert!(results.iter().any(|r| matches!(r, Err(HashError::Overloaded))));
+    }
+
+    #[tokio::test]
+    async fn work_for_callers_who_left_is_dropped_before_it_starts() {
+        let hasher = Hasher::new(&HashParams {
+            memory_kib: 8 * 1024,
+            iterations: 2,
+            workers: 1,
+            max_queued: 64,
+            ..HashParams::default()
+        })
+        .expect("params");
+        // Sixty impatient callers queue a hash each and give up after a millisecond.
+        for _ in 0..60 {
+            let h = hasher.clone();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(1),
+                h.hash("ABCDEFGH".into()),
+            )
+            .await;
+        }
+        // The patient caller behind them is served, and the pool did not hash for the others.
+        let started = std::time::Instant::now();
+        hasher.hash("ABCDEFGH".into()).await.expect("the patient caller is served");
+        assert!(hasher.abandoned_jobs() >= 30, "dropped {}", hasher.abandoned_jobs());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     async fn futures_join(hasher: &Hasher) -> Vec<Result<PinHash, HashError>> {

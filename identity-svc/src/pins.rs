@@ -4,7 +4,7 @@
 
 use crate::config::PinRules;
 use crate::domain::codice_fiscale::CodiceFiscale;
-use crate::domain::pin::{Pin, PinHash};
+use crate::domain::pin::{Pin, PinAttempt, PinHash};
 use crate::domain::pin_policy::NewPin;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::error::IdentityError;
@@ -60,10 +60,6 @@ pub fn parse_fiscal_code(raw: &str) -> Result<CodiceFiscale, IdentityError> {
         v.add("fiscal_code", e.to_string());
         IdentityError::Invalid(v)
     })
-}
-
-fn normalise_pin(raw: &str) -> String {
-    raw.trim().to_ascii_uppercase()
 }
 
 fn digits(s: &str) -> String {
@@ -238,16 +234,13 @@ impl Pins {
         new: &str,
     ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
-        let initial = normalise_pin(initial);
-        let halves: Vec<String> = if initial.len() == 16 {
-            vec![initial.clone(), initial[..8].to_owned(), initial[8..].to_owned()]
-        } else {
-            vec![initial.clone()]
-        };
-        let previous: Vec<&str> = halves.iter().map(String::as_str).collect();
+        let initial = PinAttempt::new(initial);
+        let mut previous = vec![initial.expose()];
+        previous
+            .extend(initial.halves().map(|(first, second)| [first, second]).into_iter().flatten());
         let new = Self::new_pin(new, &previous)?;
         let credential = self
-            .verify("CompleteFirstAccess", &cf, &initial, |c| {
+            .verify("CompleteFirstAccess", &cf, initial.expose(), |c| {
                 c.stage.awaits_first_access().then_some(&c.pin_hash)
             })
             .await?;
@@ -266,10 +259,10 @@ impl Pins {
         new: &str,
     ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
-        let current = normalise_pin(current);
-        let new = Self::new_pin(new, &[&current])?;
+        let current = PinAttempt::new(current);
+        let new = Self::new_pin(new, &[current.expose()])?;
         let credential = self
-            .verify("ChangePin", &cf, &current, |c| {
+            .verify("ChangePin", &cf, current.expose(), |c| {
                 (c.stage == crate::store::PinStage::Active).then_some(&c.pin_hash)
             })
             .await?;

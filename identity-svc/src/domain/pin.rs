@@ -45,6 +45,33 @@ impl Pin {
     }
 }
 
+/// A PIN as a caller typed it, normalised (trimmed, upper case). It may be anything, so it is
+/// only ever measured and split by characters after checking that it is ASCII: a right PIN
+/// always is, and a wrong one must fail like any other wrong PIN, never panic.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PinAttempt(String);
+
+impl fmt::Debug for PinAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinAttempt(<redacted>)")
+    }
+}
+
+impl PinAttempt {
+    pub fn new(raw: &str) -> Self {
+        PinAttempt(raw.trim().to_ascii_uppercase())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The two halves, when this can be a whole initial PIN (16 ASCII characters).
+    pub fn halves(&self) -> Option<(&str, &str)> {
+        (self.0.is_ascii() && self.0.len() == INITIAL_LEN).then(|| self.0.split_at(INITIAL_LEN / 2))
+    }
+}
+
 /// An argon2id hash of a PIN in PHC string form (algorithm, parameters and salt included), the
 /// only form in which a PIN is ever stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +110,13 @@ mod tests {
     #[test]
     fn two_initial_pins_differ() {
         assert_ne!(Pin::generate_initial(), Pin::generate_initial());
+    }
+
+    #[test]
+    fn a_typed_pin_of_sixteen_bytes_but_fewer_characters_has_no_halves() {
+        assert_eq!(PinAttempt::new("AÀÀÀÀÀÀÀB").halves(), None);
+        assert_eq!(PinAttempt::new(" abcdefgh23456789 ").halves(), Some(("ABCDEFGH", "23456789")));
+        assert!(!format!("{:?}", PinAttempt::new("SECRET12")).contains("SECRET12"));
     }
 
     #[test]
