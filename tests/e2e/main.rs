@@ -3,6 +3,7 @@
 //! the test is about processes.
 
 mod auth;
+mod click_day;
 mod cns;
 mod collector;
 mod contact_center;
