@@ -9,6 +9,7 @@ mod collector;
 mod contact_center;
 mod health;
 mod helpers;
+mod hostile_input;
 mod notify;
 mod pin_lifecycle;
 mod pin_request;
