@@ -6,6 +6,8 @@ mod auth;
 mod cns;
 mod collector;
 mod contact_center;
+mod gateway_contract;
+mod gateway_overload;
 mod health;
 mod helpers;
 mod notify;
