@@ -28,6 +28,14 @@ pub struct Limits {
     /// Calls in flight at once across all clients; beyond it calls are refused at once with
     /// RESOURCE_EXHAUSTED rather than queued.
     pub max_in_flight: usize,
+    /// Calls open at once from one client address, whatever they wait for; beyond it calls from
+    /// that address are refused at once with RESOURCE_EXHAUSTED.
+    pub max_in_flight_per_address: usize,
+    /// The largest request message accepted, in bytes (gRPC framing included).
+    pub max_request_bytes: usize,
+    /// How long a request message may take to arrive once its call has started.
+    #[serde(with = "humantime_serde")]
+    pub max_receive_time: Duration,
     /// The longest deadline a call may have; calls without one get this one.
     #[serde(with = "humantime_serde")]
     pub max_deadline: Duration,
@@ -48,6 +56,14 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_in_flight: 2048,
+            // A quarter of the gateway: a carrier-grade NAT in front of many citizens still gets
+            // far more than it needs, and one attacker's address cannot hold the rest.
+            max_in_flight_per_address: 512,
+            // What the services accept (tonic's default decoding limit).
+            max_request_bytes: 4 * 1024 * 1024,
+            // A request message is a form, a few kilobytes: seconds are generous even on a
+            // poor mobile link.
+            max_receive_time: Duration::from_secs(5),
             max_deadline: Duration::from_secs(30),
             // A flood guard, not a quota: on click day many citizens share one carrier-grade NAT.
             per_address: RateLimit { per_second: 20_000, burst: 40_000 },

@@ -4,9 +4,10 @@
 
 use crate::config::{Limits, RateLimit};
 use crate::policy::{self, Access};
-use governor::clock::{Clock, DefaultClock};
+use crate::stack::{client_address, Gate};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sportello_platform::auth::{AuthError, Claims, Verifier};
+use sportello_platform::auth::{AuthError, Claims, Level, Role, Verifier};
 use sportello_platform::error::{retry_later, with_reason};
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sportello_proto::identity::v1::ListRevokedSessionsRequest;
@@ -78,7 +79,8 @@ impl Revoked {
     }
 }
 
-/// Decides whether a call may pass.
+/// What the gates of the guard share: the token verifier, the sessions ended by logout, and
+/// the rate limiters (with their one clock, built once: building a clock calibrates it).
 #[derive(Clone)]
 pub struct Guard {
     pub verifier: Verifier,
@@ -109,44 +111,82 @@ impl Guard {
             }
         }
     }
+}
 
-    fn over_limit(wait: Duration, whose: &str) -> Status {
+/// Checks `key` against `limiter`, saying how long to wait when it is over.
+fn check_rate<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    whose: &str,
+) -> Result<(), Status> {
+    limiter.check_key(key).map_err(|not_until| {
         retry_later(
             Code::ResourceExhausted,
             format!("too many requests from this {whose}; retry later"),
             "RATE_LIMITED",
             DOMAIN,
-            wait.max(Duration::from_millis(1)),
+            not_until.wait_time_from(limiter.clock().now()).max(Duration::from_millis(1)),
         )
+    })
+}
+
+/// Calls per client address (all calls, public ones included).
+#[derive(Clone)]
+pub struct RateLimitByAddress(Arc<DefaultKeyedRateLimiter<IpAddr>>);
+
+impl RateLimitByAddress {
+    pub fn new(guard: &Guard) -> Self {
+        Self(guard.by_address.clone())
+    }
+}
+
+impl Gate for RateLimitByAddress {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        client_address(req).map_or(Ok(()), |ip| check_rate(&self.0, &ip, "address"))
+    }
+}
+
+/// Calls per logged-in principal, after [`Authenticate`] has said who it is.
+#[derive(Clone)]
+pub struct RateLimitByPrincipal(Arc<DefaultKeyedRateLimiter<String>>);
+
+impl RateLimitByPrincipal {
+    pub fn new(guard: &Guard) -> Self {
+        Self(guard.by_principal.clone())
+    }
+}
+
+impl Gate for RateLimitByPrincipal {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        req.extensions()
+            .get::<Claims>()
+            .map_or(Ok(()), |c| check_rate(&self.0, &c.sub, "principal"))
+    }
+}
+
+/// The session a method's [`Access`] asks for: a valid token of a session not ended by logout,
+/// of an allowed role, at the level asked or above. Its claims go on with the request.
+#[derive(Clone)]
+pub struct Authenticate {
+    verifier: Verifier,
+    revoked: Revoked,
+}
+
+impl Authenticate {
+    pub fn new(guard: &Guard) -> Self {
+        Self { verifier: guard.verifier.clone(), revoked: guard.revoked.clone() }
     }
 
-    /// Admits or refuses a call to `path` with these headers from `peer`; returns the caller's
-    /// claims when the call carries a session.
-    pub fn admit(
+    fn session(
         &self,
-        path: &str,
         headers: &http::HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> Result<Option<Claims>, Status> {
-        let clock = DefaultClock::default();
-        if let Some(ip) = peer {
-            if let Err(not_until) = self.by_address.check_key(&ip) {
-                return Err(Self::over_limit(not_until.wait_time_from(clock.now()), "address"));
-            }
-        }
-        let access = policy::access(path);
-        let (roles, min_level) = match access {
-            Access::Public => return Ok(None),
-            Access::Internal => {
-                return Err(with_reason(
-                    Code::PermissionDenied,
-                    "not callable from outside",
-                    "INTERNAL_METHOD",
-                    DOMAIN,
-                ))
-            }
-            Access::Session { roles, min_level } => (roles, min_level),
-        };
+        roles: &[Role],
+        min_level: Level,
+    ) -> Result<Claims, Status> {
         let token = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -172,9 +212,23 @@ impl Guard {
                 DOMAIN,
             ));
         }
-        if let Err(not_until) = self.by_principal.check_key(&claims.sub) {
-            return Err(Self::over_limit(not_until.wait_time_from(clock.now()), "principal"));
+        Ok(claims)
+    }
+}
+
+impl Gate for Authenticate {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        // The policy layer above always says; a request it did not see is treated as internal.
+        match req.extensions().get::<Access>().copied().unwrap_or(Access::Internal) {
+            Access::Public => Ok(()),
+            Access::Internal => Err(policy::internal_method()),
+            Access::Session { roles, min_level } => {
+                let claims = self.session(req.headers(), roles, min_level)?;
+                req.extensions_mut().insert(claims);
+                Ok(())
+            }
         }
-        Ok(Some(claims))
     }
 }

@@ -6,8 +6,11 @@
 pub mod cns;
 pub mod config;
 pub mod guard;
+pub mod overload;
 pub mod policy;
 pub mod proxy;
+pub mod reflection;
+pub mod stack;
 
 pub use config::Config;
 
@@ -25,10 +28,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let backends = proxy::Backends::connect(&config)?;
+    let contract = reflection::public_contract(sportello_proto::FILE_DESCRIPTOR_SET)?;
+    let exposed = reflection::service_names(&contract);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness {
         own: vec![String::new()],
-        dependencies: backends.dependencies(),
+        // Every service the gateway exposes has a health entry, asked of its backend.
+        dependencies: backends.dependencies(exposed.iter().map(String::as_str)),
         mirror: true,
         condition: None,
     };
@@ -53,9 +59,9 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
-    let proxy = proxy::Proxy::new(backends, &config, guard);
+    let proxy = stack::build(&config, &guard, backends);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
-    let router = server::with_reflection(Routes::new(health_service))
+    let router = reflection::serve(Routes::new(health_service), &contract)
         .into_axum_router()
         .fallback_service(proxy);
     server::run(listener, Routes::from(router), &config.server, shutdown).await?;

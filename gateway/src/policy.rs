@@ -2,7 +2,10 @@
 //! A method missing from the table is refused: a new RPC is closed until someone decides who
 //! may call it (a test fails until they do).
 
+use crate::stack::Gate;
 use sportello_platform::auth::{Level, Role};
+use sportello_platform::error::with_reason;
+use tonic::{Code, Status};
 
 /// What a method requires of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +79,39 @@ pub const TABLE: &[(&str, Access)] = &[
 pub fn access(path: &str) -> Access {
     let method = path.trim_start_matches('/');
     let service = method.split_once('/').map(|(s, _)| s).unwrap_or(method);
-    let wildcard = format!("{service}/*");
     TABLE
         .iter()
         .find(|(m, _)| *m == method)
-        .or_else(|| TABLE.iter().find(|(m, _)| *m == wildcard))
+        .or_else(|| TABLE.iter().find(|(m, _)| m.strip_suffix("/*") == Some(service)))
         .map_or(Internal, |(_, a)| *a)
+}
+
+/// The refusal of a method that is never callable from outside.
+pub fn internal_method() -> Status {
+    with_reason(
+        Code::PermissionDenied,
+        "not callable from outside",
+        "INTERNAL_METHOD",
+        "gateway.sportello",
+    )
+}
+
+/// Looks up the rule of the called method, refuses internal methods, and hands the rule on to
+/// the authentication below.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy;
+
+impl Gate for Policy {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let rule = access(req.uri().path());
+        if rule == Internal {
+            return Err(internal_method());
+        }
+        req.extensions_mut().insert(rule);
+        Ok(())
+    }
 }
 
 /// Whether a caller of `role` at `level` may call a method with rule `access`.

@@ -1,24 +1,19 @@
-//! The proxy itself: route by package, bound concurrency and deadlines, forward over a traced
-//! HTTP/2 channel. Request and response bodies stream through untouched, so unary and streaming
-//! RPCs alike pass, and trailers (the gRPC status) arrive as the backend sent them.
+//! The proxy itself: route by package, speak for a CNS card's holder, forward over a traced
+//! HTTP/2 channel. Responses stream back untouched, and trailers (the gRPC status) arrive as the
+//! backend sent them.
 
 use crate::config::Config;
-use crate::guard::Guard;
-use bytes::Bytes;
+use crate::overload::Deadline;
+use crate::stack::{Gate, Reply};
 use futures::future::BoxFuture;
 use sportello_platform::client::{self, TracedChannel};
-use sportello_platform::error::retry_later;
 use sportello_platform::health::Dependency;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::Semaphore;
-use tonic::{Code, Status};
+use tonic::Status;
 use tower::{Service, ServiceExt};
-
-const DOMAIN: &str = "gateway.sportello";
 /// The CNS login: the only call the gateway adds a verified client certificate's fiscal code to.
 const CNS_LOGIN: &str = "/sportello.identity.v1.IdentityService/LoginWithCertificate";
 /// Headers only Sportello's own services may set; a client sending them is ignored.
@@ -53,14 +48,14 @@ impl Backends {
         Ok(Self { by_domain })
     }
 
-    /// One health dependency per backend service.
-    pub fn dependencies(&self) -> Vec<Dependency> {
-        let mut deps: Vec<Dependency> = self
-            .by_domain
-            .values()
-            .map(|(service, channel)| Dependency {
-                service: service.clone(),
-                channel: channel.clone(),
+    /// One health dependency per service the gateway exposes (`services`, fully qualified),
+    /// asked of the backend that serves it, so that health by name answers for each of them.
+    pub fn dependencies<'a>(&self, services: impl IntoIterator<Item = &'a str>) -> Vec<Dependency> {
+        let mut deps: Vec<Dependency> = services
+            .into_iter()
+            .filter_map(|service| {
+                let (_, channel) = self.by_domain.get(domain_of(&format!("/{service}/"))?)?;
+                Some(Dependency { service: service.to_owned(), channel: channel.clone() })
             })
             .collect();
         deps.sort_by(|a, b| a.service.cmp(&b.service));
@@ -68,68 +63,96 @@ impl Backends {
     }
 }
 
-/// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// The caller's deadline, capped; the cap when the caller gave none.
-fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
-    headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map_or(cap, |d| d.min(cap))
-}
-
-/// The proxy service, the gateway router's fallback.
+/// The backend a call goes to, as [`Route`] chose it.
 #[derive(Clone)]
-pub struct Proxy {
-    guard: Guard,
-    cns_gateway_secret: Option<Arc<str>>,
+pub struct Backend(TracedChannel);
+
+/// Chooses the backend by the called method's package; a package no backend owns is
+/// UNIMPLEMENTED.
+#[derive(Clone)]
+pub struct Route {
     backends: Arc<HashMap<String, TracedChannel>>,
-    in_flight: Arc<Semaphore>,
-    max_deadline: Duration,
 }
 
-impl std::fmt::Debug for Proxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("backends", &self.backends.keys()).finish()
-    }
-}
-
-impl Proxy {
-    pub fn new(backends: Backends, config: &Config, guard: Guard) -> Self {
-        let limits = &config.limits;
+impl Route {
+    pub fn new(backends: Backends) -> Self {
         let backends = backends
             .by_domain
             .into_iter()
             .map(|(domain, (_, channel))| (domain, client::traced(channel)))
             .collect();
-        Self {
-            guard,
-            cns_gateway_secret: config.cns_gateway_secret.as_deref().map(Arc::from),
-            backends: Arc::new(backends),
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
-            max_deadline: limits.max_deadline,
-        }
+        Self { backends: Arc::new(backends) }
     }
 }
 
-type Reply = http::Response<tonic::body::Body>;
+impl Gate for Route {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let path = req.uri().path();
+        let Some(channel) = domain_of(path).and_then(|d| self.backends.get(d)) else {
+            return Err(Status::unimplemented(format!("unknown service in {path}")));
+        };
+        let backend = Backend(channel.clone());
+        req.extensions_mut().insert(backend);
+        Ok(())
+    }
+}
+
+/// Drops every header under Sportello's internal names.
+#[derive(Clone, Copy, Debug)]
+pub struct StripInternalHeaders;
+
+impl Gate for StripInternalHeaders {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let headers = req.headers_mut();
+        let internal: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for name in internal {
+            headers.remove(name);
+        }
+        Ok(())
+    }
+}
+
+/// On a CNS login over TLS with a client certificate the handshake verified, tells identity-svc
+/// whose card it is.
+#[derive(Clone)]
+pub struct VouchForCns {
+    secret: Option<Arc<str>>,
+}
+
+impl VouchForCns {
+    pub fn new(config: &Config) -> Self {
+        Self { secret: config.cns_gateway_secret.as_deref().map(Arc::from) }
+    }
+}
+
+impl Gate for VouchForCns {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let Some(secret) = &self.secret else { return Ok(()) };
+        if req.uri().path() != CNS_LOGIN {
+            return Ok(());
+        }
+        let fiscal_code = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|tls| tls.peer_certs())
+            .and_then(|certs| certs.first().and_then(|c| crate::cns::fiscal_code_of(c)));
+        if let Some(cf) = fiscal_code {
+            crate::cns::vouch(req.headers_mut(), &cf, secret);
+        }
+        Ok(())
+    }
+}
 
 /// Whether a channel error is the deadline running out.
 fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -143,92 +166,43 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn reply(status: Status) -> BoxFuture<'static, Result<Reply, Infallible>> {
-    Box::pin(futures::future::ready(Ok(status.into_http())))
-}
+/// The hop to the backend [`Route`] chose, with what is left of the deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward;
 
-impl<B> Service<http::Request<B>> for Proxy
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl Service<http::Request<tonic::body::Body>> for Forward {
     type Response = Reply;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Reply, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Readiness is decided per call (by route and by the in-flight bound), never by queueing.
+        // Each call takes its own clone of its backend's channel, made ready then.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path();
-        let Some(channel) = domain_of(path).and_then(|d| self.backends.get(d)).cloned() else {
-            return reply(Status::unimplemented(format!("unknown service in {path}")));
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let Some(Backend(channel)) = req.extensions_mut().remove::<Backend>() else {
+            return Box::pin(futures::future::ready(Ok(Status::unimplemented(
+                "no backend for this call",
+            )
+            .into_http())));
         };
-        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
-        let peer = tls
-            .map(|t| t.get_ref())
-            .or_else(|| req.extensions().get::<TcpConnectInfo>())
-            .and_then(|i| i.remote_addr())
-            .map(|a| a.ip());
-        let cns_fiscal_code = (path == CNS_LOGIN)
-            .then(|| tls.and_then(|t| t.peer_certs()))
-            .flatten()
-            .and_then(|certs| certs.first().and_then(|c| crate::cns::fiscal_code_of(c)));
-        if let Err(status) = self.guard.admit(path, req.headers(), peer) {
-            return reply(status);
+        if let Some(deadline) = req.extensions().get::<Deadline>() {
+            let timeout = deadline.grpc_timeout();
+            req.headers_mut().insert("grpc-timeout", timeout);
         }
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return reply(retry_later(
-                Code::ResourceExhausted,
-                "the gateway is at capacity; retry shortly",
-                "GATEWAY_OVERLOADED",
-                DOMAIN,
-                Duration::from_millis(500),
-            ));
-        };
-        let deadline = effective_deadline(req.headers(), self.max_deadline);
-        let (mut parts, body) = req.into_parts();
-        let internal: Vec<_> = parts
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
-            .cloned()
-            .collect();
-        for name in internal {
-            parts.headers.remove(name);
-        }
-        // Only now, with whatever the client claimed gone, may the gateway vouch for a CNS card.
-        if let (Some(cf), Some(secret)) = (cns_fiscal_code, &self.cns_gateway_secret) {
-            if let (Ok(cf), Ok(secret)) =
-                (http::HeaderValue::from_str(&cf), http::HeaderValue::from_str(secret))
-            {
-                parts.headers.insert("x-sportello-cns-fiscal-code", cf);
-                parts.headers.insert("x-sportello-gateway-secret", secret);
-            }
-        }
-        let timeout = format!("{}m", deadline.as_millis().max(1));
-        parts.headers.insert(
-            "grpc-timeout",
-            http::HeaderValue::from_str(&timeout).expect("digits and a unit are a valid header"),
-        );
-        let req = http::Request::from_parts(parts, tonic::body::Body::new(body));
         Box::pin(async move {
-            let _permit = permit;
-            match tokio::time::timeout(deadline, channel.oneshot(req)).await {
-                Ok(Ok(response)) => Ok(response),
+            match channel.oneshot(req).await {
+                Ok(response) => Ok(response),
                 // The channel enforces the `grpc-timeout` it forwards, and says so with this error.
-                Ok(Err(e)) if timed_out(&e) => {
+                Err(e) if timed_out(&e) => {
                     Ok(Status::deadline_exceeded("deadline exceeded").into_http())
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "backend unreachable");
                     Ok(Status::unavailable("the service is temporarily unavailable; retry")
                         .into_http())
                 }
-                Err(_) => Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
             }
         })
     }
@@ -247,27 +221,5 @@ mod tests {
         assert_eq!(domain_of("/sportello.identity.v2.Other/X"), Some("sportello.identity"));
         assert_eq!(domain_of("/nopackage/X"), None);
         assert_eq!(domain_of(""), None);
-    }
-
-    #[test]
-    fn grpc_timeouts_parse_in_every_unit() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
-        assert_eq!(parse_grpc_timeout("123456789S"), None, "at most 8 digits");
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
-    }
-
-    #[test]
-    fn deadlines_are_capped_and_defaulted() {
-        let cap = Duration::from_secs(30);
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(effective_deadline(&headers, cap), cap);
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("1H"));
-        assert_eq!(effective_deadline(&headers, cap), cap);
-        headers.insert("grpc-timeout", http::HeaderValue::from_static("100m"));
-        assert_eq!(effective_deadline(&headers, cap), Duration::from_millis(100));
     }
 }

@@ -7,6 +7,8 @@ mod click_day;
 mod cns;
 mod collector;
 mod contact_center;
+mod gateway_contract;
+mod gateway_overload;
 mod health;
 mod helpers;
 mod hostile_input;

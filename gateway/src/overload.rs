@@ -1,0 +1,395 @@
+//! What keeps the gateway answering when clients ask too much of it: a capped deadline on every
+//! call, a bound on the calls one client address keeps open, a bounded wait for the request
+//! message, and a gateway-wide bound on the calls being worked on. Every refusal is immediate;
+//! nothing queues.
+
+use crate::stack::{client_address, Gate, Reply};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use sportello_platform::error::retry_later;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Code, Status};
+use tower::{Layer, Service, ServiceExt};
+
+const DOMAIN: &str = "gateway.sportello";
+
+/// When the call must be over, as the deadline layer decided it; the hop to the backend passes
+/// on what is left of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// What is left, as a `grpc-timeout` header value.
+    pub fn grpc_timeout(&self) -> http::HeaderValue {
+        let left = self.0.saturating_duration_since(Instant::now());
+        let value = format!("{}m", left.as_millis().max(1));
+        http::HeaderValue::from_str(&value).expect("digits and a unit are a valid header")
+    }
+}
+
+/// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The caller's deadline, capped; the cap when the caller gave none.
+fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(cap, |d| d.min(cap))
+}
+
+fn deadline_exceeded() -> Reply {
+    Status::deadline_exceeded("deadline exceeded").into_http()
+}
+
+/// Ends every call at the caller's deadline, capped at `cap`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineCapLayer {
+    cap: Duration,
+}
+
+impl DeadlineCapLayer {
+    pub fn new(cap: Duration) -> Self {
+        Self { cap }
+    }
+}
+
+impl<S> Layer<S> for DeadlineCapLayer {
+    type Service = DeadlineCap<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineCap { inner, cap: self.cap }
+    }
+}
+
+/// See [`DeadlineCapLayer`].
+#[derive(Clone, Debug)]
+pub struct DeadlineCap<S> {
+    inner: S,
+    cap: Duration,
+}
+
+impl<S, B> Service<http::Request<B>> for DeadlineCap<S>
+where
+    S: Service<http::Request<B>, Response = Reply, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Reply, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let within = effective_deadline(req.headers(), self.cap);
+        req.extensions_mut().insert(Deadline(Instant::now() + within));
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            tokio::time::timeout(within, call).await.unwrap_or_else(|_| Ok(deadline_exceeded()))
+        })
+    }
+}
+
+/// Calls open at once per client address; see [`InFlightByAddress::new`].
+#[derive(Clone, Debug)]
+pub struct InFlightByAddress {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+impl InFlightByAddress {
+    /// At most `max` calls open at once from one address.
+    pub fn new(max: usize) -> Self {
+        Self { open: Arc::default(), max: max.max(1) }
+    }
+}
+
+/// One open call of an address, counted until it is dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = open.get_mut(&self.address) {
+            *n -= 1;
+            // Forgotten at zero, so that the map holds only addresses with calls open.
+            if *n == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl Gate for InFlightByAddress {
+    type Held = Option<AddressSlot>;
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
+        let Some(address) = client_address(req) else { return Ok(None) };
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = open.entry(address).or_insert(0);
+        if *n >= self.max {
+            return Err(retry_later(
+                Code::ResourceExhausted,
+                "too many calls in flight from this address; retry shortly",
+                "TOO_MANY_CALLS_IN_FLIGHT",
+                DOMAIN,
+                Duration::from_millis(500),
+            ));
+        }
+        *n += 1;
+        Ok(Some(AddressSlot { open: self.open.clone(), address }))
+    }
+}
+
+/// Gateway-wide load shedding: at most so many calls being worked on at once.
+#[derive(Clone, Debug)]
+pub struct Shed {
+    slots: Arc<Semaphore>,
+}
+
+impl Shed {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self { slots: Arc::new(Semaphore::new(max_in_flight.max(1))) }
+    }
+}
+
+impl Gate for Shed {
+    type Held = OwnedSemaphorePermit;
+
+    fn admit<B>(&self, _req: &mut http::Request<B>) -> Result<Self::Held, Status> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            retry_later(
+                Code::ResourceExhausted,
+                "the gateway is at capacity; retry shortly",
+                "GATEWAY_OVERLOADED",
+                DOMAIN,
+                Duration::from_millis(500),
+            )
+        })
+    }
+}
+
+/// Receives the whole request message before the call goes on, within `max_bytes` and
+/// `max_wait`. Every RPC of the contract takes one request message (a test in this module
+/// says so), so "the request has arrived" and "its body has ended" are the same moment.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiveMessageLayer {
+    max_bytes: usize,
+    max_wait: Duration,
+}
+
+impl ReceiveMessageLayer {
+    pub fn new(max_bytes: usize, max_wait: Duration) -> Self {
+        Self { max_bytes, max_wait }
+    }
+}
+
+impl<S> Layer<S> for ReceiveMessageLayer {
+    type Service = ReceiveMessage<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ReceiveMessage { inner, max_bytes: self.max_bytes, max_wait: self.max_wait }
+    }
+}
+
+/// See [`ReceiveMessageLayer`].
+#[derive(Clone, Debug)]
+pub struct ReceiveMessage<S> {
+    inner: S,
+    max_bytes: usize,
+    max_wait: Duration,
+}
+
+impl<S, B> Service<http::Request<B>> for ReceiveMessage<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = Reply, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Reply, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner service is made ready per call, once the message is in.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let (parts, body) = req.into_parts();
+        let receive = Limited::new(body, self.max_bytes).collect();
+        let (max_wait, max_bytes) = (self.max_wait, self.max_bytes);
+        Box::pin(async move {
+            let message = match tokio::time::timeout(max_wait, receive).await {
+                Ok(Ok(message)) => message,
+                Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                    return Ok(Status::resource_exhausted(format!(
+                        "the request message is larger than {max_bytes} bytes"
+                    ))
+                    .into_http())
+                }
+                // The client reset the stream: nobody is listening for an answer.
+                Ok(Err(_)) => return Ok(Status::cancelled("the request was cancelled").into_http()),
+                Err(_) => {
+                    return Ok(Status::deadline_exceeded(
+                        "the request message did not arrive in time",
+                    )
+                    .into_http())
+                }
+            };
+            let req = http::Request::from_parts(parts, tonic::body::Body::new(message));
+            inner.oneshot(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use prost::Message;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None, "at most 8 digits");
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn deadlines_are_capped_and_defaulted() {
+        let cap = Duration::from_secs(30);
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(effective_deadline(&headers, cap), cap);
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("1H"));
+        assert_eq!(effective_deadline(&headers, cap), cap);
+        headers.insert("grpc-timeout", http::HeaderValue::from_static("100m"));
+        assert_eq!(effective_deadline(&headers, cap), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn no_rpc_of_the_contract_streams_its_request() {
+        let set = prost_types::FileDescriptorSet::decode(sportello_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    assert!(
+                        !method.client_streaming(),
+                        "{}/{} streams its request: the gateway receives one message per call",
+                        service.name(),
+                        method.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Answers with the size of the request message it got.
+    fn echo_size() -> impl Service<
+        http::Request<tonic::body::Body>,
+        Response = Reply,
+        Error = Infallible,
+        Future = BoxFuture<'static, Result<Reply, Infallible>>,
+    > + Clone {
+        tower::service_fn(|req: http::Request<tonic::body::Body>| -> BoxFuture<'static, _> {
+            Box::pin(async move {
+                let bytes = req.into_body().collect().await.expect("body").to_bytes();
+                Ok(Status::ok(bytes.len().to_string()).into_http())
+            })
+        })
+    }
+
+    fn message_of(reply: &Reply) -> (String, String) {
+        let header = |name| {
+            reply
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .unwrap_or_default()
+        };
+        (header("grpc-status"), header("grpc-message"))
+    }
+
+    #[tokio::test]
+    async fn the_whole_request_message_reaches_the_backend() {
+        let layer = ReceiveMessageLayer::new(100, Duration::from_secs(1));
+        let req = http::Request::new(Full::new(Bytes::from_static(&[0, 0, 0, 0, 3, 1, 2, 3])));
+        let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");
+        assert_eq!(message_of(&reply), ("0".into(), "8".into()));
+    }
+
+    #[tokio::test]
+    async fn a_request_message_too_large_is_refused() {
+        let layer = ReceiveMessageLayer::new(4, Duration::from_secs(1));
+        let req = http::Request::new(Full::new(Bytes::from_static(&[0, 0, 0, 0, 3, 1, 2, 3])));
+        let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");
+        assert_eq!(message_of(&reply).0, (Code::ResourceExhausted as i32).to_string());
+    }
+
+    #[tokio::test]
+    async fn a_request_message_that_never_ends_is_given_up_on() {
+        let layer = ReceiveMessageLayer::new(100, Duration::from_millis(50));
+        let never = futures::stream::pending::<Result<http_body::Frame<Bytes>, Infallible>>();
+        let req = http::Request::new(StreamBody::new(never));
+        let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");
+        assert_eq!(message_of(&reply).0, (Code::DeadlineExceeded as i32).to_string());
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_of_calls_and_gets_them_back() {
+        let bound = InFlightByAddress::new(2);
+        let from = |ip: [u8; 4]| {
+            let mut req = http::Request::new(());
+            let addr = std::net::SocketAddr::from((ip, 4000));
+            req.extensions_mut().insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(addr),
+            });
+            req
+        };
+        let first = bound.admit(&mut from([10, 0, 0, 1])).expect("first");
+        let _second = bound.admit(&mut from([10, 0, 0, 1])).expect("second");
+        let refused = bound.admit(&mut from([10, 0, 0, 1])).expect_err("third");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        bound.admit(&mut from([10, 0, 0, 2])).expect("another address is not affected");
+        drop(first);
+        bound.admit(&mut from([10, 0, 0, 1])).expect("a slot came back");
+    }
+}
