@@ -29,7 +29,8 @@ pub struct ServerSettings {
     /// How long in-flight calls may run on after a stop is requested.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// How often the health of the services this one calls is checked.
+    /// The longest wait before trying again to reach a service this one calls that is down
+    /// (their health is followed through Watch streams; this bounds the reconnect backoff).
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// Serve TLS instead of plaintext (the gateway does, for CNS smart cards).
