@@ -75,7 +75,7 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
 /// on which thread a panic happened, and nothing else; the server's panic guard answers the call.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let line = panic_line(info.location(), std::thread::current().name());
+        let line = describe_panic(info);
         tracing::error!("{line}");
         // Also on stderr directly, in case the panic happened before or outside the subscriber.
         if !tracing::dispatcher::has_been_set() {
@@ -85,6 +85,10 @@ pub fn install_panic_hook() {
 }
 
 /// The one line logged for a panic: thread and location, never the payload.
+pub fn describe_panic(info: &std::panic::PanicHookInfo<'_>) -> String {
+    panic_line(info.location(), std::thread::current().name())
+}
+
 fn panic_line(location: Option<&std::panic::Location<'_>>, thread: Option<&str>) -> String {
     let thread = thread.unwrap_or("<unnamed>");
     match location {

@@ -3,11 +3,14 @@
 //! the test is about processes.
 
 mod auth;
+mod benefits;
 mod cns;
 mod collector;
 mod contact_center;
+mod error_details;
 mod health;
 mod helpers;
+mod hostile_input;
 mod notify;
 mod pin_lifecycle;
 mod pin_request;
