@@ -1,8 +1,10 @@
 //! `sportello bench`: a closed-loop load generator for any Sportello deployment. Each scenario
 //! runs the same load once straight at the service and once through the gateway, and prints
-//! throughput, latency percentiles and the gateway/direct ratio. Bounded in time and in clients,
+//! throughput, latency percentiles, the gateway/direct ratio, and the CPU time each process of
+//! the deployment spent per call (see [`crate::cpu`]). Bounded in time and in clients,
 //! and meant for loopback or a test deployment, never production.
 
+use crate::cpu;
 use identity_svc::domain::codice_fiscale::{compute, Sex};
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::claims::v1::ListBenefitsRequest;
@@ -45,6 +47,11 @@ pub struct BenchArgs {
     /// would receive by SMS and post.
     #[arg(long, default_value = "sqlite://data/notify.sqlite")]
     notify_database_url: String,
+    /// A process whose CPU time per call to print, as `name=PID` (repeatable). The processes
+    /// listening on the addresses driven, and the other services of their `sportello up`, are
+    /// found on their own when they run on this machine.
+    #[arg(long = "pid", value_parser = crate::cpu::parse_pid)]
+    pids: Vec<crate::cpu::Target>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -306,8 +313,10 @@ async fn measure(
     args: &BenchArgs,
     next: &Arc<AtomicU64>,
     prepared: &Prepared,
+    targets: &[cpu::Target],
 ) -> anyhow::Result<Figures> {
     drive(url, args, args.warmup, next, prepared).await?;
+    let before = cpu::snapshot(targets);
     let f = drive(url, args, args.duration, next, prepared).await?;
     println!(
         "{label:<8} {url:<26} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
@@ -317,6 +326,7 @@ async fn measure(
         f.percentile_ms(0.50),
         f.percentile_ms(0.99)
     );
+    cpu::report(targets, &before, f.ok + f.errors, f.elapsed);
     Ok(f)
 }
 
@@ -351,7 +361,9 @@ async fn flood(args: &BenchArgs, next: &Arc<AtomicU64>, prepared: &Prepared) -> 
         }
         (latencies, errors)
     });
+    let targets = cpu::discover(&[&args.gateway], &args.pids);
     drive(&args.gateway, args, args.warmup, next, prepared).await?;
+    let before = cpu::snapshot(&targets);
     let logins = drive(&args.gateway, args, args.duration, next, prepared).await?;
     let (mut latencies, probe_errors) = probe.await?;
     latencies.sort_unstable();
@@ -370,6 +382,7 @@ async fn flood(args: &BenchArgs, next: &Arc<AtomicU64>, prepared: &Prepared) -> 
         logins.percentile_ms(0.50),
         logins.percentile_ms(0.99)
     );
+    cpu::report(&targets, &before, logins.ok + logins.errors, logins.elapsed);
     println!(
         "profile  {:<26} {:>9} {:>7} {:>10} {:>9.2} {:>9.2}",
         "(GetProfile every 100 ms)",
@@ -405,8 +418,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             return flood(&args, &next, &prepared).await;
         }
         let direct = args.direct.clone().unwrap_or_else(|| args.scenario.default_direct().into());
-        let direct = measure("direct", &direct, &args, &next, &prepared).await?;
-        let gateway = measure("gateway", &args.gateway, &args, &next, &prepared).await?;
+        let targets = cpu::discover(&[&direct, &args.gateway], &args.pids);
+        let direct = measure("direct", &direct, &args, &next, &prepared, &targets).await?;
+        let gateway = measure("gateway", &args.gateway, &args, &next, &prepared, &targets).await?;
         println!("gateway/direct throughput: {:.1}%", 100.0 * gateway.rate() / direct.rate());
         if args.scenario == Scenario::PinLogin {
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -3,6 +3,7 @@
 //! runs one service; `sportello bench` drives load against any deployment and prints figures.
 
 mod bench;
+mod cpu;
 mod supervisor;
 
 use clap::{Parser, Subcommand};

@@ -1,20 +1,19 @@
 //! The `sportello.claims.v1.ClaimsService` handlers.
 
+use crate::catalogue::Catalogue;
 use crate::domain::Benefit;
-use crate::error::ClaimsError;
-use crate::store::Store;
 use sportello_proto::claims::v1 as wire;
 use sportello_proto::claims::v1::claims_service_server::ClaimsService;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Debug)]
 pub struct Claims {
-    store: Store,
+    catalogue: Catalogue,
 }
 
 impl Claims {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(catalogue: Catalogue) -> Self {
+        Self { catalogue }
     }
 }
 
@@ -37,9 +36,6 @@ impl ClaimsService for Claims {
         &self,
         _request: Request<wire::ListBenefitsRequest>,
     ) -> Result<Response<wire::ListBenefitsResponse>, Status> {
-        let benefits = self.store.benefits().await.map_err(ClaimsError::from)?;
-        Ok(Response::new(wire::ListBenefitsResponse {
-            benefits: benefits.into_iter().map(Into::into).collect(),
-        }))
+        Ok(Response::new(wire::ListBenefitsResponse::clone(&self.catalogue.current())))
     }
 }

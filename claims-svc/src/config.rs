@@ -5,6 +5,7 @@ use sportello_platform::config::{
     ServiceConfig, DEFAULT_CLAIMS_LISTEN, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN,
 };
 use sportello_platform::server::{ServerSettings, StoreSettings};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -16,6 +17,10 @@ pub struct Config {
     pub identity_url: String,
     /// Where notify-svc listens.
     pub notify_url: String,
+    /// How often the benefit catalogue, served from memory, is read again from the database,
+    /// so that a change made elsewhere shows within this time.
+    #[serde(with = "humantime_serde")]
+    pub catalogue_refresh: Duration,
 }
 
 impl Default for Config {
@@ -27,6 +32,7 @@ impl Default for Config {
             store: StoreSettings::default(),
             identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
+            catalogue_refresh: Duration::from_secs(30),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the claims themselves, the spending ceilings that bound them, and their payment.
 
 pub mod api;
+pub mod catalogue;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -43,9 +44,11 @@ pub async fn serve(
         listener,
         &config.server,
         dependencies.into(),
-        shutdown,
+        shutdown.clone(),
         |db| async move {
-            Ok(Routes::new(ClaimsServiceServer::new(api::Claims::new(store::Store::new(db)))))
+            let catalogue = catalogue::Catalogue::load(store::Store::new(db)).await?;
+            tokio::spawn(catalogue.clone().refresh(config.catalogue_refresh, shutdown));
+            Ok(Routes::new(ClaimsServiceServer::new(api::Claims::new(catalogue))))
         },
     )
     .await

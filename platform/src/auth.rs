@@ -231,6 +231,8 @@ pub async fn follow_keys(
 ) {
     use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
     use sportello_proto::identity::v1::GetSigningKeysRequest;
+    // Until the first keys arrive the service is not ready, so ask again soon, backing off.
+    let mut retry = Duration::from_millis(20);
     loop {
         let reply = IdentityServiceClient::new(identity.clone())
             .get_signing_keys(GetSigningKeysRequest {})
@@ -243,7 +245,12 @@ pub async fn follow_keys(
             }
             Err(status) => tracing::debug!(code = ?status.code(), "signing keys not available yet"),
         }
-        let wait = if verifier.has_keys() { every } else { Duration::from_millis(200) };
+        let wait = if verifier.has_keys() {
+            every
+        } else {
+            retry = (retry * 2).min(Duration::from_millis(200));
+            retry / 2
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

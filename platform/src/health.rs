@@ -80,23 +80,48 @@ pub async fn starting(reporter: &HealthReporter, readiness: &Readiness) {
     }
 }
 
-/// Checks the dependencies every `interval` and publishes the outcome until `shutdown`.
+/// How soon a dependency that could not be reached is tried again, at first: quick, so that a
+/// suite started all at once is SERVING as soon as its parts are, and doubled on every miss up
+/// to the `interval` given to [`track`].
+const FIRST_RETRY: Duration = Duration::from_millis(20);
+
+/// How often a service's own readiness condition is re-evaluated while it does not hold (a
+/// condition cannot announce itself; it is cheap to ask).
+const CONDITION_POLL: Duration = Duration::from_millis(20);
+
+/// Follows the dependencies' health and publishes the outcome until `shutdown`. Each dependency
+/// is followed through a `grpc.health.v1.Health/Watch` stream, so a change there is a change
+/// here at once, not at the next poll; a dependency that cannot be reached is retried with
+/// backoff from 20 ms up to `interval`.
 pub async fn track(
     reporter: HealthReporter,
     readiness: Readiness,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let probe_timeout = interval.max(Duration::from_millis(500));
+    let (tx, mut rx) = tokio::sync::watch::channel(vec![false; readiness.dependencies.len()]);
+    let tx = Arc::new(tx);
+    let followers = shutdown.child_token();
+    for (i, dep) in readiness.dependencies.iter().enumerate() {
+        let report = {
+            let tx = tx.clone();
+            move |up: bool| {
+                tx.send_if_modified(|all| std::mem::replace(&mut all[i], up) != up);
+            }
+        };
+        tokio::spawn(follow(dep.clone(), report, interval, followers.clone()));
+    }
+    let mut mirrored: Vec<Option<bool>> = vec![None; readiness.dependencies.len()];
     let mut last: Option<bool> = None;
     loop {
-        let results = futures::future::join_all(
-            readiness.dependencies.iter().map(|dep| is_serving(dep, probe_timeout)),
-        )
-        .await;
+        let results = rx.borrow_and_update().clone();
         if readiness.mirror {
-            for (dep, up) in readiness.dependencies.iter().zip(&results) {
-                reporter.set_service_status(&dep.service, status(*up)).await;
+            for ((dep, up), seen) in readiness.dependencies.iter().zip(&results).zip(&mut mirrored)
+            {
+                if *seen != Some(*up) {
+                    reporter.set_service_status(&dep.service, status(*up)).await;
+                    *seen = Some(*up);
+                }
             }
         }
         let own_ready = readiness.condition.as_ref().is_none_or(|Condition(holds)| holds());
@@ -123,14 +148,64 @@ pub async fn track(
             }
             last = Some(all_up);
         }
+        let recheck = if own_ready { interval } else { CONDITION_POLL };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep(recheck) => {}
         }
     }
+    followers.cancel();
     // A draining server should receive no new traffic from load balancers.
     for name in &readiness.own {
         reporter.set_service_status(name, ServingStatus::NotServing).await;
+    }
+}
+
+/// Follows one dependency's health through a Watch stream, reporting every change, and opens a
+/// new stream (with backoff) whenever it cannot be opened or ends.
+async fn follow(
+    dep: Dependency,
+    report: impl Fn(bool),
+    max_backoff: Duration,
+    stop: CancellationToken,
+) {
+    let mut backoff = FIRST_RETRY;
+    // A peer that accepts connections but never answers must count as down, not hang us.
+    let open_timeout = max_backoff.max(Duration::from_millis(500));
+    loop {
+        let mut client = HealthClient::new(dep.channel.clone());
+        let request = HealthCheckRequest { service: dep.service.clone() };
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return,
+            opened = tokio::time::timeout(open_timeout, client.watch(request)) => opened,
+        };
+        if let Ok(Ok(response)) = opened {
+            let mut stream = response.into_inner();
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    message = stream.message() => message,
+                };
+                match message {
+                    Ok(Some(reply)) => {
+                        let up = reply.status == WireStatus::Serving as i32;
+                        report(up);
+                        if up {
+                            backoff = FIRST_RETRY;
+                        }
+                    }
+                    // The stream ended (the peer is stopping, or the connection broke).
+                    _ => break,
+                }
+            }
+        }
+        report(false);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max_backoff.max(FIRST_RETRY));
     }
 }
 

@@ -19,6 +19,7 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::{Service, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// Settings every server shares.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,7 +29,8 @@ pub struct ServerSettings {
     /// How long in-flight calls may run on after a stop is requested.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// How often the health of the services this one calls is checked.
+    /// The longest wait before trying again to reach a service this one calls that is down
+    /// (their health is followed through Watch streams; this bounds the reconnect backoff).
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// Serve TLS instead of plaintext (the gateway does, for CNS smart cards).
@@ -140,6 +142,10 @@ pub async fn run(
     let server = builder
         // Tracing wraps everything, so a rejected or failed call still shows in its trace.
         .layer(RpcTraceLayer::server())
+        // Inside the trace span, so the panic is logged under the RPC's name (and nothing of
+        // its request), and outside everything else, so no handler or layer can take the
+        // connection down: one bad request costs one INTERNAL answer.
+        .layer(CatchPanicLayer::custom(answer_panic as fn(_) -> _))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
@@ -151,6 +157,16 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// What a caller gets when a handler panics: INTERNAL with a neutral message, as a proper gRPC
+/// answer (trailers-only), never the panic's message, which may quote what the request held.
+fn answer_panic(
+    _payload: Box<dyn std::any::Any + Send + 'static>,
+) -> http::Response<tonic::body::Body> {
+    // The enclosing RPC span names the method; the payload is deliberately not looked at.
+    tracing::error!("a handler panicked; answered INTERNAL");
+    tonic::Status::internal("internal error").into_http()
 }
 
 /// The database a service owns: its name (also its PostgreSQL schema), where it is, and the
@@ -252,5 +268,62 @@ where
             )
             .into_http()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    /// A service that panics on every call, with request content in its message, standing in
+    /// for a handler with a bug.
+    #[derive(Clone)]
+    struct Panics;
+
+    impl tonic::server::NamedService for Panics {
+        const NAME: &'static str = "grpc.health.v1.Health";
+    }
+
+    impl Service<http::Request<tonic::body::Body>> for Panics {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move { panic!("slicing the PIN of {}", req.uri().path()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_the_server_keeps_serving() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let settings = ServerSettings::on(addr);
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { run(listener, Routes::new(Panics), &settings, shutdown).await }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        for _ in 0..2 {
+            let status = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest { service: "x".into() })
+                .await
+                .expect_err("the handler panics");
+            assert_eq!(status.code(), tonic::Code::Internal);
+            assert_eq!(status.message(), "internal error", "nothing of the panic leaks");
+        }
+        shutdown.cancel();
+        server.await.expect("task").expect("clean stop");
     }
 }

@@ -66,5 +66,66 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("sportello"));
 
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+    install_panic_hook();
     Ok(TelemetryGuard { provider: Some(provider) })
+}
+
+/// Replaces the default panic hook, which prints the panic's message: a message may quote what
+/// a request held (a PIN, a fiscal code), and logs must never carry that. The hook logs where and
+/// on which thread a panic happened, and nothing else; the server's panic guard answers the call.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let line = describe_panic(info);
+        tracing::error!("{line}");
+        // Also on stderr directly, in case the panic happened before or outside the subscriber.
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("{line}");
+        }
+    }));
+}
+
+/// The one line logged for a panic: thread and location, never the payload.
+pub fn describe_panic(info: &std::panic::PanicHookInfo<'_>) -> String {
+    panic_line(info.location(), std::thread::current().name())
+}
+
+fn panic_line(location: Option<&std::panic::Location<'_>>, thread: Option<&str>) -> String {
+    let thread = thread.unwrap_or("<unnamed>");
+    match location {
+        Some(l) => format!(
+            "thread '{thread}' panicked at {}:{}:{} (message withheld)",
+            l.file(),
+            l.line(),
+            l.column()
+        ),
+        None => format!("thread '{thread}' panicked (message withheld)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_logged_by_thread_and_location_without_its_message() {
+        let caught = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = caught.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let line = panic_line(info.location(), std::thread::current().name());
+            *seen.lock().expect("lock") = Some(line);
+        }));
+        let _ = std::thread::Builder::new()
+            .name("handler".into())
+            .spawn(|| panic!("initial PIN AÀÀÀÀÀÀÀB"))
+            .expect("thread")
+            .join();
+        std::panic::set_hook(previous);
+        let line = caught.lock().expect("lock").clone().expect("the hook ran");
+        assert!(
+            line.starts_with("thread 'handler' panicked at platform/src/telemetry.rs:"),
+            "{line}"
+        );
+        assert!(!line.contains("PIN") && !line.contains("AÀ"), "{line}");
+    }
 }

@@ -25,7 +25,9 @@ pub mod notify {
     }
 }
 
-/// Encoded `FileDescriptorSet` of every Sportello service, for tonic-reflection.
+/// Encoded `FileDescriptorSet` of every Sportello service, for tonic-reflection; it also holds
+/// `google/rpc/status.proto` and `google/rpc/error_details.proto`, so that clients can decode the
+/// error details (BadRequest, ErrorInfo, RetryInfo…) our statuses carry.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sportello_descriptor");
 
 /// Fully-qualified names of Sportello's public gRPC services, as routed by the gateway.

@@ -3,10 +3,12 @@
 //! the test is about processes.
 
 mod auth;
+mod benefits;
 mod click_day;
 mod cns;
 mod collector;
 mod contact_center;
+mod error_details;
 mod gateway_contract;
 mod gateway_overload;
 mod health;
