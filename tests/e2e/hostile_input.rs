@@ -368,7 +368,10 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
 #[tokio::test]
 async fn an_initial_pin_of_sixteen_bytes_but_nine_characters_is_just_a_wrong_pin() {
     let suite = spawn_suite().await;
-    let mut identity = sportello_proto::identity::v1::identity_service_client::IdentityServiceClient::new(suite.gateway_channel().await);
+    let mut identity =
+        sportello_proto::identity::v1::identity_service_client::IdentityServiceClient::new(
+            suite.gateway_channel().await,
+        );
     identity.request_pin(pin_request(ROSSI)).await.expect("issued");
     for initial in ["AÀÀÀÀÀÀÀB", "ÀÀÀÀÀÀÀÀ", "\u{0}\u{7f}ABCDEFGHIJKLMN", ""] {
         let status = identity
@@ -382,5 +385,8 @@ async fn an_initial_pin_of_sixteen_bytes_but_nine_characters_is_just_a_wrong_pin
         assert_eq!(status.code(), Code::Unauthenticated, "{initial:?}: {status:?}");
     }
     // The service is still there.
-    assert_eq!(health_of(suite.identity.addr, "").await, Some(tonic_health::pb::health_check_response::ServingStatus::Serving));
+    assert_eq!(
+        health_of(suite.identity.addr, "").await,
+        Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
+    );
 }
