@@ -55,6 +55,18 @@ pub struct PinRules {
     pub recovery_code_ttl: Duration,
     /// Wrong confirmation codes allowed before the recovery must start again.
     pub recovery_max_attempts: u32,
+    /// Ripristino starts accepted per fiscal code per hour (the rest get the same answer and
+    /// nothing happens).
+    #[serde(default = "default_per_hour")]
+    pub recovery_starts_per_hour: u32,
+    /// Notices that anonymous calls (a PIN request for a code that has one, a recovery start)
+    /// may send to one citizen's contacts per hour: no one can bomb a citizen's phone.
+    #[serde(default = "default_per_hour")]
+    pub notices_per_hour: u32,
+}
+
+fn default_per_hour() -> u32 {
+    3
 }
 
 impl Default for PinRules {
@@ -64,6 +76,8 @@ impl Default for PinRules {
             first_half_grace: Duration::from_secs(12 * 3600),
             recovery_code_ttl: Duration::from_secs(15 * 60),
             recovery_max_attempts: 5,
+            recovery_starts_per_hour: default_per_hour(),
+            notices_per_hour: default_per_hour(),
         }
     }
 }
