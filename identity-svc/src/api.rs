@@ -350,7 +350,8 @@ impl ContactCenter {
         detail: &str,
     ) -> Result<(), IdentityError> {
         let fiscal_code = audit_key(fiscal_code);
-        let entry = Entry { operator_id: &who.id, action, fiscal_code: &fiscal_code, outcome, detail };
+        let entry =
+            Entry { operator_id: &who.id, action, fiscal_code: &fiscal_code, outcome, detail };
         Ok(self.pins.store.audit(&entry).await?)
     }
 }
@@ -552,24 +553,27 @@ impl ContactCenterService for ContactCenter {
     ) -> Result<Response<wire::ListAuditEventsResponse>, Status> {
         let who = operator(&request)?;
         let r = request.into_inner();
-        let trail = self.pins.audit_trail(&r.fiscal_code, &r.operator_id, r.page_size, &r.page_token);
-        let result = trail.await.map(
-            |(events, next)| wire::ListAuditEventsResponse {
-                events: events
-                    .into_iter()
-                    .map(|e| wire::AuditEvent {
-                        time: Some(timestamp(e.at)),
-                        operator_id: e.operator_id,
-                        action: e.action,
-                        fiscal_code: e.fiscal_code,
-                        outcome: e.outcome,
-                        detail: e.detail,
-                    })
-                    .collect(),
-                next_page_token: next,
-            },
-        );
-        let detail = if r.operator_id.is_empty() { String::new() } else { format!("operator {}", r.operator_id) };
+        let trail =
+            self.pins.audit_trail(&r.fiscal_code, &r.operator_id, r.page_size, &r.page_token);
+        let result = trail.await.map(|(events, next)| wire::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| wire::AuditEvent {
+                    time: Some(timestamp(e.at)),
+                    operator_id: e.operator_id,
+                    action: e.action,
+                    fiscal_code: e.fiscal_code,
+                    outcome: e.outcome,
+                    detail: e.detail,
+                })
+                .collect(),
+            next_page_token: next,
+        });
+        let detail = if r.operator_id.is_empty() {
+            String::new()
+        } else {
+            format!("operator {}", r.operator_id)
+        };
         self.read(&who, "ListAuditEvents", &r.fiscal_code, &detail, result).await
     }
 }

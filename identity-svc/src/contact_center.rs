@@ -35,8 +35,14 @@ pub struct UndeliveredPage {
     pub next_page_token: String,
 }
 
-fn status_of(statuses: &HashMap<String, DeliveryStatus>, id: &Option<String>) -> DeliveryStatus {
+/// A half with no message id yet is still in the outbox: queued, from the citizen's view.
+fn status_of(
+    statuses: &HashMap<String, DeliveryStatus>,
+    outcome: Outcome,
+    id: &Option<String>,
+) -> DeliveryStatus {
     match id {
+        None if outcome == Outcome::Issued => DeliveryStatus::Queued,
         None => DeliveryStatus::NotSent,
         Some(id) => statuses.get(id).copied().unwrap_or(DeliveryStatus::Unspecified),
     }
@@ -78,8 +84,8 @@ impl Pins {
         Ok(rows
             .into_iter()
             .map(|row| RequestView {
-                first_half: status_of(&statuses, &row.first_half_message),
-                second_half: status_of(&statuses, &row.second_half_message),
+                first_half: status_of(&statuses, row.outcome, &row.first_half_message),
+                second_half: status_of(&statuses, row.outcome, &row.second_half_message),
                 row,
             })
             .collect())
@@ -289,7 +295,12 @@ impl Pins {
 
     /// Revokes a citizen's PIN and tells them; any pending recovery is cancelled and every
     /// session of the citizen ends, in the same transaction.
-    pub async fn revoke(&self, operator: &str, cf_raw: &str, reason: &str) -> Result<(), IdentityError> {
+    pub async fn revoke(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        reason: &str,
+    ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         require_reason(reason)?;
         let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;
@@ -315,7 +326,12 @@ impl Pins {
     }
 
     /// Unlocks a PIN locked by failed attempts and tells the citizen.
-    pub async fn unlock(&self, operator: &str, cf_raw: &str, reason: &str) -> Result<(), IdentityError> {
+    pub async fn unlock(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        reason: &str,
+    ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         require_reason(reason)?;
         let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;

@@ -69,8 +69,14 @@ pub async fn queue_notice(
     template: &str,
 ) -> Result<(), sqlx::Error> {
     for to in notice_destinations(contacts) {
-        let message =
-            NewMessage { fiscal_code, template, to: &to, secret: None, resend_of: None, request: None };
+        let message = NewMessage {
+            fiscal_code,
+            template,
+            to: &to,
+            secret: None,
+            resend_of: None,
+            request: None,
+        };
         store::enqueue(conn, &message).await?;
     }
     Ok(())
@@ -179,25 +185,24 @@ impl Pins {
             self.hasher.hash(pin.first_half().to_owned()),
         )?;
         let mut tx = self.store.begin().await?;
-        let outcome = if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts)
-            .await?
-        {
-            let channel = req.first_half_channel;
-            let address = req.contacts.address(channel).unwrap_or_default().to_owned();
-            let first = (request_id.as_str(), Half::First);
-            let first_to = Destination::Channel(channel, address);
-            let half = ("pin_half", pin.first_half());
-            queue_secret(&mut tx, &cf, &first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
-            let second = (request_id.as_str(), Half::Second);
-            let half = ("pin_half", pin.second_half());
-            let letter = Destination::Post(letter);
-            queue_secret(&mut tx, &cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second))
-                .await?;
-            Outcome::Issued
-        } else {
-            self.already_has_pin(&mut tx, &cf).await?;
-            Outcome::AlreadyHasPin
-        };
+        let outcome =
+            if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
+                let channel = req.first_half_channel;
+                let address = req.contacts.address(channel).unwrap_or_default().to_owned();
+                let first = (request_id.as_str(), Half::First);
+                let first_to = Destination::Channel(channel, address);
+                let half = ("pin_half", pin.first_half());
+                queue_secret(&mut tx, &cf, &first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
+                let second = (request_id.as_str(), Half::Second);
+                let half = ("pin_half", pin.second_half());
+                let letter = Destination::Post(letter);
+                queue_secret(&mut tx, &cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second))
+                    .await?;
+                Outcome::Issued
+            } else {
+                self.already_has_pin(&mut tx, &cf).await?;
+                Outcome::AlreadyHasPin
+            };
         store::record_request(
             &mut tx,
             &NewRequest {
@@ -210,13 +215,9 @@ impl Pins {
         )
         .await?;
         let (who, action) = by.audit_as();
-        let entry = Entry {
-            operator_id: who,
-            action,
-            fiscal_code: &cf,
-            outcome: outcome.as_str(),
-            detail: &request_id,
-        };
+        let detail = format!("request {request_id}: {}", outcome.as_str());
+        let entry =
+            Entry { operator_id: who, action, fiscal_code: &cf, outcome: "OK", detail: &detail };
         store::audit(&mut tx, &entry).await?;
         self.commit(tx).await?;
         Ok((request_id, outcome))
@@ -317,7 +318,6 @@ impl Pins {
         Ok(())
     }
 
-
     /// Modifica PIN (§4.3b): current PIN + new PIN; the change is notified to the contacts on
     /// file, and every other session of the citizen ends (`keep` is the one making the change).
     pub async fn change_pin(
@@ -369,7 +369,8 @@ impl Pins {
         let credential = self.store.credential(&cf).await?;
         let mut tx = self.store.begin().await?;
         let max_starts = i64::from(self.rules.recovery_starts_per_hour);
-        let allowed = store::take_allowance(&mut tx, &cf, RECOVERY_STARTS, max_starts, HOUR_MS).await?;
+        let allowed =
+            store::take_allowance(&mut tx, &cf, RECOVERY_STARTS, max_starts, HOUR_MS).await?;
         let notice = self.notice_allowed(&mut tx, &cf).await?;
         let outcome = match &credential {
             _ if !allowed => "TOO_MANY_STARTS",

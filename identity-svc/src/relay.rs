@@ -119,9 +119,7 @@ async fn settle(
 fn is_permanent(e: &IdentityError) -> bool {
     match e {
         IdentityError::Precondition { .. } | IdentityError::NotFound(_) => true,
-        IdentityError::Dependency { status, .. } => {
-            status.code() == tonic::Code::InvalidArgument
-        }
+        IdentityError::Dependency { status, .. } => status.code() == tonic::Code::InvalidArgument,
         _ => false,
     }
 }

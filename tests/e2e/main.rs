@@ -9,6 +9,7 @@ mod contact_center;
 mod health;
 mod helpers;
 mod notify;
+mod outbox;
 mod pin_lifecycle;
 mod pin_request;
 mod reflection;

@@ -347,3 +347,129 @@ async fn a_citizen_follows_their_own_request_and_nobody_elses() {
         .expect_err("someone else's");
     assert_eq!(other.code(), Code::NotFound);
 }
+
+async fn operator(suite: &Suite) -> ContactCenterServiceClient<Channel> {
+    ContactCenterServiceClient::new(suite.gateway_channel().await)
+}
+
+fn confirm(code: &str) -> id::ConfirmPinRecoveryRequest {
+    id::ConfirmPinRecoveryRequest { fiscal_code: ROSSI.into(), confirmation_code: code.into() }
+}
+
+/// The latest recovery code sent to Mario Rossi.
+async fn latest_code(suite: &Suite) -> String {
+    suite.db.messages("PIN_RECOVERY_CODE").await.pop().expect("a code sent").secret("code")
+}
+
+#[tokio::test]
+async fn a_pending_recovery_does_not_bring_a_revoked_pin_back() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("started");
+    let code = latest_code(&suite).await;
+    operator(&suite)
+        .await
+        .revoke_pin(suite.as_operator(id::RevokePinRequest {
+            fiscal_code: ROSSI.into(),
+            reason: "reported stolen".into(),
+        }))
+        .await
+        .expect("revoked");
+    let refused =
+        citizen(&suite).await.confirm_pin_recovery(confirm(&code)).await.expect_err("cancelled");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(pin_state(&suite).await, id::PinState::Revoked, "revoked stays revoked");
+    assert!(suite.db.messages("PIN_RESTORED_FIRST_HALF").await.is_empty());
+}
+
+#[tokio::test]
+async fn recovery_starts_and_confirmations_are_audited_as_citizen_actions() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await.expect("started");
+    let code = latest_code(&suite).await;
+    let wrong = if code == "00000000" { "11111111" } else { "00000000" };
+    citizen(&suite).await.confirm_pin_recovery(confirm(wrong)).await.expect_err("wrong code");
+    citizen(&suite).await.confirm_pin_recovery(confirm(&code)).await.expect("confirmed");
+
+    let trail = operator(&suite)
+        .await
+        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
+            fiscal_code: ROSSI.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("trail")
+        .into_inner()
+        .events;
+    let citizen_actions: Vec<(&str, &str)> = trail
+        .iter()
+        .filter(|e| e.operator_id == "citizen" && e.action.contains("Recovery"))
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        citizen_actions,
+        [
+            ("ConfirmPinRecovery", "OK"),
+            ("ConfirmPinRecovery", "WRONG_CODE"),
+            ("StartPinRecovery", "CODE_SENT"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn recovery_starts_are_limited_per_fiscal_code_and_a_restart_does_not_reset_the_attempts() {
+    let suite = spawn_suite_with(|c| {
+        c.identity.pins.recovery_starts_per_hour = 2;
+        c.identity.pins.recovery_max_attempts = 2;
+    })
+    .await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    let start = || async {
+        let reply = citizen(&suite).await.start_pin_recovery(recovery(mobile_and_email())).await;
+        reply.expect("same answer every time").into_inner().message
+    };
+    let answer = start().await;
+    let first_code = latest_code(&suite).await;
+    let wrong = |code: &str| if code == "00000000" { "11111111" } else { "00000000" }.to_owned();
+    citizen(&suite)
+        .await
+        .confirm_pin_recovery(confirm(&wrong(&first_code)))
+        .await
+        .expect_err("wrong");
+
+    assert_eq!(start().await, answer);
+    let second_code = latest_code(&suite).await;
+    citizen(&suite)
+        .await
+        .confirm_pin_recovery(confirm(&wrong(&second_code)))
+        .await
+        .expect_err("wrong");
+    let spent =
+        citizen(&suite).await.confirm_pin_recovery(confirm(&second_code)).await.expect_err("spent");
+    assert_eq!(spent.code(), Code::FailedPrecondition, "two wrong codes across the restart");
+
+    assert_eq!(start().await, answer, "over the limit: the same answer");
+    assert_eq!(suite.db.messages("PIN_RECOVERY_CODE").await.len(), 2, "and no third code");
+}
+
+#[tokio::test]
+async fn notices_to_a_citizen_are_limited_per_hour_whatever_the_caller() {
+    let suite = spawn_suite().await;
+    issued_pin(&suite).await;
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let reply = citizen(&suite).await.request_pin(pin_request(ROSSI)).await.expect("answered");
+        answers.push(reply.into_inner().message);
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "every answer is the same neutral one");
+    assert_eq!(
+        suite.db.messages("PIN_ALREADY_ISSUED").await.len(),
+        3 * 2,
+        "three notices an hour, each to the mobile phone and the email on file"
+    );
+}

@@ -75,11 +75,11 @@ impl Store {
              WHERE {column} = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
-        .bind(key)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+            .bind(key)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEvent {

@@ -14,8 +14,8 @@ mod staff;
 
 pub use audit::{audit, AuditEvent, Entry, Trail};
 pub use credentials::{
-    claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock, Account, Credential,
-    PinStage,
+    claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock,
+    Account, Credential, PinStage,
 };
 pub use outbox::{enqueue, take_allowance, Half, NewMessage, Pending};
 pub use recoveries::{cancel_recoveries, consume_recovery, put_recovery, Recovery};

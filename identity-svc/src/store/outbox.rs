@@ -145,7 +145,11 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
 impl Store {
     /// Claims up to `limit` due rows for `lease_ms`: one statement, so two relays never hold the
     /// same row (PostgreSQL skips rows another relay is claiming; SQLite has one writer).
-    pub async fn claim_outbox(&self, limit: i64, lease_ms: i64) -> Result<Vec<Pending>, sqlx::Error> {
+    pub async fn claim_outbox(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<Pending>, sqlx::Error> {
         let lock = match self.db.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
