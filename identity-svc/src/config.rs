@@ -63,6 +63,15 @@ pub struct PinRules {
     /// may send to one citizen's contacts per hour: no one can bomb a citizen's phone.
     #[serde(default = "default_per_hour")]
     pub notices_per_hour: u32,
+    /// A recovery start is answered no sooner than this after it arrived, whatever happened:
+    /// with the same work on every path, this hides what noise is left (registered or not,
+    /// right contacts or not).
+    #[serde(with = "humantime_serde", default = "default_recovery_answer_time")]
+    pub recovery_answer_time: Duration,
+}
+
+fn default_recovery_answer_time() -> Duration {
+    Duration::from_millis(200)
 }
 
 fn default_per_hour() -> u32 {
@@ -78,6 +87,7 @@ impl Default for PinRules {
             recovery_max_attempts: 5,
             recovery_starts_per_hour: default_per_hour(),
             notices_per_hour: default_per_hour(),
+            recovery_answer_time: default_recovery_answer_time(),
         }
     }
 }

@@ -347,13 +347,15 @@ impl Pins {
     }
 
     /// Ripristino, step 1 (§4.3). Whatever happens, the caller gets the same answer after the
-    /// same work (one hash, one transaction); the contacts on file hear of the attempt, and the
-    /// code goes out, through the outbox once the answer is given.
+    /// same work (one hash, one transaction) and no sooner than `recovery_answer_time`; the
+    /// contacts on file hear of the attempt, and the code goes out, through the outbox once the
+    /// answer is given.
     pub async fn start_recovery(
         &self,
         cf_raw: &str,
         given: &Contacts,
     ) -> Result<(), IdentityError> {
+        let answer_at = tokio::time::Instant::now() + self.rules.recovery_answer_time;
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         let offered: Vec<(Channel, &str)> = [Channel::Sms, Channel::Email, Channel::Pec]
             .into_iter()
@@ -385,7 +387,9 @@ impl Pins {
             }
         };
         store::audit(&mut tx, &citizen_action("StartPinRecovery", &cf, outcome, "")).await?;
-        self.commit(tx).await
+        self.commit(tx).await?;
+        tokio::time::sleep_until(answer_at).await;
+        Ok(())
     }
 
     /// Starts the recovery when the contacts given are those on file and the PIN may be

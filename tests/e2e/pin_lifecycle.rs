@@ -473,3 +473,75 @@ async fn notices_to_a_citizen_are_limited_per_hour_whatever_the_caller() {
         "three notices an hour, each to the mobile phone and the email on file"
     );
 }
+
+#[tokio::test]
+async fn changing_the_pin_ends_every_other_session_of_the_citizen() {
+    let suite = spawn_suite().await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    let here = suite.login_with_pin(ROSSI, OWN_PIN).await.expect("login").access_token;
+    suite.login_with_pin(ROSSI, OWN_PIN).await.expect("another device");
+    let live = format!("revoked_at IS NULL AND subject = '{ROSSI}'");
+    assert_eq!(suite.db.count("identity", "sessions", &live).await, 2);
+    citizen(&suite)
+        .await
+        .change_pin(with_token(
+            &here,
+            id::ChangePinRequest {
+                fiscal_code: ROSSI.into(),
+                current_pin: OWN_PIN.into(),
+                new_pin: "N3WP1N9Z".into(),
+            },
+        ))
+        .await
+        .expect("changed");
+    assert_eq!(
+        suite.db.count("identity", "sessions", &live).await,
+        1,
+        "only the session that made the change lives on"
+    );
+}
+
+/// The median of `samples`, in milliseconds.
+fn median_ms(mut samples: Vec<std::time::Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+async fn a_recovery_start_takes_as_long_whoever_the_code_belongs_to() {
+    let suite = spawn_suite_with(|c| {
+        c.identity.pins.recovery_starts_per_hour = 1000;
+        c.identity.pins.notices_per_hour = 1000;
+    })
+    .await;
+    let initial = issued_pin(&suite).await;
+    complete_first_access(&suite, &initial, OWN_PIN).await.expect("first access");
+    let unknown = id::StartPinRecoveryRequest {
+        fiscal_code: citizen_request("Bianchi", "Laura", (1990, 1, 1), id::Sex::Female).0,
+        contacts: Some(mobile_and_email()),
+    };
+    let wrong = recovery(id::Contacts {
+        mobile_phone: "+39 320 0000000".into(),
+        email: ROSSI_EMAIL.into(),
+        ..Default::default()
+    });
+    let right = recovery(mobile_and_email());
+    let mut client = citizen(&suite).await;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let requests = [&unknown, &wrong, &right];
+    for round in 0..15 {
+        // Each case follows each other equally often: the messages one call leaves to the relay
+        // weigh on whichever call comes next.
+        for i in (0..3).map(|k| (k + round) % 3) {
+            let started = std::time::Instant::now();
+            client.start_pin_recovery(requests[i].clone()).await.expect("same answer");
+            times[i].push(started.elapsed());
+        }
+    }
+    let [unknown, wrong, right] = times.map(median_ms);
+    eprintln!("StartPinRecovery medians: unknown {unknown:.1} ms, wrong contacts {wrong:.1} ms, right {right:.1} ms");
+    let (fastest, slowest) = (unknown.min(wrong).min(right), unknown.max(wrong).max(right));
+    // Within noise of a shared machine; the old code differed by a whole notify round trip.
+    assert!(slowest - fastest < 5.0_f64.max(0.2 * fastest), "medians differ too much");
+}

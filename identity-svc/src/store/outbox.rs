@@ -227,13 +227,6 @@ impl Store {
         .await?;
         Ok(())
     }
-
-    /// Rows not yet handed to notify-svc.
-    pub async fn outbox_backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE done_at IS NULL")
-            .fetch_one(&self.db.pool)
-            .await
-    }
 }
 
 /// Counts one use of `kind` for `fiscal_code` in a fixed window of `window_ms`, unless `max` are
