@@ -8,7 +8,7 @@ use crate::login::Logins;
 use crate::operator_auth::{operator, Operator};
 use crate::pins::{parse_fiscal_code, FiledBy, Pins};
 use crate::sessions::{login_description, Issued};
-use crate::store::{Credential, Outcome, PinStage};
+use crate::store::{Credential, Entry, Outcome, PinStage};
 use sportello_platform::auth::{principal, Amr, Level, Role};
 use sportello_platform::mask;
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
@@ -161,7 +161,7 @@ impl IdentityService for Identity {
         if !claims.is_citizen(&cf) {
             return Err(Status::permission_denied("a citizen can change only their own PIN"));
         }
-        self.pins.change_pin(&r.fiscal_code, &r.current_pin, &r.new_pin).await?;
+        self.pins.change_pin(&r.fiscal_code, &r.current_pin, &r.new_pin, Some(&claims.sid)).await?;
         Ok(Response::new(wire::ChangePinResponse {}))
     }
 
@@ -307,9 +307,9 @@ impl ContactCenter {
         Self { pins }
     }
 
-    /// Records who did what to which fiscal code, and how it went; then answers. If the audit
-    /// row cannot be written the call fails: no unaudited operator action.
-    async fn audited<T>(
+    /// Records a read (a lookup, a listing) with who, what, which fiscal code and how it went,
+    /// then answers: the answer is only sent once the audit row is written.
+    async fn read<T>(
         &self,
         who: &Operator,
         action: &str,
@@ -321,13 +321,47 @@ impl ContactCenter {
             Ok(_) => "OK".to_owned(),
             Err(e) => format!("{:?}", e.code()),
         };
-        let cf: String = fiscal_code.trim().to_ascii_uppercase().chars().take(32).collect();
-        self.pins
-            .store
-            .audit(&who.id, action, &cf, &outcome, detail)
-            .await
-            .map_err(IdentityError::from)?;
+        self.record(who, action, fiscal_code, &outcome, detail).await?;
         Ok(Response::new(result?))
+    }
+
+    /// Answers a change: a change that happened was audited in its own transaction; a refused
+    /// one is audited here.
+    async fn change<T>(
+        &self,
+        who: &Operator,
+        action: &str,
+        fiscal_code: &str,
+        detail: &str,
+        result: Result<T, IdentityError>,
+    ) -> Result<Response<T>, Status> {
+        if let Err(e) = &result {
+            self.record(who, action, fiscal_code, &format!("{:?}", e.code()), detail).await?;
+        }
+        Ok(Response::new(result?))
+    }
+
+    async fn record(
+        &self,
+        who: &Operator,
+        action: &str,
+        fiscal_code: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<(), IdentityError> {
+        let fiscal_code = audit_key(fiscal_code);
+        let entry =
+            Entry { operator_id: &who.id, action, fiscal_code: &fiscal_code, outcome, detail };
+        Ok(self.pins.store.audit(&entry).await?)
+    }
+}
+
+/// The fiscal code an audit row is filed under: the canonical one (an omocode and its canonical
+/// form are one citizen, with one trail), or what was typed when it does not parse.
+fn audit_key(raw: &str) -> String {
+    match parse_fiscal_code(raw) {
+        Ok(cf) => cf.canonical(),
+        Err(_) => raw.trim().to_ascii_uppercase().chars().take(32).collect(),
     }
 }
 
@@ -352,6 +386,17 @@ fn masked(contacts: &Contacts) -> wire::MaskedContacts {
         mobile_phone: m(&contacts.mobile_phone),
         email: m(&contacts.email),
         pec: m(&contacts.pec),
+    }
+}
+
+fn wire_destination(to: &crate::notifier::Destination) -> (i32, String) {
+    match to {
+        crate::notifier::Destination::Channel(ch, address) => {
+            (wire_channel(*ch) as i32, mask::any(address))
+        }
+        crate::notifier::Destination::Post(address) => {
+            (DeliveryChannel::Unspecified as i32, mask::postal(address))
+        }
     }
 }
 
@@ -386,8 +431,7 @@ impl ContactCenterService for ContactCenter {
             })
         }
         .await;
-        let detail = result.as_ref().map(|r| r.request_id.clone()).unwrap_or_default();
-        self.audited(&who, "RequestPinForCaller", &form.fiscal_code, &detail, result).await
+        self.change(&who, "RequestPinForCaller", &form.fiscal_code, "", result).await
     }
 
     async fn lookup_credential(
@@ -402,7 +446,7 @@ impl ContactCenterService for ContactCenter {
             failed_attempts: view.credential.as_ref().map_or(0, |c| c.failed_attempts as i32),
             requests: view.requests.into_iter().map(summary).collect(),
         });
-        self.audited(&who, "LookupCredential", &cf, "", result).await
+        self.read(&who, "LookupCredential", &cf, "", result).await
     }
 
     async fn list_undelivered_pin_requests(
@@ -417,7 +461,8 @@ impl ContactCenterService for ContactCenter {
                 next_page_token: page.next_page_token,
             }
         });
-        self.audited(&who, "ListUndeliveredPinRequests", "*", "", result).await
+        // Concerns no single citizen: filed in the operator's own trail.
+        self.read(&who, "ListUndeliveredPinRequests", "", "", result).await
     }
 
     async fn resend_first_half(
@@ -436,19 +481,42 @@ impl ContactCenterService for ContactCenter {
                 &r.address,
             )
             .await;
-        let cf = result.as_ref().map(|(cf, _)| cf.clone()).unwrap_or_default();
-        let result = result.map(|(_, to)| match to {
-            crate::notifier::Destination::Channel(ch, address) => wire::ResendFirstHalfResponse {
-                channel: wire_channel(ch) as i32,
-                masked_address: mask::any(&address),
-            },
-            crate::notifier::Destination::Post(address) => wire::ResendFirstHalfResponse {
-                channel: DeliveryChannel::Unspecified as i32,
-                masked_address: mask::postal(&address),
-            },
+        let cf = match &result {
+            Ok((cf, _)) => cf.clone(),
+            Err(_) => {
+                let request = self.pins.store.request(r.request_id.trim()).await;
+                request.ok().flatten().map(|q| q.fiscal_code).unwrap_or_default()
+            }
+        };
+        let result = result.map(|(_, to)| {
+            let (channel, masked_address) = wire_destination(&to);
+            wire::ResendFirstHalfResponse { channel, masked_address }
         });
-        self.audited(&who, "ResendFirstHalf", &cf, &format!("request {}", r.request_id), result)
+        self.change(&who, "ResendFirstHalf", &cf, &format!("request {}", r.request_id), result)
             .await
+    }
+
+    async fn update_contacts(
+        &self,
+        request: Request<wire::UpdateContactsRequest>,
+    ) -> Result<Response<wire::UpdateContactsResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self
+            .pins
+            .update_contact(
+                &who.id,
+                &r.fiscal_code,
+                r.identity_verified,
+                domain_channel(r.channel),
+                &r.address,
+            )
+            .await
+            .map(|to| {
+                let (channel, masked_address) = wire_destination(&to);
+                wire::UpdateContactsResponse { channel, masked_address }
+            });
+        self.change(&who, "UpdateContacts", &r.fiscal_code, "", result).await
     }
 
     async fn revoke_pin(
@@ -457,9 +525,12 @@ impl ContactCenterService for ContactCenter {
     ) -> Result<Response<wire::RevokePinResponse>, Status> {
         let who = operator(&request)?;
         let r = request.into_inner();
-        let result =
-            self.pins.revoke(&r.fiscal_code, &r.reason).await.map(|()| wire::RevokePinResponse {});
-        self.audited(&who, "RevokePin", &r.fiscal_code, &r.reason, result).await
+        let result = self
+            .pins
+            .revoke(&who.id, &r.fiscal_code, &r.reason)
+            .await
+            .map(|()| wire::RevokePinResponse {});
+        self.change(&who, "RevokePin", &r.fiscal_code, &r.reason, result).await
     }
 
     async fn unlock_pin(
@@ -468,9 +539,12 @@ impl ContactCenterService for ContactCenter {
     ) -> Result<Response<wire::UnlockPinResponse>, Status> {
         let who = operator(&request)?;
         let r = request.into_inner();
-        let result =
-            self.pins.unlock(&r.fiscal_code, &r.reason).await.map(|()| wire::UnlockPinResponse {});
-        self.audited(&who, "UnlockPin", &r.fiscal_code, &r.reason, result).await
+        let result = self
+            .pins
+            .unlock(&who.id, &r.fiscal_code, &r.reason)
+            .await
+            .map(|()| wire::UnlockPinResponse {});
+        self.change(&who, "UnlockPin", &r.fiscal_code, &r.reason, result).await
     }
 
     async fn list_audit_events(
@@ -479,22 +553,27 @@ impl ContactCenterService for ContactCenter {
     ) -> Result<Response<wire::ListAuditEventsResponse>, Status> {
         let who = operator(&request)?;
         let r = request.into_inner();
-        let result = self.pins.audit_trail(&r.fiscal_code, r.page_size, &r.page_token).await.map(
-            |(events, next)| wire::ListAuditEventsResponse {
-                events: events
-                    .into_iter()
-                    .map(|e| wire::AuditEvent {
-                        time: Some(timestamp(e.at)),
-                        operator_id: e.operator_id,
-                        action: e.action,
-                        fiscal_code: e.fiscal_code,
-                        outcome: e.outcome,
-                        detail: e.detail,
-                    })
-                    .collect(),
-                next_page_token: next,
-            },
-        );
-        self.audited(&who, "ListAuditEvents", &r.fiscal_code, "", result).await
+        let trail =
+            self.pins.audit_trail(&r.fiscal_code, &r.operator_id, r.page_size, &r.page_token);
+        let result = trail.await.map(|(events, next)| wire::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| wire::AuditEvent {
+                    time: Some(timestamp(e.at)),
+                    operator_id: e.operator_id,
+                    action: e.action,
+                    fiscal_code: e.fiscal_code,
+                    outcome: e.outcome,
+                    detail: e.detail,
+                })
+                .collect(),
+            next_page_token: next,
+        });
+        let detail = if r.operator_id.is_empty() {
+            String::new()
+        } else {
+            format!("operator {}", r.operator_id)
+        };
+        self.read(&who, "ListAuditEvents", &r.fiscal_code, &detail, result).await
     }
 }

@@ -55,6 +55,27 @@ pub struct PinRules {
     pub recovery_code_ttl: Duration,
     /// Wrong confirmation codes allowed before the recovery must start again.
     pub recovery_max_attempts: u32,
+    /// Ripristino starts accepted per fiscal code per hour (the rest get the same answer and
+    /// nothing happens).
+    #[serde(default = "default_per_hour")]
+    pub recovery_starts_per_hour: u32,
+    /// Notices that anonymous calls (a PIN request for a code that has one, a recovery start)
+    /// may send to one citizen's contacts per hour: no one can bomb a citizen's phone.
+    #[serde(default = "default_per_hour")]
+    pub notices_per_hour: u32,
+    /// A recovery start is answered no sooner than this after it arrived, whatever happened:
+    /// with the same work on every path, this hides what noise is left (registered or not,
+    /// right contacts or not).
+    #[serde(with = "humantime_serde", default = "default_recovery_answer_time")]
+    pub recovery_answer_time: Duration,
+}
+
+fn default_recovery_answer_time() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_per_hour() -> u32 {
+    3
 }
 
 impl Default for PinRules {
@@ -64,6 +85,9 @@ impl Default for PinRules {
             first_half_grace: Duration::from_secs(12 * 3600),
             recovery_code_ttl: Duration::from_secs(15 * 60),
             recovery_max_attempts: 5,
+            recovery_starts_per_hour: default_per_hour(),
+            notices_per_hour: default_per_hour(),
+            recovery_answer_time: default_recovery_answer_time(),
         }
     }
 }

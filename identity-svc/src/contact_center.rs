@@ -1,12 +1,14 @@
 //! The contact center's actions on credentials (DOMAIN.md §4.2, §4.5): look a citizen up,
-//! find stuck requests, validate and re-send, revoke, unlock. Auditing wraps them in `api`.
+//! find stuck requests, validate and re-send, change a contact, revoke, unlock. Each change
+//! commits with its messages and its audit row; refusals and reads are audited in `api`.
 
 use crate::domain::pin_request::{is_email, is_international_phone, Channel};
 use crate::error::IdentityError;
 use crate::notifier::Destination;
-use crate::pins::{parse_fiscal_code, Pins};
-use crate::store::{Credential, RequestRow};
+use crate::pins::{parse_fiscal_code, queue_notice, Pins};
+use crate::store::{self, Credential, Entry, Half, NewMessage, Outcome, RequestRow, Trail};
 use sportello_platform::error::FieldViolations;
+use sportello_platform::mask;
 use sportello_platform::now_millis;
 use sportello_proto::identity::v1::DeliveryStatus;
 use std::collections::HashMap;
@@ -33,8 +35,14 @@ pub struct UndeliveredPage {
     pub next_page_token: String,
 }
 
-fn status_of(statuses: &HashMap<String, DeliveryStatus>, id: &Option<String>) -> DeliveryStatus {
+/// A half with no message id yet is still in the outbox: queued, from the citizen's view.
+fn status_of(
+    statuses: &HashMap<String, DeliveryStatus>,
+    outcome: Outcome,
+    id: &Option<String>,
+) -> DeliveryStatus {
     match id {
+        None if outcome == Outcome::Issued => DeliveryStatus::Queued,
         None => DeliveryStatus::NotSent,
         Some(id) => statuses.get(id).copied().unwrap_or(DeliveryStatus::Unspecified),
     }
@@ -76,8 +84,8 @@ impl Pins {
         Ok(rows
             .into_iter()
             .map(|row| RequestView {
-                first_half: status_of(&statuses, &row.first_half_message),
-                second_half: status_of(&statuses, &row.second_half_message),
+                first_half: status_of(&statuses, row.outcome, &row.first_half_message),
+                second_half: status_of(&statuses, row.outcome, &row.second_half_message),
                 row,
             })
             .collect())
@@ -129,8 +137,49 @@ impl Pins {
         Ok(UndeliveredPage { requests: found, next_page_token })
     }
 
+    /// Whether `request` is stuck: it issued the PIN still awaiting first access, no operator
+    /// validated it, and its first half is undelivered past the grace period. Only such a
+    /// request may be re-sent; the original message is returned.
+    async fn stuck(&self, request: &RequestRow) -> Result<String, IdentityError> {
+        let not_stuck = IdentityError::Precondition {
+            reason: "REQUEST_NOT_STUCK",
+            message: "only a request undelivered past the grace period, not yet validated and \
+                      still awaiting first access can be re-sent",
+        };
+        let grace = i64::try_from(self.rules.first_half_grace.as_millis()).unwrap_or(i64::MAX);
+        let overdue = request.created_at <= now_millis().saturating_sub(grace);
+        let (Some(original), true, None, true) = (
+            request.first_half_message.clone(),
+            request.outcome == Outcome::Issued,
+            &request.validated_by,
+            overdue,
+        ) else {
+            return Err(not_stuck);
+        };
+        let awaiting = self
+            .store
+            .credential(&request.fiscal_code)
+            .await?
+            .is_some_and(|c| c.stage.awaits_first_access());
+        // Only the latest PIN issued is the one awaiting first access.
+        let latest = self
+            .store
+            .requests_of(&request.fiscal_code, 20)
+            .await?
+            .into_iter()
+            .find(|r| r.outcome == Outcome::Issued)
+            .is_some_and(|r| r.id == request.id);
+        let view = self.with_statuses(vec![request.clone()]).await?;
+        let delivered = view.first().is_some_and(|v| v.first_half == DeliveryStatus::Delivered);
+        if !awaiting || !latest || delivered {
+            return Err(not_stuck);
+        }
+        Ok(original)
+    }
+
     /// Validates a stuck request and re-sends its first half, optionally to a corrected contact
-    /// (which then replaces the one on file). Returns where it went.
+    /// used for this re-send only (changing the contacts on file is [`Pins::update_contact`]).
+    /// Returns the fiscal code and where the half went.
     pub async fn resend_first_half(
         &self,
         operator: &str,
@@ -145,80 +194,184 @@ impl Pins {
         }
         let address = address.trim();
         if !address.is_empty() {
-            let ok = match channel {
-                Some(Channel::Sms) => is_international_phone(address),
-                Some(Channel::Email | Channel::Pec) => is_email(address),
-                None => false,
-            };
-            if !ok {
-                v.add(
-                    "address",
-                    "give a channel and a phone in international form or an email address",
-                );
-            }
+            check_address(&mut v, channel, address);
         }
         if !v.is_empty() {
             return Err(v.into());
         }
         let request =
             self.store.request(request_id).await?.ok_or(IdentityError::NotFound("PIN request"))?;
-        let (Some(original), Some(mut credential)) = (
-            request.first_half_message.clone(),
-            self.store.credential(&request.fiscal_code).await?,
-        ) else {
-            return Err(IdentityError::Precondition {
-                reason: "NOTHING_TO_RESEND",
-                message: "this request issued no PIN",
-            });
-        };
+        let original = self.stuck(&request).await?;
+        let cf = request.fiscal_code.clone();
         let channel = channel.unwrap_or(request.first_half_channel);
-        let address = if address.is_empty() {
-            credential.contacts.address(channel).map(str::to_owned).ok_or(
-                IdentityError::Precondition {
+        let address = match address {
+            "" => self
+                .store
+                .credential(&cf)
+                .await?
+                .and_then(|c| c.contacts.address(channel).map(str::to_owned))
+                .ok_or(IdentityError::Precondition {
                     reason: "NO_CONTACT_FOR_CHANNEL",
                     message: "no contact on file for that channel: give a corrected address",
-                },
-            )?
-        } else {
-            credential.contacts.set(channel, address.to_owned());
-            self.store.set_contacts(&request.fiscal_code, &credential.contacts).await?;
-            address.to_owned()
+                })?,
+            corrected => corrected.to_owned(),
         };
         let to = Destination::Channel(channel, address);
-        let key = format!("identity:{request_id}:resend:{}", uuid::Uuid::now_v7());
-        let message = self.notifier.resend(key, &original, Some(&to)).await?;
-        self.store.validate_request(request_id, operator, &message).await?;
-        Ok((request.fiscal_code, to))
+        let mut tx = self.store.begin().await?;
+        if !store::validate_request(&mut tx, request_id, operator).await? {
+            return Err(IdentityError::Precondition {
+                reason: "REQUEST_NOT_STUCK",
+                message: "another operator has just validated this request",
+            });
+        }
+        let message = NewMessage {
+            fiscal_code: &cf,
+            template: "PIN_FIRST_HALF",
+            to: &to,
+            secret: None,
+            resend_of: Some(&original),
+            request: Some((request_id, Half::First)),
+        };
+        store::enqueue(&mut tx, &message).await?;
+        let detail = format!("request {request_id}; {}", describe(&to));
+        let entry = Entry {
+            operator_id: operator,
+            action: "ResendFirstHalf",
+            fiscal_code: &cf,
+            outcome: "OK",
+            detail: &detail,
+        };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await?;
+        Ok((cf, to))
     }
 
-    /// Revokes a citizen's PIN and tells them.
-    pub async fn revoke(&self, cf_raw: &str, reason: &str) -> Result<(), IdentityError> {
+    /// Changes one contact on file, after the operator checked the caller's identity: the
+    /// contacts on file before the change are told, and the audit row names the channel and the
+    /// masked new address.
+    pub async fn update_contact(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        identity_verified: bool,
+        channel: Option<Channel>,
+        address: &str,
+    ) -> Result<Destination, IdentityError> {
+        let mut v = FieldViolations::new();
+        let cf = match parse_fiscal_code(cf_raw) {
+            Ok(cf) => Some(cf.canonical()),
+            Err(IdentityError::Invalid(inner)) => {
+                inner.iter().for_each(|(field, why)| v.add(field, why));
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if !identity_verified {
+            v.add("identity_verified", "check the caller's identity by phone first");
+        }
+        check_address(&mut v, channel, address.trim());
+        let (Some(cf), Some(channel), true) = (cf, channel, v.is_empty()) else {
+            return Err(v.into());
+        };
+        let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;
+        let mut contacts = credential.contacts.clone();
+        contacts.set(channel, address.trim().to_owned());
+        let to = Destination::Channel(channel, address.trim().to_owned());
+        let mut tx = self.store.begin().await?;
+        store::set_contacts(&mut tx, &cf, &contacts).await?;
+        queue_notice(&mut tx, &cf, &credential.contacts, "PIN_CONTACTS_CHANGED").await?;
+        let detail = describe(&to);
+        let entry = Entry {
+            operator_id: operator,
+            action: "UpdateContacts",
+            fiscal_code: &cf,
+            outcome: "OK",
+            detail: &detail,
+        };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await?;
+        Ok(to)
+    }
+
+    /// Revokes a citizen's PIN and tells them; any pending recovery is cancelled and every
+    /// session of the citizen ends, in the same transaction.
+    pub async fn revoke(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        reason: &str,
+    ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         require_reason(reason)?;
         let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;
-        if !self.store.revoke(&cf, reason.trim()).await? {
+        let mut tx = self.store.begin().await?;
+        if !store::revoke(&mut tx, &cf, reason.trim()).await? {
             return Err(IdentityError::Precondition {
                 reason: "ALREADY_REVOKED",
                 message: "the PIN is already revoked",
             });
         }
-        let key = format!("identity:{}:revoked", uuid::Uuid::now_v7());
-        self.notifier.notify_all(&key, &cf, &credential.contacts, "PIN_REVOKED").await
+        store::cancel_recoveries(&mut tx, &cf).await?;
+        store::end_sessions_of(&mut tx, &cf, None).await?;
+        queue_notice(&mut tx, &cf, &credential.contacts, "PIN_REVOKED").await?;
+        let entry = Entry {
+            operator_id: operator,
+            action: "RevokePin",
+            fiscal_code: &cf,
+            outcome: "OK",
+            detail: reason.trim(),
+        };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await
     }
 
     /// Unlocks a PIN locked by failed attempts and tells the citizen.
-    pub async fn unlock(&self, cf_raw: &str, reason: &str) -> Result<(), IdentityError> {
+    pub async fn unlock(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        reason: &str,
+    ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         require_reason(reason)?;
         let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;
-        if !self.store.unlock(&cf, reason.trim()).await? {
+        let mut tx = self.store.begin().await?;
+        if !store::unlock(&mut tx, &cf, reason.trim()).await? {
             return Err(IdentityError::Precondition {
                 reason: "NOT_LOCKED",
                 message: "the PIN is not locked",
             });
         }
-        let key = format!("identity:{}:unlocked", uuid::Uuid::now_v7());
-        self.notifier.notify_all(&key, &cf, &credential.contacts, "PIN_UNLOCKED").await
+        queue_notice(&mut tx, &cf, &credential.contacts, "PIN_UNLOCKED").await?;
+        let entry = Entry {
+            operator_id: operator,
+            action: "UnlockPin",
+            fiscal_code: &cf,
+            outcome: "OK",
+            detail: reason.trim(),
+        };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await
+    }
+}
+
+/// Checks a phone or address given for `channel`.
+fn check_address(v: &mut FieldViolations, channel: Option<Channel>, address: &str) {
+    let ok = match channel {
+        Some(Channel::Sms) => is_international_phone(address),
+        Some(Channel::Email | Channel::Pec) => is_email(address),
+        None => false,
+    };
+    if !ok {
+        v.add("address", "give a channel and a phone in international form or an email address");
+    }
+}
+
+/// A destination as the audit trail shows it: the channel and the masked address.
+pub fn describe(to: &Destination) -> String {
+    match to {
+        Destination::Channel(ch, address) => format!("{} {}", ch.as_str(), mask::any(address)),
+        Destination::Post(block) => format!("POST {}", mask::postal(block)),
     }
 }
 
@@ -233,20 +386,34 @@ fn require_reason(reason: &str) -> Result<(), IdentityError> {
 }
 
 impl Pins {
-    /// The audit trail of a fiscal code, newest first; the page token is the last event's id.
+    /// The audit trail of a fiscal code (or, given `operator_id` instead, everything that
+    /// operator did), newest first; the page token is the last event's id.
     pub async fn audit_trail(
         &self,
         cf_raw: &str,
+        operator_id: &str,
         requested_size: i32,
         token: &str,
     ) -> Result<(Vec<crate::store::AuditEvent>, String), IdentityError> {
-        let cf = parse_fiscal_code(cf_raw)?.canonical();
+        let cf;
+        let trail = match (cf_raw.trim(), operator_id.trim()) {
+            (raw, "") => {
+                cf = parse_fiscal_code(raw)?.canonical();
+                Trail::Citizen(&cf)
+            }
+            ("", operator) => Trail::Operator(operator),
+            _ => {
+                let mut v = FieldViolations::new();
+                v.add("operator_id", "give either a fiscal code or an operator, not both");
+                return Err(v.into());
+            }
+        };
         let before = match token {
             "" => None,
             t => Some(t.parse::<i64>().map_err(|_| bad_token())?),
         };
         let size = page_size(requested_size);
-        let events = self.store.audit_events(&cf, before, size).await?;
+        let events = self.store.audit_events(trail, before, size).await?;
         let next = match events.last() {
             Some(last) if events.len() as i64 == size => last.id.to_string(),
             _ => String::new(),

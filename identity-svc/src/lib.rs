@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod operator_auth;
 pub mod pins;
 pub mod provider_keys;
+pub mod relay;
 pub mod sessions;
 pub mod store;
 
@@ -64,6 +65,7 @@ pub async fn serve(
         std::time::Duration::from_secs(600),
         shutdown.clone(),
     ));
+    let relay_stop = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
         &[identity_service_server::SERVICE_NAME, contact_center_service_server::SERVICE_NAME],
@@ -79,15 +81,19 @@ pub async fn serve(
                     .put_staff(&username.to_ascii_lowercase(), &role, &account.password_hash)
                     .await?;
             }
+            let notifier = notifier::Notifier::new(
+                NotifyServiceClient::new(client::traced(notify)),
+                signer.clone(),
+            );
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(relay::run(store.clone(), notifier.clone(), wake.clone(), relay_stop));
             let pins = pins::Pins {
                 store: store.clone(),
                 hasher,
-                notifier: notifier::Notifier::new(
-                    NotifyServiceClient::new(client::traced(notify)),
-                    signer.clone(),
-                ),
+                notifier,
                 rules: config.pins.clone(),
                 decoy,
+                relay: wake,
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
             let cns_gateway_secret = config.cns_gateway_secret.clone();

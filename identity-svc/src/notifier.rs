@@ -67,18 +67,16 @@ impl Notifier {
         Ok(request)
     }
 
-    /// Enqueues one message; `key` makes a retry of the same action send it once.
-    pub async fn send(
+    /// Enqueues one message; `key` makes a retry of the same message send it once.
+    pub async fn enqueue(
         &self,
         key: String,
         fiscal_code: &str,
         to: &Destination,
         template: &str,
-        secret: Option<(&str, &str)>,
+        secret_params: HashMap<String, String>,
     ) -> Result<String, IdentityError> {
         let (channel, address) = to.wire();
-        let secret_params =
-            secret.map(|(k, v)| HashMap::from([(k.to_owned(), v.to_owned())])).unwrap_or_default();
         let reply = self
             .client
             .clone()
@@ -94,20 +92,6 @@ impl Notifier {
             .await
             .map_err(failed)?;
         Ok(reply.into_inner().message_id)
-    }
-
-    /// Sends a notice (no secrets) to every contact on file.
-    pub async fn notify_all(
-        &self,
-        key: &str,
-        fiscal_code: &str,
-        contacts: &Contacts,
-        template: &str,
-    ) -> Result<(), IdentityError> {
-        for (i, to) in notice_destinations(contacts).iter().enumerate() {
-            self.send(format!("{key}:{i}"), fiscal_code, to, template, None).await?;
-        }
-        Ok(())
     }
 
     /// The delivery status of each message id (unknown ids are absent).

@@ -9,10 +9,14 @@ use crate::domain::pin_policy::NewPin;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
-use crate::notifier::{Destination, Notifier};
-use crate::store::{Account, Credential, NewRequest, Outcome, Store};
+use crate::notifier::{notice_destinations, Destination, Notifier};
+use crate::store::{
+    self, Account, Credential, Entry, Half, NewMessage, NewRequest, Outcome, PinStage, Store,
+};
 use sportello_platform::error::FieldViolations;
 use sportello_platform::now_millis;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// The "operator" of actions citizens take themselves, in the audit trail.
 pub const SELF_SERVICE: &str = "citizen";
@@ -31,6 +35,66 @@ impl FiledBy<'_> {
             FiledBy::Operator(id) => id,
         }
     }
+
+    /// Who the audit trail names, and the action it records.
+    fn audit_as(&self) -> (&str, &'static str) {
+        match self {
+            FiledBy::Portal => (SELF_SERVICE, "RequestPin"),
+            FiledBy::Operator(id) => (id, "RequestPinForCaller"),
+        }
+    }
+}
+
+/// An audit row of an action a citizen took (or someone took anonymously in their name).
+pub fn citizen_action<'a>(
+    action: &'a str,
+    fiscal_code: &'a str,
+    outcome: &'a str,
+    detail: &'a str,
+) -> Entry<'a> {
+    Entry { operator_id: SELF_SERVICE, action, fiscal_code, outcome, detail }
+}
+
+/// Rate-limit kinds (see [`store::take_allowance`]).
+const NOTICES: &str = "NOTICES";
+const RECOVERY_STARTS: &str = "RECOVERY_STARTS";
+const HOUR_MS: i64 = 3_600_000;
+
+/// Queues `template` (a notice, no secret) to every contact in `contacts`, on the caller's
+/// transaction.
+pub async fn queue_notice(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    contacts: &Contacts,
+    template: &str,
+) -> Result<(), sqlx::Error> {
+    for to in notice_destinations(contacts) {
+        let message = NewMessage {
+            fiscal_code,
+            template,
+            to: &to,
+            secret: None,
+            resend_of: None,
+            request: None,
+        };
+        store::enqueue(conn, &message).await?;
+    }
+    Ok(())
+}
+
+/// Queues a message carrying one secret (a PIN half, a code), on the caller's transaction.
+async fn queue_secret(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    to: &Destination,
+    template: &str,
+    secret: (&str, &str),
+    request: Option<(&str, Half)>,
+) -> Result<(), sqlx::Error> {
+    let message =
+        NewMessage { fiscal_code, template, to, secret: Some(secret), resend_of: None, request };
+    store::enqueue(conn, &message).await?;
+    Ok(())
 }
 
 /// The PIN lifecycle, shared by the citizens' and the contact center's RPCs.
@@ -43,6 +107,9 @@ pub struct Pins {
     /// A hash of nothing anyone knows: checked against when a fiscal code has no PIN, so that a
     /// wrong fiscal code takes as long to refuse as a wrong PIN.
     pub decoy: PinHash,
+    /// Tells the outbox relay that a transaction committed messages (it also polls, so a missed
+    /// nudge only delays them).
+    pub relay: Arc<Notify>,
 }
 
 fn today() -> chrono::NaiveDate {
@@ -76,9 +143,28 @@ fn same_contact(given: &str, on_file: &str) -> bool {
 }
 
 impl Pins {
+    /// Commits `tx` and nudges the relay: its messages go out after the caller has its answer.
+    pub(crate) async fn commit(&self, tx: store::Tx) -> Result<(), IdentityError> {
+        tx.commit().await?;
+        self.relay.notify_one();
+        Ok(())
+    }
+
+    /// Whether one more notice may go to this fiscal code's contacts this hour (notices that
+    /// anonymous calls cause, so that no one can bomb a citizen's phone and mailbox).
+    async fn notice_allowed(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        cf: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let max = i64::from(self.rules.notices_per_hour);
+        store::take_allowance(conn, cf, NOTICES, max, HOUR_MS).await
+    }
+
     /// A PIN request (DOMAIN.md §4.1–4.2): issues a new initial PIN — first half by the chosen
     /// channel, second half by post — or, if the citizen already holds one, tells the contacts on
-    /// file to use ripristino.
+    /// file to use ripristino. The PIN, the request, its messages and its audit row commit
+    /// together: a caller hanging up leaves either all of them or none.
     pub async fn request_pin(
         &self,
         req: &PinRequest,
@@ -86,96 +172,67 @@ impl Pins {
     ) -> Result<(String, Outcome), IdentityError> {
         let request_id = new_id();
         let cf = req.fiscal_code.canonical();
+        let letter =
+            req.residence.postal_lines(&req.personal_data.surname, &req.personal_data.given_name);
         let pin = Pin::generate_initial();
         // Hashing happens whether or not a PIN exists, so the two answers take as long.
         let (full, simplified) = tokio::try_join!(
             self.hasher.hash(pin.expose().to_owned()),
             self.hasher.hash(pin.first_half().to_owned()),
         )?;
-        if !self.store.claim_initial_pin(&cf, &full, &simplified, &req.contacts).await? {
-            return self.already_has_pin(&request_id, req, by).await;
-        }
-        let sent = self.send_halves(&request_id, &cf, req, &pin).await;
-        let (first, second) = match sent {
-            Ok(ids) => ids,
-            Err(e) => {
-                self.store.release_initial_pin(&cf, &full).await?;
-                return Err(e);
-            }
-        };
-        self.store
-            .record_request(&NewRequest {
+        let mut tx = self.store.begin().await?;
+        let outcome =
+            if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
+                let channel = req.first_half_channel;
+                let address = req.contacts.address(channel).unwrap_or_default().to_owned();
+                let first = (request_id.as_str(), Half::First);
+                let first_to = Destination::Channel(channel, address);
+                let half = ("pin_half", pin.first_half());
+                queue_secret(&mut tx, &cf, &first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
+                let second = (request_id.as_str(), Half::Second);
+                let half = ("pin_half", pin.second_half());
+                let letter = Destination::Post(letter);
+                queue_secret(&mut tx, &cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second))
+                    .await?;
+                Outcome::Issued
+            } else {
+                self.already_has_pin(&mut tx, &cf).await?;
+                Outcome::AlreadyHasPin
+            };
+        store::record_request(
+            &mut tx,
+            &NewRequest {
                 id: &request_id,
                 fiscal_code: &cf,
-                outcome: Outcome::Issued,
+                outcome,
                 channel: req.first_half_channel,
-                first_half_message: Some(&first),
-                second_half_message: Some(&second),
                 filed_by: by.as_str(),
-            })
-            .await?;
-        Ok((request_id, Outcome::Issued))
-    }
-
-    async fn send_halves(
-        &self,
-        request_id: &str,
-        cf: &str,
-        req: &PinRequest,
-        pin: &Pin,
-    ) -> Result<(String, String), IdentityError> {
-        let channel = req.first_half_channel;
-        let address = req.contacts.address(channel).unwrap_or_default().to_owned();
-        let first = self
-            .notifier
-            .send(
-                format!("identity:{request_id}:first-half"),
-                cf,
-                &Destination::Channel(channel, address),
-                "PIN_FIRST_HALF",
-                Some(("pin_half", pin.first_half())),
-            )
-            .await?;
-        let letter =
-            req.residence.postal_lines(&req.personal_data.surname, &req.personal_data.given_name);
-        let second = self
-            .notifier
-            .send(
-                format!("identity:{request_id}:second-half"),
-                cf,
-                &Destination::Post(letter),
-                "PIN_SECOND_HALF_LETTER",
-                Some(("pin_half", pin.second_half())),
-            )
-            .await?;
-        Ok((first, second))
+            },
+        )
+        .await?;
+        let (who, action) = by.audit_as();
+        let detail = format!("request {request_id}: {}", outcome.as_str());
+        let entry =
+            Entry { operator_id: who, action, fiscal_code: &cf, outcome: "OK", detail: &detail };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await?;
+        Ok((request_id, outcome))
     }
 
     /// The contacts on file (never the ones in this request, which anyone could have typed) are
-    /// told that a PIN exists and how to recover it.
+    /// told that a PIN exists and how to recover it — at most a few times an hour.
     async fn already_has_pin(
         &self,
-        request_id: &str,
-        req: &PinRequest,
-        by: FiledBy<'_>,
-    ) -> Result<(String, Outcome), IdentityError> {
-        let cf = req.fiscal_code.canonical();
-        if let Some(credential) = self.store.credential(&cf).await? {
-            let key = format!("identity:{request_id}:already");
-            self.notifier.notify_all(&key, &cf, &credential.contacts, "PIN_ALREADY_ISSUED").await?;
+        conn: &mut sqlx::AnyConnection,
+        cf: &str,
+    ) -> Result<(), IdentityError> {
+        if !self.notice_allowed(conn, cf).await? {
+            return Ok(());
         }
-        self.store
-            .record_request(&NewRequest {
-                id: request_id,
-                fiscal_code: &cf,
-                outcome: Outcome::AlreadyHasPin,
-                channel: req.first_half_channel,
-                first_half_message: None,
-                second_half_message: None,
-                filed_by: by.as_str(),
-            })
-            .await?;
-        Ok((request_id.to_owned(), Outcome::AlreadyHasPin))
+        if let Some(credential) = store::credential_on(conn, cf).await? {
+            queue_notice(conn, cf, &credential.contacts, "PIN_ALREADY_ISSUED").await?;
+        }
+        Ok(())
     }
 
     /// Checks `pin` against the citizen's PIN with one reserved attempt (see
@@ -214,7 +271,7 @@ impl Pins {
 
     async fn refuse<T>(&self, action: &str, cf: &str, reason: &str) -> Result<T, IdentityError> {
         tracing::info!(fiscal_code = %sportello_platform::mask::fiscal_code(cf), reason, "{action} refused");
-        self.store.audit(SELF_SERVICE, action, cf, reason, "").await?;
+        self.store.audit(&citizen_action(action, cf, reason, "")).await?;
         Err(IdentityError::BadCredentials)
     }
 
@@ -245,42 +302,53 @@ impl Pins {
             })
             .await?;
         let hash = self.hasher.hash(new.expose().to_owned()).await?;
-        if !self.store.set_own_pin(&cf, &credential.pin_hash, &hash).await? {
+        let mut tx = self.store.begin().await?;
+        if !store::set_own_pin(&mut tx, &cf, &credential.pin_hash, &hash).await? {
             return Err(IdentityError::BadCredentials);
         }
+        store::audit(&mut tx, &citizen_action("CompleteFirstAccess", &cf, "OK", "")).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Modifica PIN (§4.3b): current PIN + new PIN; the change is notified to the contacts on file.
+    /// Modifica PIN (§4.3b): current PIN + new PIN; the change is notified to the contacts on
+    /// file, and every other session of the citizen ends (`keep` is the one making the change).
     pub async fn change_pin(
         &self,
         cf_raw: &str,
         current: &str,
         new: &str,
+        keep: Option<&str>,
     ) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         let current = PinAttempt::new(current);
         let new = Self::new_pin(new, &[current.expose()])?;
         let credential = self
             .verify("ChangePin", &cf, current.expose(), |c| {
-                (c.stage == crate::store::PinStage::Active).then_some(&c.pin_hash)
+                (c.stage == PinStage::Active).then_some(&c.pin_hash)
             })
             .await?;
         let hash = self.hasher.hash(new.expose().to_owned()).await?;
-        if !self.store.set_own_pin(&cf, &credential.pin_hash, &hash).await? {
+        let mut tx = self.store.begin().await?;
+        if !store::set_own_pin(&mut tx, &cf, &credential.pin_hash, &hash).await? {
             return Err(IdentityError::BadCredentials);
         }
-        let key = format!("identity:{}:pin-changed", new_id());
-        self.notifier.notify_all(&key, &cf, &credential.contacts, "PIN_CHANGED").await
+        store::end_sessions_of(&mut tx, &cf, keep).await?;
+        queue_notice(&mut tx, &cf, &credential.contacts, "PIN_CHANGED").await?;
+        store::audit(&mut tx, &citizen_action("ChangePin", &cf, "OK", "")).await?;
+        self.commit(tx).await
     }
 
-    /// Ripristino, step 1 (§4.3). Whatever happens, the caller gets the same answer; the
-    /// contacts on file hear of every attempt.
+    /// Ripristino, step 1 (§4.3). Whatever happens, the caller gets the same answer after the
+    /// same work (one hash, one transaction) and no sooner than `recovery_answer_time`; the
+    /// contacts on file hear of the attempt, and the code goes out, through the outbox once the
+    /// answer is given.
     pub async fn start_recovery(
         &self,
         cf_raw: &str,
         given: &Contacts,
     ) -> Result<(), IdentityError> {
+        let answer_at = tokio::time::Instant::now() + self.rules.recovery_answer_time;
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         let offered: Vec<(Channel, &str)> = [Channel::Sms, Channel::Email, Channel::Pec]
             .into_iter()
@@ -291,26 +359,59 @@ impl Pins {
             v.add("contacts", "give at least two of mobile phone, email and PEC, as on file");
             return Err(v.into());
         }
-        let attempt = new_id();
-        let Some(credential) = self.store.credential(&cf).await? else {
-            // Same work as a real attempt, so timing does not tell registered from unknown.
-            self.hasher.hash(attempt.clone()).await?;
-            return Ok(());
+        let code = format!("{:08}", rand::random_range(0..100_000_000u32));
+        let code_hash = self.hasher.hash(code.clone()).await?;
+        let credential = self.store.credential(&cf).await?;
+        let mut tx = self.store.begin().await?;
+        let max_starts = i64::from(self.rules.recovery_starts_per_hour);
+        let allowed =
+            store::take_allowance(&mut tx, &cf, RECOVERY_STARTS, max_starts, HOUR_MS).await?;
+        let notice = self.notice_allowed(&mut tx, &cf).await?;
+        let outcome = match &credential {
+            _ if !allowed => "TOO_MANY_STARTS",
+            None => "NO_PIN",
+            Some(credential) => {
+                if notice {
+                    queue_notice(&mut tx, &cf, &credential.contacts, "PIN_RECOVERY_ATTEMPT")
+                        .await?;
+                }
+                self.start_if_eligible(&mut tx, &cf, credential, &offered, &code, &code_hash)
+                    .await?
+            }
         };
-        let key = format!("identity:{attempt}:recovery-attempt");
-        self.notifier.notify_all(&key, &cf, &credential.contacts, "PIN_RECOVERY_ATTEMPT").await?;
+        store::audit(&mut tx, &citizen_action("StartPinRecovery", &cf, outcome, "")).await?;
+        self.commit(tx).await?;
+        tokio::time::sleep_until(answer_at).await;
+        Ok(())
+    }
+
+    /// Starts the recovery when the contacts given are those on file and the PIN may be
+    /// recovered; returns the audit outcome.
+    async fn start_if_eligible(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        cf: &str,
+        credential: &Credential,
+        offered: &[(Channel, &str)],
+        code: &str,
+        code_hash: &PinHash,
+    ) -> Result<&'static str, IdentityError> {
         let on_file = &credential.contacts;
         let all_match =
             offered.iter().all(|(ch, a)| on_file.address(*ch).is_some_and(|f| same_contact(a, f)));
-        let eligible = all_match
-            && credential.first_access_completed
-            && credential.stage != crate::store::PinStage::Revoked;
-        let code = format!("{:08}", rand::random_range(0..100_000_000u32));
-        let code_hash = self.hasher.hash(code.clone()).await?;
-        if !eligible {
-            tracing::info!(fiscal_code = %sportello_platform::mask::fiscal_code(&cf), "recovery refused");
-            return Ok(());
+        if !all_match {
+            return Ok("CONTACTS_DO_NOT_MATCH");
         }
+        if !credential.first_access_completed || credential.stage == PinStage::Revoked {
+            return Ok("NOT_RECOVERABLE");
+        }
+        let Some(code_to) = (match (&on_file.email, &on_file.pec) {
+            (Some(email), _) => Some(Destination::Channel(Channel::Email, email.clone())),
+            (None, Some(pec)) => Some(Destination::Channel(Channel::Pec, pec.clone())),
+            (None, None) => None,
+        }) else {
+            return Ok("NO_EMAIL_ON_FILE");
+        };
         // The new PIN's halves go to two different contacts: SMS first when possible (the seed:
         // first half by SMS, second by email).
         let targets: Vec<Destination> = offered
@@ -322,28 +423,15 @@ impl Pins {
             .collect();
         let targets = serde_json::to_string(&targets).expect("destinations serialise");
         let ttl = i64::try_from(self.rules.recovery_code_ttl.as_millis()).unwrap_or(i64::MAX);
-        self.store
-            .put_recovery(&cf, &code_hash, &targets, now_millis().saturating_add(ttl))
-            .await?;
-        let to = match (&on_file.email, &on_file.pec) {
-            (Some(email), _) => Destination::Channel(Channel::Email, email.clone()),
-            (None, Some(pec)) => Destination::Channel(Channel::Pec, pec.clone()),
-            (None, None) => return Ok(()),
-        };
-        self.notifier
-            .send(
-                format!("identity:{attempt}:recovery-code"),
-                &cf,
-                &to,
-                "PIN_RECOVERY_CODE",
-                Some(("code", &code)),
-            )
-            .await?;
-        Ok(())
+        let expires = now_millis().saturating_add(ttl);
+        store::put_recovery(conn, cf, code_hash, &targets, expires).await?;
+        queue_secret(conn, cf, &code_to, "PIN_RECOVERY_CODE", ("code", code), None).await?;
+        Ok("CODE_SENT")
     }
 
     /// Ripristino, step 2: a valid code (once, before it expires, within the attempts allowed)
-    /// restores a new 16-character PIN split over the two contacts chosen at step 1.
+    /// restores a new 16-character PIN split over the two contacts chosen at step 1 — unless the
+    /// PIN was revoked meanwhile. Every outcome is audited; a restore ends the citizen's sessions.
     pub async fn confirm_recovery(&self, cf_raw: &str, code: &str) -> Result<(), IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         let code = code.trim();
@@ -352,19 +440,13 @@ impl Pins {
             v.add("confirmation_code", "is the 8-digit code received by email");
             return Err(v.into());
         }
-        let refused = IdentityError::Precondition {
-            reason: "RECOVERY_CODE_NOT_VALID",
-            message: "codice non valido o scaduto: ripeta la richiesta di ripristino",
-        };
         let max = i64::from(self.rules.recovery_max_attempts);
         let Some(recovery) = self.store.reserve_recovery_attempt(&cf, max).await? else {
             self.hasher.verify(code.to_owned(), &self.decoy).await?;
-            return Err(refused);
+            return self.recovery_refused(&cf, "NO_LIVE_RECOVERY").await;
         };
-        if !self.hasher.verify(code.to_owned(), &recovery.code_hash).await?
-            || !self.store.consume_recovery(&cf, &recovery.code_hash).await?
-        {
-            return Err(refused);
+        if !self.hasher.verify(code.to_owned(), &recovery.code_hash).await? {
+            return self.recovery_refused(&cf, "WRONG_CODE").await;
         }
         let targets: Vec<Destination> = serde_json::from_str(&recovery.targets)
             .map_err(|e| IdentityError::Internal(e.to_string()))?;
@@ -373,26 +455,36 @@ impl Pins {
         };
         let pin = Pin::generate_initial();
         let hash = self.hasher.hash(pin.expose().to_owned()).await?;
-        self.store.restore_pin(&cf, &hash).await?;
-        let id = new_id();
-        self.notifier
-            .send(
-                format!("identity:{id}:restored-first"),
-                &cf,
-                first_to,
-                "PIN_RESTORED_FIRST_HALF",
-                Some(("pin_half", pin.first_half())),
-            )
-            .await?;
-        self.notifier
-            .send(
-                format!("identity:{id}:restored-second"),
-                &cf,
-                second_to,
-                "PIN_RESTORED_SECOND_HALF",
-                Some(("pin_half", pin.second_half())),
-            )
-            .await?;
-        Ok(())
+        let mut tx = self.store.begin().await?;
+        if !store::consume_recovery(&mut tx, &cf, &recovery.code_hash).await? {
+            drop(tx);
+            return self.recovery_refused(&cf, "CODE_ALREADY_USED").await;
+        }
+        if !store::restore_pin(&mut tx, &cf, &hash).await? {
+            // The code is spent either way: a revoked PIN stays revoked.
+            store::audit(&mut tx, &citizen_action("ConfirmPinRecovery", &cf, "PIN_REVOKED", ""))
+                .await?;
+            tx.commit().await?;
+            return Err(recovery_code_not_valid());
+        }
+        store::end_sessions_of(&mut tx, &cf, None).await?;
+        let first = ("pin_half", pin.first_half());
+        queue_secret(&mut tx, &cf, first_to, "PIN_RESTORED_FIRST_HALF", first, None).await?;
+        let second = ("pin_half", pin.second_half());
+        queue_secret(&mut tx, &cf, second_to, "PIN_RESTORED_SECOND_HALF", second, None).await?;
+        store::audit(&mut tx, &citizen_action("ConfirmPinRecovery", &cf, "OK", "")).await?;
+        self.commit(tx).await
+    }
+
+    async fn recovery_refused(&self, cf: &str, reason: &str) -> Result<(), IdentityError> {
+        self.store.audit(&citizen_action("ConfirmPinRecovery", cf, reason, "")).await?;
+        Err(recovery_code_not_valid())
+    }
+}
+
+fn recovery_code_not_valid() -> IdentityError {
+    IdentityError::Precondition {
+        reason: "RECOVERY_CODE_NOT_VALID",
+        message: "codice non valido o scaduto: ripeta la richiesta di ripristino",
     }
 }

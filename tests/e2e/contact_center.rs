@@ -176,6 +176,15 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
         .expect("re-sent")
         .into_inner();
     assert_eq!(reply.masked_address, "+39 *** *** 4321");
+    let again = cc
+        .resend_first_half(suite.as_operator(id::ResendFirstHalfRequest {
+            request_id: request_id.clone(),
+            identity_verified: true,
+            ..Default::default()
+        }))
+        .await
+        .expect_err("validated: no longer stuck");
+    assert_eq!(again.code(), Code::FailedPrecondition);
     let sent = suite.db.messages("PIN_FIRST_HALF").await;
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].address, "+39 347 7654321");
@@ -199,9 +208,154 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
     assert_eq!(view.requests[0].validated_by, OPERATOR_ID);
     assert_eq!(
         view.contacts.expect("contacts").mobile_phone,
-        "+39 *** *** 4321",
-        "contact on file corrected"
+        "+39 *** *** 4567",
+        "a corrected contact serves that re-send only"
     );
+    let trail = audit_trail(&suite, ROSSI).await;
+    let resend = trail.iter().find(|e| e.action == "ResendFirstHalf" && e.outcome == "OK");
+    let resend = resend.expect("audited");
+    assert!(resend.detail.contains("SMS +39 *** *** 4321"), "{}", resend.detail);
+}
+
+fn resend(suite: &Suite, request_id: &str) -> tonic::Request<id::ResendFirstHalfRequest> {
+    suite.as_operator(id::ResendFirstHalfRequest {
+        request_id: request_id.into(),
+        identity_verified: true,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn only_a_stuck_request_can_be_resent() {
+    let suite = spawn_suite().await;
+    let request_id = file_for_caller(&suite, ROSSI).await.request_id;
+    let mut cc = operator_client(&suite).await;
+    let fresh =
+        cc.resend_first_half(resend(&suite, &request_id)).await.expect_err("not 12 hours old");
+    assert_eq!(fresh.code(), Code::FailedPrecondition);
+    let trail = audit_trail(&suite, ROSSI).await;
+    assert_eq!(
+        (trail[0].action.as_str(), trail[0].outcome.as_str()),
+        ("ResendFirstHalf", "FailedPrecondition"),
+        "refusals are audited under the citizen"
+    );
+
+    // An active citizen's request is not stuck either, however old.
+    let suite = spawn_suite_with(|c| c.identity.pins.first_half_grace = Duration::ZERO).await;
+    let mut identity = IdentityServiceClient::new(suite.gateway_channel().await);
+    let request_id =
+        identity.request_pin(pin_request(ROSSI)).await.expect("filed").into_inner().request_id;
+    let first = suite.db.message("PIN_FIRST_HALF").await.secret("pin_half");
+    let second = suite.db.message("PIN_SECOND_HALF_LETTER").await.secret("pin_half");
+    identity
+        .complete_first_access(id::CompleteFirstAccessRequest {
+            fiscal_code: ROSSI.into(),
+            initial_pin: format!("{first}{second}"),
+            new_pin: "Q7ZK2MPX".into(),
+        })
+        .await
+        .expect("first access");
+    let mut cc = operator_client(&suite).await;
+    let active = cc.resend_first_half(resend(&suite, &request_id)).await.expect_err("PIN in use");
+    assert_eq!(active.code(), Code::FailedPrecondition);
+    assert_eq!(suite.db.messages("PIN_FIRST_HALF").await.len(), 1, "nothing re-sent");
+}
+
+#[tokio::test]
+async fn changing_a_contact_tells_the_old_contacts_and_audits_the_masked_new_one() {
+    let suite = spawn_suite().await;
+    file_for_caller(&suite, ROSSI).await;
+    let mut cc = operator_client(&suite).await;
+    let change = |verified: bool| {
+        suite.as_operator(id::UpdateContactsRequest {
+            fiscal_code: ROSSI.into(),
+            identity_verified: verified,
+            channel: id::DeliveryChannel::Email as i32,
+            address: "nuovo.indirizzo@example.org".into(),
+        })
+    };
+    let unverified = cc.update_contacts(change(false)).await.expect_err("identity not checked");
+    assert_eq!(unverified.code(), Code::InvalidArgument);
+    let reply = cc.update_contacts(change(true)).await.expect("changed").into_inner();
+    assert_eq!(reply.masked_address, "n***@e***.org");
+
+    let told: Vec<String> =
+        suite.db.messages("PIN_CONTACTS_CHANGED").await.into_iter().map(|m| m.address).collect();
+    assert_eq!(told, [ROSSI_MOBILE, ROSSI_EMAIL], "the contacts on file before the change");
+    let trail = audit_trail(&suite, ROSSI).await;
+    let event = trail.iter().find(|e| e.action == "UpdateContacts" && e.outcome == "OK");
+    let event = event.expect("audited");
+    assert_eq!(event.detail, "EMAIL n***@e***.org");
+    assert!(!format!("{trail:?}").contains("nuovo.indirizzo"), "no full address in the trail");
+}
+
+#[tokio::test]
+async fn audit_rows_are_filed_under_the_canonical_fiscal_code() {
+    let suite = spawn_suite().await;
+    let mut cc = operator_client(&suite).await;
+    let omocode = "RSSDIA96A43A6VTT";
+    cc.lookup_credential(
+        suite.as_operator(id::LookupCredentialRequest { fiscal_code: omocode.into() }),
+    )
+    .await
+    .expect("lookup");
+    cc.revoke_pin(
+        suite.as_operator(id::RevokePinRequest {
+            fiscal_code: omocode.into(),
+            reason: "test".into(),
+        }),
+    )
+    .await
+    .expect_err("no PIN");
+    let trail = audit_trail(&suite, "RSSDIA96A43A697K").await;
+    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["RevokePin", "LookupCredential"]);
+    assert!(trail.iter().all(|e| e.fiscal_code == "RSSDIA96A43A697K"));
+}
+
+#[tokio::test]
+async fn listing_the_queue_is_in_the_operators_own_trail() {
+    let suite = spawn_suite().await;
+    let mut cc = operator_client(&suite).await;
+    cc.list_undelivered_pin_requests(
+        suite.as_operator(id::ListUndeliveredPinRequestsRequest::default()),
+    )
+    .await
+    .expect("list");
+    let trail = cc
+        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
+            operator_id: OPERATOR_ID.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("the operator's trail")
+        .into_inner()
+        .events;
+    assert_eq!(trail[0].action, "ListUndeliveredPinRequests");
+    assert_eq!(trail[0].operator_id, OPERATOR_ID);
+}
+
+#[tokio::test]
+async fn revoking_a_pin_ends_every_session_of_the_citizen() {
+    let suite = spawn_suite().await;
+    IdentityServiceClient::new(suite.gateway_channel().await)
+        .request_pin(pin_request(ROSSI))
+        .await
+        .expect("filed");
+    let first = suite.db.message("PIN_FIRST_HALF").await.secret("pin_half");
+    suite.login_with_pin(ROSSI, &first).await.expect("simplified login");
+    suite.login_with_pin(ROSSI, &first).await.expect("another device");
+    let live = "revoked_at IS NULL AND subject = 'RSSMRA85T10A562S'";
+    assert_eq!(suite.db.count("identity", "sessions", live).await, 2);
+    operator_client(&suite)
+        .await
+        .revoke_pin(suite.as_operator(id::RevokePinRequest {
+            fiscal_code: ROSSI.into(),
+            reason: "stolen phone".into(),
+        }))
+        .await
+        .expect("revoked");
+    assert_eq!(suite.db.count("identity", "sessions", live).await, 0, "every session ended");
 }
 
 #[tokio::test]

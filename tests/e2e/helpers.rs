@@ -416,9 +416,26 @@ impl StoredMessage {
 }
 
 impl TestDb {
-    /// Every message notify-svc stored with `template`, oldest first.
+    /// Waits until identity-svc's outbox relay has handed every committed message to notify-svc
+    /// (messages leave identity after the RPC that wrote them has answered).
+    pub async fn outbox_relayed(&self) {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE done_at IS NULL",
+            self.table("identity", "outbox")
+        );
+        let pool = self.pool("identity").await;
+        eventually("the outbox to be relayed", Duration::from_secs(30), || async {
+            // No outbox table: no identity-svc in this test.
+            sqlx::query_scalar::<_, i64>(&sql).fetch_one(&pool).await.map_or(true, |n| n == 0)
+        })
+        .await;
+    }
+
+    /// Every message notify-svc stored with `template`, oldest first (once identity's outbox
+    /// has been relayed).
     pub async fn messages(&self, template: &str) -> Vec<StoredMessage> {
         use sqlx::Row;
+        self.outbox_relayed().await;
         let sql = format!(
             "SELECT channel, address, secret_params FROM {} WHERE template = $1 \
              ORDER BY created_at, id",

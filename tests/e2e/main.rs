@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod hostile_input;
 mod notify;
+mod outbox;
 mod pin_lifecycle;
 mod pin_request;
 mod reflection;

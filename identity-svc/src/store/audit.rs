@@ -4,6 +4,13 @@ use super::Store;
 use sportello_platform::now_millis;
 use sqlx::Row;
 
+/// Whose trail to read: what was done to a citizen, or everything an operator did.
+#[derive(Clone, Copy, Debug)]
+pub enum Trail<'a> {
+    Citizen(&'a str),
+    Operator(&'a str),
+}
+
 /// An audit row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -16,47 +23,63 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// An audit row to append. `fiscal_code` is the canonical fiscal code the action concerns, or
+/// empty for an action on no one citizen (then it belongs to the operator's own trail).
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub operator_id: &'a str,
+    pub action: &'a str,
+    pub fiscal_code: &'a str,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
+/// Appends an audit event on `conn` (the transaction of the action it records). There is
+/// deliberately no function to change or remove one.
+pub async fn audit(conn: &mut sqlx::AnyConnection, e: &Entry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now_millis())
+    .bind(e.operator_id)
+    .bind(e.action)
+    .bind(e.fiscal_code)
+    .bind(e.outcome)
+    .bind(e.detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
-    /// Appends an audit event. There is deliberately no function to change or remove one.
-    pub async fn audit(
-        &self,
-        operator_id: &str,
-        action: &str,
-        fiscal_code: &str,
-        outcome: &str,
-        detail: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(now_millis())
-        .bind(operator_id)
-        .bind(action)
-        .bind(fiscal_code)
-        .bind(outcome)
-        .bind(detail)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
+    /// Appends an audit event on its own, for what changed nothing (a refusal, a read).
+    pub async fn audit(&self, entry: &Entry<'_>) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        audit(&mut conn, entry).await
     }
 
     /// Audit events for a fiscal code, newest first, with ids below `before`.
     pub async fn audit_events(
         &self,
-        fiscal_code: &str,
+        trail: Trail<'_>,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>, sqlx::Error> {
-        let rows = sqlx::query(
+        let (column, key) = match trail {
+            Trail::Citizen(cf) => ("fiscal_code", cf),
+            Trail::Operator(id) => ("operator_id", id),
+        };
+        let sql = format!(
             "SELECT id, at, operator_id, action, fiscal_code, outcome, detail FROM audit_events \
-             WHERE fiscal_code = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(fiscal_code)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+             WHERE {column} = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(key)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditEvent {

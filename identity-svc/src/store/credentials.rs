@@ -60,8 +60,6 @@ impl Account<'_> {
     }
 }
 
-/// A session as stored.
-
 /// A citizen's credential as stored.
 #[derive(Clone, Debug)]
 pub struct Credential {
@@ -100,86 +98,24 @@ fn credential(row: &AnyRow) -> Result<Credential, sqlx::Error> {
     })
 }
 
+/// The citizen's credential, read on `conn` (inside the caller's transaction).
+pub async fn credential_on(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+) -> Result<Option<Credential>, sqlx::Error> {
+    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM citizens WHERE fiscal_code = $1");
+    sqlx::query(&sql)
+        .bind(fiscal_code)
+        .fetch_optional(conn)
+        .await?
+        .map(|row| credential(&row))
+        .transpose()
+}
+
 impl Store {
     pub async fn credential(&self, fiscal_code: &str) -> Result<Option<Credential>, sqlx::Error> {
-        let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM citizens WHERE fiscal_code = $1");
-        sqlx::query(&sql)
-            .bind(fiscal_code)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .map(|row| credential(&row))
-            .transpose()
-    }
-
-    /// Gives `fiscal_code` a new initial PIN unless it holds one that is not revoked. Returns
-    /// whether it did: one statement, so two concurrent requests cannot both issue. A citizen
-    /// whose PIN was revoked gets a new one but keeps the record that they once completed first
-    /// access, so the simplified half is not offered again (DOMAIN.md §3: never had a PIN).
-    pub async fn claim_initial_pin(
-        &self,
-        fiscal_code: &str,
-        pin: &PinHash,
-        simplified: &PinHash,
-        contacts: &Contacts,
-    ) -> Result<bool, sqlx::Error> {
-        let now = now_millis();
-        let done = sqlx::query(
-            "INSERT INTO citizens (fiscal_code, pin_state, pin_hash, simplified_hash, contacts, \
-             created_at, updated_at) VALUES ($1, 'SIMPLIFIED_ONLY', $2, $3, $4, $5, $5) \
-             ON CONFLICT (fiscal_code) DO UPDATE SET \
-             pin_state = CASE WHEN citizens.first_access_completed = 1 THEN 'ISSUED' ELSE 'SIMPLIFIED_ONLY' END, \
-             pin_hash = $2, \
-             simplified_hash = CASE WHEN citizens.first_access_completed = 1 THEN NULL ELSE $3 END, \
-             contacts = $4, failed_attempts = 0, locked_at = NULL, state_reason = NULL, updated_at = $5 \
-             WHERE citizens.pin_state = 'REVOKED'",
-        )
-        .bind(fiscal_code)
-        .bind(pin.as_phc())
-        .bind(simplified.as_phc())
-        .bind(contacts_json(contacts))
-        .bind(now)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Undoes [`Store::claim_initial_pin`] when the PIN could not be sent, so the citizen can
-    /// simply ask again: the row goes back to revoked (a fresh row is removed).
-    pub async fn release_initial_pin(
-        &self,
-        fiscal_code: &str,
-        pin: &PinHash,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM citizens WHERE fiscal_code = $1 AND pin_hash = $2 AND first_access_completed = 0",
-        )
-        .bind(fiscal_code)
-        .bind(pin.as_phc())
-        .execute(&self.db.pool)
-        .await?;
-        sqlx::query(
-            "UPDATE citizens SET pin_state = 'REVOKED', updated_at = $3 WHERE fiscal_code = $1 AND pin_hash = $2",
-        )
-        .bind(fiscal_code)
-        .bind(pin.as_phc())
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn set_contacts(
-        &self,
-        fiscal_code: &str,
-        contacts: &Contacts,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE citizens SET contacts = $2, updated_at = $3 WHERE fiscal_code = $1")
-            .bind(fiscal_code)
-            .bind(contacts_json(contacts))
-            .bind(now_millis())
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
+        let mut conn = self.db.pool.acquire().await?;
+        credential_on(&mut conn, fiscal_code).await
     }
 
     /// Reserves one PIN attempt before the hash is compared: one atomic increment that fails
@@ -223,68 +159,129 @@ impl Store {
         sqlx::query(&sql).bind(id).execute(&self.db.pool).await?;
         Ok(())
     }
+}
 
-    /// Makes `pin` the citizen's own PIN, provided the PIN on file is still `current` (a
-    /// concurrent change wins once, not twice).
-    pub async fn set_own_pin(
-        &self,
-        fiscal_code: &str,
-        current: &PinHash,
-        pin: &PinHash,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE citizens SET pin_state = 'ACTIVE', pin_hash = $3, simplified_hash = NULL, \
-             first_access_completed = 1, failed_attempts = 0, updated_at = $4 \
-             WHERE fiscal_code = $1 AND pin_hash = $2",
-        )
-        .bind(fiscal_code)
-        .bind(current.as_phc())
-        .bind(pin.as_phc())
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
+/// Gives `fiscal_code` a new initial PIN unless it holds one that is not revoked. Returns
+/// whether it did: one statement, so two concurrent requests cannot both issue. A citizen
+/// whose PIN was revoked gets a new one but keeps the record that they once completed first
+/// access, so the simplified half is not offered again (DOMAIN.md §3: never had a PIN).
+pub async fn claim_initial_pin(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    pin: &PinHash,
+    simplified: &PinHash,
+    contacts: &Contacts,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO citizens (fiscal_code, pin_state, pin_hash, simplified_hash, contacts, \
+         created_at, updated_at) VALUES ($1, 'SIMPLIFIED_ONLY', $2, $3, $4, $5, $5) \
+         ON CONFLICT (fiscal_code) DO UPDATE SET \
+         pin_state = CASE WHEN citizens.first_access_completed = 1 THEN 'ISSUED' ELSE 'SIMPLIFIED_ONLY' END, \
+         pin_hash = $2, \
+         simplified_hash = CASE WHEN citizens.first_access_completed = 1 THEN NULL ELSE $3 END, \
+         contacts = $4, failed_attempts = 0, locked_at = NULL, state_reason = NULL, updated_at = $5 \
+         WHERE citizens.pin_state = 'REVOKED'",
+    )
+    .bind(fiscal_code)
+    .bind(pin.as_phc())
+    .bind(simplified.as_phc())
+    .bind(contacts_json(contacts))
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
 
-    /// Revokes a PIN; false when there was no PIN to revoke.
-    pub async fn revoke(&self, fiscal_code: &str, reason: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, state_reason = $2, \
-             updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'",
-        )
-        .bind(fiscal_code)
-        .bind(reason)
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
+/// Replaces the contacts on file.
+pub async fn set_contacts(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    contacts: &Contacts,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE citizens SET contacts = $2, updated_at = $3 WHERE fiscal_code = $1")
+            .bind(fiscal_code)
+            .bind(contacts_json(contacts))
+            .bind(now_millis())
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
 
-    /// Unlocks a locked PIN; false when it was not locked.
-    pub async fn unlock(&self, fiscal_code: &str, reason: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "UPDATE citizens SET locked_at = NULL, failed_attempts = 0, state_reason = $2, \
-             updated_at = $3 WHERE fiscal_code = $1 AND locked_at IS NOT NULL",
-        )
-        .bind(fiscal_code)
-        .bind(reason)
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
+/// Makes `pin` the citizen's own PIN, provided the PIN on file is still `current` (a
+/// concurrent change wins once, not twice).
+pub async fn set_own_pin(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    current: &PinHash,
+    pin: &PinHash,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE citizens SET pin_state = 'ACTIVE', pin_hash = $3, simplified_hash = NULL, \
+         first_access_completed = 1, failed_attempts = 0, updated_at = $4 \
+         WHERE fiscal_code = $1 AND pin_hash = $2 AND pin_state <> 'REVOKED'",
+    )
+    .bind(fiscal_code)
+    .bind(current.as_phc())
+    .bind(pin.as_phc())
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
 
-    /// Puts a restored 16-character PIN on file, awaiting first access.
-    pub async fn restore_pin(&self, fiscal_code: &str, pin: &PinHash) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE citizens SET pin_state = 'ISSUED', pin_hash = $2, simplified_hash = NULL, \
-             failed_attempts = 0, locked_at = NULL, updated_at = $3 WHERE fiscal_code = $1",
-        )
-        .bind(fiscal_code)
-        .bind(pin.as_phc())
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
-    }
+/// Revokes a PIN; false when there was no PIN to revoke.
+pub async fn revoke(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, state_reason = $2, \
+         updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'",
+    )
+    .bind(fiscal_code)
+    .bind(reason)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Unlocks a locked PIN; false when it was not locked.
+pub async fn unlock(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE citizens SET locked_at = NULL, failed_attempts = 0, state_reason = $2, \
+         updated_at = $3 WHERE fiscal_code = $1 AND locked_at IS NOT NULL",
+    )
+    .bind(fiscal_code)
+    .bind(reason)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts a restored 16-character PIN on file, awaiting first access, provided the PIN is still
+/// one a recovery may restore: a revoked PIN stays revoked whatever recovery was pending.
+pub async fn restore_pin(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    pin: &PinHash,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE citizens SET pin_state = 'ISSUED', pin_hash = $2, simplified_hash = NULL, \
+         failed_attempts = 0, locked_at = NULL, updated_at = $3 WHERE fiscal_code = $1 \
+         AND pin_state <> 'REVOKED' AND first_access_completed = 1",
+    )
+    .bind(fiscal_code)
+    .bind(pin.as_phc())
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -6,15 +6,20 @@
 
 mod audit;
 mod credentials;
+mod outbox;
 mod recoveries;
 mod requests;
 mod sessions;
 mod staff;
 
-pub use audit::AuditEvent;
-pub use credentials::{Account, Credential, PinStage};
-pub use recoveries::Recovery;
-pub use requests::{NewRequest, Outcome, RequestRow};
+pub use audit::{audit, AuditEvent, Entry, Trail};
+pub use credentials::{
+    claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock,
+    Account, Credential, PinStage,
+};
+pub use outbox::{enqueue, take_allowance, Half, NewMessage, Pending};
+pub use recoveries::{cancel_recoveries, consume_recovery, put_recovery, Recovery};
+pub use requests::{record_request, validate_request, NewRequest, Outcome, RequestRow};
 pub use sessions::{end_sessions_of, SessionRow};
 pub use staff::StaffRow;
 

@@ -53,8 +53,6 @@ pub struct NewRequest<'a> {
     pub fiscal_code: &'a str,
     pub outcome: Outcome,
     pub channel: Channel,
-    pub first_half_message: Option<&'a str>,
-    pub second_half_message: Option<&'a str>,
     pub filed_by: &'a str,
 }
 
@@ -80,25 +78,6 @@ fn request(row: &AnyRow) -> Result<RequestRow, sqlx::Error> {
 }
 
 impl Store {
-    pub async fn record_request(&self, r: &NewRequest<'_>) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO pin_requests (id, fiscal_code, outcome, first_half_channel, \
-             first_half_message, second_half_message, filed_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(r.id)
-        .bind(r.fiscal_code)
-        .bind(r.outcome.as_str())
-        .bind(r.channel.as_str())
-        .bind(r.first_half_message)
-        .bind(r.second_half_message)
-        .bind(r.filed_by)
-        .bind(now_millis())
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
-    }
-
     pub async fn request(&self, id: &str) -> Result<Option<RequestRow>, sqlx::Error> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM pin_requests WHERE id = $1");
         sqlx::query(&sql)
@@ -147,24 +126,43 @@ impl Store {
             .await?;
         rows.iter().map(request).collect()
     }
+}
 
-    /// Marks a request validated by an operator, with the message that re-sent its first half.
-    pub async fn validate_request(
-        &self,
-        id: &str,
-        operator: &str,
-        message_id: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE pin_requests SET validated_by = $2, validated_at = $3, first_half_message = $4 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(operator)
-        .bind(now_millis())
-        .bind(message_id)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
-    }
+/// Records a PIN request.
+pub async fn record_request(
+    conn: &mut sqlx::AnyConnection,
+    r: &NewRequest<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO pin_requests (id, fiscal_code, outcome, first_half_channel, filed_by, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(r.id)
+    .bind(r.fiscal_code)
+    .bind(r.outcome.as_str())
+    .bind(r.channel.as_str())
+    .bind(r.filed_by)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a request validated by an operator; false when someone already had (one re-send per
+/// validation). The re-sent first half's message id is recorded by the relay.
+pub async fn validate_request(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    operator: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE pin_requests SET validated_by = $2, validated_at = $3 \
+         WHERE id = $1 AND validated_at IS NULL",
+    )
+    .bind(id)
+    .bind(operator)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
