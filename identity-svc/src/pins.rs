@@ -7,6 +7,7 @@ use crate::domain::codice_fiscale::CodiceFiscale;
 use crate::domain::pin::{Pin, PinHash};
 use crate::domain::pin_policy::NewPin;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
+use crate::domain::residents::{LetterDecision, RegisterCheck};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::notifier::{Destination, Notifier};
@@ -25,9 +26,17 @@ pub enum FiledBy<'a> {
 }
 
 impl FiledBy<'_> {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             FiledBy::Portal => "PORTAL",
+            FiledBy::Operator(id) => id,
+        }
+    }
+
+    /// Who the audit trail names for the request.
+    pub(crate) fn actor(&self) -> &str {
+        match self {
+            FiledBy::Portal => SELF_SERVICE,
             FiledBy::Operator(id) => id,
         }
     }
@@ -96,10 +105,15 @@ impl Pins {
             self.hasher.hash(pin.expose().to_owned()),
             self.hasher.hash(pin.first_half().to_owned()),
         )?;
+        // The register of residents decides where the letter goes, or that nothing goes yet.
+        let letter = match self.letter_decision(&cf, req).await? {
+            LetterDecision::SendTo(letter) => letter,
+            held => return self.hold(&request_id, req, by, held.check()).await,
+        };
         if !self.store.claim_initial_pin(&cf, &full, &simplified, &req.contacts).await? {
             return self.already_has_pin(&request_id, req, by).await;
         }
-        let sent = self.send_halves(&request_id, &cf, req, &pin).await;
+        let sent = self.send_halves(&request_id, &cf, req, &pin, letter).await;
         let (first, second) = match sent {
             Ok(ids) => ids,
             Err(e) => {
@@ -118,6 +132,15 @@ impl Pins {
                 filed_by: by.as_str(),
             })
             .await?;
+        self.store
+            .note_register_check(
+                &request_id,
+                &cf,
+                by.actor(),
+                &req.form_record(),
+                RegisterCheck::OnRegister,
+            )
+            .await?;
         Ok((request_id, Outcome::Issued))
     }
 
@@ -127,6 +150,7 @@ impl Pins {
         cf: &str,
         req: &PinRequest,
         pin: &Pin,
+        letter: String,
     ) -> Result<(String, String), IdentityError> {
         let channel = req.first_half_channel;
         let address = req.contacts.address(channel).unwrap_or_default().to_owned();
@@ -140,8 +164,6 @@ impl Pins {
                 Some(("pin_half", pin.first_half())),
             )
             .await?;
-        let letter =
-            req.residence.postal_lines(&req.personal_data.surname, &req.personal_data.given_name);
         let second = self
             .notifier
             .send(

@@ -12,4 +12,5 @@ mod notify;
 mod pin_lifecycle;
 mod pin_request;
 mod reflection;
+mod residents;
 mod tracing_across_services;

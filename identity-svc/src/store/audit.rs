@@ -16,6 +16,30 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// Appends an audit event on `conn`, so that it commits with the change it records.
+pub(super) async fn append(
+    conn: &mut sqlx::AnyConnection,
+    operator_id: &str,
+    action: &str,
+    fiscal_code: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now_millis())
+    .bind(operator_id)
+    .bind(action)
+    .bind(fiscal_code)
+    .bind(outcome)
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Appends an audit event. There is deliberately no function to change or remove one.
     pub async fn audit(
@@ -26,19 +50,8 @@ impl Store {
         outcome: &str,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(now_millis())
-        .bind(operator_id)
-        .bind(action)
-        .bind(fiscal_code)
-        .bind(outcome)
-        .bind(detail)
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.db.pool.acquire().await?;
+        append(&mut conn, operator_id, action, fiscal_code, outcome, detail).await
     }
 
     /// Audit events for a fiscal code, newest first, with ids below `before`.

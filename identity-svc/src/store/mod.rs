@@ -8,6 +8,7 @@ mod audit;
 mod credentials;
 mod recoveries;
 mod requests;
+mod residents;
 mod sessions;
 mod staff;
 
@@ -15,6 +16,7 @@ pub use audit::AuditEvent;
 pub use credentials::{Account, Credential, PinStage};
 pub use recoveries::Recovery;
 pub use requests::{NewRequest, Outcome, RequestRow};
+pub use residents::{HeldRequest, Written, BATCH_ROWS};
 pub use sessions::{end_sessions_of, SessionRow};
 pub use staff::StaffRow;
 
