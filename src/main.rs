@@ -1,9 +1,11 @@
 //! `sportello`: the command users run. `sportello up` starts the whole suite (one child process
 //! per service, so each exports its own telemetry as its own `service.name`); `sportello <service>`
-//! runs one service; `sportello bench` drives load against any deployment and prints figures.
+//! runs one service; `sportello import residents FILE` loads the register of residents;
+//! `sportello bench` drives load against any deployment and prints figures.
 
 mod bench;
 mod cpu;
+mod import;
 mod supervisor;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,8 @@ enum Command {
     Claims(ServiceArgs),
     /// Run notify-svc alone.
     Notify(ServiceArgs),
+    /// Load data in bulk through the gateway: `sportello import residents FILE`.
+    Import(import::ImportArgs),
     /// Drive load against a running deployment and print throughput and latency.
     Bench(bench::BenchArgs),
     /// Read a staff password from standard input and print its argon2id hash, for
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Identity(args) => run_service_with(&args, identity_svc::serve),
         Command::Claims(args) => run_service_with(&args, claims_svc::serve),
         Command::Notify(args) => run_service_with(&args, notify_svc::serve),
+        Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
         Command::HashPassword => hash_password(),
     }

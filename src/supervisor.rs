@@ -30,7 +30,13 @@ pub struct UpArgs {
     /// `postgres://…` to keep every service in PostgreSQL (one schema each) instead of SQLite.
     #[arg(long)]
     database_url: Option<String>,
+    /// Do not load the demo register of residents (`identity-svc/data/demo-residents.csv`),
+    /// which `up` otherwise loads so that a first RequestPin works end to end.
+    #[arg(long)]
+    no_demo_register: bool,
 }
+
+const DEMO_REGISTER_ENV: &str = "SPORTELLO_IDENTITY__DEMO_REGISTER";
 
 /// Start order: each service after the ones it calls (their health says so anyway).
 const ORDER: [&str; 4] = ["notify", "identity", "claims", "gateway"];
@@ -103,6 +109,11 @@ async fn start(
     }
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);
+    }
+    // Loading it is idempotent, so every start may; a variable set by the user wins.
+    if name == "identity" && !args.no_demo_register && std::env::var_os(DEMO_REGISTER_ENV).is_none()
+    {
+        cmd.env(DEMO_REGISTER_ENV, "true");
     }
     // Each child names itself in traces (sportello-identity, …); one name for all would hide
     // the hops.

@@ -23,6 +23,7 @@ use Access::{Internal, Public, Session};
 const CITIZEN: &[Role] = &[Role::Citizen];
 const EVERYONE: &[Role] = &[Role::Citizen, Role::Operator, Role::Patronato, Role::Backoffice];
 const OPERATOR: &[Role] = &[Role::Operator];
+const BACKOFFICE: &[Role] = &[Role::Backoffice];
 
 /// A simplified PIN reaches only one's own profile and notifications (and, when they exist, the
 /// six COVID-19 claim RPCs); everything else needs an ordinary PIN or more.
@@ -57,6 +58,11 @@ pub const TABLE: &[(&str, Access)] = &[
     (
         "sportello.identity.v1.ContactCenterService/*",
         Session { roles: OPERATOR, min_level: Level::Ordinary },
+    ),
+    // the register of residents, which decides where PIN letters go
+    (
+        "sportello.identity.v1.ResidentsService/ImportResidents",
+        Session { roles: BACKOFFICE, min_level: Level::Ordinary },
     ),
     // claims
     ("sportello.claims.v1.ClaimsService/ListBenefits", Public),
@@ -211,6 +217,15 @@ mod tests {
         assert!(allows(lookup, Role::Operator, Level::Ordinary));
         for role in [Role::Citizen, Role::Patronato, Role::Backoffice] {
             assert!(!allows(lookup, role, Level::Dispositive), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_back_office_loads_the_register_of_residents() {
+        let import = access("/sportello.identity.v1.ResidentsService/ImportResidents");
+        assert!(allows(import, Role::Backoffice, Level::Ordinary));
+        for role in [Role::Citizen, Role::Operator, Role::Patronato, Role::Service] {
+            assert!(!allows(import, role, Level::Dispositive), "{role:?}");
         }
     }
 

@@ -2,7 +2,8 @@
 //! `pins`/`contact_center`, map the result. Contact-center calls are audited here, in one place.
 
 use crate::contact_center::RequestView;
-use crate::domain::pin_request::{Channel, Contacts, PinRequest};
+use crate::domain::pin_request::{Channel, Contacts, FormRecord, PhoneKind, PinRequest, TimeSlot};
+use crate::domain::residents::RegisterCheck;
 use crate::error::IdentityError;
 use crate::login::Logins;
 use crate::operator_auth::{operator, Operator};
@@ -62,6 +63,8 @@ fn wire_outcome(outcome: Outcome) -> wire::PinRequestOutcome {
     match outcome {
         Outcome::Issued => wire::PinRequestOutcome::Issued,
         Outcome::AlreadyHasPin => wire::PinRequestOutcome::AlreadyHasPin,
+        Outcome::PendingValidation => wire::PinRequestOutcome::PendingValidation,
+        Outcome::RegisterMismatch => wire::PinRequestOutcome::RegisterMismatch,
     }
 }
 
@@ -400,7 +403,57 @@ fn wire_destination(to: &crate::notifier::Destination) -> (i32, String) {
     }
 }
 
-fn summary(v: RequestView) -> wire::PinRequestSummary {
+fn wire_register_check(check: RegisterCheck) -> wire::RegisterCheck {
+    match check {
+        RegisterCheck::OnRegister => wire::RegisterCheck::OnRegister,
+        RegisterCheck::AnagraficaMismatch => wire::RegisterCheck::AnagraficaMismatch,
+        RegisterCheck::NotOnRegister => wire::RegisterCheck::NotOnRegister,
+        RegisterCheck::ForeignResidence => wire::RegisterCheck::ForeignResidence,
+    }
+}
+
+/// Whether an operator's screen shows the number to call back in full: in the queue of requests
+/// waiting for a call, yes; when looking up whoever is on the line, no.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Callback {
+    Shown,
+    Masked,
+}
+
+/// The form as an operator sees it: the anagrafica in full (to verify the caller against), the
+/// town of residence in full, the rest masked; the number to call back as `callback` says.
+fn request_form(f: &FormRecord, callback: Callback) -> wire::RequestForm {
+    use chrono::Datelike;
+    wire::RequestForm {
+        surname: f.surname.clone(),
+        given_name: f.given_name.clone(),
+        birth_date: Some(wire::Date {
+            year: f.birth_date.year(),
+            month: f.birth_date.month() as i32,
+            day: f.birth_date.day() as i32,
+        }),
+        sex: if f.sex == "F" { wire::Sex::Female } else { wire::Sex::Male } as i32,
+        birthplace: f.birthplace.clone(),
+        residence: f.masked_residence(),
+        callback_phone: match (f.callback_phone(), callback) {
+            (Some(phone), Callback::Shown) => phone.to_owned(),
+            (Some(phone), Callback::Masked) => mask::phone(phone),
+            (None, _) => String::new(),
+        },
+        preferred_phone: match f.preferred_phone {
+            PhoneKind::Home => wire::PhoneKind::Home,
+            PhoneKind::Mobile => wire::PhoneKind::Mobile,
+        } as i32,
+        preferred_time_slot: match f.preferred_time_slot {
+            TimeSlot::Morning => wire::TimeSlot::Morning,
+            TimeSlot::Afternoon => wire::TimeSlot::Afternoon,
+            TimeSlot::Evening => wire::TimeSlot::Evening,
+        } as i32,
+        contacts: Some(masked(&f.contacts)),
+    }
+}
+
+fn summary(v: RequestView, callback: Callback) -> wire::PinRequestSummary {
     wire::PinRequestSummary {
         request_id: v.row.id,
         fiscal_code: v.row.fiscal_code,
@@ -410,6 +463,9 @@ fn summary(v: RequestView) -> wire::PinRequestSummary {
         first_half: v.first_half as i32,
         second_half: v.second_half as i32,
         validated_by: v.row.validated_by.unwrap_or_default(),
+        register_check: v.row.register_check.map_or(0, |c| wire_register_check(c) as i32),
+        pending_reason: v.row.pending_reason.unwrap_or_default(),
+        form: v.row.form.as_ref().map(|f| request_form(f, callback)),
     }
 }
 
@@ -444,7 +500,7 @@ impl ContactCenterService for ContactCenter {
             pin_state: pin_state(view.credential.as_ref()) as i32,
             contacts: view.credential.as_ref().map(|c| masked(&c.contacts)),
             failed_attempts: view.credential.as_ref().map_or(0, |c| c.failed_attempts as i32),
-            requests: view.requests.into_iter().map(summary).collect(),
+            requests: view.requests.into_iter().map(|v| summary(v, Callback::Masked)).collect(),
         });
         self.read(&who, "LookupCredential", &cf, "", result).await
     }
@@ -457,7 +513,7 @@ impl ContactCenterService for ContactCenter {
         let r = request.into_inner();
         let result = self.pins.undelivered(r.page_size, &r.page_token).await.map(|page| {
             wire::ListUndeliveredPinRequestsResponse {
-                requests: page.requests.into_iter().map(summary).collect(),
+                requests: page.requests.into_iter().map(|v| summary(v, Callback::Shown)).collect(),
                 next_page_token: page.next_page_token,
             }
         });

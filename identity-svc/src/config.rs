@@ -33,6 +33,10 @@ pub struct Config {
     /// `sportello hash-password`), created or updated at start-up.
     #[serde(default)]
     pub staff: BTreeMap<String, StaffAccount>,
+    /// Load the demo register of residents (`identity-svc/data/demo-residents.csv`, built in)
+    /// at start-up; `sportello up` turns it on unless told otherwise. Idempotent.
+    #[serde(default)]
+    pub demo_register: bool,
 }
 
 /// A staff account as configured.
@@ -106,6 +110,7 @@ impl Default for Config {
             identity_providers: Vec::new(),
             staff: BTreeMap::new(),
             cns_gateway_secret: None,
+            demo_register: false,
         }
     }
 }

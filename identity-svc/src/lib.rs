@@ -17,6 +17,7 @@ pub mod operator_auth;
 pub mod pins;
 pub mod provider_keys;
 pub mod relay;
+pub mod residents;
 pub mod sessions;
 pub mod store;
 
@@ -30,6 +31,7 @@ use sportello_proto::identity::v1::contact_center_service_server::{
     self, ContactCenterServiceServer,
 };
 use sportello_proto::identity::v1::identity_service_server::{self, IdentityServiceServer};
+use sportello_proto::identity::v1::residents_service_server::{self, ResidentsServiceServer};
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -68,13 +70,20 @@ pub async fn serve(
     let relay_stop = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
-        &[identity_service_server::SERVICE_NAME, contact_center_service_server::SERVICE_NAME],
+        &[
+            identity_service_server::SERVICE_NAME,
+            contact_center_service_server::SERVICE_NAME,
+            residents_service_server::SERVICE_NAME,
+        ],
         listener,
         &config.server,
         dependencies.into(),
         shutdown,
         move |db| async move {
             let store = store::Store::new(db);
+            if config.demo_register {
+                residents::load_demo(&store).await?;
+            }
             for (username, account) in &config.staff {
                 let role = sportello_platform::auth::name_of(account.role);
                 store
@@ -104,6 +113,10 @@ pub async fn serve(
             Ok(Routes::new(IdentityServiceServer::with_interceptor(
                 api::Identity::new(logins),
                 authenticate,
+            ))
+            .add_service(ResidentsServiceServer::with_interceptor(
+                residents::Residents::new(pins.store.clone()),
+                sportello_platform::auth::Authenticate { verifier: verifier.clone() },
             ))
             .add_service(ContactCenterServiceServer::with_interceptor(
                 api::ContactCenter::new(pins),

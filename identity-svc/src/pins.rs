@@ -7,6 +7,7 @@ use crate::domain::codice_fiscale::CodiceFiscale;
 use crate::domain::pin::{Pin, PinAttempt, PinHash};
 use crate::domain::pin_policy::NewPin;
 use crate::domain::pin_request::{Channel, Contacts, PinRequest};
+use crate::domain::residents::{LetterDecision, RegisterCheck};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::notifier::{notice_destinations, Destination, Notifier};
@@ -29,9 +30,17 @@ pub enum FiledBy<'a> {
 }
 
 impl FiledBy<'_> {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             FiledBy::Portal => "PORTAL",
+            FiledBy::Operator(id) => id,
+        }
+    }
+
+    /// Who the audit trail names for the request.
+    pub(crate) fn actor(&self) -> &str {
+        match self {
+            FiledBy::Portal => SELF_SERVICE,
             FiledBy::Operator(id) => id,
         }
     }
@@ -172,14 +181,17 @@ impl Pins {
     ) -> Result<(String, Outcome), IdentityError> {
         let request_id = new_id();
         let cf = req.fiscal_code.canonical();
-        let letter =
-            req.residence.postal_lines(&req.personal_data.surname, &req.personal_data.given_name);
         let pin = Pin::generate_initial();
         // Hashing happens whether or not a PIN exists, so the two answers take as long.
         let (full, simplified) = tokio::try_join!(
             self.hasher.hash(pin.expose().to_owned()),
             self.hasher.hash(pin.first_half().to_owned()),
         )?;
+        // The register of residents decides where the letter goes, or that nothing goes yet.
+        let letter = match self.letter_decision(&cf, req).await? {
+            LetterDecision::SendTo(letter) => letter,
+            held => return self.hold(&request_id, req, by, held.check()).await,
+        };
         let mut tx = self.store.begin().await?;
         let outcome =
             if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
@@ -215,6 +227,16 @@ impl Pins {
         let entry =
             Entry { operator_id: who, action, fiscal_code: &cf, outcome: "OK", detail: &detail };
         store::audit(&mut tx, &entry).await?;
+        let form = req.form_record();
+        store::note_register_check(
+            &mut tx,
+            &request_id,
+            &cf,
+            who,
+            &form,
+            RegisterCheck::OnRegister,
+        )
+        .await?;
         self.commit(tx).await?;
         Ok((request_id, outcome))
     }

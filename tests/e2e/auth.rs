@@ -393,6 +393,7 @@ async fn a_citizen_never_reaches_another_citizens_data_whatever_ids_they_send() 
     let suite = spawn_suite().await;
     let (bianchi_cf, bianchi_form) =
         citizen_request("Bianchi", "Laura", (1990, 1, 1), id::Sex::Female);
+    suite.register_residents(&[&bianchi_form]).await;
     let rossi = active_citizen(&suite, pin_request(ROSSI)).await.access_token;
     let bianchi_request = identity(&suite)
         .await

@@ -427,6 +427,7 @@ async fn every_operator_call_is_audited_with_who_what_and_outcome() {
             ("RevokePin", "OK"),
             ("LookupCredential", "OK"),
             ("RequestPinForCaller", "OK"),
+            ("RegisterCheck", "ON_REGISTER"),
         ],
         "newest first"
     );
@@ -448,5 +449,6 @@ async fn the_audit_trail_cannot_be_changed_even_from_the_database() {
     assert!(update.is_err(), "update refused");
     let delete = sqlx::query(&format!("DELETE FROM {table}")).execute(&pool).await;
     assert!(delete.is_err(), "delete refused");
-    assert_eq!(suite.db.count("identity", "audit_events", "1 = 1").await, 1);
+    // The filing and its register check.
+    assert_eq!(suite.db.count("identity", "audit_events", "1 = 1").await, 2);
 }

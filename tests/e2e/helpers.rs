@@ -147,6 +147,8 @@ impl Configs {
             ..Default::default()
         };
         identity.notify_url = url(notify_addr);
+        // As `sportello up` does: the demo register lists Mario Rossi, whom most tests use.
+        identity.demo_register = true;
         let mut claims = claims_svc::Config {
             server: server_settings(),
             store: store_settings(db, "claims"),
@@ -218,6 +220,13 @@ pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
             password_hash: password_hash(OPERATOR_PASSWORD).await,
         },
     );
+    c.identity.staff.insert(
+        BACKOFFICE_ID.into(),
+        identity_svc::config::StaffAccount {
+            role: sportello_platform::auth::Role::Backoffice,
+            password_hash: password_hash(BACKOFFICE_PASSWORD).await,
+        },
+    );
     adjust(&mut c);
     let tls_gateway = c.gateway.server.tls.is_some();
     let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
@@ -275,6 +284,43 @@ impl Suite {
     }
 }
 
+impl Suite {
+    /// Puts the citizens of these forms on the register of residents, living where each form
+    /// says, through the gateway as the back office would.
+    pub async fn register_residents(
+        &self,
+        forms: &[&id::RequestPinRequest],
+    ) -> id::ImportResidentsResponse {
+        let records = forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f));
+        self.import_residents(records.collect()).await.expect("imported")
+    }
+
+    /// Sends `records` to ImportResidents in one message, as the back office.
+    pub async fn import_residents(
+        &self,
+        records: Vec<id::ResidentRecord>,
+    ) -> Result<id::ImportResidentsResponse, tonic::Status> {
+        use sportello_proto::identity::v1::residents_service_client::ResidentsServiceClient;
+        let token = self.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
+        let batch = id::ImportResidentsRequest { residents: records };
+        let stream = tokio_stream::iter(vec![batch]);
+        let reply = ResidentsServiceClient::new(self.gateway_channel().await)
+            .import_residents(with_token(&token, stream))
+            .await?;
+        Ok(reply.into_inner())
+    }
+}
+
+/// The register entry of the person a PIN request form describes, living where it says.
+pub fn resident_record(line: i64, form: &id::RequestPinRequest) -> id::ResidentRecord {
+    id::ResidentRecord {
+        line,
+        fiscal_code: form.fiscal_code.clone(),
+        personal_data: form.personal_data.clone(),
+        residence: form.residence.clone(),
+    }
+}
+
 pub async fn connect(addr: SocketAddr) -> Channel {
     Channel::from_shared(url(addr)).expect("url").connect().await.expect("connect")
 }
@@ -318,6 +364,10 @@ pub async fn wait_for_status(addr: SocketAddr, service: &str, status: ServingSta
 /// The contact-center operator configured in every suite.
 pub const OPERATOR_ID: &str = "op.bianchi";
 pub const OPERATOR_PASSWORD: &str = "correct horse battery staple";
+
+/// The back-office account configured in every suite (it loads the register of residents).
+pub const BACKOFFICE_ID: &str = "bo.neri";
+pub const BACKOFFICE_PASSWORD: &str = "a register is a serious thing";
 
 /// Mario Rossi, born 10/12/1985 in San Giuliano Terme (PI).
 pub const ROSSI: &str = "RSSMRA85T10A562S";

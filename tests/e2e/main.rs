@@ -19,4 +19,5 @@ mod outbox;
 mod pin_lifecycle;
 mod pin_request;
 mod reflection;
+mod residents;
 mod tracing_across_services;

@@ -5,3 +5,4 @@ pub mod codice_fiscale;
 pub mod pin;
 pub mod pin_policy;
 pub mod pin_request;
+pub mod residents;

@@ -207,18 +207,69 @@ impl Residence {
     ///
     /// Abroad, the country comes last in capitals, as international mail wants it.
     pub fn postal_lines(&self, surname: &str, given_name: &str) -> String {
-        let addressee = format!("{} {}", given_name.trim(), surname.trim());
+        format!("{} {}\n{}", given_name.trim(), surname.trim(), self.address_lines())
+    }
+
+    /// The address without the addressee, lines separated by `\n`.
+    pub fn address_lines(&self) -> String {
         match self {
             Residence::Italy { street, street_number, postal_code, province, municipality } => {
                 format!(
-                    "{addressee}\n{street} {street_number}\n{postal_code} {} ({province})",
+                    "{street} {street_number}\n{postal_code} {} ({province})",
                     municipality.name
                 )
             }
             Residence::Abroad { country, address } => {
-                format!("{addressee}\n{address}\n{}", country.name.to_uppercase())
+                format!("{address}\n{}", country.name.to_uppercase())
             }
         }
+    }
+
+    pub fn is_abroad(&self) -> bool {
+        matches!(self, Residence::Abroad { .. })
+    }
+}
+
+/// What a request form said, kept with the request so that an operator can verify a caller
+/// against it and call back (DOMAIN.md §4.2); PIN-free, and never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormRecord {
+    pub surname: String,
+    pub given_name: String,
+    pub birth_date: NaiveDate,
+    /// `M` or `F`.
+    pub sex: String,
+    /// `San Giuliano Terme (PI)`, or the country of birth.
+    pub birthplace: String,
+    /// [`Residence::address_lines`] of the residence given.
+    pub residence: String,
+    pub contacts: Contacts,
+    pub preferred_phone: PhoneKind,
+    pub preferred_time_slot: TimeSlot,
+}
+
+impl fmt::Debug for FormRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FormRecord(<redacted>)")
+    }
+}
+
+impl FormRecord {
+    /// The residence as an operator sees it: the town (or country) in full, to compare with
+    /// what the caller says, the lines before it masked.
+    pub fn masked_residence(&self) -> String {
+        let lines: Vec<&str> = self.residence.lines().collect();
+        let (last, rest) = lines.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+        rest.iter()
+            .map(|l| sportello_platform::mask::postal(l))
+            .chain(std::iter::once(last.to_owned()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The number to call back on, in full: the operator dials it.
+    pub fn callback_phone(&self) -> Option<&str> {
+        self.contacts.phone(self.preferred_phone)
     }
 }
 
@@ -236,47 +287,86 @@ pub struct PinRequest {
 }
 
 impl PinRequest {
+    /// What the form said, to keep with the request.
+    pub fn form_record(&self) -> FormRecord {
+        let pd = &self.personal_data;
+        let place = pd.birthplace;
+        FormRecord {
+            surname: pd.surname.clone(),
+            given_name: pd.given_name.clone(),
+            birth_date: pd.birth_date,
+            sex: match pd.sex {
+                Sex::Male => "M".into(),
+                Sex::Female => "F".into(),
+            },
+            birthplace: if place.is_foreign() {
+                place.name.to_owned()
+            } else {
+                format!("{} ({})", place.name, place.province)
+            },
+            residence: self.residence.address_lines(),
+            contacts: self.contacts.clone(),
+            preferred_phone: self.preferred_phone,
+            preferred_time_slot: self.preferred_time_slot,
+        }
+    }
+
     /// Checks a request as received. `today` resolves the century of the fiscal code's birth
     /// year (unless the anagrafica's birth date settles it), bounds the birth date and dates the
     /// residence's municipality or country.
     pub fn parse(req: &wire::RequestPinRequest, today: NaiveDate) -> Result<Self, FieldViolations> {
         let mut v = FieldViolations::new();
-        let claimed_birth = req
-            .personal_data
-            .as_ref()
-            .and_then(|pd| parse_birth_date(pd.birth_date.as_ref(), today).ok());
-        let fiscal_code = match parse_fiscal_code(&req.fiscal_code, claimed_birth, today) {
-            Ok(cf) => Some(cf),
-            Err(e) => {
-                v.add("fiscal_code", e.to_string());
-                None
-            }
-        };
-        let personal_data =
-            parse_personal_data(req.personal_data.as_ref(), fiscal_code.as_ref(), today, &mut v);
-        let residence = parse_residence(req.residence.as_ref(), today, &mut v);
+        let person = parse_person(
+            &req.fiscal_code,
+            req.personal_data.as_ref(),
+            req.residence.as_ref(),
+            today,
+            &mut v,
+        );
         let contacts = parse_contacts(req.contacts.as_ref(), &mut v);
         let (preferred_phone, preferred_time_slot) =
             parse_call_preferences(req.contacts.as_ref(), &contacts, &mut v);
         let first_half_channel = parse_channel(req.first_half_channel, &contacts, &mut v);
-        match (fiscal_code, personal_data, residence) {
-            (Some(fiscal_code), Some(personal_data), Some(residence)) if v.is_empty() => {
-                Ok(PinRequest {
-                    fiscal_code,
-                    personal_data,
-                    residence,
-                    contacts,
-                    preferred_phone,
-                    preferred_time_slot,
-                    first_half_channel,
-                })
-            }
+        match person {
+            Some((fiscal_code, personal_data, residence)) if v.is_empty() => Ok(PinRequest {
+                fiscal_code,
+                personal_data,
+                residence,
+                contacts,
+                preferred_phone,
+                preferred_time_slot,
+                first_half_channel,
+            }),
             _ => {
                 debug_assert!(!v.is_empty(), "a part was rejected without a violation");
                 Err(v)
             }
         }
     }
+}
+
+/// The fiscal code, anagrafica and residence of a person, each checked and the anagrafica
+/// checked against the code: the part of the form the register of residents also holds. Problems
+/// go to `v`, on the same field paths as in a PIN request.
+pub fn parse_person(
+    fiscal_code: &str,
+    personal_data: Option<&wire::PersonalData>,
+    residence: Option<&wire::Residence>,
+    today: NaiveDate,
+    v: &mut FieldViolations,
+) -> Option<(CodiceFiscale, PersonalData, Residence)> {
+    let claimed_birth =
+        personal_data.and_then(|pd| parse_birth_date(pd.birth_date.as_ref(), today).ok());
+    let fiscal_code = match parse_fiscal_code(fiscal_code, claimed_birth, today) {
+        Ok(cf) => Some(cf),
+        Err(e) => {
+            v.add("fiscal_code", e.to_string());
+            None
+        }
+    };
+    let personal_data = parse_personal_data(personal_data, fiscal_code.as_ref(), today, v);
+    let residence = parse_residence(residence, today, v);
+    Some((fiscal_code?, personal_data?, residence?))
 }
 
 /// A phone number in international form: `+`, then 8 to 15 digits (spaces allowed between).
@@ -286,6 +376,32 @@ pub fn is_international_phone(s: &str) -> bool {
     };
     let digits: String = rest.chars().filter(|c| *c != ' ').collect();
     (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// A phone number as people write it, in international form: `+39 333 1234567` as given;
+/// `0039 333 1234567` with its `00` made `+`; an Italian number without prefix (a mobile
+/// starting with 3, a landline starting with 0: `333 1234567`, `06 1234567`) with `+39` put in
+/// front. Hyphens, dots, slashes and brackets count as spaces; runs of them become one space.
+/// None when it is not a phone number.
+pub fn normalise_phone(raw: &str) -> Option<String> {
+    let spaced = raw
+        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '.' | '/' | '(' | ')'))
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let digits = spaced.chars().filter(char::is_ascii_digit).count();
+    let international = if let Some(rest) = spaced.strip_prefix('+') {
+        format!("+{}", rest.trim_start())
+    } else if let Some(rest) = spaced.strip_prefix("00") {
+        format!("+{}", rest.trim_start())
+    } else if (spaced.starts_with('3') && (9..=10).contains(&digits))
+        || (spaced.starts_with('0') && (6..=11).contains(&digits))
+    {
+        format!("+39 {spaced}")
+    } else {
+        return None;
+    };
+    is_international_phone(&international).then_some(international)
 }
 
 /// An email address of the plain `local@domain.tld` shape (no display names, no spaces).
@@ -760,20 +876,21 @@ fn parse_contacts(wire: Option<&wire::Contacts>, v: &mut FieldViolations) -> Con
         v.add("contacts", "is required: at least one phone and one of email or PEC");
         return Contacts { home_phone: None, mobile_phone: None, email: None, pec: None };
     };
+    let mut phone = |field: &str, raw: &str| {
+        let given = optional(raw)?;
+        let normalised = normalise_phone(&given);
+        if normalised.is_none() {
+            v.add(field, "must be a phone number such as +39 333 1234567 or 333 1234567");
+        }
+        // An invalid number is kept as given, so the checks below do not also call it missing.
+        Some(normalised.unwrap_or(given))
+    };
     let contacts = Contacts {
-        home_phone: optional(&c.home_phone),
-        mobile_phone: optional(&c.mobile_phone),
+        home_phone: phone("contacts.home_phone", &c.home_phone),
+        mobile_phone: phone("contacts.mobile_phone", &c.mobile_phone),
         email: optional(&c.email).map(|e| e.to_ascii_lowercase()),
         pec: optional(&c.pec).map(|e| e.to_ascii_lowercase()),
     };
-    for (field, value) in [
-        ("contacts.home_phone", &contacts.home_phone),
-        ("contacts.mobile_phone", &contacts.mobile_phone),
-    ] {
-        if value.as_deref().is_some_and(|p| !is_international_phone(p)) {
-            v.add(field, "must be in international form, e.g. +39 333 1234567");
-        }
-    }
     for (field, value) in [("contacts.email", &contacts.email), ("contacts.pec", &contacts.pec)] {
         if value.as_deref().is_some_and(|e| !is_email(e)) {
             v.add(field, "is not a valid email address");
@@ -1049,7 +1166,7 @@ mod tests {
             )),
             residence: italian_address("", "", "5601", "XX", "Pisa"),
             contacts: Some(wire::Contacts {
-                home_phone: "06 164164".into(),
+                home_phone: "164164".into(),
                 email: "mario".into(),
                 preferred_phone: wire::PhoneKind::Mobile as i32,
                 ..Default::default()
@@ -1674,10 +1791,35 @@ mod tests {
     }
 
     #[test]
-    fn phones_must_be_in_international_form() {
+    fn phones_that_are_not_phone_numbers_are_rejected() {
+        for bad in ["164164", "333", "+39", "abc", "3331234567890", "+39 333 12345678901234"] {
+            let mut req = request();
+            contacts(&mut req).home_phone = bad.into();
+            assert_eq!(violations(&req), ["contacts.home_phone"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn italian_phones_written_without_prefix_are_accepted_and_normalised() {
+        for (given, normalised) in [
+            ("333 1234567", "+39 333 1234567"),
+            ("3331234567", "+39 3331234567"),
+            ("333-123.4567", "+39 333 123 4567"),
+            ("06 164164", "+39 06 164164"),
+            ("(06) 164 164", "+39 06 164 164"),
+            ("0039 333 1234567", "+39 333 1234567"),
+            ("+39 333 1234567", "+39 333 1234567"),
+            ("  +39   333  1234567 ", "+39 333 1234567"),
+            ("+41 44 668 18 00", "+41 44 668 18 00"),
+        ] {
+            assert_eq!(normalise_phone(given).as_deref(), Some(normalised), "{given}");
+        }
         let mut req = request();
-        contacts(&mut req).home_phone = "06 164164".into();
-        assert_eq!(violations(&req), ["contacts.home_phone"]);
+        contacts(&mut req).mobile_phone = "333 7654321".into();
+        contacts(&mut req).home_phone = "06-164164".into();
+        let parsed = PinRequest::parse(&req, today()).expect("accepted");
+        assert_eq!(parsed.contacts.mobile_phone.as_deref(), Some("+39 333 7654321"));
+        assert_eq!(parsed.contacts.home_phone.as_deref(), Some("+39 06 164164"));
     }
 
     #[test]

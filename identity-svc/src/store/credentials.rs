@@ -162,9 +162,10 @@ impl Store {
 }
 
 /// Gives `fiscal_code` a new initial PIN unless it holds one that is not revoked. Returns
-/// whether it did: one statement, so two concurrent requests cannot both issue. A citizen
-/// whose PIN was revoked gets a new one but keeps the record that they once completed first
-/// access, so the simplified half is not offered again (DOMAIN.md §3: never had a PIN).
+/// whether it did: one statement, so two concurrent requests cannot both issue. Only a
+/// citizen's first PIN carries a simplified half (DOMAIN.md §3: for whoever never had a
+/// PIN): a row exists only for someone who was issued one, so a citizen whose PIN was revoked
+/// — before first access or after — gets a full PIN only, and `pins_issued` keeps count.
 pub async fn claim_initial_pin(
     conn: &mut sqlx::AnyConnection,
     fiscal_code: &str,
@@ -176,10 +177,9 @@ pub async fn claim_initial_pin(
         "INSERT INTO citizens (fiscal_code, pin_state, pin_hash, simplified_hash, contacts, \
          created_at, updated_at) VALUES ($1, 'SIMPLIFIED_ONLY', $2, $3, $4, $5, $5) \
          ON CONFLICT (fiscal_code) DO UPDATE SET \
-         pin_state = CASE WHEN citizens.first_access_completed = 1 THEN 'ISSUED' ELSE 'SIMPLIFIED_ONLY' END, \
-         pin_hash = $2, \
-         simplified_hash = CASE WHEN citizens.first_access_completed = 1 THEN NULL ELSE $3 END, \
-         contacts = $4, failed_attempts = 0, locked_at = NULL, state_reason = NULL, updated_at = $5 \
+         pin_state = 'ISSUED', pin_hash = $2, simplified_hash = NULL, \
+         pins_issued = citizens.pins_issued + 1, contacts = $4, failed_attempts = 0, \
+         locked_at = NULL, state_reason = NULL, updated_at = $5 \
          WHERE citizens.pin_state = 'REVOKED'",
     )
     .bind(fiscal_code)

@@ -1,8 +1,9 @@
 //! PIN requests: who asked, what was issued, which messages carry the halves, and their
 //! validation by the contact center.
 
-use super::Store;
-use crate::domain::pin_request::Channel;
+use super::{decode_json, Store};
+use crate::domain::pin_request::{Channel, FormRecord};
+use crate::domain::residents::RegisterCheck;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -14,6 +15,11 @@ pub enum Outcome {
     Issued,
     /// The citizen already holds a PIN; they were told so on the contacts on file.
     AlreadyHasPin,
+    /// Nothing issued yet: the register cannot vouch for the residence, so the contact center
+    /// validates the request first.
+    PendingValidation,
+    /// Nothing issued or sent: the anagrafica disagrees with the register.
+    RegisterMismatch,
 }
 
 impl Outcome {
@@ -21,15 +27,16 @@ impl Outcome {
         match self {
             Outcome::Issued => "ISSUED",
             Outcome::AlreadyHasPin => "ALREADY_HAS_PIN",
+            Outcome::PendingValidation => "PENDING_VALIDATION",
+            Outcome::RegisterMismatch => "REGISTER_MISMATCH",
         }
     }
 
     fn parse(s: &str) -> Self {
-        if s == "ISSUED" {
-            Outcome::Issued
-        } else {
-            Outcome::AlreadyHasPin
-        }
+        [Outcome::Issued, Outcome::PendingValidation, Outcome::RegisterMismatch]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .unwrap_or(Outcome::AlreadyHasPin)
     }
 }
 
@@ -44,6 +51,10 @@ pub struct RequestRow {
     pub filed_by: String,
     pub validated_by: Option<String>,
     pub created_at: i64,
+    /// What the form said (requests filed before forms were kept have none).
+    pub form: Option<FormRecord>,
+    pub register_check: Option<RegisterCheck>,
+    pub pending_reason: Option<String>,
 }
 
 /// A request row to write.
@@ -57,7 +68,7 @@ pub struct NewRequest<'a> {
 }
 
 const REQUEST_COLUMNS: &str = "id, fiscal_code, outcome, first_half_channel, first_half_message, \
-    second_half_message, filed_by, validated_by, created_at";
+    second_half_message, filed_by, validated_by, created_at, form, register_check, pending_reason";
 
 fn request(row: &AnyRow) -> Result<RequestRow, sqlx::Error> {
     Ok(RequestRow {
@@ -74,6 +85,12 @@ fn request(row: &AnyRow) -> Result<RequestRow, sqlx::Error> {
         filed_by: row.try_get("filed_by")?,
         validated_by: row.try_get("validated_by")?,
         created_at: row.try_get("created_at")?,
+        form: row.try_get::<Option<String>, _>("form")?.as_deref().map(decode_json).transpose()?,
+        register_check: row
+            .try_get::<Option<String>, _>("register_check")?
+            .as_deref()
+            .and_then(RegisterCheck::parse),
+        pending_reason: row.try_get("pending_reason")?,
     })
 }
 
@@ -102,7 +119,7 @@ impl Store {
         rows.iter().map(request).collect()
     }
 
-    /// Issued, not yet validated requests filed before `cutoff`, oldest first, after the
+    /// Not yet validated requests, issued before `cutoff` or pending validation, oldest first, after the
     /// `(created_at, id)` position `after`.
     pub async fn unvalidated_requests(
         &self,
@@ -113,7 +130,8 @@ impl Store {
         let (after_at, after_id) = after.unwrap_or((i64::MIN, ""));
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM pin_requests \
-             WHERE outcome = 'ISSUED' AND validated_at IS NULL AND created_at <= $1 \
+             WHERE validated_at IS NULL \
+             AND ((outcome = 'ISSUED' AND created_at <= $1) OR outcome = 'PENDING_VALIDATION') \
              AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
              ORDER BY created_at, id LIMIT $4"
         );

@@ -1,0 +1,249 @@
+//! The register of residents, and what the register said about each PIN request.
+
+use super::Store;
+use crate::domain::codice_fiscale::Sex;
+use crate::domain::pin_request::{FormRecord, PersonalData, Residence};
+use crate::domain::residents::{place, sex_letter, RegisterCheck, Resident};
+use chrono::NaiveDate;
+use sportello_platform::now_millis;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// Entries written per statement: 14 parameters each stays well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters.
+pub const BATCH_ROWS: usize = 500;
+
+const COLUMNS: [&str; 14] = [
+    "fiscal_code",
+    "surname",
+    "given_name",
+    "birth_date",
+    "sex",
+    "birthplace",
+    "street",
+    "street_number",
+    "postal_code",
+    "province",
+    "municipality",
+    "country",
+    "foreign_address",
+    "updated_at",
+];
+
+/// How a batch went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// New entries, or entries whose data changed.
+    pub written: u64,
+    /// Entries already on the register exactly as given.
+    pub unchanged: u64,
+}
+
+/// `INSERT … VALUES ($1, …), … ON CONFLICT DO UPDATE … WHERE something differs`: an entry loaded
+/// again as it was is not touched (not even `updated_at`), so a re-import changes nothing.
+fn upsert_sql(rows: usize) -> String {
+    let n = COLUMNS.len();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=n).map(|c| format!("${}", r * n + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    let data = &COLUMNS[1..n - 1];
+    let set: Vec<String> = COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    let differs: Vec<String> = data
+        .iter()
+        .map(|c| format!("COALESCE(residents.{c}, '') <> COALESCE(excluded.{c}, '')"))
+        .collect();
+    format!(
+        "INSERT INTO residents ({}) VALUES {} ON CONFLICT (fiscal_code) DO UPDATE SET {} WHERE {}",
+        COLUMNS.join(", "),
+        values.join(", "),
+        set.join(", "),
+        differs.join(" OR ")
+    )
+}
+
+/// The columns of an entry, in [`COLUMNS`] order (less `updated_at`).
+fn columns(r: &Resident) -> [Option<String>; 13] {
+    let pd = &r.personal_data;
+    let (italy, abroad) = match &r.residence {
+        Residence::Italy { street, street_number, postal_code, province, municipality } => (
+            [
+                Some(street.clone()),
+                Some(street_number.clone()),
+                Some(postal_code.clone()),
+                Some(province.clone()),
+                Some(municipality.code.to_owned()),
+            ],
+            [None, None],
+        ),
+        Residence::Abroad { country, address } => {
+            (Default::default(), [Some(country.code.to_owned()), Some(address.clone())])
+        }
+    };
+    let [street, number, cap, province, municipality] = italy;
+    let [country, address] = abroad;
+    [
+        Some(r.fiscal_code.clone()),
+        Some(pd.surname.clone()),
+        Some(pd.given_name.clone()),
+        Some(pd.birth_date.to_string()),
+        Some(sex_letter(pd.sex).to_owned()),
+        Some(pd.birthplace.code.to_owned()),
+        street,
+        number,
+        cap,
+        province,
+        municipality,
+        country,
+        address,
+    ]
+}
+
+fn resident(row: &AnyRow) -> Result<Resident, sqlx::Error> {
+    let corrupt = |what: &str| sqlx::Error::Decode(format!("residents: bad {what}").into());
+    let birth_date: NaiveDate =
+        row.try_get::<String, _>("birth_date")?.parse().map_err(|_| corrupt("birth_date"))?;
+    let today = chrono::Utc::now().date_naive();
+    let code = |col: &str, on: NaiveDate| -> Result<_, sqlx::Error> {
+        place(&row.try_get::<String, _>(col)?, on).ok_or_else(|| corrupt(col))
+    };
+    let residence = match row.try_get::<Option<String>, _>("country")? {
+        Some(_) => Residence::Abroad {
+            country: code("country", today)?,
+            address: row.try_get("foreign_address")?,
+        },
+        None => Residence::Italy {
+            street: row.try_get("street")?,
+            street_number: row.try_get("street_number")?,
+            postal_code: row.try_get("postal_code")?,
+            province: row.try_get("province")?,
+            municipality: code("municipality", today)?,
+        },
+    };
+    Ok(Resident {
+        fiscal_code: row.try_get("fiscal_code")?,
+        personal_data: PersonalData {
+            surname: row.try_get("surname")?,
+            given_name: row.try_get("given_name")?,
+            birth_date,
+            sex: if row.try_get::<String, _>("sex")? == "F" { Sex::Female } else { Sex::Male },
+            birthplace: code("birthplace", birth_date)?,
+        },
+        residence,
+    })
+}
+
+/// A PIN request that issued nothing (pending the contact center's validation, or refused on
+/// the register's word), to record with its form.
+#[derive(Debug)]
+pub struct HeldRequest<'a> {
+    pub id: &'a str,
+    pub fiscal_code: &'a str,
+    pub channel: crate::domain::pin_request::Channel,
+    pub filed_by: &'a str,
+    /// Who the audit row names: the operator, or the citizen themselves.
+    pub actor: &'a str,
+    pub form: &'a FormRecord,
+    pub check: RegisterCheck,
+}
+
+fn form_json(form: &FormRecord) -> String {
+    serde_json::to_string(form).expect("a form serialises")
+}
+
+impl Store {
+    /// Writes a batch of entries in one transaction; returns how many changed the register.
+    /// The batch must not name a fiscal code twice (PostgreSQL refuses to update a row twice in
+    /// one statement).
+    pub async fn put_residents(&self, batch: &[Resident]) -> Result<Written, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let now = now_millis();
+        let mut written = 0;
+        for chunk in batch.chunks(BATCH_ROWS) {
+            let sql = upsert_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                for value in columns(r) {
+                    query = query.bind(value);
+                }
+                query = query.bind(now);
+            }
+            written += query.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Written { written, unchanged: batch.len() as u64 - written })
+    }
+
+    /// The register's entry for a (canonical) fiscal code.
+    pub async fn resident(&self, fiscal_code: &str) -> Result<Option<Resident>, sqlx::Error> {
+        let sql = format!("SELECT {} FROM residents WHERE fiscal_code = $1", COLUMNS.join(", "));
+        sqlx::query(&sql)
+            .bind(fiscal_code)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .map(|row| resident(&row))
+            .transpose()
+    }
+
+    /// Records a request that issued nothing, with its form and audit row, in one transaction.
+    pub async fn record_held_request(
+        &self,
+        r: &HeldRequest<'_>,
+        outcome: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO pin_requests (id, fiscal_code, outcome, first_half_channel, filed_by, \
+             created_at, form, register_check, pending_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.id)
+        .bind(r.fiscal_code)
+        .bind(outcome)
+        .bind(r.channel.as_str())
+        .bind(r.filed_by)
+        .bind(now_millis())
+        .bind(form_json(r.form))
+        .bind(r.check.as_str())
+        .bind(r.check.pending_reason())
+        .execute(&mut *tx)
+        .await?;
+        let entry = super::Entry {
+            operator_id: r.actor,
+            action: "RegisterCheck",
+            fiscal_code: r.fiscal_code,
+            outcome: r.check.as_str(),
+            detail: r.id,
+        };
+        super::audit(&mut tx, &entry).await?;
+        tx.commit().await
+    }
+}
+
+/// Adds the form and the register's word to a request that issued a PIN, with the audit row, on
+/// the transaction that issues it.
+pub async fn note_register_check(
+    conn: &mut sqlx::AnyConnection,
+    request_id: &str,
+    fiscal_code: &str,
+    actor: &str,
+    form: &FormRecord,
+    check: RegisterCheck,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE pin_requests SET form = $2, register_check = $3 WHERE id = $1")
+        .bind(request_id)
+        .bind(form_json(form))
+        .bind(check.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let entry = super::Entry {
+        operator_id: actor,
+        action: "RegisterCheck",
+        fiscal_code,
+        outcome: check.as_str(),
+        detail: request_id,
+    };
+    super::audit(conn, &entry).await
+}
