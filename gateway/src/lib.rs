@@ -59,7 +59,8 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
-    let proxy = stack::build(&config, &guard, backends);
+    let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
+    let proxy = stack::build(&config, &guard, backends, streaming);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
     let router = reflection::serve(Routes::new(health_service), &contract)
         .into_axum_router()

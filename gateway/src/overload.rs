@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sportello_platform::error::retry_later;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -197,25 +197,48 @@ impl Gate for Shed {
     }
 }
 
-/// Receives the whole request message before the call goes on, within `max_bytes` and
-/// `max_wait`. Every RPC of the contract takes one request message (a test in this module
-/// says so), so "the request has arrived" and "its body has ended" are the same moment.
-#[derive(Clone, Copy, Debug)]
+/// The paths (`/package.Service/Method`) of the contract's methods that stream their request.
+pub fn streaming_requests(descriptor_set: &[u8]) -> Result<HashSet<String>, prost::DecodeError> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(descriptor_set)?;
+    let mut paths = HashSet::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in service.method.iter().filter(|m| m.client_streaming()) {
+                paths.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
+            }
+        }
+    }
+    Ok(paths)
+}
+
+/// Receives the whole request message of a unary call before the call goes on, within
+/// `max_bytes` and `max_wait`: for a call that takes one request message, "the request has
+/// arrived" and "its body has ended" are the same moment. A method that streams its request
+/// (a bulk import) passes through as it streams: only staff may call those, the policy and
+/// authentication layers above have already said so, and the deadline cap bounds them.
+#[derive(Clone, Debug)]
 pub struct ReceiveMessageLayer {
     max_bytes: usize,
     max_wait: Duration,
+    streaming: Arc<HashSet<String>>,
 }
 
 impl ReceiveMessageLayer {
-    pub fn new(max_bytes: usize, max_wait: Duration) -> Self {
-        Self { max_bytes, max_wait }
+    pub fn new(max_bytes: usize, max_wait: Duration, streaming: HashSet<String>) -> Self {
+        Self { max_bytes, max_wait, streaming: Arc::new(streaming) }
     }
 }
 
 impl<S> Layer<S> for ReceiveMessageLayer {
     type Service = ReceiveMessage<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ReceiveMessage { inner, max_bytes: self.max_bytes, max_wait: self.max_wait }
+        ReceiveMessage {
+            inner,
+            max_bytes: self.max_bytes,
+            max_wait: self.max_wait,
+            streaming: self.streaming.clone(),
+        }
     }
 }
 
@@ -225,6 +248,7 @@ pub struct ReceiveMessage<S> {
     inner: S,
     max_bytes: usize,
     max_wait: Duration,
+    streaming: Arc<HashSet<String>>,
 }
 
 impl<S, B> Service<http::Request<B>> for ReceiveMessage<S>
@@ -248,6 +272,9 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
+        if self.streaming.contains(req.uri().path()) {
+            return Box::pin(inner.oneshot(req.map(tonic::body::Body::new)));
+        }
         let (parts, body) = req.into_parts();
         let receive = Limited::new(body, self.max_bytes).collect();
         let (max_wait, max_bytes) = (self.max_wait, self.max_bytes);
@@ -279,7 +306,6 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
-    use prost::Message;
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {
@@ -304,21 +330,10 @@ mod tests {
     }
 
     #[test]
-    fn no_rpc_of_the_contract_streams_its_request() {
-        let set = prost_types::FileDescriptorSet::decode(sportello_proto::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set");
-        for file in &set.file {
-            for service in &file.service {
-                for method in &service.method {
-                    assert!(
-                        !method.client_streaming(),
-                        "{}/{} streams its request: the gateway receives one message per call",
-                        service.name(),
-                        method.name()
-                    );
-                }
-            }
-        }
+    fn the_bulk_import_is_the_contract_s_only_method_that_streams_its_request() {
+        let streaming = streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET).expect("set");
+        let expected = ["/sportello.identity.v1.ResidentsService/ImportResidents".to_owned()];
+        assert_eq!(streaming, HashSet::from(expected));
     }
 
     /// Answers with the size of the request message it got.
@@ -349,7 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_whole_request_message_reaches_the_backend() {
-        let layer = ReceiveMessageLayer::new(100, Duration::from_secs(1));
+        let layer = ReceiveMessageLayer::new(100, Duration::from_secs(1), HashSet::new());
         let req = http::Request::new(Full::new(Bytes::from_static(&[0, 0, 0, 0, 3, 1, 2, 3])));
         let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");
         assert_eq!(message_of(&reply), ("0".into(), "8".into()));
@@ -357,7 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_message_too_large_is_refused() {
-        let layer = ReceiveMessageLayer::new(4, Duration::from_secs(1));
+        let layer = ReceiveMessageLayer::new(4, Duration::from_secs(1), HashSet::new());
         let req = http::Request::new(Full::new(Bytes::from_static(&[0, 0, 0, 0, 3, 1, 2, 3])));
         let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");
         assert_eq!(message_of(&reply).0, (Code::ResourceExhausted as i32).to_string());
@@ -365,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_message_that_never_ends_is_given_up_on() {
-        let layer = ReceiveMessageLayer::new(100, Duration::from_millis(50));
+        let layer = ReceiveMessageLayer::new(100, Duration::from_millis(50), HashSet::new());
         let never = futures::stream::pending::<Result<http_body::Frame<Bytes>, Infallible>>();
         let req = http::Request::new(StreamBody::new(never));
         let reply = layer.layer(echo_size()).oneshot(req).await.expect("reply");

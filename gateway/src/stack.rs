@@ -10,6 +10,7 @@ use crate::policy::Policy;
 use crate::proxy::{Backends, Forward, Route, StripInternalHeaders, VouchForCns};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ pub fn build<B>(
     config: &Config,
     guard: &Guard,
     backends: Backends,
+    streaming_requests: HashSet<String>,
 ) -> impl Service<http::Request<B>, Response = Reply, Error = Infallible, Future: Send + 'static>
        + Clone
        + Send
@@ -67,7 +69,11 @@ where
         // The request message, bounded in size and in the time it may take to arrive, is
         // received before a gateway-wide slot is taken, so that a client whose message never
         // ends holds no slot (only its own address's, above).
-        .layer(ReceiveMessageLayer::new(limits.max_request_bytes, limits.max_receive_time))
+        .layer(ReceiveMessageLayer::new(
+            limits.max_request_bytes,
+            limits.max_receive_time,
+            streaming_requests,
+        ))
         // Gateway-wide load shedding: a call that would exceed the bound is refused at once
         // with RESOURCE_EXHAUSTED, never queued; only calls ready to be forwarded count.
         .layer(GateLayer::new(Shed::new(limits.max_in_flight)))

@@ -226,7 +226,6 @@ impl Pins {
         let detail = format!("request {request_id}: {}", outcome.as_str());
         let entry =
             Entry { operator_id: who, action, fiscal_code: &cf, outcome: "OK", detail: &detail };
-        store::audit(&mut tx, &entry).await?;
         let form = req.form_record();
         store::note_register_check(
             &mut tx,
@@ -237,6 +236,7 @@ impl Pins {
             RegisterCheck::OnRegister,
         )
         .await?;
+        store::audit(&mut tx, &entry).await?;
         self.commit(tx).await?;
         Ok((request_id, outcome))
     }
