@@ -73,3 +73,31 @@ async fn the_gateway_reports_a_stopped_backend_as_not_serving() {
         r.shut_down().await;
     }
 }
+
+#[tokio::test]
+async fn readiness_follows_dependencies_as_soon_as_they_are_up_not_at_the_next_poll() {
+    let db = TestDb::new().await;
+    let ports = Ports::reserve().await;
+    let addrs = [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1];
+    let mut c = Configs::new(&db, addrs);
+    // A dependency's health is followed as it changes; a slow retry interval must not matter
+    // to a suite whose parts come up together (polling every 10 s, this took 10 s or more).
+    let slow = std::time::Duration::from_secs(10);
+    c.gateway.server.health_interval = slow;
+    c.identity.server.health_interval = slow;
+    c.claims.server.health_interval = slow;
+    c.notify.server.health_interval = slow;
+    let started = std::time::Instant::now();
+    let notify = Running::start(ports.notify, |l, s| notify_svc::serve(c.notify, l, s));
+    let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
+    let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
+    let gateway = Running::start(ports.gateway, |l, s| gateway::serve(c.gateway, l, s));
+    eventually("the gateway to be SERVING", std::time::Duration::from_secs(5), || async {
+        health_of(gateway.addr, "").await == Some(Serving)
+    })
+    .await;
+    eprintln!("start to SERVING: {:?}", started.elapsed());
+    for r in [gateway, claims, identity, notify] {
+        r.shut_down().await;
+    }
+}
