@@ -279,8 +279,9 @@ async fn changing_a_contact_tells_the_old_contacts_and_audits_the_masked_new_one
     let reply = cc.update_contacts(change(true)).await.expect("changed").into_inner();
     assert_eq!(reply.masked_address, "n***@e***.org");
 
-    let told: Vec<String> =
+    let mut told: Vec<String> =
         suite.db.messages("PIN_CONTACTS_CHANGED").await.into_iter().map(|m| m.address).collect();
+    told.sort();
     assert_eq!(told, [ROSSI_MOBILE, ROSSI_EMAIL], "the contacts on file before the change");
     let trail = audit_trail(&suite, ROSSI).await;
     let event = trail.iter().find(|e| e.action == "UpdateContacts" && e.outcome == "OK");

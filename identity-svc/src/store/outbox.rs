@@ -29,7 +29,6 @@ impl Half {
 }
 
 /// A message to write to the outbox.
-#[derive(Debug)]
 pub struct NewMessage<'a> {
     pub fiscal_code: &'a str,
     pub template: &'a str,
@@ -39,6 +38,16 @@ pub struct NewMessage<'a> {
     /// Send this stored notify message again (with its own secret) instead of a new one.
     pub resend_of: Option<&'a str>,
     pub request: Option<(&'a str, Half)>,
+}
+
+// Neither the secret nor the address in Debug.
+impl std::fmt::Debug for NewMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("template", &self.template)
+            .field("resend_of", &self.resend_of)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An outbox row claimed by a relay.
