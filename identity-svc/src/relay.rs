@@ -8,12 +8,14 @@ use crate::error::IdentityError;
 use crate::notifier::Notifier;
 use crate::store::{Pending, Store};
 use sportello_platform::now_millis;
+use sportello_platform::trace_context::deferred_span;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Rows claimed at once, and sent concurrently.
 const BATCH: i64 = 32;
@@ -69,10 +71,15 @@ pub async fn relay_once(store: &Store, notifier: &Notifier) -> Result<i64, sqlx:
     let mut sends = JoinSet::new();
     for row in rows {
         let (store, notifier) = (store.clone(), notifier.clone());
-        sends.spawn(async move {
-            let result = send(&notifier, &row).await;
-            settle(&store, &row, result).await
-        });
+        // Delivery joins the trace of the action that wrote the row.
+        let span = deferred_span("outbox relay", row.traceparent.as_deref());
+        sends.spawn(
+            async move {
+                let result = send(&notifier, &row).await;
+                settle(&store, &row, result).await
+            }
+            .instrument(span),
+        );
     }
     while let Some(done) = sends.join_next().await {
         if let Ok(Err(e)) = done {

@@ -60,6 +60,7 @@ pub struct Pending {
     pub secret_params: BTreeMap<String, String>,
     pub resend_of: Option<String>,
     pub request: Option<(String, Half)>,
+    pub traceparent: Option<String>,
     pub attempts: i64,
 }
 
@@ -104,8 +105,8 @@ pub async fn enqueue(
     let now = now_millis();
     sqlx::query(
         "INSERT INTO outbox (id, fiscal_code, template, channel, address, secret_params, \
-         resend_of, request_id, request_half, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         resend_of, request_id, request_half, traceparent, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(&id)
     .bind(m.fiscal_code)
@@ -116,6 +117,7 @@ pub async fn enqueue(
     .bind(m.resend_of)
     .bind(m.request.map(|(r, _)| r))
     .bind(m.request.map(|(_, h)| h.as_str()))
+    .bind(sportello_platform::trace_context::current_traceparent())
     .bind(now)
     .execute(conn)
     .await?;
@@ -123,7 +125,7 @@ pub async fn enqueue(
 }
 
 const PENDING_COLUMNS: &str = "id, fiscal_code, template, channel, address, secret_params, \
-    resend_of, request_id, request_half, attempts";
+    resend_of, request_id, request_half, traceparent, attempts";
 
 fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
     let secret: Option<String> = row.try_get("secret_params")?;
@@ -147,6 +149,7 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         request: request_id.map(|id| {
             (id, if half.as_deref() == Some("SECOND") { Half::Second } else { Half::First })
         }),
+        traceparent: row.try_get("traceparent")?,
         attempts: row.try_get("attempts")?,
     })
 }
