@@ -239,6 +239,21 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Forgets rows notify-svc acknowledged before `before` (notify keeps the messages) and
+    /// rate-limit windows that ended before it.
+    pub async fn purge_outbox(&self, before: i64) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        sqlx::query("DELETE FROM outbox WHERE done_at < $1")
+            .bind(before)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
+            .bind(before)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Counts one use of `kind` for `fiscal_code` in a fixed window of `window_ms`, unless `max` are
