@@ -8,12 +8,14 @@ use crate::error::IdentityError;
 use crate::notifier::Notifier;
 use crate::store::{Pending, Store};
 use sportello_platform::now_millis;
+use sportello_platform::trace_context::deferred_span;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Rows claimed at once, and sent concurrently.
 const BATCH: i64 = 32;
@@ -22,6 +24,10 @@ const LEASE_MS: i64 = 30_000;
 /// How often the outbox is looked at when nobody says it has something new (retries coming due,
 /// rows written by another instance, rows left by a relay that died).
 const POLL: Duration = Duration::from_millis(500);
+/// How long acknowledged rows are kept (for operators looking into a delivery), and how often
+/// old ones are purged.
+const KEEP_MS: i64 = 7 * 24 * 3_600_000;
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// The longest wait between two attempts at one message.
 const MAX_BACKOFF_MS: i64 = 60_000;
 
@@ -40,7 +46,14 @@ fn backoff_ms(attempts: i64) -> i64 {
 /// Runs until `shutdown`: relays due rows whenever `wake` is notified (a handler committed
 /// messages) or every [`POLL`].
 pub async fn run(store: Store, notifier: Notifier, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut purged_at = tokio::time::Instant::now();
     loop {
+        if purged_at.elapsed() >= PURGE_EVERY {
+            purged_at = tokio::time::Instant::now();
+            if let Err(e) = store.purge_outbox(now_millis().saturating_sub(KEEP_MS)).await {
+                tracing::warn!(error = %e, "outbox purge failed");
+            }
+        }
         let full = match relay_once(&store, &notifier).await {
             Ok(claimed) => claimed == BATCH,
             Err(e) => {
@@ -69,10 +82,15 @@ pub async fn relay_once(store: &Store, notifier: &Notifier) -> Result<i64, sqlx:
     let mut sends = JoinSet::new();
     for row in rows {
         let (store, notifier) = (store.clone(), notifier.clone());
-        sends.spawn(async move {
-            let result = send(&notifier, &row).await;
-            settle(&store, &row, result).await
-        });
+        // Delivery joins the trace of the action that wrote the row.
+        let span = deferred_span("outbox relay", row.traceparent.as_deref());
+        sends.spawn(
+            async move {
+                let result = send(&notifier, &row).await;
+                settle(&store, &row, result).await
+            }
+            .instrument(span),
+        );
     }
     while let Some(done) = sends.join_next().await {
         if let Ok(Err(e)) = done {

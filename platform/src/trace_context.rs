@@ -131,6 +131,30 @@ where
     }
 }
 
+/// The W3C `traceparent` of the current span, for work that a later task does on its behalf
+/// (an outbox row the relay sends after the RPC has answered).
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::global::get_text_map_propagator as propagator;
+    let cx = Span::current().context();
+    let mut headers = http::HeaderMap::new();
+    propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
+    headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// A span for deferred work that continues the trace `traceparent` names (a new trace without).
+pub fn deferred_span(name: &'static str, traceparent: Option<&str>) -> Span {
+    use opentelemetry::global::get_text_map_propagator as propagator;
+    let span = tracing::info_span!("deferred", otel.name = name, otel.kind = "internal");
+    let value = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok());
+    if let Some(value) = value {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value);
+        let parent = propagator(|p| p.extract(&HeaderExtractor(&headers)));
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,3 +170,32 @@ async fn a_killed_identity_restarted_on_its_database_sends_every_committed_pin()
     restarted.start_kill().expect("stop");
     notify.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identity_instances_relay_one_outbox_each_row_once() {
+    let suite = spawn_suite_with(|c| c.identity.pin_hash = cheap_hashing()).await;
+    let second = identity_svc::Config {
+        server: server_settings(),
+        store: store_settings(&suite.db, "identity"),
+        notify_url: url(suite.notify.addr),
+        pin_hash: cheap_hashing(),
+        ..Default::default()
+    };
+    let other = Running::start(listener().await, |l, s| identity_svc::serve(second, l, s));
+    wait_for_status(other.addr, IDENTITY, ServingStatus::Serving).await;
+    let instances = [connect(suite.identity.addr).await, connect(other.addr).await];
+    let mut calls = JoinSet::new();
+    for n in 0..120 {
+        let mut client = IdentityServiceClient::new(instances[n as usize % 2].clone());
+        calls.spawn(async move { client.request_pin(nth_citizen(n)).await.is_ok() });
+    }
+    let mut answered = 0;
+    while let Some(ok) = calls.join_next().await {
+        answered += usize::from(ok.expect("call task"));
+    }
+    let issued = assert_every_pin_has_its_request_and_two_messages(&suite.db).await;
+    assert!(issued >= answered);
+    let claimed_twice = suite.db.count("identity", "outbox", "attempts <> 1").await;
+    assert_eq!(claimed_twice, 0, "no row was claimed by both relays");
+    other.shut_down().await;
+}

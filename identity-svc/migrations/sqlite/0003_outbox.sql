@@ -14,6 +14,8 @@ CREATE TABLE outbox (
     -- The PIN request whose first or second half this message carries (FIRST, SECOND).
     request_id      TEXT,
     request_half    TEXT,
+    -- W3C traceparent of the action that wrote the row: its delivery joins that trace.
+    traceparent     TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     -- A relay holds the row until then; another may take it afterwards.

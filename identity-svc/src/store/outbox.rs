@@ -29,7 +29,6 @@ impl Half {
 }
 
 /// A message to write to the outbox.
-#[derive(Debug)]
 pub struct NewMessage<'a> {
     pub fiscal_code: &'a str,
     pub template: &'a str,
@@ -39,6 +38,16 @@ pub struct NewMessage<'a> {
     /// Send this stored notify message again (with its own secret) instead of a new one.
     pub resend_of: Option<&'a str>,
     pub request: Option<(&'a str, Half)>,
+}
+
+// Neither the secret nor the address in Debug.
+impl std::fmt::Debug for NewMessage<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("template", &self.template)
+            .field("resend_of", &self.resend_of)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An outbox row claimed by a relay.
@@ -51,6 +60,7 @@ pub struct Pending {
     pub secret_params: BTreeMap<String, String>,
     pub resend_of: Option<String>,
     pub request: Option<(String, Half)>,
+    pub traceparent: Option<String>,
     pub attempts: i64,
 }
 
@@ -95,8 +105,8 @@ pub async fn enqueue(
     let now = now_millis();
     sqlx::query(
         "INSERT INTO outbox (id, fiscal_code, template, channel, address, secret_params, \
-         resend_of, request_id, request_half, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         resend_of, request_id, request_half, traceparent, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
     )
     .bind(&id)
     .bind(m.fiscal_code)
@@ -107,6 +117,7 @@ pub async fn enqueue(
     .bind(m.resend_of)
     .bind(m.request.map(|(r, _)| r))
     .bind(m.request.map(|(_, h)| h.as_str()))
+    .bind(sportello_platform::trace_context::current_traceparent())
     .bind(now)
     .execute(conn)
     .await?;
@@ -114,7 +125,7 @@ pub async fn enqueue(
 }
 
 const PENDING_COLUMNS: &str = "id, fiscal_code, template, channel, address, secret_params, \
-    resend_of, request_id, request_half, attempts";
+    resend_of, request_id, request_half, traceparent, attempts";
 
 fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
     let secret: Option<String> = row.try_get("secret_params")?;
@@ -138,6 +149,7 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         request: request_id.map(|id| {
             (id, if half.as_deref() == Some("SECOND") { Half::Second } else { Half::First })
         }),
+        traceparent: row.try_get("traceparent")?,
         attempts: row.try_get("attempts")?,
     })
 }
@@ -225,6 +237,21 @@ impl Store {
         .bind(error)
         .execute(&self.db.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Forgets rows notify-svc acknowledged before `before` (notify keeps the messages) and
+    /// rate-limit windows that ended before it.
+    pub async fn purge_outbox(&self, before: i64) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        sqlx::query("DELETE FROM outbox WHERE done_at < $1")
+            .bind(before)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
+            .bind(before)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }
