@@ -74,6 +74,35 @@ impl TestDb {
         }
     }
 
+    /// Puts the citizens of these forms on identity's register of residents, living where each
+    /// form says, straight into its database (identity must have migrated it): for tests that
+    /// run identity without a gateway or a back-office account.
+    pub async fn register_residents(&self, forms: &[id::RequestPinRequest]) {
+        let postgres = self.is_postgres();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if postgres {
+                        // The service's tables live in its own schema.
+                        conn.execute("SET search_path TO identity").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&self.url("identity"))
+            .await
+            .expect("identity pool");
+        let backend = sportello_platform::db::Backend::of(&self.url("identity"));
+        let db = sportello_platform::db::Database { pool, backend };
+        let store = identity_svc::store::Store::new(db);
+        let records: Vec<_> =
+            forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f)).collect();
+        let mut import = identity_svc::residents::Import::new(&store);
+        import.batch(&records).await.expect("register");
+        assert_eq!(import.report.rejected, 0, "{:?}", import.report);
+    }
+
     pub async fn count(&self, svc: &str, table: &str, filter: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {} WHERE {filter}", self.table(svc, table));
         sqlx::query_scalar::<_, i64>(&sql).fetch_one(&self.pool(svc).await).await.expect("count")

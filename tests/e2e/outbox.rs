@@ -78,6 +78,7 @@ async fn assert_every_pin_has_its_request_and_two_messages(db: &TestDb) -> usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pin_request_commits_its_record_and_two_messages_whatever_the_client_deadline() {
     let suite = spawn_suite_with(|c| c.identity.pin_hash = cheap_hashing()).await;
+    suite.db.register_residents(&(0..500).map(nth_citizen).collect::<Vec<_>>()).await;
     let channel = connect(suite.identity.addr).await;
     // A few calls in flight at once, so that deadlines land at every step of the handler (not
     // all in the hashing queue).
@@ -136,6 +137,7 @@ async fn a_killed_identity_restarted_on_its_database_sends_every_committed_pin()
     let notify = Running::start(ports.notify, |l, s| notify_svc::serve(configs.notify, l, s));
     let mut identity = identity_process(&db, identity_addr, notify.addr);
     wait_for_status(identity_addr, IDENTITY, ServingStatus::Serving).await;
+    db.register_residents(&(0..400).map(nth_citizen).collect::<Vec<_>>()).await;
 
     let channel = connect(identity_addr).await;
     let answered = Arc::new(AtomicUsize::new(0));
@@ -183,6 +185,7 @@ async fn two_identity_instances_relay_one_outbox_each_row_once() {
     };
     let other = Running::start(listener().await, |l, s| identity_svc::serve(second, l, s));
     wait_for_status(other.addr, IDENTITY, ServingStatus::Serving).await;
+    suite.db.register_residents(&(0..120).map(nth_citizen).collect::<Vec<_>>()).await;
     let instances = [connect(suite.identity.addr).await, connect(other.addr).await];
     let mut calls = JoinSet::new();
     for n in 0..120 {
