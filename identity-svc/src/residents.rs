@@ -110,24 +110,31 @@ impl<'a> Import<'a> {
         Self { store, seen: HashMap::new(), report: ImportReport::default() }
     }
 
-    pub async fn batch(&mut self, records: &[wire::ResidentRecord]) -> Result<(), IdentityError> {
-        let today = today();
-        let mut good = Vec::with_capacity(records.len());
-        for record in records {
+    pub async fn batch(&mut self, records: Vec<wire::ResidentRecord>) -> Result<(), IdentityError> {
+        // Checking a thousand entries is CPU work: off the runtime's threads, so that health
+        // checks and other calls are not held up by a bulk load.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let today = today();
+            records.into_iter().map(|r| (r.line, Resident::parse(&r, today))).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mut good = Vec::with_capacity(parsed.len());
+        for (line, parsed) in parsed {
             self.report.received += 1;
-            match Resident::parse(record, today) {
+            match parsed {
                 Ok(resident) => match self.seen.get(&resident.fiscal_code) {
                     Some(first) => {
                         let why = format!("the same fiscal code is already on line {first}");
-                        self.report.reject(record.line, [("fiscal_code".to_owned(), why)]);
+                        self.report.reject(line, [("fiscal_code".to_owned(), why)]);
                     }
                     None => {
-                        self.seen.insert(resident.fiscal_code.clone(), record.line);
+                        self.seen.insert(resident.fiscal_code.clone(), line);
                         good.push(resident);
                     }
                 },
                 Err(v) => self.report.reject(
-                    record.line,
+                    line,
                     v.iter().map(|(f, d)| (f.to_owned(), d.to_owned())).collect::<Vec<_>>(),
                 ),
             }
@@ -145,7 +152,7 @@ pub async fn load_demo(store: &Store) -> anyhow::Result<()> {
     anyhow::ensure!(problems.is_empty(), "demo register: {problems:?}");
     let mut import = Import::new(store);
     for chunk in records.chunks(MAX_BATCH) {
-        import.batch(chunk).await?;
+        import.batch(chunk.to_vec()).await?;
     }
     let r = &import.report;
     anyhow::ensure!(r.rejected == 0, "demo register: {:?}", r.rejections);
@@ -183,7 +190,7 @@ impl ResidentsService for Residents {
                 v.add("residents", format!("send at most {MAX_BATCH} entries per message"));
                 return Err(IdentityError::Invalid(v).into());
             }
-            import.batch(&message.residents).await?;
+            import.batch(message.residents).await?;
         }
         let r = import.report;
         let detail = format!(
