@@ -284,3 +284,41 @@ async fn italian_phones_without_prefix_are_accepted_and_normalised() {
     let view = lookup(&suite, ROSSI).await;
     assert_eq!(view.contacts.expect("contacts").home_phone, "+39 *** *** 3456");
 }
+
+#[tokio::test]
+async fn sportello_import_residents_loads_a_file_and_reports_bad_rows_by_line_and_column() {
+    let suite = spawn_suite().await;
+    let (cf, _) = verdi();
+    let file = suite.db.data_dir().join("register.csv");
+    let csv = format!(
+        "fiscal_code,surname,given_name,birth_date,sex,birth_province,birth_municipality,\
+         street,street_number,postal_code,province,municipality\n\
+         {cf},Verdi,Giuseppe,01/01/1980,M,RM,Roma,Via Roma,1,56017,PI,San Giuliano Terme\n\
+         {cf},Verdi,Giuseppe,01/01/1980,M,RM,Roma,Via Roma,1,5601,PI,San Giuliano Terme\n\
+         {cf},Verdi,Giuseppe,01/01/1980,X,RM,Roma,Via Roma,1,56017,PI,San Giuliano Terme\n"
+    );
+    std::fs::write(&file, csv).expect("file");
+    let run = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
+            .args(["import", "residents"])
+            .arg(&file)
+            .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
+            .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
+            .output()
+            .await
+            .expect("sportello runs")
+    };
+    let out = run().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "line 3, postal_code: must be exactly 5 digits", "{stdout}");
+    assert_eq!(lines[1], "line 4, sex: must be M or F", "{stdout}");
+    assert!(lines[2]
+        .starts_with("3 rows read, 2 sent: 1 written, 0 unchanged, 1 rejected, 1 unreadable"));
+    assert_eq!(suite.db.count("identity", "residents", &format!("fiscal_code = '{cf}'")).await, 1);
+
+    let again = run().await;
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("0 written, 1 unchanged"), "the same file changes nothing: {stdout}");
+}
