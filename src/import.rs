@@ -60,6 +60,39 @@ fn password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// A back-office session for `username`, the password from $SPORTELLO_PASSWORD or stdin.
+pub async fn login(
+    channel: tonic::transport::Channel,
+    username: &str,
+) -> anyhow::Result<wire::Session> {
+    let login = wire::LoginStaffRequest { username: username.to_owned(), password: password()? };
+    IdentityServiceClient::new(channel)
+        .login_staff(login)
+        .await
+        .context("back-office login")?
+        .into_inner()
+        .session
+        .context("no session")
+}
+
+/// Sends `records` to ImportResidents in calls of [`CALL_BATCHES`] batches.
+pub async fn import_all(
+    channel: tonic::transport::Channel,
+    token: &str,
+    records: &[wire::ResidentRecord],
+) -> anyhow::Result<()> {
+    for call in records.chunks(CALL_BATCHES * MAX_BATCH) {
+        let batches: Vec<wire::ImportResidentsRequest> = call
+            .chunks(MAX_BATCH)
+            .map(|c| wire::ImportResidentsRequest { residents: c.to_vec() })
+            .collect();
+        let mut request = tonic::Request::new(futures::stream::iter(batches));
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        ResidentsServiceClient::new(channel.clone()).import_residents(request).await?;
+    }
+    Ok(())
+}
+
 /// A problem to print: where, which column, what.
 struct Problem {
     line: i64,
@@ -73,14 +106,7 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.gateway))?;
-    let login = wire::LoginStaffRequest { username: args.username.clone(), password: password()? };
-    let session = IdentityServiceClient::new(channel.clone())
-        .login_staff(login)
-        .await
-        .context("back-office login")?
-        .into_inner()
-        .session
-        .context("no session")?;
+    let session = login(channel.clone(), &args.username).await?;
 
     let bar = ProgressBar::new(rows);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")?);
