@@ -16,7 +16,7 @@ pub use audit::AuditEvent;
 pub use credentials::{Account, Credential, PinStage};
 pub use recoveries::Recovery;
 pub use requests::{NewRequest, Outcome, RequestRow};
-pub use residents::{HeldRequest, Written, BATCH_ROWS};
+pub use residents::{note_register_check, HeldRequest, Written, BATCH_ROWS};
 pub use sessions::{end_sessions_of, SessionRow};
 pub use staff::StaffRow;
 

@@ -233,21 +233,26 @@ impl Store {
         check: RegisterCheck,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE pin_requests SET form = $2, register_check = $3 WHERE id = $1")
-            .bind(request_id)
-            .bind(form_json(form))
-            .bind(check.as_str())
-            .execute(&mut *tx)
-            .await?;
-        super::audit::append(
-            &mut tx,
-            actor,
-            "RegisterCheck",
-            fiscal_code,
-            check.as_str(),
-            request_id,
-        )
-        .await?;
+        note_register_check(&mut tx, request_id, fiscal_code, actor, form, check).await?;
         tx.commit().await
     }
+}
+
+/// [`Store::note_register_check`] on `conn`, to commit with the request row it completes.
+pub async fn note_register_check(
+    conn: &mut sqlx::AnyConnection,
+    request_id: &str,
+    fiscal_code: &str,
+    actor: &str,
+    form: &FormRecord,
+    check: RegisterCheck,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE pin_requests SET form = $2, register_check = $3 WHERE id = $1")
+        .bind(request_id)
+        .bind(form_json(form))
+        .bind(check.as_str())
+        .execute(&mut *conn)
+        .await?;
+    super::audit::append(conn, actor, "RegisterCheck", fiscal_code, check.as_str(), request_id)
+        .await
 }
