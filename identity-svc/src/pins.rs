@@ -113,7 +113,10 @@ impl Pins {
         if !self.store.claim_initial_pin(&cf, &full, &simplified, &req.contacts).await? {
             return self.already_has_pin(&request_id, req, by).await;
         }
-        let sent = self.send_halves(&request_id, &cf, req, &pin, letter).await;
+        let channel = req.first_half_channel;
+        let address = req.contacts.address(channel).unwrap_or_default().to_owned();
+        let first_half_to = Destination::Channel(channel, address);
+        let sent = self.send_halves(&request_id, &cf, first_half_to, &pin, letter).await;
         let (first, second) = match sent {
             Ok(ids) => ids,
             Err(e) => {
@@ -144,22 +147,20 @@ impl Pins {
         Ok((request_id, Outcome::Issued))
     }
 
-    async fn send_halves(
+    pub(crate) async fn send_halves(
         &self,
         request_id: &str,
         cf: &str,
-        req: &PinRequest,
+        first_half_to: Destination,
         pin: &Pin,
         letter: String,
     ) -> Result<(String, String), IdentityError> {
-        let channel = req.first_half_channel;
-        let address = req.contacts.address(channel).unwrap_or_default().to_owned();
         let first = self
             .notifier
             .send(
                 format!("identity:{request_id}:first-half"),
                 cf,
-                &Destination::Channel(channel, address),
+                &first_half_to,
                 "PIN_FIRST_HALF",
                 Some(("pin_half", pin.first_half())),
             )

@@ -2,12 +2,15 @@
 //! office only), the demo register `sportello up` loads, the CSV layout both read, and the
 //! register's say in a PIN request (`Pins::letter_decision`, `Pins::hold`).
 
+use crate::domain::pin::Pin;
 use crate::domain::pin_request::PinRequest;
 use crate::domain::residents::{decide, LetterDecision, RegisterCheck, Resident};
 use crate::error::IdentityError;
+use crate::notifier::Destination;
 use crate::pins::{FiledBy, Pins};
 use crate::store::{HeldRequest, Outcome, Store};
 use sportello_platform::auth::{principal, Role};
+use sportello_platform::error::FieldViolations;
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::residents_service_server::ResidentsService;
 use std::collections::HashMap;
@@ -67,6 +70,63 @@ impl Pins {
             "PIN request held by the register of residents"
         );
         Ok((request_id.to_owned(), outcome))
+    }
+}
+
+impl Pins {
+    /// The contact center's validation of a request the register held back (issue 8 §6): the
+    /// operator has checked the caller's identity and residence by phone, so the PIN is issued —
+    /// first half by the channel the form chose, the letter to the residence on the form.
+    /// Returns the fiscal code and where the first half went.
+    pub async fn validate_pending(
+        &self,
+        operator: &str,
+        request_id: &str,
+        identity_verified: bool,
+    ) -> Result<(String, Destination), IdentityError> {
+        if !identity_verified {
+            let mut v = FieldViolations::new();
+            v.add("identity_verified", "check the caller's identity and residence by phone first");
+            return Err(v.into());
+        }
+        let request =
+            self.store.request(request_id).await?.ok_or(IdentityError::NotFound("PIN request"))?;
+        let not_pending = IdentityError::Precondition {
+            reason: "NOT_PENDING_VALIDATION",
+            message: "this request does not wait for validation",
+        };
+        let form = match (&request.outcome, &request.validated_by, request.form) {
+            (Outcome::PendingValidation, None, Some(form)) => form,
+            _ => return Err(not_pending),
+        };
+        let cf = request.fiscal_code;
+        let pin = Pin::generate_initial();
+        let (full, simplified) = tokio::try_join!(
+            self.hasher.hash(pin.expose().to_owned()),
+            self.hasher.hash(pin.first_half().to_owned()),
+        )?;
+        if !self.store.claim_initial_pin(&cf, &full, &simplified, &form.contacts).await? {
+            return Err(IdentityError::Precondition {
+                reason: "ALREADY_HAS_PIN",
+                message: "the citizen holds a PIN: use ripristino, or revoke it first",
+            });
+        }
+        let channel = request.first_half_channel;
+        let address = form.contacts.address(channel).unwrap_or_default().to_owned();
+        let to = Destination::Channel(channel, address);
+        let letter = format!("{} {}\n{}", form.given_name, form.surname, form.residence);
+        let (first, second) =
+            match self.send_halves(&request.id, &cf, to.clone(), &pin, letter).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    self.store.release_initial_pin(&cf, &full).await?;
+                    return Err(e);
+                }
+            };
+        if !self.store.issue_validated(&request.id, operator, &first, &second).await? {
+            return Err(not_pending);
+        }
+        Ok((cf, to))
     }
 }
 
@@ -186,7 +246,7 @@ impl ResidentsService for Residents {
         let mut import = Import::new(&self.store);
         while let Some(message) = stream.message().await? {
             if message.residents.len() > MAX_BATCH {
-                let mut v = sportello_platform::error::FieldViolations::new();
+                let mut v = FieldViolations::new();
                 v.add("residents", format!("send at most {MAX_BATCH} entries per message"));
                 return Err(IdentityError::Invalid(v).into());
             }

@@ -223,6 +223,30 @@ impl Store {
         tx.commit().await
     }
 
+    /// Marks a request that waited for validation as validated by `operator` and issued, with
+    /// the messages carrying its halves; false when it no longer waits (another operator won).
+    pub async fn issue_validated(
+        &self,
+        request_id: &str,
+        operator: &str,
+        first_half_message: &str,
+        second_half_message: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE pin_requests SET outcome = 'ISSUED', validated_by = $2, validated_at = $3, \
+             first_half_message = $4, second_half_message = $5, pending_reason = NULL \
+             WHERE id = $1 AND outcome = 'PENDING_VALIDATION' AND validated_at IS NULL",
+        )
+        .bind(request_id)
+        .bind(operator)
+        .bind(now_millis())
+        .bind(first_half_message)
+        .bind(second_half_message)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Adds the form and the register's word to a request that issued a PIN, with the audit row.
     pub async fn note_register_check(
         &self,
