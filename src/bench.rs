@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// found on their own when they run on this machine.
     #[arg(long = "pid", value_parser = crate::cpu::parse_pid)]
     pids: Vec<crate::cpu::Target>,
+    /// Identity scenarios: a back-office user (password in $SPORTELLO_PASSWORD) to put the
+    /// synthetic citizens on the register of residents first; without one their PIN requests
+    /// wait for the contact center and send nothing, and the login scenarios cannot prepare.
+    #[arg(long, env = "SPORTELLO_USERNAME")]
+    backoffice_user: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -177,6 +182,29 @@ async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
         out.push(Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await?);
     }
     Ok(out)
+}
+
+/// Puts synthetic citizens `from..from + count` on the register of residents, through the
+/// gateway as the back office, so that their PIN requests issue PINs.
+async fn register(args: &BenchArgs, from: u64, count: u64) -> anyhow::Result<()> {
+    let Some(user) = &args.backoffice_user else {
+        println!("(no --backoffice-user: the synthetic citizens are not on the register)");
+        return Ok(());
+    };
+    let channel = Endpoint::from_shared(args.gateway.clone())?.connect().await?;
+    let session = crate::import::login(channel.clone(), user).await?;
+    let records: Vec<id::ResidentRecord> = (from..from + count)
+        .map(|n| {
+            let form = citizen(n);
+            id::ResidentRecord {
+                line: (n - from) as i64 + 2,
+                fiscal_code: form.fiscal_code,
+                personal_data: form.personal_data,
+                residence: form.residence,
+            }
+        })
+        .collect();
+    crate::import::import_all(channel, &session.access_token, &records).await
 }
 
 /// Citizens with a PIN of their own, for the login scenarios.
@@ -408,6 +436,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         // Citizens are numbered from a random start, so a second run meets new ones too.
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
+        if args.scenario != Scenario::ListBenefits {
+            register(&args, next.load(Ordering::Relaxed), args.citizens as u64 + 30_000).await?;
+        }
         let prepared = match args.scenario {
             Scenario::PinLogin | Scenario::LoginFlood => {
                 prepare(&args, args.citizens, &next).await?

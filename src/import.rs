@@ -4,13 +4,19 @@
 //! progress bar, and prints what was written and every bad row by line and column.
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use identity_svc::residents::{csv, MAX_BATCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sportello_proto::identity::v1::residents_service_client::ResidentsServiceClient;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc::Receiver;
+
+/// Batches per ImportResidents call: 20,000 rows, a few seconds of work.
+const CALL_BATCHES: usize = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -54,6 +60,39 @@ fn password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+/// A back-office session for `username`, the password from $SPORTELLO_PASSWORD or stdin.
+pub async fn login(
+    channel: tonic::transport::Channel,
+    username: &str,
+) -> anyhow::Result<wire::Session> {
+    let login = wire::LoginStaffRequest { username: username.to_owned(), password: password()? };
+    IdentityServiceClient::new(channel)
+        .login_staff(login)
+        .await
+        .context("back-office login")?
+        .into_inner()
+        .session
+        .context("no session")
+}
+
+/// Sends `records` to ImportResidents in calls of [`CALL_BATCHES`] batches.
+pub async fn import_all(
+    channel: tonic::transport::Channel,
+    token: &str,
+    records: &[wire::ResidentRecord],
+) -> anyhow::Result<()> {
+    for call in records.chunks(CALL_BATCHES * MAX_BATCH) {
+        let batches: Vec<wire::ImportResidentsRequest> = call
+            .chunks(MAX_BATCH)
+            .map(|c| wire::ImportResidentsRequest { residents: c.to_vec() })
+            .collect();
+        let mut request = tonic::Request::new(futures::stream::iter(batches));
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        ResidentsServiceClient::new(channel.clone()).import_residents(request).await?;
+    }
+    Ok(())
+}
+
 /// A problem to print: where, which column, what.
 struct Problem {
     line: i64,
@@ -67,14 +106,7 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.gateway))?;
-    let login = wire::LoginStaffRequest { username: args.username.clone(), password: password()? };
-    let session = IdentityServiceClient::new(channel.clone())
-        .login_staff(login)
-        .await
-        .context("back-office login")?
-        .into_inner()
-        .session
-        .context("no session")?;
+    let session = login(channel.clone(), &args.username).await?;
 
     let bar = ProgressBar::new(rows);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")?);
@@ -103,27 +135,30 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         }
         local
     });
-    let progress = bar.clone();
-    let stream = futures::stream::unfold(rx, move |mut rx| {
-        let progress = progress.clone();
-        async move {
-            let batch = rx.recv().await?;
-            progress.inc(batch.residents.len() as u64);
-            Some((batch, rx))
-        }
-    });
-    let mut request = tonic::Request::new(stream);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", session.access_token).parse().context("token")?,
-    );
-    // Bulk loads outlast the gateway's default deadline; ask for the most it allows.
-    request.set_timeout(std::time::Duration::from_secs(3600));
     let started = Instant::now();
-    let reply = ResidentsServiceClient::new(channel).import_residents(request).await;
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut reply = wire::ImportResidentsResponse::default();
+    let client = ResidentsServiceClient::new(channel);
+    let refused = loop {
+        let Some(first) = rx.lock().await.recv().await else { break None };
+        match import_call(client.clone(), &session.access_token, first, rx.clone(), &bar).await {
+            Ok(part) => {
+                reply.received += part.received;
+                reply.written += part.written;
+                reply.unchanged += part.unchanged;
+                reply.rejected += part.rejected;
+                reply.rejections.extend(part.rejections);
+            }
+            Err(status) => break Some(status),
+        }
+    };
+    // Dropping the receiver stops the reader after a refusal.
+    drop(rx);
     let local = reader.await?;
     bar.finish_and_clear();
-    let reply = reply.context("import refused")?.into_inner();
+    if let Some(s) = refused {
+        anyhow::bail!("import refused: {:?} {}", s.code(), s.message());
+    }
     let took = started.elapsed();
 
     let unreadable = local.len();
@@ -157,6 +192,37 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         rate
     );
     Ok(())
+}
+
+/// One ImportResidents call: `first` and up to [`CALL_BATCHES`] − 1 more batches from `rx`.
+/// Calls are kept short (the gateway caps deadlines at 30 s by default); the register's import
+/// is idempotent, so splitting a file over several calls changes nothing.
+async fn import_call(
+    mut client: ResidentsServiceClient<tonic::transport::Channel>,
+    token: &str,
+    first: wire::ImportResidentsRequest,
+    rx: Arc<tokio::sync::Mutex<Receiver<wire::ImportResidentsRequest>>>,
+    bar: &ProgressBar,
+) -> Result<wire::ImportResidentsResponse, tonic::Status> {
+    bar.inc(first.residents.len() as u64);
+    let progress = bar.clone();
+    let rest = futures::stream::unfold((rx, 1), move |(rx, sent)| {
+        let progress = progress.clone();
+        async move {
+            if sent == CALL_BATCHES {
+                return None;
+            }
+            let batch = rx.lock().await.recv().await?;
+            progress.inc(batch.residents.len() as u64);
+            Some((batch, (rx, sent + 1)))
+        }
+    });
+    let stream = futures::stream::once(async { first }).chain(rest);
+    let mut request = tonic::Request::new(stream);
+    let bearer =
+        format!("Bearer {token}").parse().map_err(|_| tonic::Status::invalid_argument("token"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    Ok(client.import_residents(request).await?.into_inner())
 }
 
 /// Data rows in the file (lines less the header), for the progress bar.

@@ -575,6 +575,21 @@ impl ContactCenterService for ContactCenter {
         self.change(&who, "UpdateContacts", &r.fiscal_code, "", result).await
     }
 
+    async fn validate_pending_pin_request(
+        &self,
+        request: Request<wire::ValidatePendingPinRequestRequest>,
+    ) -> Result<Response<wire::ValidatePendingPinRequestResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self.pins.validate_pending(&who.id, &r.request_id, r.identity_verified).await;
+        let cf = result.as_ref().map(|(cf, _)| cf.clone()).unwrap_or_default();
+        let result = result.map(|(_, to)| wire::ValidatePendingPinRequestResponse {
+            masked_address: wire_destination(&to).1,
+        });
+        let detail = format!("request {}", r.request_id);
+        self.change(&who, "ValidatePendingPinRequest", &cf, &detail, result).await
+    }
+
     async fn revoke_pin(
         &self,
         request: Request<wire::RevokePinRequest>,

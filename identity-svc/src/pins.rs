@@ -106,6 +106,25 @@ async fn queue_secret(
     Ok(())
 }
 
+/// Queues the two halves of a newly issued PIN, on the transaction that issues it: the first
+/// to `first_to`, the second by post to `letter`.
+pub(crate) async fn queue_halves(
+    conn: &mut sqlx::AnyConnection,
+    request_id: &str,
+    cf: &str,
+    first_to: &Destination,
+    pin: &Pin,
+    letter: String,
+) -> Result<(), sqlx::Error> {
+    let first = (request_id, Half::First);
+    let half = ("pin_half", pin.first_half());
+    queue_secret(conn, cf, first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
+    let second = (request_id, Half::Second);
+    let half = ("pin_half", pin.second_half());
+    let letter = Destination::Post(letter);
+    queue_secret(conn, cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second)).await
+}
+
 /// The PIN lifecycle, shared by the citizens' and the contact center's RPCs.
 #[derive(Clone, Debug)]
 pub struct Pins {
@@ -197,15 +216,8 @@ impl Pins {
             if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
                 let channel = req.first_half_channel;
                 let address = req.contacts.address(channel).unwrap_or_default().to_owned();
-                let first = (request_id.as_str(), Half::First);
                 let first_to = Destination::Channel(channel, address);
-                let half = ("pin_half", pin.first_half());
-                queue_secret(&mut tx, &cf, &first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
-                let second = (request_id.as_str(), Half::Second);
-                let half = ("pin_half", pin.second_half());
-                let letter = Destination::Post(letter);
-                queue_secret(&mut tx, &cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second))
-                    .await?;
+                queue_halves(&mut tx, &request_id, &cf, &first_to, &pin, letter).await?;
                 Outcome::Issued
             } else {
                 self.already_has_pin(&mut tx, &cf).await?;

@@ -2,12 +2,15 @@
 //! office only), the demo register `sportello up` loads, the CSV layout both read, and the
 //! register's say in a PIN request (`Pins::letter_decision`, `Pins::hold`).
 
+use crate::domain::pin::Pin;
 use crate::domain::pin_request::PinRequest;
 use crate::domain::residents::{decide, LetterDecision, RegisterCheck, Resident};
 use crate::error::IdentityError;
+use crate::notifier::Destination;
 use crate::pins::{FiledBy, Pins};
-use crate::store::{HeldRequest, Outcome, Store};
+use crate::store::{self, HeldRequest, Outcome, Store};
 use sportello_platform::auth::{principal, Role};
+use sportello_platform::error::FieldViolations;
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::residents_service_server::ResidentsService;
 use std::collections::HashMap;
@@ -70,6 +73,67 @@ impl Pins {
     }
 }
 
+impl Pins {
+    /// The contact center's validation of a request the register held back (issue 8 §6): the
+    /// operator has checked the caller's identity and residence by phone, so the PIN is issued —
+    /// first half by the channel the form chose, the letter to the residence on the form.
+    /// Returns the fiscal code and where the first half went.
+    pub async fn validate_pending(
+        &self,
+        operator: &str,
+        request_id: &str,
+        identity_verified: bool,
+    ) -> Result<(String, Destination), IdentityError> {
+        if !identity_verified {
+            let mut v = FieldViolations::new();
+            v.add("identity_verified", "check the caller's identity and residence by phone first");
+            return Err(v.into());
+        }
+        let request =
+            self.store.request(request_id).await?.ok_or(IdentityError::NotFound("PIN request"))?;
+        let not_pending = IdentityError::Precondition {
+            reason: "NOT_PENDING_VALIDATION",
+            message: "this request does not wait for validation",
+        };
+        let form = match (&request.outcome, &request.validated_by, request.form) {
+            (Outcome::PendingValidation, None, Some(form)) => form,
+            _ => return Err(not_pending),
+        };
+        let cf = request.fiscal_code;
+        let pin = Pin::generate_initial();
+        let (full, simplified) = tokio::try_join!(
+            self.hasher.hash(pin.expose().to_owned()),
+            self.hasher.hash(pin.first_half().to_owned()),
+        )?;
+        let mut tx = self.store.begin().await?;
+        if !store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &form.contacts).await? {
+            return Err(IdentityError::Precondition {
+                reason: "ALREADY_HAS_PIN",
+                message: "the citizen holds a PIN: use ripristino, or revoke it first",
+            });
+        }
+        if !store::issue_validated(&mut tx, &request.id, operator).await? {
+            return Err(not_pending);
+        }
+        let channel = request.first_half_channel;
+        let address = form.contacts.address(channel).unwrap_or_default().to_owned();
+        let to = Destination::Channel(channel, address);
+        let letter = format!("{} {}\n{}", form.given_name, form.surname, form.residence);
+        crate::pins::queue_halves(&mut tx, &request.id, &cf, &to, &pin, letter).await?;
+        let detail = format!("request {}", request.id);
+        let entry = store::Entry {
+            operator_id: operator,
+            action: "ValidatePendingPinRequest",
+            fiscal_code: &cf,
+            outcome: "OK",
+            detail: &detail,
+        };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await?;
+        Ok((cf, to))
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Default)]
 pub struct ImportReport {
@@ -110,24 +174,31 @@ impl<'a> Import<'a> {
         Self { store, seen: HashMap::new(), report: ImportReport::default() }
     }
 
-    pub async fn batch(&mut self, records: &[wire::ResidentRecord]) -> Result<(), IdentityError> {
-        let today = today();
-        let mut good = Vec::with_capacity(records.len());
-        for record in records {
+    pub async fn batch(&mut self, records: Vec<wire::ResidentRecord>) -> Result<(), IdentityError> {
+        // Checking a thousand entries is CPU work: off the runtime's threads, so that health
+        // checks and other calls are not held up by a bulk load.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let today = today();
+            records.into_iter().map(|r| (r.line, Resident::parse(&r, today))).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let mut good = Vec::with_capacity(parsed.len());
+        for (line, parsed) in parsed {
             self.report.received += 1;
-            match Resident::parse(record, today) {
+            match parsed {
                 Ok(resident) => match self.seen.get(&resident.fiscal_code) {
                     Some(first) => {
                         let why = format!("the same fiscal code is already on line {first}");
-                        self.report.reject(record.line, [("fiscal_code".to_owned(), why)]);
+                        self.report.reject(line, [("fiscal_code".to_owned(), why)]);
                     }
                     None => {
-                        self.seen.insert(resident.fiscal_code.clone(), record.line);
+                        self.seen.insert(resident.fiscal_code.clone(), line);
                         good.push(resident);
                     }
                 },
                 Err(v) => self.report.reject(
-                    record.line,
+                    line,
                     v.iter().map(|(f, d)| (f.to_owned(), d.to_owned())).collect::<Vec<_>>(),
                 ),
             }
@@ -145,7 +216,7 @@ pub async fn load_demo(store: &Store) -> anyhow::Result<()> {
     anyhow::ensure!(problems.is_empty(), "demo register: {problems:?}");
     let mut import = Import::new(store);
     for chunk in records.chunks(MAX_BATCH) {
-        import.batch(chunk).await?;
+        import.batch(chunk.to_vec()).await?;
     }
     let r = &import.report;
     anyhow::ensure!(r.rejected == 0, "demo register: {:?}", r.rejections);
@@ -179,11 +250,11 @@ impl ResidentsService for Residents {
         let mut import = Import::new(&self.store);
         while let Some(message) = stream.message().await? {
             if message.residents.len() > MAX_BATCH {
-                let mut v = sportello_platform::error::FieldViolations::new();
+                let mut v = FieldViolations::new();
                 v.add("residents", format!("send at most {MAX_BATCH} entries per message"));
                 return Err(IdentityError::Invalid(v).into());
             }
-            import.batch(&message.residents).await?;
+            import.batch(message.residents).await?;
         }
         let r = import.report;
         let detail = format!(

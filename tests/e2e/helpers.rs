@@ -99,7 +99,7 @@ impl TestDb {
         let records: Vec<_> =
             forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f)).collect();
         let mut import = identity_svc::residents::Import::new(&store);
-        import.batch(&records).await.expect("register");
+        import.batch(records).await.expect("register");
         assert_eq!(import.report.rejected, 0, "{:?}", import.report);
     }
 

@@ -284,3 +284,81 @@ async fn italian_phones_without_prefix_are_accepted_and_normalised() {
     let view = lookup(&suite, ROSSI).await;
     assert_eq!(view.contacts.expect("contacts").home_phone, "+39 *** *** 3456");
 }
+
+#[tokio::test]
+async fn sportello_import_residents_loads_a_file_and_reports_bad_rows_by_line_and_column() {
+    let suite = spawn_suite().await;
+    let (cf, _) = verdi();
+    let file = suite.db.data_dir().join("register.csv");
+    let csv = format!(
+        "fiscal_code,surname,given_name,birth_date,sex,birth_province,birth_municipality,\
+         street,street_number,postal_code,province,municipality\n\
+         {cf},Verdi,Giuseppe,01/01/1980,M,RM,Roma,Via Roma,1,56017,PI,San Giuliano Terme\n\
+         {cf},Verdi,Giuseppe,01/01/1980,M,RM,Roma,Via Roma,1,5601,PI,San Giuliano Terme\n\
+         {cf},Verdi,Giuseppe,01/01/1980,X,RM,Roma,Via Roma,1,56017,PI,San Giuliano Terme\n"
+    );
+    std::fs::write(&file, csv).expect("file");
+    let run = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
+            .args(["import", "residents"])
+            .arg(&file)
+            .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
+            .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
+            .output()
+            .await
+            .expect("sportello runs")
+    };
+    let out = run().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "line 3, postal_code: must be exactly 5 digits", "{stdout}");
+    assert_eq!(lines[1], "line 4, sex: must be M or F", "{stdout}");
+    assert!(lines[2]
+        .starts_with("3 rows read, 2 sent: 1 written, 0 unchanged, 1 rejected, 1 unreadable"));
+    assert_eq!(suite.db.count("identity", "residents", &format!("fiscal_code = '{cf}'")).await, 1);
+
+    let again = run().await;
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("0 written, 1 unchanged"), "the same file changes nothing: {stdout}");
+}
+
+#[tokio::test]
+async fn an_operator_who_verified_the_caller_issues_a_held_request_to_the_forms_residence() {
+    let suite = spawn_suite().await;
+    let (cf, form) = verdi();
+    let held = identity(&suite).await.request_pin(form).await.expect("answered").into_inner();
+    let validate = |verified: bool| {
+        suite.as_operator(id::ValidatePendingPinRequestRequest {
+            request_id: held.request_id.clone(),
+            identity_verified: verified,
+        })
+    };
+    let mut cc = contact_center(&suite).await;
+    let status = cc.validate_pending_pin_request(validate(false)).await.expect_err("unverified");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(messages_for(&suite, &cf).await, 0);
+
+    let reply = cc.validate_pending_pin_request(validate(true)).await.expect("issued").into_inner();
+    assert_eq!(reply.masked_address, "+39 *** *** 4567");
+    assert_eq!(suite.db.message("PIN_FIRST_HALF").await.address, ROSSI_MOBILE);
+    let letter = suite.db.message("PIN_SECOND_HALF_LETTER").await;
+    assert_eq!(letter.address, "Giuseppe Verdi\nVia Roma 1\n56017 San Giuliano Terme (PI)");
+    let view = lookup(&suite, &cf).await;
+    assert_eq!(view.pin_state, id::PinState::SimplifiedOnly as i32);
+    assert_eq!(view.requests[0].outcome, id::PinRequestOutcome::Issued as i32);
+    assert_eq!(view.requests[0].validated_by, OPERATOR_ID);
+    assert_eq!(view.requests[0].pending_reason, "");
+
+    let status = cc.validate_pending_pin_request(validate(true)).await.expect_err("only once");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let queue = cc
+        .list_undelivered_pin_requests(
+            suite.as_operator(id::ListUndeliveredPinRequestsRequest::default()),
+        )
+        .await
+        .expect("queue")
+        .into_inner();
+    assert!(queue.requests.is_empty(), "no longer waiting: {queue:?}");
+    assert_eq!(messages_for(&suite, &cf).await, 2, "one PIN, two halves");
+}

@@ -21,7 +21,7 @@ pub use credentials::{
 pub use outbox::{enqueue, take_allowance, Half, NewMessage, Pending};
 pub use recoveries::{cancel_recoveries, consume_recovery, put_recovery, Recovery};
 pub use requests::{record_request, validate_request, NewRequest, Outcome, RequestRow};
-pub use residents::{note_register_check, HeldRequest, Written, BATCH_ROWS};
+pub use residents::{issue_validated, note_register_check, HeldRequest, Written, BATCH_ROWS};
 pub use sessions::{end_sessions_of, SessionRow};
 pub use staff::StaffRow;
 
