@@ -9,7 +9,7 @@ use crate::operator_auth::{operator, Operator};
 use crate::pins::{parse_fiscal_code, FiledBy, Pins};
 use crate::sessions::{login_description, Issued};
 use crate::store::{Credential, Outcome, PinStage};
-use sportello_platform::auth::{principal, Amr, Level, Role};
+use sportello_platform::auth::{principal, require_service, Amr, Level, Role};
 use sportello_platform::mask;
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
 use sportello_proto::identity::v1::identity_service_server::IdentityService;
@@ -273,8 +273,9 @@ impl IdentityService for Identity {
 
     async fn get_signing_keys(
         &self,
-        _request: Request<wire::GetSigningKeysRequest>,
+        request: Request<wire::GetSigningKeysRequest>,
     ) -> Result<Response<wire::GetSigningKeysResponse>, Status> {
+        require_service(&request)?;
         Ok(Response::new(wire::GetSigningKeysResponse {
             jwks: self.logins.sessions.signer.jwks().to_owned(),
         }))
@@ -284,6 +285,7 @@ impl IdentityService for Identity {
         &self,
         request: Request<wire::ListRevokedSessionsRequest>,
     ) -> Result<Response<wire::ListRevokedSessionsResponse>, Status> {
+        require_service(&request)?;
         let since = request
             .into_inner()
             .since

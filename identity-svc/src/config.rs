@@ -29,8 +29,19 @@ pub struct Config {
     /// verified; unset, CNS logins are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cns_gateway_secret: Option<String>,
+    /// Sportello services (name → Ed25519 public key, base64url) whose own signed tokens are
+    /// accepted for internal RPCs (signing keys, ended sessions) and, for `gateway`, CNS
+    /// assertions. `sportello up` fills it in from the services' key files.
+    #[serde(default)]
+    pub trusted_services: BTreeMap<String, String>,
+    /// How long a staff account stays locked after too many wrong passwords the first time;
+    /// each next lockout lasts twice as long, until a successful login or `sportello staff
+    /// unlock`.
+    #[serde(with = "humantime_serde")]
+    pub staff_lockout: Duration,
     /// Staff accounts (username → role and argon2id password hash, from
-    /// `sportello hash-password`), created or updated at start-up.
+    /// `sportello hash-password`), created or updated at start-up; accounts no longer listed are
+    /// disabled and their sessions ended.
     #[serde(default)]
     pub staff: BTreeMap<String, StaffAccount>,
 }
@@ -81,6 +92,8 @@ impl Default for Config {
             sessions: SessionRules::default(),
             identity_providers: Vec::new(),
             staff: BTreeMap::new(),
+            trusted_services: BTreeMap::new(),
+            staff_lockout: Duration::from_secs(15 * 60),
             cns_gateway_secret: None,
         }
     }

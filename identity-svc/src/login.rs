@@ -6,7 +6,7 @@ use crate::error::IdentityError;
 use crate::oidc::ProviderKind;
 use crate::pins::{parse_fiscal_code, Pins};
 use crate::sessions::{Issued, Sessions};
-use crate::store::{Account, Credential, PinStage};
+use crate::store::{Credential, PinStage};
 use sportello_platform::auth::{parse_name, Amr, Level, Role};
 
 /// What a PIN of a given length unlocks for a credential in a given stage.
@@ -37,6 +37,8 @@ pub struct Logins {
     pub sessions: Sessions,
     pub providers: crate::provider_keys::Current,
     pub cns_gateway_secret: Option<String>,
+    /// How long the first lockout of a staff account lasts; each next one twice as long.
+    pub staff_lockout: std::time::Duration,
 }
 
 impl Logins {
@@ -106,21 +108,26 @@ impl Logins {
             .await
     }
 
+    /// A staff login. The username is canonical (trimmed, lower-case) before anything counts,
+    /// so `"OP.TWO "` and `op.two` share one allowance of attempts.
     pub async fn staff(&self, username: &str, password: &str) -> Result<Issued, IdentityError> {
         let username = username.trim().to_ascii_lowercase();
         let max = i64::from(self.pins.rules.max_failed_attempts);
         let hasher = &self.pins.hasher;
-        let Some(account) = self.pins.store.reserve_staff_attempt(&username, max).await? else {
+        let store = &self.pins.store;
+        let Some(account) = store.reserve_staff_attempt(&username, max).await? else {
             hasher.verify(password.to_owned(), &self.pins.decoy).await?;
-            tracing::info!("staff login refused: unknown or locked account");
+            tracing::info!("staff login refused: unknown, disabled or locked account");
             return Err(IdentityError::BadCredentials);
         };
         if !hasher.verify(password.to_owned(), &account.password_hash).await? {
-            self.pins.store.attempt_failed(Account::Staff(&username), max).await?;
+            if store.staff_attempt_failed(&username, max, &account, self.staff_lockout).await? {
+                tracing::warn!(lockouts = account.lockouts + 1, "staff account locked for a while");
+            }
             tracing::info!("staff login refused: wrong password");
             return Err(IdentityError::BadCredentials);
         }
-        self.pins.store.attempt_succeeded(Account::Staff(&username)).await?;
+        store.staff_attempt_succeeded(&username).await?;
         let role = parse_name::<Role>(&account.role)
             .filter(|r| *r != Role::Citizen)
             .ok_or_else(|| IdentityError::Internal("a staff account with a citizen role".into()))?;
