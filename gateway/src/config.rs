@@ -18,12 +18,9 @@ pub struct Config {
     pub notify_url: String,
     pub limits: Limits,
     /// Where the gateway keeps its own key (`keys/gateway-service-ed25519.der`, generated on
-    /// first run), with which it proves itself to identity-svc; shared with the services.
+    /// first run), with which it proves itself to identity-svc and vouches for CNS cards (which
+    /// also need `tls.client_ca_file`).
     pub data_dir: PathBuf,
-    /// Shared with identity-svc: proves the gateway vouches for a CNS certificate it verified.
-    /// CNS logins also need `tls.client_ca_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cns_gateway_secret: Option<String>,
 }
 
 /// Bounds that keep the gateway answering under overload.
@@ -71,7 +68,6 @@ impl Default for Config {
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
             limits: Limits::default(),
             data_dir: PathBuf::from("data"),
-            cns_gateway_secret: None,
         }
     }
 }

@@ -51,8 +51,9 @@ pub async fn serve(
         me.clone(),
         shutdown.clone(),
     );
+    let cns = cns::Vouch::new(me);
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
-    let proxy = proxy::Proxy::new(backends, &config, guard);
+    let proxy = proxy::Proxy::new(backends, &config, guard, cns);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
     let router = server::with_reflection(Routes::new(health_service))
         .into_axum_router()

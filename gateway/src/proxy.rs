@@ -99,7 +99,7 @@ fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
 #[derive(Clone)]
 pub struct Proxy {
     guard: Guard,
-    cns_gateway_secret: Option<Arc<str>>,
+    cns: crate::cns::Vouch,
     backends: Arc<HashMap<String, TracedChannel>>,
     in_flight: Arc<Semaphore>,
     max_deadline: Duration,
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    pub fn new(backends: Backends, config: &Config, guard: Guard) -> Self {
+    pub fn new(backends: Backends, config: &Config, guard: Guard, cns: crate::cns::Vouch) -> Self {
         let limits = &config.limits;
         let backends = backends
             .by_domain
@@ -121,7 +121,7 @@ impl Proxy {
             .collect();
         Self {
             guard,
-            cns_gateway_secret: config.cns_gateway_secret.as_deref().map(Arc::from),
+            cns,
             backends: Arc::new(backends),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
             max_deadline: limits.max_deadline,
@@ -173,10 +173,10 @@ where
             .or_else(|| req.extensions().get::<TcpConnectInfo>())
             .and_then(|i| i.remote_addr())
             .map(|a| a.ip());
-        let cns_fiscal_code = (path == CNS_LOGIN)
+        let cns_cert = (path == CNS_LOGIN)
             .then(|| tls.and_then(|t| t.peer_certs()))
             .flatten()
-            .and_then(|certs| certs.first().and_then(|c| crate::cns::fiscal_code_of(c)));
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
         if let Err(status) = self.guard.admit(path, req.headers(), peer) {
             return reply(status);
         }
@@ -201,13 +201,8 @@ where
             parts.headers.remove(name);
         }
         // Only now, with whatever the client claimed gone, may the gateway vouch for a CNS card.
-        if let (Some(cf), Some(secret)) = (cns_fiscal_code, &self.cns_gateway_secret) {
-            if let (Ok(cf), Ok(secret)) =
-                (http::HeaderValue::from_str(&cf), http::HeaderValue::from_str(secret))
-            {
-                parts.headers.insert("x-sportello-cns-fiscal-code", cf);
-                parts.headers.insert("x-sportello-gateway-secret", secret);
-            }
+        if let Some(cert) = cns_cert {
+            self.cns.vouch(&cert, &mut parts.headers);
         }
         let timeout = format!("{}m", deadline.as_millis().max(1));
         parts.headers.insert(

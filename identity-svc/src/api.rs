@@ -11,6 +11,7 @@ use crate::sessions::{login_description, Issued};
 use crate::store::{Credential, Outcome, PinStage};
 use sportello_platform::auth::{principal, require_service, Amr, Level, Role};
 use sportello_platform::mask;
+use sportello_platform::service_identity::{CNS_ASSERTION_HEADER, CNS_CERTIFICATE_HEADER};
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
 use sportello_proto::identity::v1::identity_service_server::IdentityService;
 use sportello_proto::identity::v1::{self as wire, DeliveryChannel};
@@ -20,10 +21,6 @@ use tonic::{Request, Response, Status};
 /// the public RPC reveals nothing about who is registered.
 pub const NEUTRAL_ANSWER: &str = "Richiesta registrata. Riceverà le istruzioni ai recapiti \
     registrati per questo codice fiscale.";
-/// Set by the gateway, never by a client (the gateway strips `x-sportello-*` from requests): the
-/// fiscal code of the CNS certificate it verified, and the secret that proves it was the gateway.
-pub const CNS_FISCAL_CODE_HEADER: &str = "x-sportello-cns-fiscal-code";
-pub const GATEWAY_SECRET_HEADER: &str = "x-sportello-gateway-secret";
 
 /// The answer to every recovery start.
 pub const RECOVERY_ANSWER: &str = "Se i dati corrispondono a quelli registrati, riceverà un \
@@ -224,7 +221,7 @@ impl IdentityService for Identity {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
         let issued = self
             .logins
-            .with_certificate(header(GATEWAY_SECRET_HEADER), header(CNS_FISCAL_CODE_HEADER))
+            .with_certificate(header(CNS_ASSERTION_HEADER), header(CNS_CERTIFICATE_HEADER))
             .await?;
         Ok(Response::new(wire::LoginWithCertificateResponse { session: session(issued) }))
     }

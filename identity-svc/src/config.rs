@@ -25,10 +25,6 @@ pub struct Config {
     /// SPID and CIE identity providers whose assertions are accepted.
     #[serde(default)]
     pub identity_providers: Vec<ProviderConfig>,
-    /// The secret the gateway proves itself with when it vouches for a CNS certificate it
-    /// verified; unset, CNS logins are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cns_gateway_secret: Option<String>,
     /// Sportello services (name → Ed25519 public key, base64url) whose own signed tokens are
     /// accepted for internal RPCs (signing keys, ended sessions) and, for `gateway`, CNS
     /// assertions. `sportello up` fills it in from the services' key files.
@@ -94,7 +90,6 @@ impl Default for Config {
             staff: BTreeMap::new(),
             trusted_services: BTreeMap::new(),
             staff_lockout: Duration::from_secs(15 * 60),
-            cns_gateway_secret: None,
         }
     }
 }

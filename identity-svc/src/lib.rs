@@ -121,12 +121,11 @@ pub async fn serve(
                 sportello_platform::revocation::DEFAULT_POLL,
                 follow_revoked,
             ));
-            let cns_gateway_secret = config.cns_gateway_secret.clone();
             let logins = login::Logins {
                 pins: pins.clone(),
                 sessions,
                 providers,
-                cns_gateway_secret,
+                verifier: verifier.clone(),
                 staff_lockout: config.staff_lockout,
             };
             let authenticate =

@@ -7,7 +7,10 @@ use crate::oidc::ProviderKind;
 use crate::pins::{parse_fiscal_code, Pins};
 use crate::sessions::{Issued, Sessions};
 use crate::store::{Credential, PinStage};
-use sportello_platform::auth::{parse_name, Amr, Level, Role};
+use sportello_platform::auth::{parse_name, Amr, Level, Role, Verifier};
+
+/// The service whose CNS assertions identity-svc accepts.
+const GATEWAY: &str = "gateway";
 
 /// What a PIN of a given length unlocks for a credential in a given stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,8 @@ pub struct Logins {
     pub pins: Pins,
     pub sessions: Sessions,
     pub providers: crate::provider_keys::Current,
-    pub cns_gateway_secret: Option<String>,
+    /// Checks the gateway's CNS assertions (its key is among the trusted services').
+    pub verifier: Verifier,
     /// How long the first lockout of a staff account lasts; each next one twice as long.
     pub staff_lockout: std::time::Duration,
 }
@@ -86,23 +90,27 @@ impl Logins {
     }
 
     /// A CNS login: the gateway verified the smart card's certificate in the TLS handshake and
-    /// vouches for the fiscal code in its subject, proving itself with the shared secret.
+    /// vouches for the fiscal code in its subject with an assertion signed by its own key, bound
+    /// to the certificate (sent along, base64url DER) and a minute long.
     pub async fn with_certificate(
         &self,
-        gateway_secret: Option<&str>,
-        fiscal_code: Option<&str>,
+        assertion: Option<&str>,
+        certificate: Option<&str>,
     ) -> Result<Issued, IdentityError> {
-        let vouched = match (&self.cns_gateway_secret, gateway_secret) {
-            (Some(expected), Some(given)) => {
-                bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()))
+        use base64::Engine;
+        let cert = certificate
+            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.trim()).ok());
+        let vouched = match (assertion, cert) {
+            (Some(assertion), Some(cert)) => {
+                self.verifier.verify_cns_assertion(GATEWAY, assertion.trim(), &cert).ok()
             }
-            _ => false,
+            _ => None,
         };
-        let Some(cf) = fiscal_code.filter(|_| vouched) else {
+        let Some(cf) = vouched else {
             tracing::info!("CNS login refused: no certificate vouched for by the gateway");
             return Err(IdentityError::BadCredentials);
         };
-        let cf = parse_fiscal_code(cf).map_err(|_| IdentityError::BadCredentials)?.canonical();
+        let cf = parse_fiscal_code(&cf).map_err(|_| IdentityError::BadCredentials)?.canonical();
         self.sessions
             .open(&cf, Role::Citizen, Level::Dispositive, Amr::Cns, Some("CNS".into()))
             .await

@@ -153,6 +153,31 @@ impl Verifier {
         Ok(())
     }
 
+    /// The fiscal code a CNS assertion of trusted service `service` vouches for, provided it
+    /// is signed by that service, meant for a CNS login, unexpired, at most a minute long, and
+    /// bound to `cert_der` (the certificate it came with).
+    pub fn verify_cns_assertion(
+        &self,
+        service: &str,
+        assertion: &str,
+        cert_der: &[u8],
+    ) -> Result<String, AuthError> {
+        use service_identity::{CnsAssertion, CNS_ASSERTION_TTL_SECS, CNS_AUDIENCE};
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| AuthError::Invalid)?;
+        let kid = format!("{}{service}", service_identity::KID_PREFIX);
+        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(kid.as_str()) {
+            return Err(AuthError::Invalid);
+        }
+        let services = self.services.read().map_err(|_| AuthError::Invalid)?;
+        let key = services.get(service).ok_or(AuthError::Invalid)?;
+        let claims: CnsAssertion = decode(assertion, key, &service_identity::issuer(service))?;
+        let bound = claims.cert_sha256 == service_identity::fingerprint(cert_der);
+        let short = claims.exp - claims.iat <= CNS_ASSERTION_TTL_SECS;
+        (claims.aud == CNS_AUDIENCE && bound && short)
+            .then_some(claims.sub)
+            .ok_or(AuthError::Invalid)
+    }
+
     /// The ended sessions this verifier refuses; follow them with [`Revoked::follow`].
     pub fn revoked(&self) -> Revoked {
         self.revoked.clone()

@@ -137,6 +137,51 @@ impl ServiceKey {
     }
 }
 
+/// Set by the gateway only (it strips `x-sportello-*` from what clients send): its signed
+/// [`CnsAssertion`], and the card's certificate (DER, base64url) the assertion is bound to.
+pub const CNS_ASSERTION_HEADER: &str = "x-sportello-cns-assertion";
+pub const CNS_CERTIFICATE_HEADER: &str = "x-sportello-cns-certificate";
+/// The `aud` of a CNS assertion: good for a CNS login at identity-svc, nothing else.
+pub const CNS_AUDIENCE: &str = "sportello-identity/cns-login";
+/// The longest life a CNS assertion may have.
+pub const CNS_ASSERTION_TTL_SECS: i64 = 60;
+
+/// What the gateway asserts about a CNS card it verified in the TLS handshake: the fiscal code
+/// in its subject, bound to the certificate's SHA-256 fingerprint, for one minute.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CnsAssertion {
+    pub iss: String,
+    /// The fiscal code the certificate names.
+    pub sub: String,
+    pub aud: String,
+    /// SHA-256 of the certificate's DER, base64url (RFC 8705's `x5t#S256`).
+    #[serde(rename = "x5t#S256")]
+    pub cert_sha256: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// The SHA-256 fingerprint of a certificate's DER, base64url without padding.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(cert_der))
+}
+
+impl CnsAssertion {
+    /// The assertion `service` makes, now, that `cert_der` names `fiscal_code`.
+    pub fn new(service: &str, fiscal_code: &str, cert_der: &[u8]) -> Self {
+        let now = crate::now_millis() / 1000;
+        Self {
+            iss: issuer(service),
+            sub: fiscal_code.to_owned(),
+            aud: CNS_AUDIENCE.to_owned(),
+            cert_sha256: fingerprint(cert_der),
+            iat: now,
+            exp: now + CNS_ASSERTION_TTL_SECS,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,11 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const OWN_PIN: &str = "RMX7K2QA";
+pub(crate) const OWN_PIN: &str = "RMX7K2QA";
 const SPID_ISSUER: &str = "https://spid.example.it";
 const AUDIENCE: &str = "sportello";
 
-async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
+pub(crate) async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
     IdentityServiceClient::new(suite.gateway_channel().await)
 }
 
@@ -32,7 +32,7 @@ async fn initial_pin(suite: &Suite, request: id::RequestPinRequest) -> String {
 }
 
 /// A citizen who has completed first access with [`OWN_PIN`]; returns an ordinary session.
-async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Session {
+pub(crate) async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Session {
     let cf = request.fiscal_code.clone();
     let initial = initial_pin(suite, request).await;
     identity(suite)
@@ -47,7 +47,10 @@ async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Se
     suite.login_with_pin(&cf, OWN_PIN).await.expect("login")
 }
 
-async fn profile(suite: &Suite, token: &str) -> Result<id::GetProfileResponse, tonic::Status> {
+pub(crate) async fn profile(
+    suite: &Suite,
+    token: &str,
+) -> Result<id::GetProfileResponse, tonic::Status> {
     identity(suite)
         .await
         .get_profile(with_token(token, id::GetProfileRequest {}))

@@ -13,3 +13,4 @@ mod pin_lifecycle;
 mod pin_request;
 mod reflection;
 mod tracing_across_services;
+mod trust;
