@@ -72,9 +72,10 @@ pub async fn serve(
         })?;
     }
     let follow_revoked = shutdown.clone();
-    let providers = provider_keys::load(&config.identity_providers).await?;
+    let providers = provider_keys::load(&config.identity_providers, &config.jwks_fetch).await?;
     tokio::spawn(provider_keys::refresh(
         config.identity_providers.clone(),
+        config.jwks_fetch.clone(),
         providers.clone(),
         std::time::Duration::from_secs(600),
         shutdown.clone(),
@@ -92,7 +93,8 @@ pub async fn serve(
             for (username, account) in &config.staff {
                 let role = sportello_platform::auth::name_of(account.role);
                 let username = username.trim().to_ascii_lowercase();
-                store.put_staff(&username, &role, &account.password_hash).await?;
+                let hash = secrecy::ExposeSecret::expose_secret(&account.password_hash);
+                store.put_staff(&username, &role, hash).await?;
                 configured.push(username);
             }
             for removed in store.disable_staff_except(&configured).await? {

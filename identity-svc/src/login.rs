@@ -81,6 +81,11 @@ impl Logins {
         let cf = parse_fiscal_code(&assertion.fiscal_code)
             .map_err(|_| IdentityError::BadCredentials)?
             .canonical();
+        let until = i64::try_from(assertion.usable_until).unwrap_or(i64::MAX).saturating_mul(1000);
+        if !self.pins.store.spend_id_token(&assertion.replay_key, until).await? {
+            tracing::info!("identity provider assertion refused: already used");
+            return Err(IdentityError::BadCredentials);
+        }
         let amr = match assertion.kind {
             ProviderKind::Spid => Amr::Spid,
             ProviderKind::Cie => Amr::Cie,

@@ -16,8 +16,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 pub(crate) const OWN_PIN: &str = "RMX7K2QA";
-const SPID_ISSUER: &str = "https://spid.example.it";
-const AUDIENCE: &str = "sportello";
+pub(crate) const SPID_ISSUER: &str = "https://spid.example.it";
+pub(crate) const AUDIENCE: &str = "sportello";
 
 pub(crate) async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
     IdentityServiceClient::new(suite.gateway_channel().await)
@@ -565,7 +565,7 @@ async fn a_long_or_absent_deadline_is_capped_by_the_gateway() {
 }
 
 /// A fake provider's JWKS endpoint: a plain HTTP/1.1 server answering every request with it.
-async fn serve_jwks(jwks: String) -> String {
+pub(crate) async fn serve_jwks(jwks: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -592,7 +592,11 @@ async fn a_providers_keys_can_come_from_its_jwks_url() {
     let mut provider = spid.config("spid-remote", ProviderKind::Spid);
     provider.jwks = None;
     provider.jwks_url = Some(serve_jwks(spid.jwks()).await);
-    let suite = spawn_suite_with(|c| c.identity.identity_providers = vec![provider]).await;
+    let suite = spawn_suite_with(|c| {
+        c.identity.identity_providers = vec![provider];
+        c.identity.jwks_fetch.allow_http = true;
+    })
+    .await;
     let now = chrono::Utc::now().timestamp() as u64;
     let token = spid.id_token(ROSSI, "https://www.spid.gov.it/SpidL3", 300, now);
     let session = identity(&suite)

@@ -222,7 +222,7 @@ pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
         OPERATOR_ID.into(),
         identity_svc::config::StaffAccount {
             role: sportello_platform::auth::Role::Operator,
-            password_hash: password_hash(OPERATOR_PASSWORD).await,
+            password_hash: password_hash(OPERATOR_PASSWORD).await.into(),
         },
     );
     adjust(&mut c);

@@ -3,8 +3,11 @@
 //! lifetime; lockouts end sessions and (for staff) expire; staff removed from the configuration
 //! are disabled.
 
-use crate::auth::{active_citizen, identity, profile, OWN_PIN};
+use crate::auth::{active_citizen, identity, profile, serve_jwks, AUDIENCE, OWN_PIN, SPID_ISSUER};
 use crate::helpers::*;
+use identity_svc::oidc::fake::FakeIdp;
+use identity_svc::oidc::ProviderKind;
+use identity_svc::provider_keys::{fetch, FetchRules};
 use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -109,7 +112,7 @@ async fn staff_removed_from_the_configuration_are_refused_and_their_sessions_end
     let hash = password_hash(OPERATOR_PASSWORD).await;
     let account = identity_svc::config::StaffAccount {
         role: sportello_platform::auth::Role::Operator,
-        password_hash: hash,
+        password_hash: hash.into(),
     };
     use tonic_health::pb::health_check_response::ServingStatus;
     let mut suite = spawn_suite_with({
@@ -198,4 +201,58 @@ async fn a_staff_lockout_expires_and_an_administrator_can_lift_it_on_the_record(
         )
         .await;
     assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn an_id_token_logs_in_once() {
+    let spid = FakeIdp::new(SPID_ISSUER, AUDIENCE);
+    let provider = spid.config("spid-test", ProviderKind::Spid);
+    let suite = spawn_suite_with(|c| c.identity.identity_providers = vec![provider]).await;
+    let now = chrono::Utc::now().timestamp() as u64;
+    let token = spid.id_token(ROSSI, "https://www.spid.gov.it/SpidL2", 300, now);
+    let login = || id::LoginWithIdentityProviderRequest { id_token: token.clone() };
+    identity(&suite).await.login_with_identity_provider(login()).await.expect("first use");
+    let replayed = identity(&suite).await.login_with_identity_provider(login()).await;
+    assert_eq!(replayed.expect_err("replayed").code(), Code::Unauthenticated);
+    // Another instance sharing the database knows it too: the memory is the database's.
+    let used = suite.db.count("identity", "used_id_tokens", "1 = 1").await;
+    assert_eq!(used, 1);
+}
+
+fn remote_provider(url: String) -> identity_svc::oidc::ProviderConfig {
+    let mut provider =
+        FakeIdp::new(SPID_ISSUER, AUDIENCE).config("spid-remote", ProviderKind::Spid);
+    provider.jwks = None;
+    provider.jwks_url = Some(url);
+    provider
+}
+
+#[tokio::test]
+async fn provider_keys_come_only_over_https_in_time_and_within_a_size_bound() {
+    let spid = FakeIdp::new(SPID_ISSUER, AUDIENCE);
+    let plain = remote_provider(serve_jwks(spid.jwks()).await);
+    let testing = FetchRules { allow_http: true, ..FetchRules::default() };
+    fetch(std::slice::from_ref(&plain), &testing).await.expect("plain http in tests only");
+    let refused = fetch(std::slice::from_ref(&plain), &FetchRules::default()).await;
+    assert!(refused.is_err(), "http refused unless the test-only switch is on");
+
+    let huge = format!("{{\"keys\": [], \"padding\": \"{}\"}}", "x".repeat(300 * 1024));
+    let oversized = remote_provider(serve_jwks(huge).await);
+    let err = fetch(&[oversized], &testing).await.expect_err("too big");
+    assert!(err.to_string().contains("larger than"), "{err}");
+
+    // A provider that accepts the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let slow = remote_provider(format!("http://{addr}/jwks.json"));
+    let quick = FetchRules { timeout: Duration::from_millis(300), ..testing };
+    let started = std::time::Instant::now();
+    fetch(&[slow], &quick).await.expect_err("timed out");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

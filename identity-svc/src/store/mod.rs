@@ -6,6 +6,7 @@
 
 mod audit;
 mod credentials;
+mod id_tokens;
 mod recoveries;
 mod requests;
 mod sessions;
