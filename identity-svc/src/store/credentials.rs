@@ -60,8 +60,6 @@ impl Account<'_> {
     }
 }
 
-/// A session as stored.
-
 /// A citizen's credential as stored.
 #[derive(Clone, Debug)]
 pub struct Credential {
