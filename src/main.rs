@@ -41,6 +41,20 @@ enum Command {
     /// Read a staff password from standard input and print its argon2id hash, for
     /// `[identity.staff.<username>] password_hash` in the configuration.
     HashPassword,
+    /// Administer staff accounts in identity-svc's database.
+    #[command(subcommand)]
+    Staff(StaffCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Lift the lockout of USERNAME at once; the audit trail records who did it.
+    Unlock {
+        username: String,
+        /// Configuration file (TOML); default `$SPORTELLO_CONFIG` or `./sportello.toml`.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +67,23 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
         Command::HashPassword => hash_password(),
+        Command::Staff(StaffCommand::Unlock { username, config }) => {
+            unlock_staff(&username, config)
+        }
     }
+}
+
+fn unlock_staff(username: &str, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use sportello_platform::config::ServiceConfig;
+    let file = sportello_platform::config::file(config.as_deref());
+    let config = identity_svc::Config::load(&file)
+        .map_err(|e| anyhow::anyhow!("{}", sportello_platform::config::describe(&e)))?;
+    let by = format!("admin:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let found = runtime.block_on(identity_svc::unlock_staff(&config, username, &by))?;
+    anyhow::ensure!(found, "no staff account {username:?}");
+    println!("{username}: unlocked");
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {

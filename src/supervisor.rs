@@ -8,6 +8,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sportello_platform::cli::LISTENING;
 use sportello_platform::config::ServiceConfig;
+use sportello_platform::service_identity::ServiceKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -82,10 +83,36 @@ fn plan_addresses(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, SocketAddr
         .collect()
 }
 
+/// The public keys of the services that call identity-svc, generated now under each one's data
+/// directory where absent (each child then loads its own), so that identity-svc trusts them
+/// with no configuration.
+fn service_keys(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let file = sportello_platform::config::file(args.config.as_deref());
+    let describe = |e: sportello_platform::config::ConfigError| {
+        anyhow::anyhow!("invalid configuration: {}", sportello_platform::config::describe(&e))
+    };
+    let data_dir = |configured: PathBuf| args.data_dir.clone().unwrap_or(configured);
+    let dirs = [
+        (gateway::NAME, data_dir(gateway::Config::load(&file).map_err(describe)?.data_dir)),
+        (
+            notify_svc::NAME,
+            data_dir(notify_svc::Config::load(&file).map_err(describe)?.store.data_dir),
+        ),
+        (
+            claims_svc::NAME,
+            data_dir(claims_svc::Config::load(&file).map_err(describe)?.store.data_dir),
+        ),
+    ];
+    dirs.into_iter()
+        .map(|(name, dir)| Ok((name, ServiceKey::load_or_generate(&dir, name)?.public_key())))
+        .collect()
+}
+
 async fn start(
     name: &'static str,
     args: &UpArgs,
     plan: &[(&'static str, SocketAddr)],
+    trusted: &[(&'static str, String)],
 ) -> anyhow::Result<Running> {
     let exe = std::env::current_exe().context("locating the sportello binary")?;
     let mut cmd = Command::new(exe);
@@ -106,6 +133,12 @@ async fn start(
     }
     if let Some(dir) = &args.data_dir {
         cmd.env("SPORTELLO_DATA_DIR", dir);
+    }
+    if name == "identity" {
+        for (service, public_key) in trusted {
+            let service = service.to_ascii_uppercase();
+            cmd.env(format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__{service}"), public_key);
+        }
     }
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);
@@ -201,9 +234,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let plan = plan_addresses(&args)?;
+        let trusted = service_keys(&args)?;
         let mut running: Vec<Running> = Vec::new();
         for name in ORDER {
-            match start(name, &args, &plan).await {
+            match start(name, &args, &plan, &trusted).await {
                 Ok(r) => running.push(r),
                 Err(e) => {
                     stop_all(&mut running).await;

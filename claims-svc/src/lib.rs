@@ -10,10 +10,12 @@ pub mod store;
 
 pub use config::Config;
 
+use sportello_platform::auth::{follow_identity, Authenticate, Verifier};
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
 use sportello_platform::health::Dependency;
 use sportello_platform::server::Storage;
+use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::claims::v1::claims_service_server::{self, ClaimsServiceServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,12 +23,23 @@ use tonic::service::Routes;
 
 static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 
+/// claims-svc's name as a service: its key file, and what identity-svc trusts it as.
+pub const NAME: &str = "claims";
+
 /// Runs claims-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Callers' tokens are checked with identity-svc's keys and list of ended sessions.
+    let verifier = Verifier::default();
+    follow_identity(
+        &verifier,
+        client::channel(&config.identity_url)?,
+        ServiceKey::load_or_generate(&config.store.data_dir, NAME)?,
+        shutdown.clone(),
+    );
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
     let dependencies = vec![
         Dependency {
@@ -48,7 +61,9 @@ pub async fn serve(
         |db| async move {
             let catalogue = catalogue::Catalogue::load(store::Store::new(db)).await?;
             tokio::spawn(catalogue.clone().refresh(config.catalogue_refresh, shutdown));
-            Ok(Routes::new(ClaimsServiceServer::new(api::Claims::new(catalogue))))
+            let claims = api::Claims::new(catalogue);
+            let authenticate = Authenticate { verifier };
+            Ok(Routes::new(ClaimsServiceServer::with_interceptor(claims, authenticate)))
         },
     )
     .await

@@ -1,7 +1,40 @@
 //! CNS (Carta Nazionale dei Servizi) logins: the smart card's certificate, verified by the TLS
 //! handshake against the configured CA, names the citizen in its subject.
 
+use base64::Engine;
+use sportello_platform::service_identity::{
+    CnsAssertion, ServiceKey, CNS_ASSERTION_HEADER, CNS_CERTIFICATE_HEADER,
+};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// How the gateway vouches for a CNS card to identity-svc: an assertion signed with its own
+/// key, bound to the certificate's fingerprint, valid for a minute.
+#[derive(Clone, Debug)]
+pub struct Vouch {
+    key: ServiceKey,
+}
+
+impl Vouch {
+    pub fn new(key: ServiceKey) -> Self {
+        Self { key }
+    }
+
+    /// Adds to `headers` the gateway's assertion of the fiscal code in `cert_der`, and the
+    /// certificate it is bound to; adds nothing when the certificate names no fiscal code.
+    /// Call only after the client's own `x-sportello-*` headers are gone.
+    pub fn vouch(&self, cert_der: &[u8], headers: &mut http::HeaderMap) {
+        let Some(cf) = fiscal_code_of(cert_der) else { return };
+        let assertion = CnsAssertion::new(self.key.name(), &cf, cert_der);
+        let cert = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cert_der);
+        match (self.key.sign(&assertion).map(|a| a.parse()), cert.parse()) {
+            (Ok(Ok(assertion)), Ok(cert)) => {
+                headers.insert(CNS_ASSERTION_HEADER, assertion);
+                headers.insert(CNS_CERTIFICATE_HEADER, cert);
+            }
+            _ => tracing::warn!("could not sign a CNS assertion"),
+        }
+    }
+}
 
 /// The fiscal code in a CNS certificate's subject: the `serialNumber` attribute
 /// (`TINIT-<CF>`, `IT:<CF>` or the bare code), else a common name of the form `<CF>/<card id>`.
@@ -22,18 +55,6 @@ pub fn fiscal_code_of(cert_der: &[u8]) -> Option<String> {
         .map(|c| c.to_ascii_uppercase())
         .find(|c| c.len() == 16 && c.chars().all(|ch| ch.is_ascii_alphanumeric()));
     found
-}
-
-/// Tells identity-svc, in the request's headers, that the gateway verified a CNS card of the
-/// citizen with `fiscal_code`; only the gateway knows `secret`, and it strips these headers from
-/// whatever a client sends before calling this.
-pub fn vouch(headers: &mut http::HeaderMap, fiscal_code: &str, secret: &str) {
-    if let (Ok(cf), Ok(secret)) =
-        (http::HeaderValue::from_str(fiscal_code), http::HeaderValue::from_str(secret))
-    {
-        headers.insert("x-sportello-cns-fiscal-code", cf);
-        headers.insert("x-sportello-gateway-secret", secret);
-    }
 }
 
 #[cfg(test)]

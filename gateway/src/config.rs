@@ -6,6 +6,7 @@ use sportello_platform::config::{
     DEFAULT_NOTIFY_LISTEN,
 };
 use sportello_platform::server::ServerSettings;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -16,10 +17,10 @@ pub struct Config {
     pub claims_url: String,
     pub notify_url: String,
     pub limits: Limits,
-    /// Shared with identity-svc: proves the gateway vouches for a CNS certificate it verified.
-    /// CNS logins also need `tls.client_ca_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cns_gateway_secret: Option<String>,
+    /// Where the gateway keeps its own key (`keys/gateway-service-ed25519.der`, generated on
+    /// first run), with which it proves itself to identity-svc and vouches for CNS cards (which
+    /// also need `tls.client_ca_file`).
+    pub data_dir: PathBuf,
 }
 
 /// Bounds that keep the gateway answering under overload.
@@ -82,7 +83,7 @@ impl Default for Config {
             claims_url: format!("http://{DEFAULT_CLAIMS_LISTEN}"),
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
             limits: Limits::default(),
-            cns_gateway_secret: None,
+            data_dir: PathBuf::from("data"),
         }
     }
 }

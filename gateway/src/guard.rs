@@ -7,15 +7,12 @@ use crate::policy::{self, Access};
 use crate::stack::{client_address, Gate};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sportello_platform::auth::{AuthError, Claims, Level, Role, Verifier};
+use sportello_platform::auth::{AuthError, Claims, Level, Revoked, Role, Verifier};
 use sportello_platform::error::{retry_later, with_reason};
-use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
-use sportello_proto::identity::v1::ListRevokedSessionsRequest;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
@@ -25,58 +22,6 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(rate: &RateLimit) -> DefaultKeyedRat
     let per_second = NonZeroU32::new(rate.per_second.max(1)).expect("at least one");
     let burst = NonZeroU32::new(rate.burst.max(1)).expect("at least one");
     RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
-}
-
-/// Sessions ended by logout, as identity-svc reports them.
-#[derive(Clone, Default)]
-pub struct Revoked {
-    sessions: Arc<RwLock<HashMap<String, Instant>>>,
-}
-
-impl Revoked {
-    pub fn contains(&self, sid: &str) -> bool {
-        self.sessions.read().map(|s| s.contains_key(sid)).unwrap_or(true)
-    }
-
-    /// Polls identity-svc for sessions ended since the last answer, every `every`.
-    pub async fn follow(
-        self,
-        identity: tonic::transport::Channel,
-        every: Duration,
-        shutdown: CancellationToken,
-    ) {
-        let mut since = None;
-        loop {
-            let request = ListRevokedSessionsRequest { since };
-            match IdentityServiceClient::new(identity.clone()).list_revoked_sessions(request).await
-            {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    if let Ok(mut sessions) = self.sessions.write() {
-                        let now = Instant::now();
-                        for sid in reply.session_ids {
-                            sessions.entry(sid).or_insert(now);
-                        }
-                        // Tokens live minutes; a day later a revoked session is long expired.
-                        sessions
-                            .retain(|_, at| now.duration_since(*at) < Duration::from_secs(86_400));
-                    }
-                    // Overlap the next window a little: clocks of two processes are not one clock.
-                    since = reply.as_of.map(|mut t| {
-                        t.seconds -= 2;
-                        t
-                    });
-                }
-                Err(status) => {
-                    tracing::debug!(code = ?status.code(), "revoked sessions not available")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-    }
 }
 
 /// What the gates of the guard share: the token verifier, the sessions ended by logout, and
@@ -91,9 +36,10 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(limits: &Limits) -> Self {
+        let verifier = Verifier::default();
         Self {
-            verifier: Verifier::default(),
-            revoked: Revoked::default(),
+            revoked: verifier.revoked(),
+            verifier,
             by_address: Arc::new(limiter(&limits.per_address)),
             by_principal: Arc::new(limiter(&limits.per_principal)),
         }

@@ -16,10 +16,13 @@ pub use config::Config;
 
 use sportello_platform::health::{self, Readiness};
 use sportello_platform::server;
-use std::time::Duration;
+use sportello_platform::service_identity::ServiceKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+
+/// The gateway's name as a service: its key file, and what identity-svc trusts it as.
+pub const NAME: &str = "gateway";
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
@@ -47,20 +50,17 @@ pub async fn serve(
     ));
     let guard = guard::Guard::new(&config.limits);
     let identity = sportello_platform::client::channel(&config.identity_url)?;
-    tokio::spawn(sportello_platform::auth::follow_keys(
-        guard.verifier.clone(),
-        identity.clone(),
-        Duration::from_secs(60),
-        shutdown.clone(),
-    ));
-    tokio::spawn(guard.revoked.clone().follow(
+    let me = ServiceKey::load_or_generate(&config.data_dir, NAME)?;
+    sportello_platform::auth::follow_identity(
+        &guard.verifier,
         identity,
-        Duration::from_millis(500),
+        me.clone(),
         shutdown.clone(),
-    ));
+    );
+    let cns = cns::Vouch::new(me);
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
-    let proxy = stack::build(&config, &guard, backends, streaming);
+    let proxy = stack::build(&config, &guard, backends, streaming, cns);
     // Health and reflection are the gateway's own; every other path is somebody else's RPC.
     let router = reflection::serve(Routes::new(health_service), &contract)
         .into_axum_router()

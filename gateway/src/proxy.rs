@@ -124,12 +124,12 @@ impl Gate for StripInternalHeaders {
 /// whose card it is.
 #[derive(Clone)]
 pub struct VouchForCns {
-    secret: Option<Arc<str>>,
+    cns: crate::cns::Vouch,
 }
 
 impl VouchForCns {
-    pub fn new(config: &Config) -> Self {
-        Self { secret: config.cns_gateway_secret.as_deref().map(Arc::from) }
+    pub fn new(cns: crate::cns::Vouch) -> Self {
+        Self { cns }
     }
 }
 
@@ -138,17 +138,16 @@ impl Gate for VouchForCns {
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
         use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        let Some(secret) = &self.secret else { return Ok(()) };
         if req.uri().path() != CNS_LOGIN {
             return Ok(());
         }
-        let fiscal_code = req
+        let card = req
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|tls| tls.peer_certs())
-            .and_then(|certs| certs.first().and_then(|c| crate::cns::fiscal_code_of(c)));
-        if let Some(cf) = fiscal_code {
-            crate::cns::vouch(req.headers_mut(), &cf, secret);
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
+        if let Some(cert) = card {
+            self.cns.vouch(&cert, req.headers_mut());
         }
         Ok(())
     }

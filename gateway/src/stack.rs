@@ -29,6 +29,7 @@ pub fn build<B>(
     guard: &Guard,
     backends: Backends,
     streaming_requests: HashSet<String>,
+    cns: crate::cns::Vouch,
 ) -> impl Service<http::Request<B>, Response = Reply, Error = Infallible, Future: Send + 'static>
        + Clone
        + Send
@@ -81,7 +82,7 @@ where
         // before the gateway adds its own, so that nothing forged reaches a backend.
         .layer(GateLayer::new(StripInternalHeaders))
         // The one place the gateway speaks for a caller: a verified CNS card's holder.
-        .layer(GateLayer::new(VouchForCns::new(config)))
+        .layer(GateLayer::new(VouchForCns::new(cns)))
         // Innermost: the traced hop to the backend the route chose.
         .service(Forward)
 }

@@ -10,8 +10,9 @@ use crate::operator_auth::{operator, Operator};
 use crate::pins::{parse_fiscal_code, FiledBy, Pins};
 use crate::sessions::{login_description, Issued};
 use crate::store::{Credential, Entry, Outcome, PinStage};
-use sportello_platform::auth::{principal, Amr, Level, Role};
+use sportello_platform::auth::{principal, require_service, Amr, Level, Role};
 use sportello_platform::mask;
+use sportello_platform::service_identity::{CNS_ASSERTION_HEADER, CNS_CERTIFICATE_HEADER};
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
 use sportello_proto::identity::v1::identity_service_server::IdentityService;
 use sportello_proto::identity::v1::{self as wire, DeliveryChannel};
@@ -21,10 +22,6 @@ use tonic::{Request, Response, Status};
 /// the public RPC reveals nothing about who is registered.
 pub const NEUTRAL_ANSWER: &str = "Richiesta registrata. Riceverà le istruzioni ai recapiti \
     registrati per questo codice fiscale.";
-/// Set by the gateway, never by a client (the gateway strips `x-sportello-*` from requests): the
-/// fiscal code of the CNS certificate it verified, and the secret that proves it was the gateway.
-pub const CNS_FISCAL_CODE_HEADER: &str = "x-sportello-cns-fiscal-code";
-pub const GATEWAY_SECRET_HEADER: &str = "x-sportello-gateway-secret";
 
 /// The answer to every recovery start.
 pub const RECOVERY_ANSWER: &str = "Se i dati corrispondono a quelli registrati, riceverà un \
@@ -227,7 +224,7 @@ impl IdentityService for Identity {
         let header = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
         let issued = self
             .logins
-            .with_certificate(header(GATEWAY_SECRET_HEADER), header(CNS_FISCAL_CODE_HEADER))
+            .with_certificate(header(CNS_ASSERTION_HEADER), header(CNS_CERTIFICATE_HEADER))
             .await?;
         Ok(Response::new(wire::LoginWithCertificateResponse { session: session(issued) }))
     }
@@ -276,8 +273,9 @@ impl IdentityService for Identity {
 
     async fn get_signing_keys(
         &self,
-        _request: Request<wire::GetSigningKeysRequest>,
+        request: Request<wire::GetSigningKeysRequest>,
     ) -> Result<Response<wire::GetSigningKeysResponse>, Status> {
+        require_service(&request)?;
         Ok(Response::new(wire::GetSigningKeysResponse {
             jwks: self.logins.sessions.signer.jwks().to_owned(),
         }))
@@ -287,6 +285,7 @@ impl IdentityService for Identity {
         &self,
         request: Request<wire::ListRevokedSessionsRequest>,
     ) -> Result<Response<wire::ListRevokedSessionsResponse>, Status> {
+        require_service(&request)?;
         let since = request
             .into_inner()
             .since

@@ -2,7 +2,9 @@
 
 use crate::hashing::HashParams;
 use crate::oidc::ProviderConfig;
+use crate::provider_keys::FetchRules;
 use crate::sessions::SessionRules;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sportello_platform::auth::Role;
 use sportello_platform::config::{ServiceConfig, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
@@ -25,12 +27,21 @@ pub struct Config {
     /// SPID and CIE identity providers whose assertions are accepted.
     #[serde(default)]
     pub identity_providers: Vec<ProviderConfig>,
-    /// The secret the gateway proves itself with when it vouches for a CNS certificate it
-    /// verified; unset, CNS logins are refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cns_gateway_secret: Option<String>,
+    /// How providers' `jwks_url`s are fetched (https only, time and size bounds).
+    pub jwks_fetch: FetchRules,
+    /// Sportello services (name → Ed25519 public key, base64url) whose own signed tokens are
+    /// accepted for internal RPCs (signing keys, ended sessions) and, for `gateway`, CNS
+    /// assertions. `sportello up` fills it in from the services' key files.
+    #[serde(default)]
+    pub trusted_services: BTreeMap<String, String>,
+    /// How long a staff account stays locked after too many wrong passwords the first time;
+    /// each next lockout lasts twice as long, until a successful login or `sportello staff
+    /// unlock`.
+    #[serde(with = "humantime_serde")]
+    pub staff_lockout: Duration,
     /// Staff accounts (username → role and argon2id password hash, from
-    /// `sportello hash-password`), created or updated at start-up.
+    /// `sportello hash-password`), created or updated at start-up; accounts no longer listed are
+    /// disabled and their sessions ended.
     #[serde(default)]
     pub staff: BTreeMap<String, StaffAccount>,
     /// Load the demo register of residents (`identity-svc/data/demo-residents.csv`, built in)
@@ -39,11 +50,18 @@ pub struct Config {
     pub demo_register: bool,
 }
 
-/// A staff account as configured.
+/// A staff account as configured. The hash is held as a secret: printed, it would let anyone
+/// who reads a log guess the password offline.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StaffAccount {
     pub role: Role,
-    pub password_hash: String,
+    #[serde(serialize_with = "expose")]
+    pub password_hash: SecretString,
+}
+
+/// Writes a secret out: only for the layered configuration's defaults, never for display.
+fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
 }
 
 /// The PIN lifecycle's tunables.
@@ -108,9 +126,11 @@ impl Default for Config {
             pins: PinRules::default(),
             sessions: SessionRules::default(),
             identity_providers: Vec::new(),
+            jwks_fetch: FetchRules::default(),
             staff: BTreeMap::new(),
-            cns_gateway_secret: None,
             demo_register: false,
+            trusted_services: BTreeMap::new(),
+            staff_lockout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -120,5 +140,25 @@ impl ServiceConfig for Config {
 
     fn server(&self) -> &ServerSettings {
         &self.server
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let mut config = Config::default();
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        config.staff.insert(
+            "op.one".into(),
+            StaffAccount { role: Role::Operator, password_hash: hash.into() },
+        );
+        let shown = format!("{config:?}");
+        assert!(shown.contains("op.one"), "{shown}");
+        assert!(!shown.contains("argon2id"), "{shown}");
+        let written = serde_json::to_string(&config).expect("serialises for the layering");
+        assert!(written.contains(hash));
     }
 }

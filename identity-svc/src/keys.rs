@@ -2,9 +2,8 @@
 //! run (or read from a configured file, so that several identity-svc replicas share it), never
 //! printed. Its public half is published as a JWKS document for the gateway and the services.
 
-use argon2::password_hash::rand_core::OsRng;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sha2::{Digest, Sha256};
@@ -27,18 +26,7 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Loads the key at `path`, generating it (readable by the owner only) when absent.
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
-        let der = match std::fs::read(path) {
-            Ok(der) => der,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = SigningKey::generate(&mut OsRng);
-                let der = key.to_pkcs8_der()?.as_bytes().to_vec();
-                write_private(path, &der)?;
-                tracing::info!(path = %path.display(), "generated a new session signing key");
-                der
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Self::from_pkcs8(&der)
+        Self::from_pkcs8(&sportello_platform::service_identity::load_or_generate_key(path)?)
     }
 
     fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
@@ -86,21 +74,6 @@ impl Signer {
     pub fn jwks(&self) -> &str {
         &self.jwks
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    options.open(path)?.write_all(bytes)
 }
 
 #[cfg(test)]

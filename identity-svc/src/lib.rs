@@ -39,6 +39,15 @@ use tonic::service::Routes;
 
 static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 
+/// Lifts the lockout of staff account `username` in the database of `config` (`sportello staff
+/// unlock`), audited as the action of `by`. Returns whether the account exists.
+pub async fn unlock_staff(config: &Config, username: &str, by: &str) -> anyhow::Result<bool> {
+    let url = config.store.database_url_for("identity")?;
+    let db = sportello_platform::db::open(&url, "identity", &MIGRATIONS, 1).await?;
+    let username = username.trim().to_ascii_lowercase();
+    Ok(store::Store::new(db).unlock_staff(&username, by).await?)
+}
+
 /// Runs identity-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
     config: Config,
@@ -60,9 +69,16 @@ pub async fn serve(
     let signer = keys::Signer::load_or_generate(&key_file)?;
     let verifier = sportello_platform::auth::Verifier::default();
     verifier.set_jwks(signer.jwks()).map_err(anyhow::Error::msg)?;
-    let providers = provider_keys::load(&config.identity_providers).await?;
+    for (service, public_key) in &config.trusted_services {
+        verifier.trust_service(service, public_key).map_err(|e| {
+            anyhow::anyhow!("trusted_services.{service}: not an Ed25519 public key: {e}")
+        })?;
+    }
+    let follow_revoked = shutdown.clone();
+    let providers = provider_keys::load(&config.identity_providers, &config.jwks_fetch).await?;
     tokio::spawn(provider_keys::refresh(
         config.identity_providers.clone(),
+        config.jwks_fetch.clone(),
         providers.clone(),
         std::time::Duration::from_secs(600),
         shutdown.clone(),
@@ -84,11 +100,16 @@ pub async fn serve(
             if config.demo_register {
                 residents::load_demo(&store).await?;
             }
+            let mut configured = Vec::new();
             for (username, account) in &config.staff {
                 let role = sportello_platform::auth::name_of(account.role);
-                store
-                    .put_staff(&username.to_ascii_lowercase(), &role, &account.password_hash)
-                    .await?;
+                let username = username.trim().to_ascii_lowercase();
+                let hash = secrecy::ExposeSecret::expose_secret(&account.password_hash);
+                store.put_staff(&username, &role, hash).await?;
+                configured.push(username);
+            }
+            for removed in store.disable_staff_except(&configured).await? {
+                tracing::info!(username = %removed, "staff account no longer configured: disabled");
             }
             let notifier = notifier::Notifier::new(
                 NotifyServiceClient::new(client::traced(notify)),
@@ -105,9 +126,25 @@ pub async fn serve(
                 relay: wake,
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
-            let cns_gateway_secret = config.cns_gateway_secret.clone();
-            let logins =
-                login::Logins { pins: pins.clone(), sessions, providers, cns_gateway_secret };
+            // This instance refuses sessions that any instance ended, as the other services do.
+            tokio::spawn(verifier.revoked().follow(
+                {
+                    let sessions = sessions.clone();
+                    move |since| {
+                        let sessions = sessions.clone();
+                        async move { sessions.revoked_since(since).await }
+                    }
+                },
+                sportello_platform::revocation::DEFAULT_POLL,
+                follow_revoked,
+            ));
+            let logins = login::Logins {
+                pins: pins.clone(),
+                sessions,
+                providers,
+                verifier: verifier.clone(),
+                staff_lockout: config.staff_lockout,
+            };
             let authenticate =
                 sportello_platform::auth::Authenticate { verifier: verifier.clone() };
             Ok(Routes::new(IdentityServiceServer::with_interceptor(

@@ -6,8 +6,11 @@ use crate::error::IdentityError;
 use crate::oidc::ProviderKind;
 use crate::pins::{parse_fiscal_code, Pins};
 use crate::sessions::{Issued, Sessions};
-use crate::store::{Account, Credential, PinStage};
-use sportello_platform::auth::{parse_name, Amr, Level, Role};
+use crate::store::{Credential, PinStage};
+use sportello_platform::auth::{parse_name, Amr, Level, Role, Verifier};
+
+/// The service whose CNS assertions identity-svc accepts.
+const GATEWAY: &str = "gateway";
 
 /// What a PIN of a given length unlocks for a credential in a given stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,10 @@ pub struct Logins {
     pub pins: Pins,
     pub sessions: Sessions,
     pub providers: crate::provider_keys::Current,
-    pub cns_gateway_secret: Option<String>,
+    /// Checks the gateway's CNS assertions (its key is among the trusted services').
+    pub verifier: Verifier,
+    /// How long the first lockout of a staff account lasts; each next one twice as long.
+    pub staff_lockout: std::time::Duration,
 }
 
 impl Logins {
@@ -75,6 +81,11 @@ impl Logins {
         let cf = parse_fiscal_code(&assertion.fiscal_code)
             .map_err(|_| IdentityError::BadCredentials)?
             .canonical();
+        let until = i64::try_from(assertion.usable_until).unwrap_or(i64::MAX).saturating_mul(1000);
+        if !self.pins.store.spend_id_token(&assertion.replay_key, until).await? {
+            tracing::info!("identity provider assertion refused: already used");
+            return Err(IdentityError::BadCredentials);
+        }
         let amr = match assertion.kind {
             ProviderKind::Spid => Amr::Spid,
             ProviderKind::Cie => Amr::Cie,
@@ -84,43 +95,52 @@ impl Logins {
     }
 
     /// A CNS login: the gateway verified the smart card's certificate in the TLS handshake and
-    /// vouches for the fiscal code in its subject, proving itself with the shared secret.
+    /// vouches for the fiscal code in its subject with an assertion signed by its own key, bound
+    /// to the certificate (sent along, base64url DER) and a minute long.
     pub async fn with_certificate(
         &self,
-        gateway_secret: Option<&str>,
-        fiscal_code: Option<&str>,
+        assertion: Option<&str>,
+        certificate: Option<&str>,
     ) -> Result<Issued, IdentityError> {
-        let vouched = match (&self.cns_gateway_secret, gateway_secret) {
-            (Some(expected), Some(given)) => {
-                bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes()))
+        use base64::Engine;
+        let cert = certificate
+            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c.trim()).ok());
+        let vouched = match (assertion, cert) {
+            (Some(assertion), Some(cert)) => {
+                self.verifier.verify_cns_assertion(GATEWAY, assertion.trim(), &cert).ok()
             }
-            _ => false,
+            _ => None,
         };
-        let Some(cf) = fiscal_code.filter(|_| vouched) else {
+        let Some(cf) = vouched else {
             tracing::info!("CNS login refused: no certificate vouched for by the gateway");
             return Err(IdentityError::BadCredentials);
         };
-        let cf = parse_fiscal_code(cf).map_err(|_| IdentityError::BadCredentials)?.canonical();
+        let cf = parse_fiscal_code(&cf).map_err(|_| IdentityError::BadCredentials)?.canonical();
         self.sessions
             .open(&cf, Role::Citizen, Level::Dispositive, Amr::Cns, Some("CNS".into()))
             .await
     }
 
+    /// A staff login. The username is canonical (trimmed, lower-case) before anything counts,
+    /// so `"OP.TWO "` and `op.two` share one allowance of attempts.
     pub async fn staff(&self, username: &str, password: &str) -> Result<Issued, IdentityError> {
         let username = username.trim().to_ascii_lowercase();
         let max = i64::from(self.pins.rules.max_failed_attempts);
         let hasher = &self.pins.hasher;
-        let Some(account) = self.pins.store.reserve_staff_attempt(&username, max).await? else {
+        let store = &self.pins.store;
+        let Some(account) = store.reserve_staff_attempt(&username, max).await? else {
             hasher.verify(password.to_owned(), &self.pins.decoy).await?;
-            tracing::info!("staff login refused: unknown or locked account");
+            tracing::info!("staff login refused: unknown, disabled or locked account");
             return Err(IdentityError::BadCredentials);
         };
         if !hasher.verify(password.to_owned(), &account.password_hash).await? {
-            self.pins.store.attempt_failed(Account::Staff(&username), max).await?;
+            if store.staff_attempt_failed(&username, max, &account, self.staff_lockout).await? {
+                tracing::warn!(lockouts = account.lockouts + 1, "staff account locked for a while");
+            }
             tracing::info!("staff login refused: wrong password");
             return Err(IdentityError::BadCredentials);
         }
-        self.pins.store.attempt_succeeded(Account::Staff(&username)).await?;
+        store.staff_attempt_succeeded(&username).await?;
         let role = parse_name::<Role>(&account.role)
             .filter(|r| *r != Role::Citizen)
             .ok_or_else(|| IdentityError::Internal("a staff account with a citizen role".into()))?;

@@ -191,37 +191,32 @@ pub struct Assertion {
     pub level: AssuranceLevel,
     /// The configured `name` of the provider.
     pub provider: String,
+    /// What makes this ID token single-use: its issuer with its `jti`, else its `nonce`, else
+    /// a digest of the whole token.
+    pub replay_key: String,
+    /// Until when (seconds since the epoch, leeway included) the token could be presented.
+    pub usable_until: u64,
 }
 
 impl Assertion {
     /// The fiscal code masked for logs: first 3 and last 2 characters, `*` between.
     pub fn masked_fiscal_code(&self) -> String {
-        mask(&self.fiscal_code)
+        sportello_platform::mask::fiscal_code(&self.fiscal_code)
     }
 }
 
 impl fmt::Debug for Assertion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Assertion")
-            .field("fiscal_code", &format_args!("{}", mask(&self.fiscal_code)))
+            .field(
+                "fiscal_code",
+                &format_args!("{}", sportello_platform::mask::fiscal_code(&self.fiscal_code)),
+            )
             .field("kind", &self.kind)
             .field("level", &self.level)
             .field("provider", &self.provider)
             .finish()
     }
-}
-
-fn mask(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() < 8 {
-        return "*".repeat(chars.len());
-    }
-    let (head, rest) = chars.split_at(3);
-    let (middle, tail) = rest.split_at(rest.len() - 2);
-    let mut out: String = head.iter().collect();
-    out.extend(std::iter::repeat_n('*', middle.len()));
-    out.extend(tail);
-    out
 }
 
 /// One public key of a provider, usable with exactly one algorithm.
@@ -392,7 +387,25 @@ impl IdentityProviders {
             Some(_) => return Err(OidcError::Malformed("acr is not a string")),
         };
         let fiscal_code = fiscal_code(&claims)?;
-        Ok(Assertion { fiscal_code, kind: provider.kind, level, provider: provider.name.clone() })
+        let once = |name: &str| match claims.get(name) {
+            Some(Value::String(v)) if !v.is_empty() => Some(format!("{iss}|{name}:{v}")),
+            _ => None,
+        };
+        let replay_key = once("jti").or_else(|| once("nonce")).unwrap_or_else(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(id_token.as_bytes());
+            format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        });
+        let usable_until =
+            numeric_date(&claims, "exp")?.unwrap_or(now_unix).saturating_add(LEEWAY_SECS);
+        Ok(Assertion {
+            fiscal_code,
+            kind: provider.kind,
+            level,
+            provider: provider.name.clone(),
+            replay_key,
+            usable_until,
+        })
     }
 }
 
@@ -728,6 +741,7 @@ pub mod fake {
                 "exp": exp,
                 "acr": acr,
                 "fiscalNumber": fiscal_number,
+                "jti": uuid::Uuid::new_v4().to_string(),
             })
         }
 
@@ -1434,9 +1448,8 @@ IZ/40BeOKINlT4NjFoTr18jneu6lVrFVCjovbudwIHwLA3+Zi4+4M12/
 
     #[test]
     fn short_values_are_masked_entirely() {
-        assert_eq!(mask("ABC"), "***");
-        assert_eq!(mask(""), "");
-        assert_eq!(mask("ABCDEFGH"), "ABC***GH");
+        assert_eq!(sportello_platform::mask::fiscal_code("ABC"), "***");
+        assert_eq!(sportello_platform::mask::fiscal_code("ABCDEFGH"), "ABC***GH");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::error::IdentityError;
 use crate::keys::Signer;
-use crate::store::{SessionRow, Store};
+use crate::store::{PinStage, SessionRow, Store};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +20,9 @@ pub struct SessionRules {
     /// Lifetime of a refresh token.
     #[serde(with = "humantime_serde")]
     pub refresh_ttl: Duration,
+    /// Absolute lifetime of a session from its login: refreshing never extends it.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
     /// The Ed25519 signing key (PKCS#8 DER); default `<data_dir>/keys/session-ed25519.der`,
     /// generated when absent. Replicas of identity-svc must share it.
     pub signing_key_file: Option<std::path::PathBuf>,
@@ -30,6 +33,7 @@ impl Default for SessionRules {
         Self {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(12 * 3600),
+            max_lifetime: Duration::from_secs(12 * 3600),
             signing_key_file: None,
         }
     }
@@ -83,7 +87,17 @@ impl Sessions {
         self.signer.sign(claims).map_err(|e| IdentityError::Internal(e.to_string()))
     }
 
-    fn claims(&self, sub: &str, role: Role, level: Level, amr: Amr, sid: &str) -> Claims {
+    /// The claims of a session token, which expires with its session at the latest (`ends_at`,
+    /// milliseconds).
+    fn claims(
+        &self,
+        sub: &str,
+        role: Role,
+        level: Level,
+        amr: Amr,
+        sid: &str,
+        ends_at: i64,
+    ) -> Claims {
         let now = now_millis() / 1000;
         Claims {
             iss: ISSUER.into(),
@@ -93,7 +107,7 @@ impl Sessions {
             amr,
             sid: sid.into(),
             iat: now,
-            exp: now + millis(self.rules.access_ttl) / 1000,
+            exp: (now + millis(self.rules.access_ttl) / 1000).min(ends_at / 1000),
             acr: None,
         }
     }
@@ -110,7 +124,8 @@ impl Sessions {
         let sid = uuid::Uuid::new_v4().to_string();
         let secret = new_secret();
         let now = now_millis();
-        let refresh_expires_at = now.saturating_add(millis(self.rules.refresh_ttl));
+        let ends_at = now.saturating_add(millis(self.rules.max_lifetime));
+        let refresh_expires_at = now.saturating_add(millis(self.rules.refresh_ttl)).min(ends_at);
         self.store
             .create_session(&SessionRow {
                 id: sid.clone(),
@@ -126,7 +141,7 @@ impl Sessions {
                 revoked_at: None,
             })
             .await?;
-        let claims = Claims { acr, ..self.claims(sub, role, level, amr, &sid) };
+        let claims = Claims { acr, ..self.claims(sub, role, level, amr, &sid, ends_at) };
         Ok(Issued {
             access_token: self.token(&claims)?,
             access_expires_at: claims.exp * 1000,
@@ -136,10 +151,38 @@ impl Sessions {
         })
     }
 
-    /// A new session token and refresh token for a valid refresh token, which is spent.
+    /// Whether what the session was built on still holds: the citizen's PIN neither revoked nor
+    /// locked, the staff account still configured. (Revoking, locking, recovering or changing a
+    /// PIN also ends its sessions outright; this guards any path that forgets to.)
+    async fn still_entitled(
+        &self,
+        row: &SessionRow,
+        role: Role,
+        amr: Amr,
+    ) -> Result<bool, IdentityError> {
+        Ok(match (role, amr) {
+            (Role::Citizen, Amr::Pin) => self
+                .store
+                .credential(&row.subject)
+                .await?
+                .is_some_and(|c| c.stage != PinStage::Revoked && !c.locked),
+            (Role::Citizen | Role::Service, _) => true,
+            (Role::Operator | Role::Patronato | Role::Backoffice, _) => {
+                self.store.staff_enabled(&row.subject).await?
+            }
+        })
+    }
+
+    /// A new session token and refresh token for a valid refresh token, which is spent; never
+    /// past the session's absolute lifetime, nor once its credential has gone.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, IdentityError> {
         let (sid, secret) = refresh_token.trim().split_once('.').ok_or_else(expired)?;
         let row = self.store.session(sid).await?.ok_or_else(expired)?;
+        let now = now_millis();
+        let ends_at = row.created_at.saturating_add(millis(self.rules.max_lifetime));
+        if now >= ends_at {
+            return Err(expired());
+        }
         let (Some(role), Some(level), Some(amr)) = (
             parse_name::<Role>(&row.role),
             parse_name::<Level>(&row.level),
@@ -147,8 +190,12 @@ impl Sessions {
         ) else {
             return Err(IdentityError::Internal("a stored session has an unknown role".into()));
         };
+        if !self.still_entitled(&row, role, amr).await? {
+            self.store.revoke_session(sid).await?;
+            return Err(expired());
+        }
         let next = new_secret();
-        let refresh_expires_at = now_millis().saturating_add(millis(self.rules.refresh_ttl));
+        let refresh_expires_at = now.saturating_add(millis(self.rules.refresh_ttl)).min(ends_at);
         if !self
             .store
             .rotate_refresh(sid, &digest(secret), &digest(&next), refresh_expires_at)
@@ -156,8 +203,10 @@ impl Sessions {
         {
             return Err(expired());
         }
-        let claims =
-            Claims { acr: row.acr.clone(), ..self.claims(&row.subject, role, level, amr, sid) };
+        let claims = Claims {
+            acr: row.acr.clone(),
+            ..self.claims(&row.subject, role, level, amr, sid, ends_at)
+        };
         Ok(Issued {
             access_token: self.token(&claims)?,
             access_expires_at: claims.exp * 1000,

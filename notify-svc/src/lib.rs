@@ -11,17 +11,20 @@ pub mod store;
 
 pub use config::Config;
 
-use sportello_platform::auth::{follow_keys, Authenticate, Verifier};
+use sportello_platform::auth::{follow_identity, Authenticate, Verifier};
 use sportello_platform::db::Migrations;
 use sportello_platform::health::Needs;
 use sportello_platform::server::Storage;
+use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::notify::v1::notify_service_server::{self, NotifyServiceServer};
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
+
+/// notify-svc's name as a service: its key file, and what identity-svc trusts it as.
+pub const NAME: &str = "notify";
 
 /// Runs notify-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
@@ -29,15 +32,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Citizens' tokens are checked with identity-svc's keys, fetched in the background; notify
-    // does not wait for them to store messages, so identity is not a health dependency.
+    // Citizens' tokens are checked with identity-svc's keys and list of ended sessions, fetched
+    // in the background; notify does not wait for them to store messages, so identity is not a
+    // health dependency.
     let verifier = Verifier::default();
-    tokio::spawn(follow_keys(
-        verifier.clone(),
+    follow_identity(
+        &verifier,
         sportello_platform::client::channel(&config.identity_url)?,
-        Duration::from_secs(60),
+        ServiceKey::load_or_generate(&config.store.data_dir, NAME)?,
         shutdown.clone(),
-    ));
+    );
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],

@@ -3,6 +3,8 @@
 //! fetch from identity-svc and keep fresh. Services still enforce ownership themselves: a valid
 //! token only says who is calling, not what they may touch.
 
+pub use crate::revocation::Revoked;
+use crate::service_identity::{self, ServiceKey};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -111,10 +113,14 @@ impl From<AuthError> for Status {
     }
 }
 
-/// Verifies session tokens against identity-svc's current public keys.
+/// Verifies session tokens against identity-svc's current public keys, refusing sessions that
+/// have ended ([`Revoked`]); and, where configured, tokens that named services sign with their
+/// own keys ([`crate::service_identity`]).
 #[derive(Clone, Default)]
 pub struct Verifier {
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    services: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    revoked: Revoked,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -139,31 +145,71 @@ impl Verifier {
         Ok(n)
     }
 
+    /// Trusts tokens signed by service `name` with this Ed25519 public key (base64url), for
+    /// that service's own calls only (role `service`, subject `name`).
+    pub fn trust_service(&self, name: &str, public_key: &str) -> Result<(), String> {
+        let key = DecodingKey::from_ed_components(public_key.trim()).map_err(|e| e.to_string())?;
+        self.services.write().map_err(|_| "poisoned")?.insert(name.to_owned(), key);
+        Ok(())
+    }
+
+    /// The fiscal code a CNS assertion of trusted service `service` vouches for, provided it
+    /// is signed by that service, meant for a CNS login, unexpired, at most a minute long, and
+    /// bound to `cert_der` (the certificate it came with).
+    pub fn verify_cns_assertion(
+        &self,
+        service: &str,
+        assertion: &str,
+        cert_der: &[u8],
+    ) -> Result<String, AuthError> {
+        use service_identity::{CnsAssertion, CNS_ASSERTION_TTL_SECS, CNS_AUDIENCE};
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| AuthError::Invalid)?;
+        let kid = format!("{}{service}", service_identity::KID_PREFIX);
+        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(kid.as_str()) {
+            return Err(AuthError::Invalid);
+        }
+        let services = self.services.read().map_err(|_| AuthError::Invalid)?;
+        let key = services.get(service).ok_or(AuthError::Invalid)?;
+        let claims: CnsAssertion = decode(assertion, key, &service_identity::issuer(service))?;
+        let bound = claims.cert_sha256 == service_identity::fingerprint(cert_der);
+        let short = claims.exp - claims.iat <= CNS_ASSERTION_TTL_SECS;
+        (claims.aud == CNS_AUDIENCE && bound && short)
+            .then_some(claims.sub)
+            .ok_or(AuthError::Invalid)
+    }
+
+    /// The ended sessions this verifier refuses; follow them with [`Revoked::follow`].
+    pub fn revoked(&self) -> Revoked {
+        self.revoked.clone()
+    }
+
     pub fn has_keys(&self) -> bool {
         self.keys.read().map(|k| !k.is_empty()).unwrap_or(false)
     }
 
-    /// The claims of a valid token: EdDSA only, signed by a current key, issued by identity-svc,
-    /// not expired.
+    /// The claims of a valid token: EdDSA only, signed by a current key, issued by identity-svc
+    /// (or by a trusted service, for itself), not expired, of a session not ended.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid);
         }
         let kid = header.kid.ok_or(AuthError::Invalid)?;
+        if let Some(service) = kid.strip_prefix(service_identity::KID_PREFIX) {
+            let services = self.services.read().map_err(|_| AuthError::Invalid)?;
+            let key = services.get(service).ok_or(AuthError::Invalid)?;
+            let claims: Claims = decode(token, key, &service_identity::issuer(service))?;
+            let own =
+                claims.role == Role::Service && claims.amr == Amr::Service && claims.sub == service;
+            return own.then_some(claims).ok_or(AuthError::Invalid);
+        }
         let keys = self.keys.read().map_err(|_| AuthError::Invalid)?;
         let key = keys.get(&kid).ok_or(AuthError::Invalid)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.validate_aud = false;
-        validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|d| d.claims).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid,
-            }
-        })
+        let claims: Claims = decode(token, key, ISSUER)?;
+        if self.revoked.contains(&claims.sid) {
+            return Err(AuthError::Invalid);
+        }
+        Ok(claims)
     }
 
     /// Verifies the `authorization: Bearer …` token of a request, if it has one.
@@ -178,6 +224,25 @@ impl Verifier {
             .ok_or(AuthError::Missing)?;
         self.verify(token.trim())
     }
+}
+
+/// The claims of an EdDSA JWT signed with `key` by `issuer`, not expired (5 s leeway).
+pub fn decode<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    issuer: &str,
+) -> Result<T, AuthError> {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    validation.validate_aud = false;
+    validation.leeway = 5;
+    jsonwebtoken::decode::<T>(token, key, &validation).map(|d| d.claims).map_err(|e| {
+        match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid,
+        }
+    })
 }
 
 /// A tonic interceptor that puts the verified [`Claims`] of a request (when it carries a valid
@@ -221,11 +286,36 @@ pub fn principal<T>(request: &Request<T>) -> Result<Claims, Status> {
     Err(why.into())
 }
 
-/// Keeps `verifier` in step with identity-svc's signing keys (`GetSigningKeys`), so that a key
-/// rotation reaches every service; retries quickly until the first keys arrive.
+/// Keeps `verifier` in step with identity-svc: its signing keys ([`follow_keys`]) and the
+/// sessions it ended ([`Revoked::follow_identity`]), both asked as service `me`.
+pub fn follow_identity(
+    verifier: &Verifier,
+    identity: tonic::transport::Channel,
+    me: ServiceKey,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(follow_keys(
+        verifier.clone(),
+        identity.clone(),
+        me.clone(),
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
+    tokio::spawn(verifier.revoked().follow_identity(
+        identity,
+        me,
+        crate::revocation::DEFAULT_POLL,
+        shutdown,
+    ));
+}
+
+/// Keeps `verifier` in step with identity-svc's signing keys (`GetSigningKeys`, asked as
+/// service `me`), so that a key rotation reaches every service; retries quickly until the first
+/// keys arrive.
 pub async fn follow_keys(
     verifier: Verifier,
     identity: tonic::transport::Channel,
+    me: ServiceKey,
     every: Duration,
     shutdown: CancellationToken,
 ) {
@@ -235,7 +325,7 @@ pub async fn follow_keys(
     let mut retry = Duration::from_millis(20);
     loop {
         let reply = IdentityServiceClient::new(identity.clone())
-            .get_signing_keys(GetSigningKeysRequest {})
+            .get_signing_keys(me.request(GetSigningKeysRequest {}))
             .await;
         match reply.map(|r| r.into_inner().jwks) {
             Ok(jwks) => {

@@ -15,11 +15,11 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const OWN_PIN: &str = "RMX7K2QA";
-const SPID_ISSUER: &str = "https://spid.example.it";
-const AUDIENCE: &str = "sportello";
+pub(crate) const OWN_PIN: &str = "RMX7K2QA";
+pub(crate) const SPID_ISSUER: &str = "https://spid.example.it";
+pub(crate) const AUDIENCE: &str = "sportello";
 
-async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
+pub(crate) async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
     IdentityServiceClient::new(suite.gateway_channel().await)
 }
 
@@ -32,7 +32,7 @@ async fn initial_pin(suite: &Suite, request: id::RequestPinRequest) -> String {
 }
 
 /// A citizen who has completed first access with [`OWN_PIN`]; returns an ordinary session.
-async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Session {
+pub(crate) async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Session {
     let cf = request.fiscal_code.clone();
     let initial = initial_pin(suite, request).await;
     identity(suite)
@@ -47,7 +47,10 @@ async fn active_citizen(suite: &Suite, request: id::RequestPinRequest) -> id::Se
     suite.login_with_pin(&cf, OWN_PIN).await.expect("login")
 }
 
-async fn profile(suite: &Suite, token: &str) -> Result<id::GetProfileResponse, tonic::Status> {
+pub(crate) async fn profile(
+    suite: &Suite,
+    token: &str,
+) -> Result<id::GetProfileResponse, tonic::Status> {
     identity(suite)
         .await
         .get_profile(with_token(token, id::GetProfileRequest {}))
@@ -563,7 +566,7 @@ async fn a_long_or_absent_deadline_is_capped_by_the_gateway() {
 }
 
 /// A fake provider's JWKS endpoint: a plain HTTP/1.1 server answering every request with it.
-async fn serve_jwks(jwks: String) -> String {
+pub(crate) async fn serve_jwks(jwks: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -590,7 +593,11 @@ async fn a_providers_keys_can_come_from_its_jwks_url() {
     let mut provider = spid.config("spid-remote", ProviderKind::Spid);
     provider.jwks = None;
     provider.jwks_url = Some(serve_jwks(spid.jwks()).await);
-    let suite = spawn_suite_with(|c| c.identity.identity_providers = vec![provider]).await;
+    let suite = spawn_suite_with(|c| {
+        c.identity.identity_providers = vec![provider];
+        c.identity.jwks_fetch.allow_http = true;
+    })
+    .await;
     let now = chrono::Utc::now().timestamp() as u64;
     let token = spid.id_token(ROSSI, "https://www.spid.gov.it/SpidL3", 300, now);
     let session = identity(&suite)

@@ -4,13 +4,14 @@
 use crate::helpers::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use sportello_platform::server::TlsSettings;
+use sportello_platform::service_identity::{
+    CnsAssertion, ServiceKey, CNS_ASSERTION_HEADER, CNS_CERTIFICATE_HEADER,
+};
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
-
-const SECRET: &str = "gateway-and-identity-share-this";
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -72,8 +73,6 @@ async fn cns_suite() -> Cns {
     };
     let suite = spawn_suite_with(|c| {
         c.gateway.server.tls = Some(tls);
-        c.gateway.cns_gateway_secret = Some(SECRET.into());
-        c.identity.cns_gateway_secret = Some(SECRET.into());
     })
     .await;
     Cns { suite, server_ca: server_ca.pem(), citizen, stranger }
@@ -123,21 +122,64 @@ async fn without_a_card_or_with_forged_headers_there_is_no_cns_login() {
     let cns = cns_suite().await;
     let channel = tls_channel(&cns, None).await.expect("TLS without a card still serves");
     let mut identity = IdentityServiceClient::new(channel);
-    let mut forged = tonic::Request::new(id::LoginWithCertificateRequest {});
-    forged.metadata_mut().insert("x-sportello-cns-fiscal-code", ROSSI.parse().expect("ascii"));
-    forged.metadata_mut().insert("x-sportello-gateway-secret", SECRET.parse().expect("ascii"));
+    let der = pem_der(&cns.citizen.0);
+    let gateway =
+        ServiceKey::load_or_generate(cns.suite.db.data_dir(), gateway::NAME).expect("key");
+    let genuine = CnsAssertion::new(gateway::NAME, ROSSI, &der);
+    // Even a genuine assertion a client copied is stripped by the gateway.
+    let forged = vouched(&gateway.sign(&genuine).expect("signed"), &der);
     let status = identity.login_with_certificate(forged).await.expect_err("forged");
     assert_eq!(status.code(), Code::Unauthenticated);
+}
 
-    // Straight at identity-svc, skipping the gateway, a guessed secret is no better.
-    let mut direct = IdentityServiceClient::new(connect(cns.suite.identity.addr).await);
-    let mut guessed = tonic::Request::new(id::LoginWithCertificateRequest {});
-    guessed.metadata_mut().insert("x-sportello-cns-fiscal-code", ROSSI.parse().expect("ascii"));
-    guessed.metadata_mut().insert("x-sportello-gateway-secret", "guess".parse().expect("ascii"));
-    assert_eq!(
-        direct.login_with_certificate(guessed).await.expect_err("guessed").code(),
-        Code::Unauthenticated
-    );
+/// A CNS login request carrying `assertion` and the certificate `der`.
+fn vouched(assertion: &str, der: &[u8]) -> tonic::Request<id::LoginWithCertificateRequest> {
+    use base64::Engine;
+    let mut request = tonic::Request::new(id::LoginWithCertificateRequest {});
+    let cert = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(der);
+    request.metadata_mut().insert(CNS_ASSERTION_HEADER, assertion.parse().expect("ascii"));
+    request.metadata_mut().insert(CNS_CERTIFICATE_HEADER, cert.parse().expect("ascii"));
+    request
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).expect("PEM body")
+}
+
+#[tokio::test]
+async fn identity_accepts_only_a_fresh_assertion_of_the_gateway_bound_to_the_certificate() {
+    let suite = spawn_suite().await;
+    let mut direct = IdentityServiceClient::new(connect(suite.identity.addr).await);
+    let card = pem_der(&issue(&ca("CNS"), vec![], &[(DnType::CommonName, ROSSI)]).0);
+    let other_card = pem_der(&issue(&ca("CNS"), vec![], &[(DnType::CommonName, ROSSI)]).0);
+    let gateway = ServiceKey::load_or_generate(suite.db.data_dir(), gateway::NAME).expect("key");
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let impostor = ServiceKey::load_or_generate(elsewhere.path(), gateway::NAME).expect("key");
+    let fresh = CnsAssertion::new(gateway::NAME, ROSSI, &card);
+    let expired = CnsAssertion { iat: fresh.iat - 600, exp: fresh.iat - 540, ..fresh.clone() };
+    let too_long = CnsAssertion { exp: fresh.iat + 3600, ..fresh.clone() };
+    let refused = [
+        ("no assertion", tonic::Request::new(id::LoginWithCertificateRequest {})),
+        ("a key the gateway does not hold", vouched(&impostor.sign(&fresh).expect("s"), &card)),
+        ("expired", vouched(&gateway.sign(&expired).expect("s"), &card)),
+        ("longer than a minute", vouched(&gateway.sign(&too_long).expect("s"), &card)),
+        ("another certificate", vouched(&gateway.sign(&fresh).expect("s"), &other_card)),
+        ("a session token's key", vouched(&suite.service_token(), &card)),
+    ];
+    for (what, request) in refused {
+        let status = direct.login_with_certificate(request).await.expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+    }
+    let session = direct
+        .login_with_certificate(vouched(&gateway.sign(&fresh).expect("s"), &card))
+        .await
+        .expect("the gateway's own fresh assertion")
+        .into_inner()
+        .session
+        .expect("session");
+    assert_eq!(session.method, id::AuthMethod::Cns as i32);
 }
 
 #[tokio::test]

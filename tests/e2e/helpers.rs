@@ -1,6 +1,7 @@
 //! `spawn_suite()` and friends: a fresh database per test, every service on its own port.
 
 use sportello_platform::server::{ServerSettings, StoreSettings};
+use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sqlx::{AnyPool, Connection, Executor};
@@ -190,6 +191,12 @@ impl Configs {
             store: store_settings(db, "notify"),
             identity_url: url(identity_addr),
         };
+        gateway.data_dir = db.data_dir().to_owned();
+        // As `sportello up` does: identity trusts the keys of the services that call it.
+        for service in [gateway::NAME, notify_svc::NAME, claims_svc::NAME] {
+            let key = ServiceKey::load_or_generate(db.data_dir(), service).expect("service key");
+            identity.trusted_services.insert(service.into(), key.public_key());
+        }
         Self { gateway, identity, claims, notify }
     }
 }
@@ -246,14 +253,14 @@ pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
         OPERATOR_ID.into(),
         identity_svc::config::StaffAccount {
             role: sportello_platform::auth::Role::Operator,
-            password_hash: password_hash(OPERATOR_PASSWORD).await,
+            password_hash: password_hash(OPERATOR_PASSWORD).await.into(),
         },
     );
     c.identity.staff.insert(
         BACKOFFICE_ID.into(),
         identity_svc::config::StaffAccount {
             role: sportello_platform::auth::Role::Backoffice,
-            password_hash: password_hash(BACKOFFICE_PASSWORD).await,
+            password_hash: password_hash(BACKOFFICE_PASSWORD).await.into(),
         },
     );
     adjust(&mut c);

@@ -21,3 +21,4 @@ mod pin_request;
 mod reflection;
 mod residents;
 mod tracing_across_services;
+mod trust;

@@ -40,7 +40,6 @@ const OMOCODE_INDICES: [usize; 7] = [6, 7, 9, 10, 12, 13, 14];
 const ODD_VALUES: [u32; 26] =
     [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
 const FEMALE_DAY_OFFSET: u8 = 40;
-const MASK: &str = "***********";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sex {
@@ -167,7 +166,7 @@ impl CodiceFiscale {
     /// records apart when reading logs, but the birth date, sex and most of the
     /// birthplace are hidden.
     pub fn masked(&self) -> String {
-        format!("{}{MASK}{}", &self.code[..3], &self.code[LEN - 2..])
+        sportello_platform::mask::fiscal_code(&self.code)
     }
 
     /// The three letters derived from the surname (positions 1-3).

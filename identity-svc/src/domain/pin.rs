@@ -88,6 +88,12 @@ impl PinHash {
     }
 }
 
+impl From<String> for PinHash {
+    fn from(phc: String) -> Self {
+        PinHash(phc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,15 +141,21 @@ impl Store {
             .transpose()
     }
 
-    /// A reserved attempt failed: lock the account when it was the last one allowed.
+    /// A reserved attempt failed: lock the account when it was the last one allowed, ending
+    /// every session of its holder in the same transaction.
     pub async fn attempt_failed(&self, account: Account<'_>, max: i64) -> Result<(), sqlx::Error> {
         let (table, key, id) = account.parts();
         let sql = format!(
             "UPDATE {table} SET locked_at = $3 WHERE {key} = $1 AND failed_attempts >= $2 \
              AND locked_at IS NULL"
         );
-        sqlx::query(&sql).bind(id).bind(max).bind(now_millis()).execute(&self.db.pool).await?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        let done =
+            sqlx::query(&sql).bind(id).bind(max).bind(now_millis()).execute(&mut *tx).await?;
+        if done.rows_affected() == 1 {
+            super::end_sessions_of(&mut tx, id, None).await?;
+        }
+        tx.commit().await
     }
 
     /// A reserved attempt succeeded: the count of consecutive failures starts again.

@@ -6,6 +6,7 @@
 
 mod audit;
 mod credentials;
+mod id_tokens;
 mod outbox;
 mod recoveries;
 mod requests;

@@ -2,9 +2,8 @@
 
 use super::Store;
 use sportello_platform::now_millis;
-use sqlx::Row;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SessionRow {
     pub id: String,
     pub subject: String,
@@ -47,29 +46,13 @@ impl Store {
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT id, subject, role, level, amr, acr, refresh_hash, created_at, \
              refresh_expires_at, previous_access_at, revoked_at FROM sessions WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
-        .await?;
-        row.map(|row| {
-            Ok(SessionRow {
-                id: row.try_get("id")?,
-                subject: row.try_get("subject")?,
-                role: row.try_get("role")?,
-                level: row.try_get("level")?,
-                amr: row.try_get("amr")?,
-                acr: row.try_get("acr")?,
-                refresh_hash: row.try_get("refresh_hash")?,
-                created_at: row.try_get("created_at")?,
-                refresh_expires_at: row.try_get("refresh_expires_at")?,
-                previous_access_at: row.try_get("previous_access_at")?,
-                revoked_at: row.try_get("revoked_at")?,
-            })
-        })
-        .transpose()
+        .await
     }
 
     /// Replaces a live session's refresh token, provided `old` is still the current one: a

@@ -1,0 +1,125 @@
+//! Sessions ended before their tokens expire (logout, a revoked or changed PIN, a removed staff
+//! member), as identity-svc lists them. Every process that verifies tokens keeps this list a
+//! poll away (half a second by default) and its [`crate::auth::Verifier`] refuses those
+//! sessions, so a service called directly, bypassing the gateway, refuses them within seconds
+//! too.
+
+use crate::service_identity::ServiceKey;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often followers ask identity-svc for sessions ended since their last answer.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
+
+/// Ended sessions, by session id.
+#[derive(Clone, Default)]
+pub struct Revoked {
+    sessions: Arc<RwLock<HashMap<String, Instant>>>,
+}
+
+impl std::fmt::Debug for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.sessions.read().map(|s| s.len()).unwrap_or_default();
+        f.debug_struct("Revoked").field("sessions", &n).finish()
+    }
+}
+
+/// Sessions ended since a time (milliseconds since the epoch), and the time the answer is
+/// complete up to.
+pub type Window = (Vec<String>, i64);
+
+impl Revoked {
+    pub fn contains(&self, sid: &str) -> bool {
+        // A poisoned lock refuses every session rather than none.
+        self.sessions.read().map(|s| s.contains_key(sid)).unwrap_or(true)
+    }
+
+    fn add(&self, ids: Vec<String>) {
+        if let Ok(mut sessions) = self.sessions.write() {
+            let now = Instant::now();
+            for sid in ids {
+                sessions.entry(sid).or_insert(now);
+            }
+            // Tokens live minutes; a day later a revoked session is long expired.
+            sessions.retain(|_, at| now.duration_since(*at) < Duration::from_secs(86_400));
+        }
+    }
+
+    /// Asks `source` for sessions ended since its last answer, every `every`.
+    pub async fn follow<F, Fut, E>(
+        self,
+        mut source: F,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) where
+        F: FnMut(i64) -> Fut,
+        Fut: Future<Output = Result<Window, E>>,
+        E: std::fmt::Debug,
+    {
+        let mut since = 0;
+        loop {
+            match source(since).await {
+                Ok((ids, as_of)) => {
+                    self.add(ids);
+                    // Overlap the next window a little: clocks of two processes are not one.
+                    since = as_of - 2_000;
+                }
+                Err(e) => tracing::debug!(error = ?e, "revoked sessions not available"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Follows identity-svc's `ListRevokedSessions`, calling as service `me`.
+    pub async fn follow_identity(
+        self,
+        identity: tonic::transport::Channel,
+        me: ServiceKey,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+        use sportello_proto::identity::v1::ListRevokedSessionsRequest;
+        let source = |since: i64| {
+            let mut client = IdentityServiceClient::new(identity.clone());
+            let request = me.request(ListRevokedSessionsRequest {
+                since: Some(prost_types::Timestamp { seconds: since.div_euclid(1000), nanos: 0 }),
+            });
+            async move {
+                let reply = client.list_revoked_sessions(request).await?.into_inner();
+                let as_of = reply.as_of.map_or(0, |t| t.seconds * 1000);
+                Ok::<_, tonic::Status>((reply.session_ids, as_of))
+            }
+        };
+        self.follow(source, every, shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_followed_revocation_is_known_within_a_poll() {
+        let revoked = Revoked::default();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(revoked.clone().follow(
+            |since| async move {
+                Ok::<_, ()>((if since == 0 { vec!["s1".to_owned()] } else { vec![] }, 10_000))
+            },
+            Duration::from_millis(10),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(revoked.contains("s1"));
+        assert!(!revoked.contains("s2"));
+        stop.cancel();
+        task.await.expect("stopped");
+    }
+}
