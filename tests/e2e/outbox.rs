@@ -3,6 +3,7 @@
 //! client's deadline, and across a kill -9 of identity-svc.
 
 use crate::helpers::*;
+use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sqlx::Row;
@@ -123,6 +124,9 @@ fn identity_process(db: &TestDb, addr: SocketAddr, notify: SocketAddr) -> tokio:
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true);
+    // Trusts notify-svc's key, as `sportello up` arranges.
+    let notify_key = ServiceKey::load_or_generate(db.data_dir(), "notify").expect("notify's key");
+    cmd.env("SPORTELLO_IDENTITY__TRUSTED_SERVICES__NOTIFY", notify_key.public_key());
     cmd.spawn().expect("sportello identity")
 }
 
