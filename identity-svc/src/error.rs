@@ -1,7 +1,8 @@
 //! identity-svc's errors and their one mapping to gRPC statuses.
 
 use crate::hashing::HashError;
-use sportello_platform::error::{retry_later, with_reason, FieldViolations};
+use sportello_platform::db::is_unstorable_text;
+use sportello_platform::error::{retry_later, unstorable_text, with_reason, FieldViolations};
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -38,6 +39,7 @@ impl IdentityError {
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::Precondition { .. } => Code::FailedPrecondition,
             IdentityError::Overloaded => Code::ResourceExhausted,
+            IdentityError::Storage(e) if is_unstorable_text(e) => Code::InvalidArgument,
             IdentityError::Dependency { .. } | IdentityError::Storage(_) => Code::Unavailable,
             IdentityError::Internal(_) => Code::Internal,
         }
@@ -91,6 +93,7 @@ impl From<IdentityError> for Status {
                     Duration::from_secs(2),
                 )
             }
+            IdentityError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             IdentityError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Status::unavailable("the service is temporarily unavailable; retry")

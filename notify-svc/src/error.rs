@@ -1,6 +1,7 @@
 //! notify-svc's errors and their one mapping to gRPC statuses.
 
-use sportello_platform::error::{with_reason, FieldViolations};
+use sportello_platform::db::is_unstorable_text;
+use sportello_platform::error::{unstorable_text, with_reason, FieldViolations};
 use tonic::{Code, Status};
 
 const DOMAIN: &str = "notify.sportello";
@@ -37,6 +38,7 @@ impl From<NotifyError> for Status {
                 "SECRETS_PURGED",
                 DOMAIN,
             ),
+            NotifyError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             NotifyError::Storage(e) => {
                 // The cause stays in our logs; callers learn only that they may retry.
                 tracing::error!(error = %e, "storage failure");

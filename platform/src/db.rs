@@ -131,3 +131,18 @@ pub async fn open_with_retry(
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Whether `e` is the database refusing text it cannot store: PostgreSQL keeps no NUL byte in
+/// `text` (SQLSTATE 22021) nor characters outside the database's encoding (22P05). The caller
+/// sent such text, so it is their request that is invalid, not the service that is down.
+pub fn is_unstorable_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "22021" || code == "22P05")
+}
+
+/// `text` as the audit trail and other free-text columns keep it: without NUL bytes, which
+/// PostgreSQL refuses, so that recording what a caller sent never fails because of it.
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}

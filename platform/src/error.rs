@@ -71,3 +71,14 @@ pub fn retry_later(
     details.set_retry_info(Some(after));
     Status::with_error_details(code, message, details)
 }
+
+/// The answer to a request whose text the database cannot store (a NUL byte): INVALID_ARGUMENT,
+/// as for any other malformed input, without echoing the text.
+pub fn unstorable_text() -> Status {
+    with_reason(
+        Code::InvalidArgument,
+        "the request contains characters that cannot be stored (a NUL byte)",
+        "UNSTORABLE_TEXT",
+        "sportello",
+    )
+}

@@ -1,6 +1,7 @@
 //! The audit trail: append-only (the database refuses updates and deletes too).
 
 use super::Store;
+use sportello_platform::db::storable;
 use sportello_platform::now_millis;
 use sqlx::Row;
 
@@ -42,11 +43,11 @@ pub async fn audit(conn: &mut sqlx::AnyConnection, e: &Entry<'_>) -> Result<(), 
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(now_millis())
-    .bind(e.operator_id)
+    .bind(storable(e.operator_id))
     .bind(e.action)
-    .bind(e.fiscal_code)
+    .bind(storable(e.fiscal_code))
     .bind(e.outcome)
-    .bind(e.detail)
+    .bind(storable(e.detail))
     .execute(conn)
     .await?;
     Ok(())
