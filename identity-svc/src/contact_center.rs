@@ -6,7 +6,7 @@ use crate::domain::pin_request::{is_email, is_international_phone, Channel};
 use crate::error::IdentityError;
 use crate::notifier::Destination;
 use crate::pins::{parse_fiscal_code, queue_notice, Pins};
-use crate::store::{self, Credential, Entry, Half, NewMessage, Outcome, RequestRow, Trail};
+use crate::store::{self, Credential, Half, NewMessage, Outcome, RequestRow, Trail};
 use sportello_platform::error::FieldViolations;
 use sportello_platform::mask;
 use sportello_platform::now_millis;
@@ -234,15 +234,7 @@ impl Pins {
         };
         store::enqueue(&mut tx, &message).await?;
         let detail = format!("request {request_id}; {}", describe(&to));
-        let entry = Entry {
-            operator_id: operator,
-            action: "ResendFirstHalf",
-            fiscal_code: &cf,
-            outcome: "OK",
-            detail: &detail,
-        };
-        store::audit(&mut tx, &entry).await?;
-        self.commit(tx).await?;
+        self.commit_done(tx, operator, "ResendFirstHalf", &cf, &detail).await?;
         Ok((cf, to))
     }
 
@@ -281,15 +273,7 @@ impl Pins {
         store::set_contacts(&mut tx, &cf, &contacts).await?;
         queue_notice(&mut tx, &cf, &credential.contacts, "PIN_CONTACTS_CHANGED").await?;
         let detail = describe(&to);
-        let entry = Entry {
-            operator_id: operator,
-            action: "UpdateContacts",
-            fiscal_code: &cf,
-            outcome: "OK",
-            detail: &detail,
-        };
-        store::audit(&mut tx, &entry).await?;
-        self.commit(tx).await?;
+        self.commit_done(tx, operator, "UpdateContacts", &cf, &detail).await?;
         Ok(to)
     }
 
@@ -314,15 +298,7 @@ impl Pins {
         store::cancel_recoveries(&mut tx, &cf).await?;
         store::end_sessions_of(&mut tx, &cf, None).await?;
         queue_notice(&mut tx, &cf, &credential.contacts, "PIN_REVOKED").await?;
-        let entry = Entry {
-            operator_id: operator,
-            action: "RevokePin",
-            fiscal_code: &cf,
-            outcome: "OK",
-            detail: reason.trim(),
-        };
-        store::audit(&mut tx, &entry).await?;
-        self.commit(tx).await
+        self.commit_done(tx, operator, "RevokePin", &cf, reason.trim()).await
     }
 
     /// Unlocks a PIN locked by failed attempts and tells the citizen.
@@ -343,15 +319,7 @@ impl Pins {
             });
         }
         queue_notice(&mut tx, &cf, &credential.contacts, "PIN_UNLOCKED").await?;
-        let entry = Entry {
-            operator_id: operator,
-            action: "UnlockPin",
-            fiscal_code: &cf,
-            outcome: "OK",
-            detail: reason.trim(),
-        };
-        store::audit(&mut tx, &entry).await?;
-        self.commit(tx).await
+        self.commit_done(tx, operator, "UnlockPin", &cf, reason.trim()).await
     }
 }
 

@@ -178,6 +178,21 @@ impl Pins {
         Ok(())
     }
 
+    /// Commits an action `operator` completed on `cf`, with its audit row: the change, its
+    /// messages and the row that records it stand or fall together.
+    pub(crate) async fn commit_done(
+        &self,
+        mut tx: store::Tx,
+        operator: &str,
+        action: &str,
+        cf: &str,
+        detail: &str,
+    ) -> Result<(), IdentityError> {
+        let entry = Entry { operator_id: operator, action, fiscal_code: cf, outcome: "OK", detail };
+        store::audit(&mut tx, &entry).await?;
+        self.commit(tx).await
+    }
+
     /// Whether one more notice may go to this fiscal code's contacts this hour (notices that
     /// anonymous calls cause, so that no one can bomb a citizen's phone and mailbox).
     async fn notice_allowed(

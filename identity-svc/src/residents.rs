@@ -121,15 +121,7 @@ impl Pins {
         let letter = format!("{} {}\n{}", form.given_name, form.surname, form.residence);
         crate::pins::queue_halves(&mut tx, &request.id, &cf, &to, &pin, letter).await?;
         let detail = format!("request {}", request.id);
-        let entry = store::Entry {
-            operator_id: operator,
-            action: "ValidatePendingPinRequest",
-            fiscal_code: &cf,
-            outcome: "OK",
-            detail: &detail,
-        };
-        store::audit(&mut tx, &entry).await?;
-        self.commit(tx).await?;
+        self.commit_done(tx, operator, "ValidatePendingPinRequest", &cf, &detail).await?;
         Ok((cf, to))
     }
 }

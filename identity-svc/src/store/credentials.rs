@@ -242,16 +242,9 @@ pub async fn revoke(
     fiscal_code: &str,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, state_reason = $2, \
-         updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'",
-    )
-    .bind(fiscal_code)
-    .bind(reason)
-    .bind(now_millis())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, \
+               state_reason = $2, updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'";
+    with_reason(conn, sql, fiscal_code, reason).await
 }
 
 /// Unlocks a locked PIN; false when it was not locked.
@@ -260,15 +253,21 @@ pub async fn unlock(
     fiscal_code: &str,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE citizens SET locked_at = NULL, failed_attempts = 0, state_reason = $2, \
-         updated_at = $3 WHERE fiscal_code = $1 AND locked_at IS NOT NULL",
-    )
-    .bind(fiscal_code)
-    .bind(reason)
-    .bind(now_millis())
-    .execute(conn)
-    .await?;
+    let sql = "UPDATE citizens SET locked_at = NULL, failed_attempts = 0, state_reason = $2, \
+               updated_at = $3 WHERE fiscal_code = $1 AND locked_at IS NOT NULL";
+    with_reason(conn, sql, fiscal_code, reason).await
+}
+
+/// An operator's change of state for a reason: `sql` binds the fiscal code, the reason and the
+/// time, and changes one row or none.
+async fn with_reason(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    fiscal_code: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query(sql).bind(fiscal_code).bind(reason).bind(now_millis()).execute(conn).await?;
     Ok(done.rows_affected() == 1)
 }
 
