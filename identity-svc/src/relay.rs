@@ -19,8 +19,11 @@ use tracing::Instrument;
 
 /// Rows claimed at once, and sent concurrently.
 const BATCH: i64 = 32;
-/// How long a claimed row is ours: well beyond a notify call's time.
-const LEASE_MS: i64 = 30_000;
+/// How long a claimed row is ours: well beyond a notify call's time (bounded by `SEND_TIMEOUT`),
+/// and short, because rows claimed by a relay that died wait this long for another.
+const LEASE_MS: i64 = 10_000;
+/// The most one send to notify-svc may take before it counts as failed and is retried.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the outbox is looked at when nobody says it has something new (retries coming due,
 /// rows written by another instance, rows left by a relay that died).
 const POLL: Duration = Duration::from_millis(500);
@@ -86,7 +89,13 @@ pub async fn relay_once(store: &Store, notifier: &Notifier) -> Result<i64, sqlx:
         let span = deferred_span("outbox relay", row.traceparent.as_deref());
         sends.spawn(
             async move {
-                let result = send(&notifier, &row).await;
+                let result = match tokio::time::timeout(SEND_TIMEOUT, send(&notifier, &row)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(IdentityError::Dependency {
+                        service: "notify-svc",
+                        status: tonic::Status::deadline_exceeded("notify-svc did not answer"),
+                    }),
+                };
                 settle(&store, &row, result).await
             }
             .instrument(span),

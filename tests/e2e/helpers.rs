@@ -510,7 +510,8 @@ impl TestDb {
             self.table("identity", "outbox")
         );
         let pool = self.pool("identity").await;
-        eventually("the outbox to be relayed", Duration::from_secs(30), || async {
+        // Rows a killed relay had claimed wait for its lease (10 s) to run out.
+        eventually("the outbox to be relayed", Duration::from_secs(45), || async {
             // No outbox table: no identity-svc in this test.
             sqlx::query_scalar::<_, i64>(&sql).fetch_one(&pool).await.map_or(true, |n| n == 0)
         })
