@@ -84,13 +84,22 @@ impl Pins {
         request_id: &str,
         identity_verified: bool,
     ) -> Result<(String, Destination), IdentityError> {
+        let mut v = FieldViolations::new();
         if !identity_verified {
-            let mut v = FieldViolations::new();
             v.add("identity_verified", "check the caller's identity and residence by phone first");
+        }
+        // Request ids are UUIDs: anything else names no request, and is not worth a query.
+        if uuid::Uuid::parse_str(request_id.trim()).is_err() {
+            v.add("request_id", "must be the id of a PIN request (a UUID)");
+        }
+        if !v.is_empty() {
             return Err(v.into());
         }
-        let request =
-            self.store.request(request_id).await?.ok_or(IdentityError::NotFound("PIN request"))?;
+        let request = self
+            .store
+            .request(request_id.trim())
+            .await?
+            .ok_or(IdentityError::NotFound("PIN request"))?;
         let not_pending = IdentityError::Precondition {
             reason: "NOT_PENDING_VALIDATION",
             message: "this request does not wait for validation",

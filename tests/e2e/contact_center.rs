@@ -455,3 +455,73 @@ async fn the_audit_trail_cannot_be_changed_even_from_the_database() {
     // The filing and its register check.
     assert_eq!(suite.db.count("identity", "audit_events", "1 = 1").await, 2);
 }
+
+#[tokio::test]
+async fn a_citizen_cannot_change_contacts_or_issue_a_held_request_even_on_their_own_record() {
+    let suite = spawn_suite().await;
+    IdentityServiceClient::new(suite.gateway_channel().await)
+        .request_pin(pin_request(ROSSI))
+        .await
+        .expect("issued");
+    let first_half = suite.db.message("PIN_FIRST_HALF").await.secret("pin_half");
+    let citizen = suite.login_with_pin(ROSSI, &first_half).await.expect("simplified").access_token;
+    let change = || {
+        with_token(
+            &citizen,
+            id::UpdateContactsRequest {
+                fiscal_code: ROSSI.into(),
+                identity_verified: true,
+                channel: id::DeliveryChannel::Email as i32,
+                address: "attacker@example.org".into(),
+            },
+        )
+    };
+    let issue = || {
+        with_token(
+            &citizen,
+            id::ValidatePendingPinRequestRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                identity_verified: true,
+            },
+        )
+    };
+    // Through the gateway, and straight at identity-svc as an insider could.
+    for channel in [suite.gateway_channel().await, connect(suite.identity.addr).await] {
+        let mut cc = ContactCenterServiceClient::new(channel);
+        assert_eq!(
+            cc.update_contacts(change()).await.expect_err("no").code(),
+            Code::PermissionDenied
+        );
+        let held = cc.validate_pending_pin_request(issue()).await.expect_err("no");
+        assert_eq!(held.code(), Code::PermissionDenied);
+    }
+    assert_eq!(suite.db.messages("PIN_CONTACTS_CHANGED").await.len(), 0, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_malformed_contact_or_request_id_is_a_field_violation() {
+    let suite = spawn_suite().await;
+    file_for_caller(&suite, ROSSI).await;
+    let mut cc = operator_client(&suite).await;
+    for (channel, address) in [
+        (id::DeliveryChannel::Email, "not an email"),
+        (id::DeliveryChannel::Sms, "call me maybe"),
+        (id::DeliveryChannel::Unspecified, "mario@example.it"),
+    ] {
+        let request = suite.as_operator(id::UpdateContactsRequest {
+            fiscal_code: ROSSI.into(),
+            identity_verified: true,
+            channel: channel as i32,
+            address: address.into(),
+        });
+        let status = cc.update_contacts(request).await.expect_err("malformed");
+        assert_eq!(status.code(), Code::InvalidArgument, "{channel:?} {address:?}");
+    }
+    let request = suite.as_operator(id::ValidatePendingPinRequestRequest {
+        request_id: "\u{0}not-a-request".into(),
+        identity_verified: true,
+    });
+    let status = cc.validate_pending_pin_request(request).await.expect_err("malformed");
+    assert!(matches!(status.code(), Code::InvalidArgument | Code::NotFound), "{status:?}");
+    assert_eq!(suite.db.messages("PIN_CONTACTS_CHANGED").await.len(), 0, "nothing changed");
+}
