@@ -8,6 +8,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod store;
+pub mod templates;
+pub mod transport;
 
 pub use config::Config;
 

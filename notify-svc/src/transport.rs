@@ -1,0 +1,84 @@
+//! Where messages leave the institute. Each channel (SMS, email, PEC, post) is reached through a
+//! [`Transport`], chosen by configuration, so a provider can be swapped without touching dispatch.
+
+use crate::templates::Rendered;
+use futures::future::BoxFuture;
+use sportello_proto::notify::v1::Channel;
+use std::sync::Arc;
+
+/// One message, rendered, on its way to one address.
+pub struct Outgoing<'a> {
+    /// The stored message id. Transports derive what makes a retry harmless from it: the email
+    /// `Message-ID`, the SMS provider's idempotency key, the letter's file name.
+    pub message_id: &'a str,
+    pub channel: Channel,
+    /// The full address (phone number, email, PEC or postal address). Never logged.
+    pub address: &'a str,
+    pub fiscal_code: &'a str,
+    pub content: &'a Rendered,
+}
+
+// The address and content stay out of logs.
+impl std::fmt::Debug for Outgoing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("message_id", &self.message_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a transport answers once the message has left.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Which provider took it (`smtp`, `sms:primary`, `spool`, …).
+    pub provider: String,
+    /// The provider's own id for the message, which delivery receipts refer to.
+    pub provider_message_id: Option<String>,
+}
+
+/// Why a send failed. The reason is shown to operators: it never holds the address or content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying later (time-out, 5xx, connection refused, 4xx SMTP).
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// Retrying cannot help (invalid number, 5xx SMTP on the recipient, 4xx from an API).
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// One way out for messages of a channel.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `message`. Must be safe to call again for the same `message_id` after a crash: the
+    /// receiver sees the same Message-ID / idempotency key and can drop the duplicate.
+    fn send<'a>(&'a self, message: &'a Outgoing<'a>) -> BoxFuture<'a, Result<Accepted, SendError>>;
+}
+
+/// The transport of each channel.
+#[derive(Clone)]
+pub struct Transports {
+    pub sms: Arc<dyn Transport>,
+    pub email: Arc<dyn Transport>,
+    pub pec: Arc<dyn Transport>,
+    pub post: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transports").finish_non_exhaustive()
+    }
+}
+
+impl Transports {
+    /// The transport for `channel`; `None` for `CHANNEL_UNSPECIFIED`.
+    pub fn for_channel(&self, channel: Channel) -> Option<&Arc<dyn Transport>> {
+        match channel {
+            Channel::Sms => Some(&self.sms),
+            Channel::Email => Some(&self.email),
+            Channel::Pec => Some(&self.pec),
+            Channel::Post => Some(&self.post),
+            Channel::Unspecified => None,
+        }
+    }
+}
