@@ -9,6 +9,9 @@ mod import;
 mod supervisor;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sportello_platform::cli::{run_service_with, ServiceArgs};
 
 #[derive(Debug, Parser)]

@@ -12,6 +12,10 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -49,7 +53,8 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
+        .with_target(false)
+        .fmt_fields(LogFields);
 
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
@@ -63,11 +68,74 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
         provider = provider.with_batch_exporter(exporter);
     }
     let provider = provider.build();
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("sportello"));
+    // Every call opens a span or two, so the layer does only what our traces use: no busy/idle
+    // timing (two clock reads per poll), no thread or source-location attributes, and no
+    // OpenTelemetry context activated on entry (trace context travels with the tracing span;
+    // see `trace_context`).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_context_activation(false)
+        .with_tracer(provider.tracer("sportello"));
 
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     install_panic_hook();
     Ok(TelemetryGuard { provider: Some(provider) })
+}
+
+/// How span and event fields read in log lines. A span's `otel.*` and `rpc.*` fields are for
+/// traces; in logs the RPC's name (`otel.name`) says enough, and formatting the rest would cost
+/// every call microseconds for lines that are rarely written.
+struct LogFields;
+
+/// Fields that only traces show.
+fn trace_only(field: &Field) -> bool {
+    let name = field.name();
+    (name.starts_with("otel.") && name != "otel.name") || name.starts_with("rpc.")
+}
+
+impl<'w> FormatFields<'w> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut visitor = LogVisitor(DefaultVisitor::new(writer, true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let is_empty = current.fields.is_empty();
+        let mut visitor = LogVisitor(DefaultVisitor::new(current.as_writer(), is_empty));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+/// [`DefaultVisitor`], minus the fields only traces show.
+struct LogVisitor<'w>(DefaultVisitor<'w>);
+
+impl Visit for LogVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !trace_only(field) {
+            self.0.record_str(field, value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !trace_only(field) {
+            self.0.record_error(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !trace_only(field) {
+            self.0.record_debug(field, value);
+        }
+    }
 }
 
 /// Replaces the default panic hook, which prints the panic's message: a message may quote what
@@ -127,5 +195,50 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("PIN") && !line.contains("AÀ"), "{line}");
+    }
+
+    #[test]
+    fn log_lines_name_the_rpc_and_leave_its_trace_attributes_to_traces() {
+        use std::sync::{Arc, Mutex};
+        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || WriteTo(sink.clone()))
+            .with_ansi(false)
+            .with_target(false)
+            .fmt_fields(LogFields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = "sportello.claims.v1.ClaimsService/ListBenefits",
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.grpc.status_code = tracing::field::Empty,
+            );
+            span.record("rpc.grpc.status_code", 0);
+            span.in_scope(|| tracing::warn!(attempt = 2, "storage failure"));
+        });
+        let line = String::from_utf8(written.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            line.contains(
+                r#"rpc{otel.name="sportello.claims.v1.ClaimsService/ListBenefits"}: storage failure attempt=2"#
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("otel.kind") && !line.contains("rpc.system"), "{line}");
+    }
+
+    struct WriteTo(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
