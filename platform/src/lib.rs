@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod mask;
+pub mod panic_guard;
 pub mod revocation;
 pub mod server;
 pub mod service_identity;

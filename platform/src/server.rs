@@ -4,6 +4,7 @@
 
 use crate::db::{self, Database, Migrations};
 use crate::health::{self, Needs, Readiness};
+use crate::panic_guard::PanicGuardLayer;
 use crate::trace_context::RpcTraceLayer;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,6 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::{Service, ServiceExt};
-use tower_http::catch_panic::CatchPanicLayer;
 
 /// Settings every server shares.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,10 +142,9 @@ pub async fn run(
     let server = builder
         // Tracing wraps everything, so a rejected or failed call still shows in its trace.
         .layer(RpcTraceLayer::server())
-        // Inside the trace span, so the panic is logged under the RPC's name (and nothing of
-        // its request), and outside everything else, so no handler or layer can take the
-        // connection down: one bad request costs one INTERNAL answer.
-        .layer(CatchPanicLayer::custom(answer_panic as fn(_) -> _))
+        // Outside everything else, so no handler or layer can take the connection down: one bad
+        // request costs one INTERNAL answer.
+        .layer(PanicGuardLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
@@ -157,16 +156,6 @@ pub async fn run(
             Ok(())
         }
     }
-}
-
-/// What a caller gets when a handler panics: INTERNAL with a neutral message, as a proper gRPC
-/// answer (trailers-only), never the panic's message, which may quote what the request held.
-fn answer_panic(
-    _payload: Box<dyn std::any::Any + Send + 'static>,
-) -> http::Response<tonic::body::Body> {
-    // The enclosing RPC span names the method; the payload is deliberately not looked at.
-    tracing::error!("a handler panicked; answered INTERNAL");
-    tonic::Status::internal("internal error").into_http()
 }
 
 /// The database a service owns: its name (also its PostgreSQL schema), where it is, and the

@@ -10,6 +10,9 @@ use tower::{Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The target of the RPC spans, which telemetry's filters name.
+pub const TARGET: &str = module_path!();
+
 /// Health probes run every second or so; tracing them would bury the real traffic.
 fn is_probe(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
@@ -95,7 +98,8 @@ where
             return Box::pin(self.inner.call(req));
         }
         let (service, method) = rpc_parts(req.uri().path());
-        let span = tracing::info_span!(
+        // DEBUG: only traces (and logs at DEBUG) want a span per call; see `telemetry`.
+        let span = tracing::debug_span!(
             "rpc",
             otel.name = format!("{service}/{method}"),
             otel.kind = if self.side == Side::Server { "server" } else { "client" },
