@@ -78,6 +78,7 @@ pub const TABLE: &[(&str, Access)] = &[
     ("sportello.notify.v1.NotifyService/EnqueueMessage", Internal),
     ("sportello.notify.v1.NotifyService/BatchGetMessages", Internal),
     ("sportello.notify.v1.NotifyService/ResendMessage", Internal),
+    ("sportello.notify.v1.NotifyService/ListTemplates", Internal),
 ];
 
 /// The rule for `/package.Service/Method`: the method's own row, else its service's `/*` row,

@@ -3,23 +3,34 @@
 use crate::domain::{channel_from_name, MessageIds, NewMessage, Resend};
 use crate::error::NotifyError;
 use crate::store::{Store, Summary};
+use crate::templates::Templates;
 use sportello_platform::auth::{principal, require_service, Role};
 use sportello_proto::notify::v1::notify_service_server::NotifyService;
 use sportello_proto::notify::v1::{
     BatchGetMessagesRequest, BatchGetMessagesResponse, Channel, EnqueueMessageRequest,
     EnqueueMessageResponse, GetMyMessageRequest, GetMyMessageResponse, ListMyMessagesRequest,
-    ListMyMessagesResponse, Message, MessageStatus, ResendMessageRequest, ResendMessageResponse,
+    ListMyMessagesResponse, ListTemplatesRequest, ListTemplatesResponse, Message, MessageStatus,
+    ResendMessageRequest, ResendMessageResponse, Template,
 };
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Debug)]
 pub struct Notify {
     store: Store,
+    templates: Arc<Templates>,
 }
 
 impl Notify {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, templates: Arc<Templates>) -> Self {
+        Self { store, templates }
+    }
+
+    /// The message checked against its template: it will render when it is sent.
+    fn renderable(&self, message: NewMessage) -> Result<NewMessage, NotifyError> {
+        let m = &message;
+        self.templates.check(&m.template, m.channel, &m.params, &m.secret_params)?;
+        Ok(message)
     }
 
     async fn resend(&self, resend: Resend) -> Result<ResendMessageResponse, NotifyError> {
@@ -34,7 +45,7 @@ impl Notify {
         let original =
             self.store.original(&resend.message_id).await?.ok_or(NotifyError::NotFound)?;
         let original_id = original.id.clone();
-        let message = resend.copy_of(original)?;
+        let message = self.renderable(resend.copy_of(original)?)?;
         let stored = self.store.enqueue(&message).await?;
         tracing::info!(
             message_id = %stored.id,
@@ -106,6 +117,7 @@ impl NotifyService for Notify {
     ) -> Result<Response<EnqueueMessageResponse>, Status> {
         require_service(&request)?;
         let message = NewMessage::try_from(request.into_inner()).map_err(NotifyError::from)?;
+        let message = self.renderable(message)?;
         let stored = self.store.enqueue(&message).await.map_err(NotifyError::from)?;
         tracing::info!(message_id = %stored.id, template = %message.template, "message accepted");
         Ok(Response::new(EnqueueMessageResponse {
@@ -180,6 +192,26 @@ impl NotifyService for Notify {
             .find(|m| m.fiscal_code == citizen)
             .ok_or(NotifyError::NotFound)?;
         Ok(Response::new(GetMyMessageResponse { message: Some(wire_message(message)) }))
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<ListTemplatesRequest>,
+    ) -> Result<Response<ListTemplatesResponse>, Status> {
+        require_service(&request)?;
+        let templates = self
+            .templates
+            .list()
+            .iter()
+            .map(|t| Template {
+                name: t.name.to_owned(),
+                description: t.description.to_owned(),
+                channels: t.channels.iter().map(|c| *c as i32).collect(),
+                params: t.params.clone(),
+                secret_params: t.secret_params.clone(),
+            })
+            .collect();
+        Ok(Response::new(ListTemplatesResponse { templates }))
     }
 }
 

@@ -59,7 +59,8 @@ pub async fn serve(
         },
         shutdown,
         |db| async move {
-            let notify = api::Notify::new(store::Store::new(db));
+            let templates = std::sync::Arc::new(templates::Templates::builtin());
+            let notify = api::Notify::new(store::Store::new(db), templates);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))
         },

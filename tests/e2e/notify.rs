@@ -5,7 +5,8 @@
 use crate::helpers::*;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use sportello_proto::notify::v1::{
-    BatchGetMessagesRequest, Channel, EnqueueMessageRequest, MessageStatus, ResendMessageRequest,
+    BatchGetMessagesRequest, Channel, EnqueueMessageRequest, ListTemplatesRequest, MessageStatus,
+    ResendMessageRequest,
 };
 use sqlx::Row;
 use tonic::service::interceptor::InterceptedService;
@@ -173,6 +174,61 @@ async fn more_than_a_hundred_ids_is_invalid_argument_naming_message_ids() {
             status.get_details_bad_request().expect("BadRequest details").field_violations;
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["message_ids"], "{n} ids");
+    }
+}
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let violations = status.get_details_bad_request().expect("BadRequest details").field_violations;
+    violations.into_iter().map(|v| v.field).collect()
+}
+
+#[tokio::test]
+async fn a_message_that_could_not_be_rendered_is_refused_at_enqueue_and_nothing_is_stored() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+
+    let mut unknown = pin_message("test:templates:unknown");
+    unknown.template = "PIN_FIRST_HALVE".into();
+    let status = notify.enqueue_message(unknown).await.expect_err("no such template");
+    assert_eq!(violated_fields(&status), ["template"]);
+
+    let mut no_half = pin_message("test:templates:no-half");
+    no_half.secret_params.clear();
+    let status = notify.enqueue_message(no_half).await.expect_err("nothing to send");
+    assert_eq!(violated_fields(&status), ["secret_params[pin_half]"]);
+
+    let mut by_post = pin_message("test:templates:by-post");
+    by_post.channel = Channel::Post as i32;
+    by_post.address = "Via Roma 1, 00100 Roma RM".into();
+    let status = notify.enqueue_message(by_post).await.expect_err("a first half is not posted");
+    assert_eq!(violated_fields(&status), ["channel"]);
+    assert!(!status.message().contains(SECRET));
+
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 0);
+}
+
+#[tokio::test]
+async fn integrators_list_every_template_with_the_parameters_it_needs() {
+    let suite = spawn_suite().await;
+    let mut notify = client(&suite).await;
+
+    let templates = notify
+        .list_templates(ListTemplatesRequest {})
+        .await
+        .expect("listed")
+        .into_inner()
+        .templates;
+    let first_half = templates.iter().find(|t| t.name == "PIN_FIRST_HALF").expect("listed");
+    assert!(first_half.params.is_empty());
+    assert_eq!(first_half.secret_params, ["pin_half"]);
+    assert!(first_half.channels.contains(&(Channel::Sms as i32)));
+    assert!(!first_half.channels.contains(&(Channel::Post as i32)));
+    let receipt = templates.iter().find(|t| t.name == "CLAIM_RECEIPT").expect("listed");
+    assert_eq!(receipt.params, ["benefit_title", "protocol_number", "submitted_at"]);
+    // Every template identity sends is there.
+    for name in ["PIN_SECOND_HALF_LETTER", "PIN_RECOVERY_CODE", "PIN_REVOKED", "PIN_UNLOCKED"] {
+        assert!(templates.iter().any(|t| t.name == name), "{name}");
     }
 }
 
