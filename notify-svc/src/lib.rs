@@ -9,6 +9,8 @@ pub mod domain;
 pub mod error;
 pub mod store;
 pub mod templates;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod transport;
 
 pub use config::Config;

@@ -1,6 +1,9 @@
 //! Where messages leave the institute. Each channel (SMS, email, PEC, post) is reached through a
 //! [`Transport`], chosen by configuration, so a provider can be swapped without touching dispatch.
 
+pub mod mail;
+pub mod sms;
+
 use crate::templates::Rendered;
 use futures::future::BoxFuture;
 use sportello_proto::notify::v1::Channel;
@@ -81,4 +84,17 @@ impl Transports {
             Channel::Unspecified => None,
         }
     }
+}
+
+/// Writes `bytes` to `path` so that a reader never sees half a file, and a second write of the
+/// same message replaces the first. A local disk that fails is worth retrying.
+pub(crate) async fn write_atomically(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), SendError> {
+    let failed =
+        |e: std::io::Error| SendError::Temporary(format!("writing to the sink: {}", e.kind()));
+    let partial = path.with_extension("partial");
+    tokio::fs::write(&partial, bytes).await.map_err(failed)?;
+    tokio::fs::rename(&partial, path).await.map_err(failed)
 }
