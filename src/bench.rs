@@ -43,10 +43,14 @@ pub struct BenchArgs {
     /// own PIN). Each login picks the next one, so no citizen has many logins in flight.
     #[arg(long, default_value_t = 64)]
     citizens: usize,
-    /// Login scenarios: notify-svc's database, where the bench reads the PIN halves a citizen
-    /// would receive by SMS and post.
+    /// Login scenarios: notify-svc's database, where the bench sees when a citizen's PIN halves
+    /// have been sent.
     #[arg(long, default_value = "sqlite://data/notify.sqlite")]
     notify_database_url: String,
+    /// Login scenarios: notify-svc's data directory, whose local sinks hold what was delivered
+    /// (the SMS in `outbox/sms.jsonl`, the letter in `spool/`), where the bench reads the halves.
+    #[arg(long, default_value = "data")]
+    data_dir: std::path::PathBuf,
     /// A process whose CPU time per call to print, as `name=PID` (repeatable). The processes
     /// listening on the addresses driven, and the other services of their `sportello up`, are
     /// found on their own when they run on this machine.
@@ -212,6 +216,29 @@ type Prepared = Arc<Vec<(String, String)>>;
 
 /// Requests PINs for `n` new citizens through the gateway, reads the halves from notify-svc's
 /// database as the citizen would read the SMS and the letter, and completes first access.
+/// The PIN half in the SMS `id` as the local SMS sink holds it ("… il suo PIN è AB12CD34.").
+fn delivered_sms_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
+    let lines = std::fs::read_to_string(data_dir.join("outbox/sms.jsonl"))?;
+    let text = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message_id"] == id)
+        .and_then(|l| l["text"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("SMS {id} is not in the local sink"))?;
+    let after = text.split_once(" è ").map(|(_, a)| a).unwrap_or_default();
+    Ok(after.split(|c: char| c == '.' || c.is_whitespace()).next().unwrap_or_default().to_owned())
+}
+
+/// The PIN half printed in the box of the spooled letter `id`.
+fn spooled_letter_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
+    let letter = std::fs::read_to_string(data_dir.join(format!("spool/{id}.txt")))?;
+    let boxed = letter
+        .lines()
+        .find(|l| l.starts_with("|  "))
+        .ok_or_else(|| anyhow::anyhow!("letter {id} has no boxed half"))?;
+    Ok(boxed.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned())
+}
+
 async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result<Prepared> {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&args.notify_database_url).await?;
@@ -221,7 +248,7 @@ async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result
         "messages"
     };
     let sql = format!(
-        "SELECT template, secret_params FROM {table} WHERE fiscal_code = $1 \
+        "SELECT id, template, status FROM {table} WHERE fiscal_code = $1 \
          AND template IN ('PIN_FIRST_HALF', 'PIN_SECOND_HALF_LETTER') ORDER BY created_at DESC"
     );
     let channel = Endpoint::from_shared(args.gateway.clone())?.connect().await?;
@@ -231,22 +258,36 @@ async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result
         let form = citizen(next.fetch_add(1, Ordering::Relaxed));
         let cf = form.fiscal_code.clone();
         identity.request_pin(form).await?;
-        let mut halves = (None, None);
-        for row in sqlx::query(&sql).bind(&cf).fetch_all(&pool).await? {
-            use sqlx::Row;
-            let template: String = row.try_get("template")?;
-            let secrets: Option<String> = row.try_get("secret_params")?;
-            let half = secrets
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["pin_half"].as_str().map(str::to_owned));
-            match template.as_str() {
-                "PIN_FIRST_HALF" => halves.0 = halves.0.or(half),
-                _ => halves.1 = halves.1.or(half),
+        // As the citizen would: wait for the SMS and the letter, then read them.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (first, second) = loop {
+            let mut sent = (None, None);
+            for row in sqlx::query(&sql).bind(&cf).fetch_all(&pool).await? {
+                use sqlx::Row;
+                let (id, template, status): (String, String, String) =
+                    (row.try_get("id")?, row.try_get("template")?, row.try_get("status")?);
+                if status != "SENT" {
+                    continue;
+                }
+                match template.as_str() {
+                    "PIN_FIRST_HALF" => sent.0 = sent.0.or(Some(id)),
+                    _ => sent.1 = sent.1.or(Some(id)),
+                }
             }
-        }
-        let (Some(first), Some(second)) = halves else {
-            anyhow::bail!("no PIN halves for a prepared citizen in {}", args.notify_database_url);
+            if let (Some(first), Some(second)) = sent {
+                break (first, second);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "no PIN delivered to a prepared citizen within 20 s (is notify-svc dispatching \
+                     to its local sinks under {}?)",
+                    args.data_dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let first = delivered_sms_half(&args.data_dir, &first)?;
+        let second = spooled_letter_half(&args.data_dir, &second)?;
         let own = format!("K{i:06}Q");
         identity
             .complete_first_access(id::CompleteFirstAccessRequest {

@@ -4,7 +4,7 @@ use crate::hashing::HashParams;
 use crate::oidc::ProviderConfig;
 use crate::provider_keys::FetchRules;
 use crate::sessions::SessionRules;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sportello_platform::auth::Role;
 use sportello_platform::config::{ServiceConfig, DEFAULT_IDENTITY_LISTEN, DEFAULT_NOTIFY_LISTEN};
@@ -55,13 +55,8 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StaffAccount {
     pub role: Role,
-    #[serde(serialize_with = "expose")]
+    #[serde(serialize_with = "sportello_platform::config::expose_secret")]
     pub password_hash: SecretString,
-}
-
-/// Writes a secret out: only for the layered configuration's defaults, never for display.
-fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(secret.expose_secret())
 }
 
 /// The PIN lifecycle's tunables.

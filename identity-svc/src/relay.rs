@@ -41,9 +41,7 @@ pub fn idempotency_key(id: &str) -> String {
 
 /// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s… up to a minute.
 fn backoff_ms(attempts: i64) -> i64 {
-    let exp = u32::try_from(attempts.clamp(1, 8) - 1).unwrap_or(0);
-    let base = (500_i64 << exp).min(MAX_BACKOFF_MS);
-    base / 2 + rand::random_range(0..=base / 2)
+    sportello_platform::backoff::backoff_ms(attempts, 500, MAX_BACKOFF_MS)
 }
 
 /// Runs until `shutdown`: relays due rows whenever `wake` is notified (a handler committed

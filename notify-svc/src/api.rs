@@ -19,11 +19,13 @@ use tonic::{Request, Response, Status};
 pub struct Notify {
     store: Store,
     templates: Arc<Templates>,
+    /// Tells this instance's dispatcher a message was just accepted.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Notify {
-    pub fn new(store: Store, templates: Arc<Templates>) -> Self {
-        Self { store, templates }
+    pub fn new(store: Store, templates: Arc<Templates>, wake: Arc<tokio::sync::Notify>) -> Self {
+        Self { store, templates, wake }
     }
 
     /// The message checked against its template: it will render when it is sent.
@@ -47,6 +49,7 @@ impl Notify {
         let original_id = original.id.clone();
         let message = self.renderable(resend.copy_of(original)?)?;
         let stored = self.store.enqueue(&message).await?;
+        self.wake.notify_one();
         tracing::info!(
             message_id = %stored.id,
             resend_of = %original_id,
@@ -119,6 +122,7 @@ impl NotifyService for Notify {
         let message = NewMessage::try_from(request.into_inner()).map_err(NotifyError::from)?;
         let message = self.renderable(message)?;
         let stored = self.store.enqueue(&message).await.map_err(NotifyError::from)?;
+        self.wake.notify_one();
         tracing::info!(message_id = %stored.id, template = %message.template, "message accepted");
         Ok(Response::new(EnqueueMessageResponse {
             status: wire_status(&stored.status) as i32,

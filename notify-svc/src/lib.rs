@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod store;
@@ -46,6 +47,10 @@ pub async fn serve(
         ServiceKey::load_or_generate(&config.store.data_dir, NAME)?,
         shutdown.clone(),
     );
+    // Built before serving, so that a bad relay URL or provider setting stops the start.
+    let transports = transport::build(&config)?;
+    let dispatch = config.dispatch.clone();
+    let dispatch_shutdown = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],
@@ -62,7 +67,22 @@ pub async fn serve(
         shutdown,
         |db| async move {
             let templates = std::sync::Arc::new(templates::Templates::builtin());
-            let notify = api::Notify::new(store::Store::new(db), templates);
+            let store = store::Store::new(db);
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            if dispatch.enabled {
+                let dispatcher = dispatch::Dispatcher {
+                    store: store.clone(),
+                    templates: templates.clone(),
+                    transports,
+                    settings: dispatch,
+                };
+                tokio::spawn(dispatcher.run(wake.clone(), dispatch_shutdown));
+            } else {
+                tracing::warn!(
+                    "dispatch is paused (notify.dispatch.enabled = false): messages wait in QUEUED"
+                );
+            }
+            let notify = api::Notify::new(store, templates, wake);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))
         },

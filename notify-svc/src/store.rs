@@ -1,14 +1,45 @@
 //! notify-svc's tables.
 
 use crate::domain::{channel_from_name, channel_name, MessageIds, NewMessage, Original, Secrets};
+use sportello_platform::db::Backend;
 use sportello_platform::db::Database;
 use sportello_platform::{mask, now_millis};
+use sportello_proto::notify::v1::Channel;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
-/// Status of a message that is waiting for its first delivery attempt.
+/// Status of a message that is waiting for its (next) delivery attempt.
 pub const QUEUED: &str = "QUEUED";
+/// A dispatcher holds the message under a lease and is sending it.
+pub const SENDING: &str = "SENDING";
+/// The channel's provider took the message.
+pub const SENT: &str = "SENT";
+/// The message will not be sent: its last attempt's reason says why.
+pub const FAILED: &str = "FAILED";
+
+/// A message claimed for sending, with everything its channel needs. Never logged whole.
+pub struct Due {
+    pub id: String,
+    pub fiscal_code: String,
+    pub channel: Channel,
+    pub address: String,
+    pub template: String,
+    /// Its parameters, secret ones included.
+    pub params: BTreeMap<String, String>,
+    /// Attempts before this one.
+    pub attempts: i64,
+    /// The lease this claim holds: an outcome is recorded only under it.
+    pub lease_until: i64,
+}
+
+/// How one attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sent { provider: String, provider_message_id: Option<String> },
+    RetryAt { at: i64, reason: String },
+    Failed { reason: String },
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -179,6 +210,101 @@ impl Store {
             params: from_json("params", &params)?,
             secrets,
         }))
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` due messages for `lease_ms`: one statement, so two dispatchers never
+    /// hold the same message (PostgreSQL skips rows another is claiming; SQLite has one writer).
+    /// A message whose dispatcher died while SENDING is due again once its lease has run out.
+    pub async fn claim_due(&self, limit: i64, lease_ms: i64) -> Result<Vec<Due>, sqlx::Error> {
+        let lock = match self.db.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let now = now_millis();
+        let lease_until = now.saturating_add(lease_ms);
+        let sql = format!(
+            "UPDATE messages SET status = '{SENDING}', lease_until = $1, updated_at = $2 \
+             WHERE id IN (SELECT id FROM messages WHERE status IN ('{QUEUED}', '{SENDING}') \
+             AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until <= $2) \
+             ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
+             AND (lease_until IS NULL OR lease_until <= $2) \
+             RETURNING id, fiscal_code, channel, address, template, params, secret_params, attempts"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let stored_channel: String = row.try_get("channel")?;
+                let channel = channel_from_name(&stored_channel).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown stored channel {stored_channel:?}").into())
+                })?;
+                let params: String = row.try_get("params")?;
+                let mut params = from_json("params", &params)?;
+                let secrets: Option<String> = row.try_get("secret_params")?;
+                if let Some(secrets) = secrets {
+                    params.extend(from_json("secret_params", &secrets)?);
+                }
+                Ok(Due {
+                    id: row.try_get("id")?,
+                    fiscal_code: row.try_get("fiscal_code")?,
+                    channel,
+                    address: row.try_get("address")?,
+                    template: row.try_get("template")?,
+                    params,
+                    attempts: row.try_get("attempts")?,
+                    lease_until,
+                })
+            })
+            .collect()
+    }
+
+    /// Records how an attempt at `due` ended, if `due`'s lease is still the message's (a
+    /// dispatcher whose lease ran out must not overwrite what another has since recorded).
+    /// A sent message's secrets are purged in the same statement.
+    pub async fn settle(&self, due: &Due, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+        let now = now_millis();
+        let query = match outcome {
+            Outcome::Sent { provider, provider_message_id } => sqlx::query(
+                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
+                 provider = $4, provider_message_id = $5, sent_at = $6, updated_at = $6, \
+                 last_error = NULL, secret_params = NULL, secrets_purged_at = $6 \
+                 WHERE id = $1 AND lease_until = $2",
+            )
+            .bind(&due.id)
+            .bind(due.lease_until)
+            .bind(SENT)
+            .bind(provider)
+            .bind(provider_message_id)
+            .bind(now),
+            Outcome::RetryAt { at, reason } => sqlx::query(
+                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
+                 next_attempt_at = $4, last_error = $5, updated_at = $6 \
+                 WHERE id = $1 AND lease_until = $2",
+            )
+            .bind(&due.id)
+            .bind(due.lease_until)
+            .bind(QUEUED)
+            .bind(*at)
+            .bind(reason)
+            .bind(now),
+            // The secrets stay: the contact center may resend a failed first half elsewhere.
+            Outcome::Failed { reason } => sqlx::query(
+                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
+                 last_error = $4, updated_at = $5 WHERE id = $1 AND lease_until = $2",
+            )
+            .bind(&due.id)
+            .bind(due.lease_until)
+            .bind(FAILED)
+            .bind(reason)
+            .bind(now),
+        };
+        Ok(query.execute(&self.db.pool).await?.rows_affected() == 1)
     }
 }
 

@@ -95,6 +95,16 @@ where
     })
 }
 
+/// Writes a secret out, for `#[serde(serialize_with = "...")]`: only for the layered
+/// configuration's defaults, never for display.
+pub fn expose_secret<S: serde::Serializer>(
+    secret: &secrecy::SecretString,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    serializer.serialize_str(secret.expose_secret())
+}
+
 #[cfg(test)]
 // figment's `Jail` fixes the closures' error type; its size is not ours to choose.
 #[allow(clippy::result_large_err)]

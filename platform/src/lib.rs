@@ -4,6 +4,7 @@
 //! helpers that turn domain errors into rich `tonic::Status` values.
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;

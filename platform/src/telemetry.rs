@@ -14,13 +14,11 @@ use opentelemetry_sdk::Resource;
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
 
 /// Keeps the exporter alive; dropping it flushes the spans still buffered.
 #[must_use = "dropping the guard shuts the exporter down"]
@@ -51,16 +49,12 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
     // W3C trace context is what every hop speaks, whatever exporter is (or is not) installed.
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    // Logs follow RUST_LOG; traces have their own filter, so that quieter logs never break a
-    // trace, and the per-call RPC spans (DEBUG, see `trace_context`) exist only when someone
-    // reads them: traces exported, or RUST_LOG asking for them.
-    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .fmt_fields(LogFields)
-        .with_filter(logs);
+        .fmt_fields(LogFields);
 
     // With nothing to export, no OpenTelemetry layer at all: a span per call would cost more CPU
     // than the call itself, for traces nobody receives. Calls through the gateway still carry
@@ -81,30 +75,28 @@ pub fn init(service_name: &str) -> anyhow::Result<TelemetryGuard> {
         None
     };
     // The layer does only what our traces use: no busy/idle timing (two clock reads per poll),
-    // no thread or source-location attributes, and no OpenTelemetry context activated on entry
-    // (trace context travels with the tracing span; see `trace_context`).
+    // no thread or source-location attributes.
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
             .with_target(false)
-            .with_context_activation(false)
             .with_tracer(provider.tracer("sportello"))
-            .with_filter(traced())
     });
+    EXPORTING.store(otel.is_some(), std::sync::atomic::Ordering::Relaxed);
 
-    tracing_subscriber::registry().with(fmt).with(otel).try_init()?;
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     install_panic_hook();
     Ok(TelemetryGuard { provider })
 }
 
-/// What traces record: INFO and above, and the RPC spans, which are DEBUG so that logs at the
-/// default level do not pay for them.
-fn traced() -> Targets {
-    Targets::new()
-        .with_default(tracing::Level::INFO)
-        .with_target(crate::trace_context::TARGET, tracing::Level::DEBUG)
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports traces: when it does not, no span is opened per call (see
+/// `trace_context`), since a span per call costs more CPU than a cheap call itself.
+pub fn traces_exported() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How span and event fields read in log lines. A span's `otel.*` and `rpc.*` fields are for

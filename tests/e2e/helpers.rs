@@ -186,11 +186,16 @@ impl Configs {
         };
         claims.identity_url = url(identity_addr);
         claims.notify_url = url(notify_addr);
-        let notify = notify_svc::Config {
+        let mut notify = notify_svc::Config {
             server: server_settings(),
             store: store_settings(db, "notify"),
             identity_url: url(identity_addr),
+            ..Default::default()
         };
+        // Most tests read a message's secrets where notify-svc stores them until it sends the
+        // message; the delivery tests turn dispatch on (`spawn_suite_with`) and read what the
+        // channels received instead.
+        notify.dispatch.enabled = false;
         gateway.data_dir = db.data_dir().to_owned();
         // As `sportello up` does: identity trusts the keys of the services that call it.
         for service in [gateway::NAME, notify_svc::NAME, claims_svc::NAME] {
@@ -548,5 +553,122 @@ impl TestDb {
         let mut all = self.messages(template).await;
         assert_eq!(all.len(), 1, "exactly one {template} message");
         all.remove(0)
+    }
+}
+
+/// A message as its channel delivered it: the text the citizen reads.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub message_id: String,
+    pub channel: String,
+    pub text: String,
+}
+
+impl Delivered {
+    /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" (the
+    /// templates say "il suo PIN è AB12CD34." and "il codice … è 123456.").
+    pub fn secret(&self) -> String {
+        if let Some(line) = self.text.lines().find(|l| l.starts_with("|  ")) {
+            return line.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned();
+        }
+        let after = self.text.split_once(" è ").expect("a secret in the text").1;
+        after.split(|c: char| c == '.' || c.is_whitespace()).next().expect("a word").to_owned()
+    }
+}
+
+impl TestDb {
+    /// Every message with `template`, oldest first, as its channel delivered it: waits until
+    /// notify-svc has sent them all, then reads the local sinks under the data directory (SMS
+    /// JSON lines, `.eml` files, the print spool).
+    pub async fn delivered(&self, template: &str) -> Vec<Delivered> {
+        use sqlx::Row;
+        self.outbox_relayed().await;
+        let sql = format!(
+            "SELECT id, channel, status FROM {} WHERE template = $1 ORDER BY created_at, id",
+            self.table("notify", "messages")
+        );
+        let pool = self.pool("notify").await;
+        let rows = || async {
+            let rows = sqlx::query(&sql).bind(template).fetch_all(&pool).await.expect("messages");
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get::<String, _>("id"),
+                        r.get::<String, _>("channel"),
+                        r.get::<String, _>("status"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        eventually(&format!("every {template} message sent"), Duration::from_secs(20), || async {
+            let all = rows().await;
+            !all.is_empty() && all.iter().all(|(_, _, status)| status == "SENT")
+        })
+        .await;
+        let mut out = Vec::new();
+        for (id, channel, _) in rows().await {
+            let text = read_delivered(self.data_dir(), &id, &channel);
+            out.push(Delivered { message_id: id, channel, text });
+        }
+        out
+    }
+
+    /// The one message with `template`, as delivered.
+    pub async fn delivered_one(&self, template: &str) -> Delivered {
+        let mut all = self.delivered(template).await;
+        assert_eq!(all.len(), 1, "exactly one {template} message");
+        all.remove(0)
+    }
+}
+
+/// What the local sink of `channel` holds for message `id`.
+fn read_delivered(data_dir: &std::path::Path, id: &str, channel: &str) -> String {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    match channel {
+        "SMS" => read(data_dir.join("outbox/sms.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .find(|l| l["message_id"] == id)
+            .and_then(|l| l["text"].as_str().map(str::to_owned))
+            .expect("the SMS in the sink"),
+        "EMAIL" | "PEC" => {
+            let eml = read(data_dir.join(format!("outbox/{}/{id}.eml", channel.to_lowercase())));
+            plain_text_part(&eml)
+        }
+        _ => read(data_dir.join(format!("spool/{id}.txt"))),
+    }
+}
+
+/// The decoded text/plain part of an email as lettre writes it.
+fn plain_text_part(eml: &str) -> String {
+    let part = eml.split("Content-Type: text/plain").nth(1).expect("a text part");
+    let (headers, body) = part.split_once("\r\n\r\n").expect("part headers");
+    let body = body.split("\r\n--").next().expect("part body");
+    if headers.contains("base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(compact).expect("base64");
+        String::from_utf8(bytes).expect("utf-8")
+    } else if headers.contains("quoted-printable") {
+        let joined = body.replace("=\r\n", "");
+        let mut bytes = Vec::new();
+        let mut rest = joined.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            match (b, tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())) {
+                (b'=', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
+                    bytes.push(u8::from_str_radix(hex, 16).expect("hex"));
+                    rest = &tail[2..];
+                }
+                _ => {
+                    bytes.push(b);
+                    rest = tail;
+                }
+            }
+        }
+        String::from_utf8(bytes).expect("utf-8")
+    } else {
+        body.to_owned()
     }
 }

@@ -8,6 +8,7 @@ mod click_day;
 mod cns;
 mod collector;
 mod contact_center;
+mod delivery;
 mod error_details;
 mod gateway_contract;
 mod gateway_overload;

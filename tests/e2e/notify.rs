@@ -18,10 +18,10 @@ const PHONE: &str = "+39 333 1234567";
 const SECRET: &str = "K7Q2M9XZ";
 
 /// Calls as an internal service would: with a service token.
-type Transport = InterceptedService<Wire, AsService>;
+pub(crate) type Transport = InterceptedService<Wire, AsService>;
 
 #[derive(Clone)]
-struct AsService(String);
+pub(crate) struct AsService(String);
 
 impl tonic::service::Interceptor for AsService {
     fn call(
@@ -34,7 +34,7 @@ impl tonic::service::Interceptor for AsService {
     }
 }
 
-async fn client(suite: &Suite) -> NotifyServiceClient<Transport> {
+pub(crate) async fn client(suite: &Suite) -> NotifyServiceClient<Transport> {
     let channel = connect(suite.notify.addr).await;
     NotifyServiceClient::with_interceptor(channel, AsService(suite.service_token()))
 }

@@ -165,8 +165,9 @@ async fn no_pin_and_no_full_contact_appears_in_any_log_or_span() {
 
     let mut identity = IdentityServiceClient::new(connect(up.gateway).await);
     identity.request_pin(pin_request(ROSSI)).await.expect("request accepted");
-    let first = db.message("PIN_FIRST_HALF").await.secret("pin_half");
-    let second = db.message("PIN_SECOND_HALF_LETTER").await.secret("pin_half");
+    // `sportello up` delivers: the halves are read where the citizen reads them.
+    let first = db.delivered_one("PIN_FIRST_HALF").await.secret();
+    let second = db.delivered_one("PIN_SECOND_HALF_LETTER").await.secret();
     let initial = format!("{first}{second}");
     let own = "RMX7K2QA";
     identity
@@ -188,7 +189,7 @@ async fn no_pin_and_no_full_contact_appears_in_any_log_or_span() {
         })
         .await
         .expect("recovery started");
-    let code = db.message("PIN_RECOVERY_CODE").await.secret("code");
+    let code = db.delivered_one("PIN_RECOVERY_CODE").await.secret();
 
     eventually("the spans of the last call", Duration::from_secs(20), || {
         let spans = collector.spans();

@@ -1,6 +1,7 @@
 //! Where messages leave the institute. Each channel (SMS, email, PEC, post) is reached through a
 //! [`Transport`], chosen by configuration, so a provider can be swapped without touching dispatch.
 
+pub mod letter;
 pub mod mail;
 pub mod sms;
 
@@ -97,4 +98,78 @@ pub(crate) async fn write_atomically(
     let partial = path.with_extension("partial");
     tokio::fs::write(&partial, bytes).await.map_err(failed)?;
     tokio::fs::rename(&partial, path).await.map_err(failed)
+}
+
+/// Appends `bytes` to `path` (a JSON-lines file of a local sink).
+pub(crate) async fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), SendError> {
+    use tokio::io::AsyncWriteExt;
+    let failed =
+        |e: std::io::Error| SendError::Temporary(format!("writing to the sink: {}", e.kind()));
+    let mut file =
+        tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.map_err(failed)?;
+    file.write_all(bytes).await.map_err(failed)?;
+    file.flush().await.map_err(failed)
+}
+
+/// The transports the configuration asks for: relays and providers where configured, local
+/// sinks under the data directory otherwise (said once at start, paths only).
+pub fn build(config: &crate::Config) -> anyhow::Result<Transports> {
+    use secrecy::ExposeSecret;
+    let sender = mail::Sender {
+        from: config.mail_from.parse().map_err(|e| anyhow::anyhow!("notify.mail_from: {e}"))?,
+        message_id_domain: config.message_id_domain.clone(),
+    };
+    let outbox = config.outbox_dir();
+    let timeout = config.dispatch.send_timeout;
+    let email: Arc<dyn Transport> = match &config.email {
+        Some(smtp) => Arc::new(mail::Smtp::new(
+            "smtp:email",
+            smtp.relay.expose_secret(),
+            sender.clone(),
+            timeout,
+            false,
+        )?),
+        None => {
+            tracing::info!(dir = %outbox.join("email").display(), "emails go to local .eml files");
+            Arc::new(mail::MailSink::new("sink:email", outbox.join("email"), sender.clone())?)
+        }
+    };
+    let pec: Arc<dyn Transport> = match &config.pec {
+        Some(smtp) => Arc::new(mail::Smtp::new(
+            "smtp:pec",
+            smtp.relay.expose_secret(),
+            sender.clone(),
+            timeout,
+            true,
+        )?),
+        None => {
+            tracing::info!(dir = %outbox.join("pec").display(), "PEC messages go to local .eml files");
+            Arc::new(mail::MailSink::new("sink:pec", outbox.join("pec"), sender)?)
+        }
+    };
+    let sms: Arc<dyn Transport> = match &config.sms {
+        Some(sms) => {
+            let provider = |name: &str,
+                            p: &crate::config::SmsProvider|
+             -> anyhow::Result<Box<dyn Transport>> {
+                Ok(Box::new(sms::HttpSms::new(
+                    name,
+                    &p.url,
+                    p.token.clone(),
+                    &sms.sender,
+                    timeout,
+                )?))
+            };
+            let secondary =
+                sms.secondary.as_ref().map(|p| provider("sms:secondary", p)).transpose()?;
+            Arc::new(sms::FailoverSms::new(provider("sms:primary", &sms.primary)?, secondary))
+        }
+        None => {
+            tracing::info!(file = %outbox.join("sms.jsonl").display(), "SMS go to a local JSON-lines file");
+            Arc::new(sms::SmsSink::new(outbox.clone())?)
+        }
+    };
+    tracing::info!(dir = %config.spool_dir().display(), "letters go to the print spool");
+    let post: Arc<dyn Transport> = Arc::new(letter::LetterSpool::new(config.spool_dir())?);
+    Ok(Transports { sms, email, pec, post })
 }

@@ -8,7 +8,6 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 /// An SMS provider's HTTP API: `POST <url>` with a bearer token and
@@ -182,17 +181,7 @@ impl Transport for SmsSink {
             };
             let mut bytes = serde_json::to_vec(&line).expect("strings serialise");
             bytes.push(b'\n');
-            let failed = |e: std::io::Error| {
-                SendError::Temporary(format!("writing to the sink: {}", e.kind()))
-            };
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.file)
-                .await
-                .map_err(failed)?;
-            file.write_all(&bytes).await.map_err(failed)?;
-            file.flush().await.map_err(failed)?;
+            super::append(&self.file, &bytes).await?;
             written.insert(line.message_id);
             Ok(accepted)
         })
