@@ -229,14 +229,17 @@ fn delivered_sms_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<St
     Ok(after.split(|c: char| c == '.' || c.is_whitespace()).next().unwrap_or_default().to_owned())
 }
 
-/// The PIN half printed in the box of the spooled letter `id`.
+/// The PIN half printed in the box of the spooled letter `id`: the last line of its text.
 fn spooled_letter_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
-    let letter = std::fs::read_to_string(data_dir.join(format!("spool/{id}.txt")))?;
-    let boxed = letter
+    let letter = std::fs::read(data_dir.join(format!("spool/{id}.pdf")))?;
+    let text = notify_svc::transport::letter::text_of_pdf(&letter)?;
+    let boxed = text
         .lines()
-        .find(|l| l.starts_with("|  "))
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
         .ok_or_else(|| anyhow::anyhow!("letter {id} has no boxed half"))?;
-    Ok(boxed.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned())
+    Ok(boxed.to_owned())
 }
 
 async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result<Prepared> {

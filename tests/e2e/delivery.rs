@@ -34,7 +34,7 @@ async fn a_pin_request_is_delivered_and_the_halves_it_delivered_open_the_first_a
     let sms = suite.db.delivered_one("PIN_FIRST_HALF").await;
     assert_eq!(sms.channel, "SMS");
     let letter = suite.db.delivered_one("PIN_SECOND_HALF_LETTER").await;
-    assert!(letter.text.contains("INPS — Istituto Nazionale della Previdenza Sociale"));
+    assert!(letter.text.contains("Istituto Nazionale della Previdenza Sociale"));
     for sent in [&sms, &letter] {
         let (status, attempts, _, secrets) = state(&suite, &sent.message_id).await;
         assert_eq!((status.as_str(), attempts), ("SENT", 1));

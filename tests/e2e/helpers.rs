@@ -568,8 +568,10 @@ impl Delivered {
     /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" (the
     /// templates say "il suo PIN è AB12CD34." and "il codice … è 123456.").
     pub fn secret(&self) -> String {
-        if let Some(line) = self.text.lines().find(|l| l.starts_with("|  ")) {
-            return line.trim_matches(|c: char| c == '|' || c.is_whitespace()).to_owned();
+        if self.channel == "POST" {
+            // The boxed half closes the letter.
+            let last = self.text.lines().rev().map(str::trim).find(|l| !l.is_empty());
+            return last.expect("a boxed half").to_owned();
         }
         let after = self.text.split_once(" è ").expect("a secret in the text").1;
         after.split(|c: char| c == '.' || c.is_whitespace()).next().expect("a word").to_owned()
@@ -637,7 +639,11 @@ fn read_delivered(data_dir: &std::path::Path, id: &str, channel: &str) -> String
             let eml = read(data_dir.join(format!("outbox/{}/{id}.eml", channel.to_lowercase())));
             plain_text_part(&eml)
         }
-        _ => read(data_dir.join(format!("spool/{id}.txt"))),
+        _ => {
+            let path = data_dir.join(format!("spool/{id}.pdf"));
+            let pdf = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            notify_svc::transport::letter::text_of_pdf(&pdf).expect("a readable letter")
+        }
     }
 }
 
