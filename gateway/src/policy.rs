@@ -75,6 +75,21 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.notify.v1.NotifyService/GetMyMessage",
         Session { roles: CITIZEN, min_level: Level::Simplified },
     ),
+    // the contact center following a citizen's messages (each lookup audited by notify-svc)
+    (
+        "sportello.notify.v1.NotifyService/GetMessage",
+        Session { roles: OPERATOR, min_level: Level::Ordinary },
+    ),
+    (
+        "sportello.notify.v1.NotifyService/ListMessages",
+        Session { roles: OPERATOR, min_level: Level::Ordinary },
+    ),
+    (
+        "sportello.notify.v1.NotifyService/WatchMessage",
+        Session { roles: OPERATOR, min_level: Level::Ordinary },
+    ),
+    // receipts come from the providers' adapters, which are services of ours
+    ("sportello.notify.v1.NotifyService/ReportDelivery", Internal),
     ("sportello.notify.v1.NotifyService/EnqueueMessage", Internal),
     ("sportello.notify.v1.NotifyService/BatchGetMessages", Internal),
     ("sportello.notify.v1.NotifyService/ResendMessage", Internal),

@@ -465,6 +465,14 @@ fn summary(v: RequestView, callback: Callback) -> wire::PinRequestSummary {
         register_check: v.row.register_check.map_or(0, |c| wire_register_check(c) as i32),
         pending_reason: v.row.pending_reason.unwrap_or_default(),
         form: v.row.form.as_ref().map(|f| request_form(f, callback)),
+        first_half_fallback_channel: v
+            .first_half_fallback
+            .map_or(DeliveryChannel::Unspecified, |(ch, _)| wire_channel(ch))
+            as i32,
+        first_half_fallback: v
+            .first_half_fallback
+            .map_or(wire::DeliveryStatus::Unspecified, |(_, status)| status)
+            as i32,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::domain::pin_request::{is_email, is_international_phone, Channel};
 use crate::error::IdentityError;
-use crate::notifier::Destination;
+use crate::notifier::{Delivery, Destination};
 use crate::pins::{parse_fiscal_code, queue_notice, Pins};
 use crate::store::{self, Credential, Half, NewMessage, Outcome, RequestRow, Trail};
 use sportello_platform::error::FieldViolations;
@@ -19,6 +19,16 @@ pub struct RequestView {
     pub row: RequestRow,
     pub first_half: DeliveryStatus,
     pub second_half: DeliveryStatus,
+    /// The channel the first half fell back to, and its delivery there.
+    pub first_half_fallback: Option<(Channel, DeliveryStatus)>,
+}
+
+impl RequestView {
+    /// Whether the first half reached the citizen, on its channel or its fallback.
+    fn first_half_delivered(&self) -> bool {
+        self.first_half == DeliveryStatus::Delivered
+            || self.first_half_fallback.is_some_and(|(_, s)| s == DeliveryStatus::Delivered)
+    }
 }
 
 /// What an operator sees of a citizen.
@@ -37,14 +47,14 @@ pub struct UndeliveredPage {
 
 /// A half with no message id yet is still in the outbox: queued, from the citizen's view.
 fn status_of(
-    statuses: &HashMap<String, DeliveryStatus>,
+    statuses: &HashMap<String, Delivery>,
     outcome: Outcome,
     id: &Option<String>,
 ) -> DeliveryStatus {
     match id {
         None if outcome == Outcome::Issued => DeliveryStatus::Queued,
         None => DeliveryStatus::NotSent,
-        Some(id) => statuses.get(id).copied().unwrap_or(DeliveryStatus::Unspecified),
+        Some(id) => statuses.get(id).map_or(DeliveryStatus::Unspecified, |d| d.status),
     }
 }
 
@@ -86,6 +96,10 @@ impl Pins {
             .map(|row| RequestView {
                 first_half: status_of(&statuses, row.outcome, &row.first_half_message),
                 second_half: status_of(&statuses, row.outcome, &row.second_half_message),
+                first_half_fallback: row
+                    .first_half_message
+                    .as_ref()
+                    .and_then(|id| statuses.get(id)?.fallback),
                 row,
             })
             .collect())
@@ -119,7 +133,7 @@ impl Pins {
             let exhausted = (rows.len() as i64) < size;
             for view in self.with_statuses(rows).await? {
                 cursor = Some((view.row.created_at, view.row.id.clone()));
-                if view.first_half != DeliveryStatus::Delivered {
+                if !view.first_half_delivered() {
                     found.push(view);
                 }
                 if found.len() as i64 == size {
@@ -231,6 +245,7 @@ impl Pins {
             secret: None,
             resend_of: Some(&original),
             request: Some((request_id, Half::First)),
+            fallback: None,
         };
         store::enqueue(&mut tx, &message).await?;
         let detail = format!("request {request_id}; {}", describe(&to));

@@ -6,8 +6,8 @@ use sportello_platform::client::TracedChannel;
 use sportello_proto::identity::v1::DeliveryStatus;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use sportello_proto::notify::v1::{
-    BatchGetMessagesRequest, Channel as NotifyChannel, EnqueueMessageRequest, MessageStatus,
-    ResendMessageRequest,
+    BatchGetMessagesRequest, Channel as NotifyChannel, EnqueueMessageRequest, Fallback, Message,
+    MessageStatus, ResendMessageRequest,
 };
 use std::collections::HashMap;
 
@@ -30,12 +30,34 @@ impl Destination {
     }
 }
 
+/// Where a first PIN half goes on `channel`, and where it goes instead if that channel refuses it
+/// for good: an SMS falls back to the email on file (SEND's courtesy channel), if there is one.
+pub fn first_half_destinations(
+    contacts: &Contacts,
+    channel: Channel,
+) -> (Destination, Option<Destination>) {
+    let to =
+        Destination::Channel(channel, contacts.address(channel).unwrap_or_default().to_owned());
+    let fallback = match channel {
+        Channel::Sms => contacts.email.clone().map(|a| Destination::Channel(Channel::Email, a)),
+        Channel::Email | Channel::Pec => None,
+    };
+    (to, fallback)
+}
+
 /// The contacts on file a notice to the citizen goes to: every one that can receive text.
 pub fn notice_destinations(contacts: &Contacts) -> Vec<Destination> {
     [Channel::Sms, Channel::Email, Channel::Pec]
         .into_iter()
         .filter_map(|ch| contacts.address(ch).map(|a| Destination::Channel(ch, a.to_owned())))
         .collect()
+}
+
+/// A message's delivery, and that of the message sent instead on the channel it fell back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub status: DeliveryStatus,
+    pub fallback: Option<(Channel, DeliveryStatus)>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,16 +89,21 @@ impl Notifier {
         Ok(request)
     }
 
-    /// Enqueues one message; `key` makes a retry of the same message send it once.
+    /// Enqueues one message to `to.0`, falling back to `to.1`; `key` makes a retry of the same
+    /// message send it once.
     pub async fn enqueue(
         &self,
         key: String,
         fiscal_code: &str,
-        to: &Destination,
+        (to, fallback): (&Destination, Option<&Destination>),
         template: &str,
         secret_params: HashMap<String, String>,
     ) -> Result<String, IdentityError> {
         let (channel, address) = to.wire();
+        let fallback = fallback.map(Destination::wire).map(|(channel, address)| Fallback {
+            channel: channel as i32,
+            address: address.to_owned(),
+        });
         let reply = self
             .client
             .clone()
@@ -88,20 +115,15 @@ impl Notifier {
                 template: template.to_owned(),
                 params: HashMap::new(),
                 secret_params,
+                fallback,
             })?)
             .await
             .map_err(failed)?;
         Ok(reply.into_inner().message_id)
     }
 
-    /// The delivery status of each message id (unknown ids are absent).
-    pub async fn statuses(
-        &self,
-        ids: Vec<String>,
-    ) -> Result<HashMap<String, DeliveryStatus>, IdentityError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
+    /// The stored messages among `ids` (unknown ids are absent).
+    async fn messages(&self, ids: Vec<String>) -> Result<HashMap<String, Message>, IdentityError> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(100) {
             let reply = self
@@ -112,11 +134,36 @@ impl Notifier {
                 )
                 .await
                 .map_err(failed)?;
-            for m in reply.into_inner().messages {
-                out.insert(m.message_id, delivery(m.status));
-            }
+            out.extend(reply.into_inner().messages.into_iter().map(|m| (m.message_id.clone(), m)));
         }
         Ok(out)
+    }
+
+    /// The delivery of each message id (unknown ids are absent), with the delivery of the
+    /// message sent instead where its channel refused it.
+    pub async fn statuses(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, Delivery>, IdentityError> {
+        let messages = self.messages(ids).await?;
+        let fallback_ids =
+            messages.values().map(|m| m.fallback_message_id.clone()).filter(|id| !id.is_empty());
+        let fallbacks = self.messages(fallback_ids.collect()).await?;
+        Ok(messages
+            .into_iter()
+            .map(|(id, m)| {
+                let fallback = fallbacks.get(&m.fallback_message_id).and_then(|f| {
+                    let channel = match NotifyChannel::try_from(f.channel) {
+                        Ok(NotifyChannel::Sms) => Channel::Sms,
+                        Ok(NotifyChannel::Email) => Channel::Email,
+                        Ok(NotifyChannel::Pec) => Channel::Pec,
+                        _ => return None,
+                    };
+                    Some((channel, delivery(f.status)))
+                });
+                (id, Delivery { status: delivery(m.status), fallback })
+            })
+            .collect())
     }
 
     /// Sends a stored message again (same secret), optionally elsewhere.

@@ -10,7 +10,7 @@ use crate::domain::pin_request::{Channel, Contacts, PinRequest};
 use crate::domain::residents::{LetterDecision, RegisterCheck};
 use crate::error::IdentityError;
 use crate::hashing::Hasher;
-use crate::notifier::{notice_destinations, Destination, Notifier};
+use crate::notifier::{first_half_destinations, notice_destinations, Destination, Notifier};
 use crate::store::{
     self, Account, Credential, Entry, Half, NewMessage, NewRequest, Outcome, PinStage, Store,
 };
@@ -85,6 +85,7 @@ pub async fn queue_notice(
             secret: None,
             resend_of: None,
             request: None,
+            fallback: None,
         };
         store::enqueue(conn, &message).await?;
     }
@@ -100,29 +101,52 @@ async fn queue_secret(
     secret: (&str, &str),
     request: Option<(&str, Half)>,
 ) -> Result<(), sqlx::Error> {
-    let message =
-        NewMessage { fiscal_code, template, to, secret: Some(secret), resend_of: None, request };
+    queue_secret_or(conn, fiscal_code, (to, None), template, secret, request).await
+}
+
+/// As [`queue_secret`], with a fallback destination.
+async fn queue_secret_or(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    (to, fallback): (&Destination, Option<&Destination>),
+    template: &str,
+    secret: (&str, &str),
+    request: Option<(&str, Half)>,
+) -> Result<(), sqlx::Error> {
+    let message = NewMessage {
+        fiscal_code,
+        template,
+        to,
+        secret: Some(secret),
+        resend_of: None,
+        request,
+        fallback,
+    };
     store::enqueue(conn, &message).await?;
     Ok(())
 }
 
 /// Queues the two halves of a newly issued PIN, on the transaction that issues it: the first
-/// to `first_to`, the second by post to `letter`.
+/// to the contact of `channel` (falling back to the email on file, see
+/// [`first_half_destinations`]), the second by post to `letter`. Returns where the first goes.
 pub(crate) async fn queue_halves(
     conn: &mut sqlx::AnyConnection,
     request_id: &str,
     cf: &str,
-    first_to: &Destination,
+    (contacts, channel): (&Contacts, Channel),
     pin: &Pin,
     letter: String,
-) -> Result<(), sqlx::Error> {
+) -> Result<Destination, sqlx::Error> {
+    let (first_to, fallback) = first_half_destinations(contacts, channel);
     let first = (request_id, Half::First);
     let half = ("pin_half", pin.first_half());
-    queue_secret(conn, cf, first_to, "PIN_FIRST_HALF", half, Some(first)).await?;
+    let to = (&first_to, fallback.as_ref());
+    queue_secret_or(conn, cf, to, "PIN_FIRST_HALF", half, Some(first)).await?;
     let second = (request_id, Half::Second);
     let half = ("pin_half", pin.second_half());
     let letter = Destination::Post(letter);
-    queue_secret(conn, cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second)).await
+    queue_secret(conn, cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second)).await?;
+    Ok(first_to)
 }
 
 /// The PIN lifecycle, shared by the citizens' and the contact center's RPCs.
@@ -229,10 +253,8 @@ impl Pins {
         let mut tx = self.store.begin().await?;
         let outcome =
             if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
-                let channel = req.first_half_channel;
-                let address = req.contacts.address(channel).unwrap_or_default().to_owned();
-                let first_to = Destination::Channel(channel, address);
-                queue_halves(&mut tx, &request_id, &cf, &first_to, &pin, letter).await?;
+                let first = (&req.contacts, req.first_half_channel);
+                queue_halves(&mut tx, &request_id, &cf, first, &pin, letter).await?;
                 Outcome::Issued
             } else {
                 self.already_has_pin(&mut tx, &cf).await?;

@@ -115,7 +115,8 @@ async fn send(notifier: &Notifier, row: &Pending) -> Result<String, IdentityErro
         None => {
             let secrets: HashMap<String, String> =
                 row.secret_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            notifier.enqueue(key, &row.fiscal_code, &row.to, &row.template, secrets).await
+            let to = (&row.to, row.fallback.as_ref());
+            notifier.enqueue(key, &row.fiscal_code, to, &row.template, secrets).await
         }
     }
 }

@@ -124,11 +124,9 @@ impl Pins {
         if !store::issue_validated(&mut tx, &request.id, operator).await? {
             return Err(not_pending);
         }
-        let channel = request.first_half_channel;
-        let address = form.contacts.address(channel).unwrap_or_default().to_owned();
-        let to = Destination::Channel(channel, address);
         let letter = format!("{} {}\n{}", form.given_name, form.surname, form.residence);
-        crate::pins::queue_halves(&mut tx, &request.id, &cf, &to, &pin, letter).await?;
+        let first = (&form.contacts, request.first_half_channel);
+        let to = crate::pins::queue_halves(&mut tx, &request.id, &cf, first, &pin, letter).await?;
         let detail = format!("request {}", request.id);
         self.commit_done(tx, operator, "ValidatePendingPinRequest", &cf, &detail).await?;
         Ok((cf, to))

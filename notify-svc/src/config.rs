@@ -64,6 +64,19 @@ pub struct DispatchSettings {
     /// The first wait before a retry; it doubles per attempt (with jitter), up to 10 minutes.
     #[serde(with = "humantime_serde")]
     pub backoff: Duration,
+    /// Messages per second each channel may send (`[notify.dispatch.rate_limits]`), as agreed
+    /// with its provider; a channel left out is not limited.
+    pub rate_limits: ChannelRates,
+}
+
+/// Messages per second, per channel.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelRates {
+    pub sms: Option<u32>,
+    pub email: Option<u32>,
+    pub pec: Option<u32>,
+    pub post: Option<u32>,
 }
 
 impl Default for DispatchSettings {
@@ -76,6 +89,7 @@ impl Default for DispatchSettings {
             poll_interval: Duration::from_millis(250),
             send_timeout: Duration::from_secs(15),
             backoff: Duration::from_secs(2),
+            rate_limits: ChannelRates::default(),
         }
     }
 }

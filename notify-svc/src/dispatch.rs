@@ -5,12 +5,13 @@
 //! mid-send leaves its messages to be claimed again when their lease runs out, and they go out
 //! with the same Message-ID / provider reference, so the receiving side can drop the duplicate.
 
-use crate::config::DispatchSettings;
+use crate::config::{ChannelRates, DispatchSettings};
 use crate::store::{Due, Outcome, Store};
 use crate::templates::Templates;
 use crate::transport::{Outgoing, SendError, Transports};
 use sportello_platform::backoff::backoff_ms;
 use sportello_platform::now_millis;
+use sportello_proto::notify::v1::Channel;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -26,6 +27,63 @@ pub struct Dispatcher {
     pub templates: Arc<Templates>,
     pub transports: Transports,
     pub settings: DispatchSettings,
+    pub limits: Arc<Limits>,
+}
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Each channel's rate limit, shared by the dispatcher's concurrent sends.
+#[derive(Debug, Default)]
+pub struct Limits {
+    sms: Option<Limiter>,
+    email: Option<Limiter>,
+    pec: Option<Limiter>,
+    post: Option<Limiter>,
+}
+
+impl Limits {
+    pub fn new(rates: &ChannelRates) -> Self {
+        let limiter = |rate: Option<u32>| {
+            let rate = std::num::NonZeroU32::new(rate?)?;
+            Some(governor::RateLimiter::direct(governor::Quota::per_second(rate)))
+        };
+        Self {
+            sms: limiter(rates.sms),
+            email: limiter(rates.email),
+            pec: limiter(rates.pec),
+            post: limiter(rates.post),
+        }
+    }
+
+    fn of(&self, channel: Channel) -> Option<&Limiter> {
+        match channel {
+            Channel::Sms => self.sms.as_ref(),
+            Channel::Email => self.email.as_ref(),
+            Channel::Pec => self.pec.as_ref(),
+            Channel::Post => self.post.as_ref(),
+            Channel::Unspecified => None,
+        }
+    }
+
+    /// Waits for `channel`'s turn, at most `patience`; `false` when it did not come in time.
+    async fn turn(&self, channel: Channel, patience: std::time::Duration) -> bool {
+        match self.of(channel) {
+            None => true,
+            Some(limiter) => tokio::time::timeout(patience, limiter.until_ready()).await.is_ok(),
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        templates: Arc<Templates>,
+        transports: Transports,
+        settings: DispatchSettings,
+    ) -> Self {
+        let limits = Arc::new(Limits::new(&settings.rate_limits));
+        Self { store, templates, transports, settings, limits }
+    }
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -82,6 +140,12 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, due: &Due) -> Outcome {
+        // A channel over its rate waits, but not past the claim's lease (less the send's own
+        // time): a message that cannot have its turn in time goes back to the queue, unattempted.
+        let patience = self.settings.lease.saturating_sub(self.settings.send_timeout * 2);
+        if !self.limits.turn(due.channel, patience).await {
+            return Outcome::Postponed { at: now_millis() };
+        }
         let sent = match self.templates.render(&due.template, due.channel, &due.params) {
             Ok(content) => {
                 let Some(transport) = self.transports.for_channel(due.channel) else {
@@ -132,6 +196,9 @@ fn log(due: &Due, outcome: &Outcome) {
         }
         Outcome::RetryAt { reason, .. } => {
             tracing::warn!(message_id = %id, %template, %reason, "message will be retried")
+        }
+        Outcome::Postponed { .. } => {
+            tracing::debug!(message_id = %id, %template, "channel over its rate: message postponed")
         }
         Outcome::Failed { reason } => {
             tracing::warn!(message_id = %id, %template, %reason, "message failed")

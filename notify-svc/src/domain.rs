@@ -23,6 +23,15 @@ pub struct NewMessage {
     pub template: String,
     pub params: BTreeMap<String, String>,
     pub secret_params: BTreeMap<String, String>,
+    /// Where the same message goes if its channel refuses it for good.
+    pub fallback: Option<Fallback>,
+}
+
+/// A courtesy channel and address: SMS, email or PEC.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Fallback {
+    pub channel: Channel,
+    pub address: String,
 }
 
 // Addresses and secrets stay out of logs.
@@ -87,6 +96,7 @@ impl TryFrom<EnqueueMessageRequest> for NewMessage {
         };
         let address = required(&mut violations, "address", &req.address);
         let template = required(&mut violations, "template", &req.template);
+        let fallback = req.fallback.and_then(|f| fallback(&mut violations, f));
         violations.into_result(NewMessage {
             idempotency_key,
             fiscal_code,
@@ -95,8 +105,29 @@ impl TryFrom<EnqueueMessageRequest> for NewMessage {
             template,
             params: req.params.into_iter().collect(),
             secret_params: req.secret_params.into_iter().collect(),
+            fallback,
         })
     }
+}
+
+/// A fallback as asked: absent when both fields are empty, refused when half given or on post (a
+/// letter is no courtesy channel: it is slow and costs money).
+fn fallback(
+    violations: &mut FieldViolations,
+    f: sportello_proto::notify::v1::Fallback,
+) -> Option<Fallback> {
+    let address = f.address.trim().to_owned();
+    let channel = Channel::try_from(f.channel).unwrap_or(Channel::Unspecified);
+    if f.channel == Channel::Unspecified as i32 && address.is_empty() {
+        return None;
+    }
+    if !matches!(channel, Channel::Sms | Channel::Email | Channel::Pec) {
+        violations.add("fallback.channel", "must be SMS, EMAIL or PEC");
+    }
+    if address.is_empty() {
+        violations.add("fallback.address", "is required with a fallback channel");
+    }
+    Some(Fallback { channel, address })
 }
 
 /// The ids of a `BatchGetMessages` call: one to a hundred, none blank, in the order asked.
@@ -250,6 +281,8 @@ impl Resend {
             template: original.template,
             params: original.params,
             secret_params,
+            // The contact center chose where the resend goes.
+            fallback: None,
         })
     }
 }
@@ -280,6 +313,36 @@ mod tests {
         let err = NewMessage::try_from(EnqueueMessageRequest::default()).unwrap_err();
         let fields: Vec<&str> = err.iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["idempotency_key", "fiscal_code", "channel", "address", "template"]);
+    }
+
+    #[test]
+    fn a_fallback_is_an_sms_email_or_pec_address() {
+        let mut req = valid();
+        req.fallback = Some(sportello_proto::notify::v1::Fallback {
+            channel: Channel::Email as i32,
+            address: " mario@example.it ".into(),
+        });
+        let message = NewMessage::try_from(req.clone()).expect("valid");
+        let fallback = message.fallback.expect("kept");
+        assert_eq!(
+            (fallback.channel, fallback.address.as_str()),
+            (Channel::Email, "mario@example.it")
+        );
+
+        req.fallback = Some(sportello_proto::notify::v1::Fallback {
+            channel: Channel::Post as i32,
+            address: String::new(),
+        });
+        let err = NewMessage::try_from(req).unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["fallback.channel", "fallback.address"]);
+    }
+
+    #[test]
+    fn an_empty_fallback_is_no_fallback() {
+        let mut req = valid();
+        req.fallback = Some(Default::default());
+        assert!(NewMessage::try_from(req).expect("valid").fallback.is_none());
     }
 
     #[test]

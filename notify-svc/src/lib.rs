@@ -51,6 +51,7 @@ pub async fn serve(
     let transports = transport::build(&config)?;
     let dispatch = config.dispatch.clone();
     let dispatch_shutdown = shutdown.clone();
+    let watch_shutdown = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],
@@ -70,19 +71,19 @@ pub async fn serve(
             let store = store::Store::new(db);
             let wake = std::sync::Arc::new(tokio::sync::Notify::new());
             if dispatch.enabled {
-                let dispatcher = dispatch::Dispatcher {
-                    store: store.clone(),
-                    templates: templates.clone(),
+                let dispatcher = dispatch::Dispatcher::new(
+                    store.clone(),
+                    templates.clone(),
                     transports,
-                    settings: dispatch,
-                };
+                    dispatch,
+                );
                 tokio::spawn(dispatcher.run(wake.clone(), dispatch_shutdown));
             } else {
                 tracing::warn!(
                     "dispatch is paused (notify.dispatch.enabled = false): messages wait in QUEUED"
                 );
             }
-            let notify = api::Notify::new(store, templates, wake);
+            let notify = api::Notify::new(store, templates, wake, watch_shutdown);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))
         },

@@ -1,8 +1,7 @@
 //! notify-svc's tables.
 
 use crate::domain::{channel_from_name, channel_name, MessageIds, NewMessage, Original, Secrets};
-use sportello_platform::db::Backend;
-use sportello_platform::db::Database;
+use sportello_platform::db::{storable, Backend, Database};
 use sportello_platform::{mask, now_millis};
 use sportello_proto::notify::v1::Channel;
 use sqlx::any::AnyRow;
@@ -17,6 +16,12 @@ pub const SENDING: &str = "SENDING";
 pub const SENT: &str = "SENT";
 /// The message will not be sent: its last attempt's reason says why.
 pub const FAILED: &str = "FAILED";
+/// The provider reported the message delivered.
+pub const DELIVERED: &str = "DELIVERED";
+
+/// What a lookup reads of a message.
+const SUMMARY_COLUMNS: &str = "id, fiscal_code, channel, address, template, status, last_error, \
+    attempts, created_at, updated_at, sent_at, delivered_at, fallback_message_id, fallback_channel";
 
 /// A message claimed for sending, with everything its channel needs. Never logged whole.
 pub struct Due {
@@ -36,9 +41,21 @@ pub struct Due {
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Sent { provider: String, provider_message_id: Option<String> },
-    RetryAt { at: i64, reason: String },
-    Failed { reason: String },
+    Sent {
+        provider: String,
+        provider_message_id: Option<String>,
+    },
+    RetryAt {
+        at: i64,
+        reason: String,
+    },
+    /// Not attempted (the channel was over its rate): due again at `at`.
+    Postponed {
+        at: i64,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -65,9 +82,38 @@ pub struct Summary {
     pub template: String,
     pub status: String,
     pub last_error: Option<String>,
+    pub attempts: i64,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     pub updated_at: i64,
+    pub sent_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    /// The message sent on the fallback channel after this one failed, and that channel's
+    /// stored name.
+    pub fallback: Option<(String, String)>,
+}
+
+impl Summary {
+    /// Whether the message's state can still change (it is not DELIVERED or FAILED).
+    pub fn is_final(&self) -> bool {
+        self.status == DELIVERED || self.status == FAILED
+    }
+}
+
+/// What a provider's receipt says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    Delivered,
+    Failed { reason: String },
+}
+
+/// An operator's lookup, for the audit trail.
+#[derive(Clone, Copy, Debug)]
+pub struct Lookup<'a> {
+    pub operator_id: &'a str,
+    pub action: &'a str,
+    pub fiscal_code: &'a str,
+    pub detail: &'a str,
 }
 
 fn to_json(map: &BTreeMap<String, String>) -> String {
@@ -108,10 +154,12 @@ impl Store {
     async fn insert_unless_known(&self, message: &NewMessage) -> Result<(), sqlx::Error> {
         let now = now_millis();
         let secrets = (!message.secret_params.is_empty()).then(|| to_json(&message.secret_params));
+        let fallback = message.fallback.as_ref();
         sqlx::query(
             "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
-             params, secret_params, status, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10) \
+             params, secret_params, status, attempts, next_attempt_at, created_at, updated_at, \
+             fallback_channel, fallback_address) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12) \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(uuid::Uuid::now_v7().to_string())
@@ -124,6 +172,8 @@ impl Store {
         .bind(secrets)
         .bind(QUEUED)
         .bind(now)
+        .bind(fallback.map(|f| channel_name(f.channel)))
+        .bind(fallback.map(|f| f.address.as_str()))
         .execute(&self.db.pool)
         .await?;
         Ok(())
@@ -134,10 +184,7 @@ impl Store {
         let distinct = ids.distinct();
         let placeholders =
             (1..=distinct.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let sql = format!(
-            "SELECT id, fiscal_code, channel, address, template, status, last_error, \
-             created_at, updated_at FROM messages WHERE id IN ({placeholders})"
-        );
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE id IN ({placeholders})");
         let mut query = sqlx::query(&sql);
         for id in &distinct {
             query = query.bind(*id);
@@ -158,18 +205,18 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Summary>, sqlx::Error> {
         let (at, id) = before.unwrap_or((i64::MAX, ""));
-        let rows = sqlx::query(
-            "SELECT id, fiscal_code, channel, address, template, status, last_error, created_at, \
-             updated_at FROM messages WHERE fiscal_code = $1 \
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM messages WHERE fiscal_code = $1 \
              AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4",
-        )
-        .bind(fiscal_code)
-        .bind(at)
-        .bind(id)
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(fiscal_code)
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
         rows.iter().map(summary).collect()
     }
 
@@ -293,23 +340,149 @@ impl Store {
             .bind(*at)
             .bind(reason)
             .bind(now),
-            // The secrets stay: the contact center may resend a failed first half elsewhere.
-            Outcome::Failed { reason } => sqlx::query(
-                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
-                 last_error = $4, updated_at = $5 WHERE id = $1 AND lease_until = $2",
+            Outcome::Postponed { at } => sqlx::query(
+                "UPDATE messages SET status = $3, lease_until = NULL, next_attempt_at = $4, \
+                 updated_at = $5 WHERE id = $1 AND lease_until = $2",
             )
             .bind(&due.id)
             .bind(due.lease_until)
-            .bind(FAILED)
-            .bind(reason)
+            .bind(QUEUED)
+            .bind(*at)
             .bind(now),
+            Outcome::Failed { reason } => {
+                let mut tx = self.db.pool.begin().await?;
+                let failed = fail(&mut tx, &due.id, Some(due.lease_until), reason, true).await?;
+                tx.commit().await?;
+                return Ok(failed);
+            }
         };
         Ok(query.execute(&self.db.pool).await?.rows_affected() == 1)
     }
+
+    /// Records a provider's receipt for the message it knows as `provider_message_id`; returns
+    /// the message as it stands afterwards, or `None` when no message has that provider id. Only
+    /// a SENT message changes: a receipt repeated, or one for a message already final, is a no-op.
+    pub async fn receipt(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        receipt: &Receipt,
+    ) -> Result<Option<Summary>, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let row =
+            sqlx::query("SELECT id FROM messages WHERE provider_message_id = $1 AND provider = $2")
+                .bind(provider_message_id)
+                .bind(provider)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.try_get("id")?;
+        match receipt {
+            Receipt::Delivered => {
+                let now = now_millis();
+                sqlx::query(
+                    "UPDATE messages SET status = $2, delivered_at = $3, updated_at = $3 \
+                     WHERE id = $1 AND status = $4",
+                )
+                .bind(&id)
+                .bind(DELIVERED)
+                .bind(now)
+                .bind(SENT)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Receipt::Failed { reason } => {
+                fail(&mut tx, &id, None, reason, false).await?;
+            }
+        }
+        tx.commit().await?;
+        let sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE id = $1");
+        let row = sqlx::query(&sql).bind(&id).fetch_one(&self.db.pool).await?;
+        summary(&row).map(Some)
+    }
+
+    /// Appends an operator's lookup to the audit trail. There is deliberately no function to
+    /// change or remove one (the database refuses it too).
+    pub async fn audit(&self, lookup: &Lookup<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
+             VALUES ($1, $2, $3, $4, 'OK', $5)",
+        )
+        .bind(now_millis())
+        .bind(storable(lookup.operator_id))
+        .bind(lookup.action)
+        .bind(storable(lookup.fiscal_code))
+        .bind(storable(lookup.detail))
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Marks message `id` FAILED with `reason` — under `lease` when a dispatcher holds it, or only
+/// while it is SENT when a receipt reports the failure — and, in the same transaction, queues
+/// the same message on its fallback channel if it has one and still holds its secrets (a message
+/// that failed after it was sent has had them purged: the contact center issues anew). Returns
+/// whether it changed the message.
+async fn fail(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    lease: Option<i64>,
+    reason: &str,
+    attempted: bool,
+) -> Result<bool, sqlx::Error> {
+    let now = now_millis();
+    let fallback_id = uuid::Uuid::now_v7().to_string();
+    let guard = match lease {
+        Some(_) => "lease_until = $5",
+        None => "status = $5",
+    };
+    let sql = format!(
+        "UPDATE messages SET status = $2, attempts = attempts + $6, lease_until = NULL, \
+         last_error = $3, updated_at = $4, \
+         fallback_message_id = CASE WHEN fallback_channel IS NULL OR secrets_purged_at IS NOT NULL \
+         THEN NULL ELSE $7 END \
+         WHERE id = $1 AND {guard}"
+    );
+    let query = sqlx::query(&sql).bind(id).bind(FAILED).bind(storable(reason)).bind(now);
+    let query = match lease {
+        Some(lease) => query.bind(lease),
+        None => query.bind(SENT),
+    };
+    let changed = query
+        .bind(i64::from(attempted))
+        .bind(&fallback_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if changed {
+        // The secrets go along (the fallback carries the same PIN half); the original keeps them
+        // too, so the contact center can still resend it elsewhere.
+        sqlx::query(
+            "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
+             params, secret_params, status, attempts, next_attempt_at, created_at, updated_at) \
+             SELECT $1, 'fallback:' || id, fiscal_code, fallback_channel, fallback_address, \
+             template, params, secret_params, $2, 0, $3, $3, $3 FROM messages \
+             WHERE id = $4 AND fallback_message_id = $1 \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&fallback_id)
+        .bind(QUEUED)
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(changed)
 }
 
 fn summary(row: &AnyRow) -> Result<Summary, sqlx::Error> {
     let address: String = row.try_get("address")?;
+    let fallback_id: Option<String> = row.try_get("fallback_message_id")?;
+    let fallback_channel: Option<String> = row.try_get("fallback_channel")?;
     Ok(Summary {
         id: row.try_get("id")?,
         fiscal_code: row.try_get("fiscal_code")?,
@@ -318,7 +491,11 @@ fn summary(row: &AnyRow) -> Result<Summary, sqlx::Error> {
         template: row.try_get("template")?,
         status: row.try_get("status")?,
         last_error: row.try_get("last_error")?,
+        attempts: row.try_get("attempts")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        sent_at: row.try_get("sent_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        fallback: fallback_id.zip(fallback_channel),
     })
 }

@@ -128,6 +128,11 @@ impl Templates {
         &self.described
     }
 
+    /// Whether `template` exists and may go on `channel`.
+    pub fn goes_on(&self, template: &str, channel: Channel) -> bool {
+        self.get(template).is_some_and(|t| t.channels.contains(&channel))
+    }
+
     fn get(&self, name: &str) -> Option<&Description> {
         self.described.iter().find(|d| d.name == name)
     }

@@ -48,6 +48,7 @@ fn pin_message(key: &str) -> EnqueueMessageRequest {
         template: "PIN_FIRST_HALF".into(),
         params: [("name".to_owned(), "Mario".to_owned())].into(),
         secret_params: [("pin_half".to_owned(), SECRET.to_owned())].into(),
+        fallback: None,
     }
 }
 

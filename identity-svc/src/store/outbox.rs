@@ -38,6 +38,8 @@ pub struct NewMessage<'a> {
     /// Send this stored notify message again (with its own secret) instead of a new one.
     pub resend_of: Option<&'a str>,
     pub request: Option<(&'a str, Half)>,
+    /// Where notify-svc sends the message instead if `to` refuses it for good.
+    pub fallback: Option<&'a Destination>,
 }
 
 // Neither the secret nor the address in Debug.
@@ -60,6 +62,7 @@ pub struct Pending {
     pub secret_params: BTreeMap<String, String>,
     pub resend_of: Option<String>,
     pub request: Option<(String, Half)>,
+    pub fallback: Option<Destination>,
     pub traceparent: Option<String>,
     pub attempts: i64,
 }
@@ -99,14 +102,16 @@ pub async fn enqueue(
 ) -> Result<String, sqlx::Error> {
     let id = uuid::Uuid::now_v7().to_string();
     let (channel, address) = channel_name(m.to);
+    let fallback = m.fallback.map(channel_name);
     let secret = m.secret.map(|(k, v)| {
         serde_json::to_string(&BTreeMap::from([(k, v)])).expect("string maps serialise")
     });
     let now = now_millis();
     sqlx::query(
         "INSERT INTO outbox (id, fiscal_code, template, channel, address, secret_params, \
-         resend_of, request_id, request_half, traceparent, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+         resend_of, request_id, request_half, traceparent, next_attempt_at, created_at, \
+         fallback_channel, fallback_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
     )
     .bind(&id)
     .bind(m.fiscal_code)
@@ -119,13 +124,15 @@ pub async fn enqueue(
     .bind(m.request.map(|(_, h)| h.as_str()))
     .bind(sportello_platform::trace_context::current_traceparent())
     .bind(now)
+    .bind(fallback.map(|(channel, _)| channel))
+    .bind(fallback.map(|(_, address)| address))
     .execute(conn)
     .await?;
     Ok(id)
 }
 
 const PENDING_COLUMNS: &str = "id, fiscal_code, template, channel, address, secret_params, \
-    resend_of, request_id, request_half, traceparent, attempts";
+    resend_of, request_id, request_half, traceparent, attempts, fallback_channel, fallback_address";
 
 fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
     let secret: Option<String> = row.try_get("secret_params")?;
@@ -139,6 +146,8 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
     };
     let request_id: Option<String> = row.try_get("request_id")?;
     let half: Option<String> = row.try_get("request_half")?;
+    let fallback_channel: Option<String> = row.try_get("fallback_channel")?;
+    let fallback_address: Option<String> = row.try_get("fallback_address")?;
     Ok(Pending {
         id: row.try_get("id")?,
         fiscal_code: row.try_get("fiscal_code")?,
@@ -149,6 +158,7 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         request: request_id.map(|id| {
             (id, if half.as_deref() == Some("SECOND") { Half::Second } else { Half::First })
         }),
+        fallback: fallback_channel.zip(fallback_address).map(|(ch, a)| destination(&ch, a)),
         traceparent: row.try_get("traceparent")?,
         attempts: row.try_get("attempts")?,
     })
