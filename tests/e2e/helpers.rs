@@ -624,7 +624,7 @@ impl TestDb {
 }
 
 /// What the local sink of `channel` holds for message `id`.
-fn read_delivered(data_dir: &std::path::Path, id: &str, channel: &str) -> String {
+pub fn read_delivered(data_dir: &std::path::Path, id: &str, channel: &str) -> String {
     let read = |path: std::path::PathBuf| {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };

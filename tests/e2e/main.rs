@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod hostile_input;
 mod notify;
+mod notify_delivery;
 mod outbox;
 mod pin_lifecycle;
 mod pin_request;
