@@ -140,9 +140,9 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, due: &Due) -> Outcome {
-        // A channel over its rate waits, but not past the claim's lease (less the send's own
-        // time): a message that cannot have its turn in time goes back to the queue, unattempted.
-        let patience = self.settings.lease.saturating_sub(self.settings.send_timeout * 2);
+        // A channel over its rate waits, but only for half the claim's lease (the send needs the
+        // rest): a message that cannot have its turn in time goes back to the queue, unattempted.
+        let patience = self.settings.lease / 2;
         if !self.limits.turn(due.channel, patience).await {
             return Outcome::Postponed { at: now_millis() };
         }
@@ -202,6 +202,31 @@ fn log(due: &Due, outcome: &Outcome) {
         }
         Outcome::Failed { reason } => {
             tracing::warn!(message_id = %id, %template, %reason, "message failed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_channel_over_its_rate_waits_its_turn_and_gives_up_past_its_patience() {
+        let limits = Limits::new(&ChannelRates { sms: Some(10), ..Default::default() });
+        let start = Instant::now();
+        // The burst a quota allows, then one every 100 ms.
+        for _ in 0..12 {
+            assert!(limits.turn(Channel::Sms, Duration::from_secs(1)).await);
+        }
+        assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+        for _ in 0..10 {
+            limits.turn(Channel::Sms, Duration::from_millis(1)).await;
+        }
+        assert!(!limits.turn(Channel::Sms, Duration::from_millis(1)).await, "no turn in 1 ms");
+        // Other channels have no limit configured.
+        for _ in 0..1000 {
+            assert!(limits.turn(Channel::Email, Duration::ZERO).await);
         }
     }
 }

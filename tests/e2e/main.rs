@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod hostile_input;
 mod notify;
+mod notify_crash;
 mod notify_delivery;
 mod outbox;
 mod pin_lifecycle;

@@ -169,7 +169,8 @@ async fn a_first_half_whose_sms_is_refused_for_good_goes_to_the_email_on_file() 
 
     // The half that arrived by email, with the letter's, is the PIN.
     let emailed = read_delivered(suite.db.data_dir(), &both[1].0, "EMAIL");
-    let emailed = Delivered { message_id: both[1].0.clone(), channel: "EMAIL".into(), text: emailed };
+    let emailed =
+        Delivered { message_id: both[1].0.clone(), channel: "EMAIL".into(), text: emailed };
     let letter = suite.db.delivered_one("PIN_SECOND_HALF_LETTER").await;
     identity
         .complete_first_access(id::CompleteFirstAccessRequest {
@@ -205,9 +206,8 @@ async fn a_pec_ricevuta_di_consegna_is_delivered_and_an_avviso_di_mancata_conseg
     })
     .await;
     let sent = stored(&suite, "PIN_CHANGED").await;
-    let provider_id = |id: &str| {
-        sent.iter().find(|m| m.0 == id).and_then(|m| m.3.clone()).expect("provider id")
-    };
+    let provider_id =
+        |id: &str| sent.iter().find(|m| m.0 == id).and_then(|m| m.3.clone()).expect("provider id");
     // A PEC receipt names the message by its Message-ID.
     assert_eq!(provider_id(&ids[0]), format!("<{}@sportello.local>", ids[0]));
 
@@ -229,10 +229,8 @@ async fn a_pec_ricevuta_di_consegna_is_delivered_and_an_avviso_di_mancata_conseg
 async fn a_receipt_that_names_nothing_is_invalid_and_one_for_no_message_is_not_found() {
     let suite = spawn_suite().await;
     let mut notify = client(&suite).await;
-    let status = notify
-        .report_delivery(ReportDeliveryRequest::default())
-        .await
-        .expect_err("empty receipt");
+    let status =
+        notify.report_delivery(ReportDeliveryRequest::default()).await.expect_err("empty receipt");
     assert_eq!(status.code(), Code::InvalidArgument);
     let fields: Vec<String> = status
         .get_details_bad_request()
