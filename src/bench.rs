@@ -10,6 +10,8 @@ use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::claims::v1::ListBenefitsRequest;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::notify::v1::{Channel as NotifyChannel, EnqueueMessageRequest};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +63,9 @@ pub struct BenchArgs {
     /// wait for the contact center and send nothing, and the login scenarios cannot prepare.
     #[arg(long, env = "SPORTELLO_USERNAME")]
     backoffice_user: Option<String>,
+    /// Notify scenario: where the bench's SMTP receiver listens.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    smtp_listen: std::net::SocketAddr,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +81,11 @@ enum Scenario {
     /// A PIN-login flood through the gateway while one client keeps calling GetProfile, a cheap
     /// authenticated RPC: how the cheap call fares when hashing saturates the CPUs.
     LoginFlood,
+    /// NotifyService/EnqueueMessage of emails, as the other services call it (straight at
+    /// notify-svc with a service token: the gateway refuses internal methods), then their
+    /// delivery end to end to an SMTP receiver the bench runs (`--smtp-listen`; start the suite
+    /// with `SPORTELLO_NOTIFY__EMAIL__RELAY=smtp://<that address>`).
+    Notify,
 }
 
 impl Scenario {
@@ -85,6 +95,7 @@ impl Scenario {
             Scenario::RequestPin | Scenario::PinLogin | Scenario::LoginFlood => {
                 "http://127.0.0.1:50052"
             }
+            Scenario::Notify => "http://127.0.0.1:50054",
         }
     }
 }
@@ -325,7 +336,81 @@ async fn call(
             let n = next.fetch_add(1, Ordering::Relaxed);
             IdentityServiceClient::new(channel.clone()).request_pin(citizen(n)).await?;
         }
+        Scenario::Notify => {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let (token, _) = prepared.first().expect("a service token");
+            let mut request = tonic::Request::new(notify_email(n));
+            let bearer = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("a token is not a header value"))?;
+            request.metadata_mut().insert("authorization", bearer);
+            NotifyServiceClient::new(channel.clone()).enqueue_message(request).await?;
+        }
     }
+    Ok(())
+}
+
+/// The `n`-th email of the notify scenario (`PIN_CHANGED`, no secret).
+fn notify_email(n: u64) -> EnqueueMessageRequest {
+    EnqueueMessageRequest {
+        idempotency_key: format!("bench:notify:{n}"),
+        fiscal_code: "RSSMRA85T10A562S".into(),
+        channel: NotifyChannel::Email as i32,
+        address: format!("cittadino{n}@example.it"),
+        template: "PIN_CHANGED".into(),
+        ..Default::default()
+    }
+}
+
+/// A service token signed with identity-svc's key under `--data-dir`, as the services' own.
+fn service_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let key = data_dir.join("keys/session-ed25519.der");
+    anyhow::ensure!(key.exists(), "no identity key at {} (see --data-dir)", key.display());
+    let signer = identity_svc::keys::Signer::load_or_generate(&key)?;
+    Ok(signer.service_token("bench")?)
+}
+
+/// The notify scenario: durable enqueues straight at notify-svc, then every email they made,
+/// counted and timed as the bench's SMTP receiver takes it.
+async fn notify(args: &BenchArgs, next: &Arc<AtomicU64>) -> anyhow::Result<()> {
+    let receiver = notify_svc::testing::smtp::SmtpReceiver::start_on(args.smtp_listen).await?;
+    let prepared: Prepared = Arc::new(vec![(service_token(&args.data_dir)?, String::new())]);
+    let direct = args.direct.clone().unwrap_or_else(|| args.scenario.default_direct().into());
+    let targets = cpu::discover(&[&direct], &args.pids);
+    let start = Instant::now();
+    let first = next.load(Ordering::Relaxed);
+    let enqueues = measure("enqueue", &direct, args, next, &prepared, &targets).await?;
+    let sent = next.load(Ordering::Relaxed) - first;
+    // Emails of the warm-up and the measurement, each once (a retry reuses its Message-ID).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (receiver.count() as u64) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = receiver.received();
+    if received.is_empty() {
+        anyhow::bail!(
+            "no email arrived at {}: run the suite with SPORTELLO_NOTIFY__EMAIL__RELAY=smtp://{}",
+            args.smtp_listen,
+            args.smtp_listen
+        );
+    }
+    let last = received.iter().map(|r| r.at).max().unwrap_or(start);
+    let elapsed = last.duration_since(start);
+    println!(
+        "emails   {:<26} {:>9} {:>7} {:>10.0}   (accepted {sent}, all delivered: {})",
+        format!("smtp://{}", args.smtp_listen),
+        received.len(),
+        sent.saturating_sub(received.len() as u64),
+        received.len() as f64 / elapsed.as_secs_f64(),
+        received.len() as u64 >= sent
+    );
+    println!(
+        "durable enqueues/s {:.0} (p50 {:.2} ms, p99 {:.2} ms); emails delivered/s end to end {:.0}",
+        enqueues.rate(),
+        enqueues.percentile_ms(0.50),
+        enqueues.percentile_ms(0.99),
+        received.len() as f64 / elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -480,7 +565,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         // Citizens are numbered from a random start, so a second run meets new ones too.
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
-        if args.scenario != Scenario::ListBenefits {
+        if !matches!(args.scenario, Scenario::ListBenefits | Scenario::Notify) {
             register(&args, next.load(Ordering::Relaxed), args.citizens as u64 + 30_000).await?;
         }
         let prepared = match args.scenario {
@@ -491,6 +576,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         };
         if args.scenario == Scenario::LoginFlood {
             return flood(&args, &next, &prepared).await;
+        }
+        if args.scenario == Scenario::Notify {
+            return notify(&args, &next).await;
         }
         let direct = args.direct.clone().unwrap_or_else(|| args.scenario.default_direct().into());
         let targets = cpu::discover(&[&direct, &args.gateway], &args.pids);

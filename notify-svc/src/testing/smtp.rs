@@ -14,6 +14,8 @@ pub struct Received {
     pub rcpt_to: Vec<String>,
     /// The message as sent after DATA (headers and body), dot-unstuffed.
     pub data: String,
+    /// When the receiver took it (the end of DATA).
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -59,7 +61,12 @@ pub struct SmtpReceiver {
 impl SmtpReceiver {
     /// Listens on 127.0.0.1, port 0, until the runtime ends.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0".parse().expect("an address")).await.expect("bind")
+    }
+
+    /// Listens on `addr` until the runtime ends.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let receiver = Self {
             addr: listener.local_addr().expect("address"),
             received: Arc::default(),
@@ -74,7 +81,7 @@ impl SmtpReceiver {
                 });
             }
         });
-        receiver
+        Ok(receiver)
     }
 
     /// `smtp://127.0.0.1:<port>`, for a relay URL.
@@ -90,12 +97,21 @@ impl SmtpReceiver {
         self.received.lock().expect("lock").clone()
     }
 
+    /// How many messages it has taken so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+
     async fn serve(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read);
         write.write_all(b"220 receiver.test ESMTP\r\n").await?;
-        let mut current =
-            Received { mail_from: String::new(), rcpt_to: Vec::new(), data: String::new() };
+        let mut current = Received {
+            mail_from: String::new(),
+            rcpt_to: Vec::new(),
+            data: String::new(),
+            at: std::time::Instant::now(),
+        };
         let mut line = String::new();
         loop {
             line.clear();
@@ -111,6 +127,7 @@ impl SmtpReceiver {
                         mail_from: address_in(&command),
                         rcpt_to: Vec::new(),
                         data: String::new(),
+                        at: std::time::Instant::now(),
                     };
                     b"250 OK\r\n"
                 }
@@ -136,6 +153,7 @@ impl SmtpReceiver {
                         data.push_str(line.strip_prefix('.').unwrap_or(&line));
                     }
                     current.data = data;
+                    current.at = std::time::Instant::now();
                     self.received.lock().expect("lock").push(current.clone());
                     b"250 OK queued\r\n"
                 }
