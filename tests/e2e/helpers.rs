@@ -110,6 +110,30 @@ impl TestDb {
     }
 }
 
+/// The fields a refusal's `BadRequest` names, in order.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    let details = status.get_details_bad_request().expect("BadRequest details");
+    details.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// `sportello <service>` as an operator runs it, on `addr`, against the test's database and data
+/// directory, with no configuration file; the caller adds its own settings and spawns it.
+pub fn service_process(db: &TestDb, service: &str, addr: SocketAddr) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
+    cmd.args([service, "--listen"]).arg(addr.to_string());
+    if db.is_postgres() {
+        cmd.env("SPORTELLO_DATABASE_URL", db.url(service));
+    }
+    cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
+        .env("SPORTELLO_DATA_DIR", db.data_dir())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Settings for a server in a test: quick health checks, short drain.
 pub fn server_settings() -> ServerSettings {
     let mut s = ServerSettings::on("127.0.0.1:0".parse().expect("addr"));

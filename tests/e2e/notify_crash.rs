@@ -9,7 +9,6 @@ use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use sportello_proto::notify::v1::{Channel, EnqueueMessageRequest};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -23,23 +22,13 @@ fn notify_process(
     identity: SocketAddr,
     relay: &str,
 ) -> tokio::process::Child {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
-    cmd.args(["notify", "--listen"]).arg(addr.to_string());
-    if db.is_postgres() {
-        cmd.env("SPORTELLO_DATABASE_URL", db.url("notify"));
-    }
-    cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
-        .env("SPORTELLO_DATA_DIR", db.data_dir())
-        .env("SPORTELLO_NOTIFY__IDENTITY_URL", url(identity))
+    let mut cmd = service_process(db, "notify", addr);
+    cmd.env("SPORTELLO_NOTIFY__IDENTITY_URL", url(identity))
         .env("SPORTELLO_NOTIFY__EMAIL__RELAY", relay)
         // Slow enough to be killed half-way, with leases short enough to be taken over soon.
         .env("SPORTELLO_NOTIFY__DISPATCH__RATE_LIMITS__EMAIL", "150")
         .env("SPORTELLO_NOTIFY__DISPATCH__LEASE", "2s")
-        .env("SPORTELLO_NOTIFY__DISPATCH__SEND_TIMEOUT", "1s")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
+        .env("SPORTELLO_NOTIFY__DISPATCH__SEND_TIMEOUT", "1s");
     cmd.spawn().expect("sportello notify")
 }
 

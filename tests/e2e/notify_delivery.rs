@@ -17,7 +17,6 @@ use sportello_proto::notify::v1::{
 use sqlx::Row;
 use std::time::Duration;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 fn sms_settings(url: String) -> SmsSettings {
     SmsSettings {
@@ -232,14 +231,7 @@ async fn a_receipt_that_names_nothing_is_invalid_and_one_for_no_message_is_not_f
     let status =
         notify.report_delivery(ReportDeliveryRequest::default()).await.expect_err("empty receipt");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .expect("BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
-    assert_eq!(fields, ["provider", "provider_message_id", "outcome"]);
+    assert_eq!(violated_fields(&status), ["provider", "provider_message_id", "outcome"]);
     let unknown = notify
         .report_delivery(receipt("sms:primary", "nope", DeliveryOutcome::Delivered))
         .await

@@ -9,7 +9,6 @@ use sportello_proto::identity::v1::identity_service_client::IdentityServiceClien
 use sqlx::Row;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,20 +109,10 @@ async fn every_pin_request_commits_its_record_and_two_messages_whatever_the_clie
 
 /// `sportello identity` as an operator runs it, on `addr`, against the test's database.
 fn identity_process(db: &TestDb, addr: SocketAddr, notify: SocketAddr) -> tokio::process::Child {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
-    cmd.args(["identity", "--listen"]).arg(addr.to_string());
-    if db.is_postgres() {
-        cmd.env("SPORTELLO_DATABASE_URL", db.url("identity"));
-    }
-    cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
-        .env("SPORTELLO_DATA_DIR", db.data_dir())
-        .env("SPORTELLO_IDENTITY__NOTIFY_URL", url(notify))
+    let mut cmd = service_process(db, "identity", addr);
+    cmd.env("SPORTELLO_IDENTITY__NOTIFY_URL", url(notify))
         .env("SPORTELLO_IDENTITY__PIN_HASH__MEMORY_KIB", "1024")
-        .env("SPORTELLO_IDENTITY__PIN_HASH__ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
+        .env("SPORTELLO_IDENTITY__PIN_HASH__ITERATIONS", "1");
     // Trusts notify-svc's key, as `sportello up` arranges.
     let notify_key = ServiceKey::load_or_generate(db.data_dir(), "notify").expect("notify's key");
     cmd.env("SPORTELLO_IDENTITY__TRUSTED_SERVICES__NOTIFY", notify_key.public_key());

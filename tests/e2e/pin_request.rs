@@ -101,13 +101,7 @@ async fn missing_contacts_are_reported_field_by_field() {
     req.contacts = None;
     let status = identity.request_pin(req).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .expect("BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect();
+    let fields = violated_fields(&status);
     assert!(fields.contains(&"contacts".to_owned()), "{fields:?}");
 }
 
