@@ -175,6 +175,8 @@ struct Watch {
     notify: Notify,
     id: String,
     last: Option<(String, i64)>,
+    /// The state read when the watch began, sent first without reading it again.
+    first: Option<Summary>,
     until: tokio::time::Instant,
     /// A final state (or an error) was sent: the stream ends.
     done: bool,
@@ -187,7 +189,11 @@ impl Watch {
             return None;
         }
         loop {
-            let now = match self.notify.one(self.id.clone()).await {
+            let read = match self.first.take() {
+                Some(first) => Ok(Some(first)),
+                None => self.notify.one(self.id.clone()).await,
+            };
+            let now = match read {
                 Ok(Some(now)) => now,
                 Ok(None) => return None,
                 Err(e) => {
@@ -390,8 +396,9 @@ impl NotifyService for Notify {
         }
         let watch = Watch {
             notify: self.clone(),
-            id: first.id,
+            id: first.id.clone(),
             last: None,
+            first: Some(first),
             until: tokio::time::Instant::now() + WATCH_LIMIT,
             done: false,
         };

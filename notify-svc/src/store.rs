@@ -351,7 +351,7 @@ impl Store {
             .bind(now),
             Outcome::Failed { reason } => {
                 let mut tx = self.db.pool.begin().await?;
-                let failed = fail(&mut tx, &due.id, Some(due.lease_until), reason, true).await?;
+                let failed = fail(&mut tx, &due.id, Some(due.lease_until), reason).await?;
                 tx.commit().await?;
                 return Ok(failed);
             }
@@ -394,7 +394,7 @@ impl Store {
                 .await?;
             }
             Receipt::Failed { reason } => {
-                fail(&mut tx, &id, None, reason, false).await?;
+                fail(&mut tx, &id, None, reason).await?;
             }
         }
         tx.commit().await?;
@@ -431,8 +431,9 @@ async fn fail(
     id: &str,
     lease: Option<i64>,
     reason: &str,
-    attempted: bool,
 ) -> Result<bool, sqlx::Error> {
+    // A dispatcher holding the lease has just made an attempt; a receipt reports on an old one.
+    let attempted = lease.is_some();
     let now = now_millis();
     let fallback_id = uuid::Uuid::now_v7().to_string();
     let guard = match lease {
