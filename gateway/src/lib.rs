@@ -61,10 +61,58 @@ pub async fn serve(
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let proxy = stack::build(&config, &guard, backends, streaming, cns);
-    // Health and reflection are the gateway's own; every other path is somebody else's RPC.
-    let router = reflection::serve(Routes::new(health_service), &contract)
-        .into_axum_router()
-        .fallback_service(proxy);
-    server::run(listener, Routes::from(router), &config.server, shutdown).await?;
+    let own = reflection::serve(Routes::new(health_service), &contract).prepare();
+    server::run_service(listener, Front { own, proxy }, &config.server, shutdown).await?;
     Ok(())
+}
+
+/// Health and reflection are the gateway's own; every other path is somebody else's RPC. Told
+/// apart by a prefix test rather than a router: the forwarded call is the hot path, and a
+/// router's matching and body conversions would cost it more than the proxy's own layers.
+#[derive(Clone)]
+struct Front<P> {
+    own: Routes,
+    proxy: P,
+}
+
+/// The services the gateway answers itself.
+const OWN_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
+
+impl<P> tower::Service<http::Request<tonic::body::Body>> for Front<P>
+where
+    P: tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = stack::Reply,
+        Error = std::convert::Infallible,
+    >,
+    P::Future: Send + 'static,
+{
+    type Response = stack::Reply;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        futures::future::BoxFuture<'static, Result<stack::Reply, std::convert::Infallible>>,
+        P::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Which one the call needs is known only from the call: both must be ready.
+        std::task::ready!(tower::Service::<http::Request<tonic::body::Body>>::poll_ready(
+            &mut self.own,
+            cx
+        ))?;
+        self.proxy.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use futures::FutureExt;
+        let path = req.uri().path();
+        if OWN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            futures::future::Either::Left(self.own.call(req).boxed())
+        } else {
+            futures::future::Either::Right(self.proxy.call(req))
+        }
+    }
 }

@@ -6,24 +6,122 @@ use crate::config::Config;
 use crate::overload::Deadline;
 use crate::stack::{Gate, Reply};
 use futures::future::BoxFuture;
-use sportello_platform::client::{self, TracedChannel};
+use sportello_platform::client;
 use sportello_platform::health::Dependency;
+use sportello_platform::trace_context::{RpcTrace, RpcTraceLayer};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::Status;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service};
 /// The CNS login: the only call the gateway adds a verified client certificate's fiscal code to.
 const CNS_LOGIN: &str = "/sportello.identity.v1.IdentityService/LoginWithCertificate";
 /// Headers only Sportello's own services may set; a client sending them is ignored.
 const INTERNAL_HEADER_PREFIX: &str = "x-sportello-";
 
 /// The backends, keyed by the first two labels of their package (`sportello.identity`), so that
-/// a new version of a package (`sportello.identity.v2`) reaches the same service.
+/// a new version of a package (`sportello.identity.v2`) reaches the same service: a tonic channel
+/// for the gateway's own calls (health), and the origin calls are forwarded to.
 #[derive(Clone, Debug)]
 pub struct Backends {
-    by_domain: HashMap<String, (String, tonic::transport::Channel)>,
+    by_domain: HashMap<String, (String, tonic::transport::Channel, Origin)>,
+}
+
+/// Where a backend is: the scheme and authority a forwarded call's URI gets.
+#[derive(Clone, Debug)]
+struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Origin {
+    fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                Ok(Self { scheme: scheme.clone(), authority: authority.clone() })
+            }
+            _ => Err(format!("{url}: not an absolute URL")),
+        }
+    }
+}
+
+/// The HTTP/2 connection calls to one backend are forwarded over, opened on first use and again
+/// whenever it has closed. Forwarding straight over hyper's `SendRequest`, rather than through a
+/// tonic channel, skips the channel's request buffer and the task hop to its worker on every call.
+#[derive(Clone, Debug)]
+struct Hop {
+    authority: http::uri::Authority,
+    current: Arc<std::sync::Mutex<Option<SendRequest>>>,
+    /// One connection attempt at a time; the others wait for its outcome.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+type SendRequest = hyper::client::conn::http2::SendRequest<tonic::body::Body>;
+
+/// How long opening a connection to a backend may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Hop {
+    fn new(authority: http::uri::Authority) -> Self {
+        Self { authority, current: Arc::default(), connecting: Arc::default() }
+    }
+
+    fn open(&self) -> Option<SendRequest> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// The backend's connection, opened if there is none.
+    async fn sender(&self) -> Result<SendRequest, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(open) = self.open() {
+            return Ok(open);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(open) = self.open() {
+            return Ok(open);
+        }
+        let stream = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        .map_err(|_| "connect timed out")??;
+        stream.set_nodelay(true)?;
+        let (send, connection) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(std::time::Duration::from_secs(30))
+                .keep_alive_while_idle(true)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "backend connection closed");
+            }
+        });
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(send.clone());
+        Ok(send)
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for Hop {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let hop = self.clone();
+        Box::pin(async move {
+            let mut send = hop.sender().await?;
+            Ok(send.send_request(req).await?)
+        })
+    }
 }
 
 /// `sportello.identity` for `/sportello.identity.v1.IdentityService/RequestPin`.
@@ -35,7 +133,7 @@ fn domain_of(path: &str) -> Option<&str> {
 }
 
 impl Backends {
-    pub fn connect(config: &Config) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(config: &Config) -> anyhow::Result<Self> {
         let mut by_domain = HashMap::new();
         for (service, url) in [
             ("sportello.identity.v1.IdentityService", &config.identity_url),
@@ -43,7 +141,8 @@ impl Backends {
             ("sportello.notify.v1.NotifyService", &config.notify_url),
         ] {
             let domain = domain_of(&format!("/{service}/")).expect("well-formed name").to_owned();
-            by_domain.insert(domain, (service.to_owned(), client::channel(url)?));
+            let origin = Origin::parse(url).map_err(anyhow::Error::msg)?;
+            by_domain.insert(domain, (service.to_owned(), client::channel(url)?, origin));
         }
         Ok(Self { by_domain })
     }
@@ -54,7 +153,7 @@ impl Backends {
         let mut deps: Vec<Dependency> = services
             .into_iter()
             .filter_map(|service| {
-                let (_, channel) = self.by_domain.get(domain_of(&format!("/{service}/"))?)?;
+                let (_, channel, _) = self.by_domain.get(domain_of(&format!("/{service}/"))?)?;
                 Some(Dependency { service: service.to_owned(), channel: channel.clone() })
             })
             .collect();
@@ -65,13 +164,16 @@ impl Backends {
 
 /// The backend a call goes to, as [`Route`] chose it.
 #[derive(Clone)]
-pub struct Backend(TracedChannel);
+pub struct Backend {
+    hop: RpcTrace<Hop>,
+    origin: Origin,
+}
 
 /// Chooses the backend by the called method's package; a package no backend owns is
 /// UNIMPLEMENTED.
 #[derive(Clone)]
 pub struct Route {
-    backends: Arc<HashMap<String, TracedChannel>>,
+    backends: Arc<HashMap<String, Backend>>,
 }
 
 impl Route {
@@ -79,7 +181,10 @@ impl Route {
         let backends = backends
             .by_domain
             .into_iter()
-            .map(|(domain, (_, channel))| (domain, client::traced(channel)))
+            .map(|(domain, (_, _, origin))| {
+                let hop = RpcTraceLayer::client().layer(Hop::new(origin.authority.clone()));
+                (domain, Backend { hop, origin })
+            })
             .collect();
         Self { backends: Arc::new(backends) }
     }
@@ -90,10 +195,10 @@ impl Gate for Route {
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
         let path = req.uri().path();
-        let Some(channel) = domain_of(path).and_then(|d| self.backends.get(d)) else {
+        let Some(backend) = domain_of(path).and_then(|d| self.backends.get(d)) else {
             return Err(Status::unimplemented(format!("unknown service in {path}")));
         };
-        let backend = Backend(channel.clone());
+        let backend = backend.clone();
         req.extensions_mut().insert(backend);
         Ok(())
     }
@@ -153,18 +258,6 @@ impl Gate for VouchForCns {
     }
 }
 
-/// Whether a channel error is the deadline running out.
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if e.is::<tonic::TimeoutExpired>() {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
 /// The hop to the backend [`Route`] chose, with what is left of the deadline.
 #[derive(Clone, Copy, Debug)]
 pub struct Forward;
@@ -175,28 +268,48 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
     type Future = BoxFuture<'static, Result<Reply, Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Each call takes its own clone of its backend's channel, made ready then.
+        // The shared client is always ready: it queues on the backend's connection.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        let Some(Backend(channel)) = req.extensions_mut().remove::<Backend>() else {
+        let Some(Backend { mut hop, origin }) = req.extensions_mut().remove::<Backend>() else {
             return Box::pin(futures::future::ready(Ok(Status::unimplemented(
                 "no backend for this call",
             )
             .into_http())));
         };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(origin.scheme);
+        uri.authority = Some(origin.authority);
+        uri.path_and_query = req.uri().path_and_query().cloned();
+        match http::Uri::from_parts(uri) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => {
+                return Box::pin(futures::future::ready(Ok(Status::invalid_argument(
+                    "not a valid method path",
+                )
+                .into_http())))
+            }
+        }
+        // The cap layer always sets a deadline; the backend enforces what is left of it, and the
+        // gateway stops waiting for its answer then too.
+        let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
         if let Some(deadline) = req.extensions().get::<Deadline>() {
             let timeout = deadline.grpc_timeout();
             req.headers_mut().insert("grpc-timeout", timeout);
         }
+        let call = hop.call(req);
         Box::pin(async move {
-            match channel.oneshot(req).await {
-                Ok(response) => Ok(response),
-                // The channel enforces the `grpc-timeout` it forwards, and says so with this error.
-                Err(e) if timed_out(&e) => {
-                    Ok(Status::deadline_exceeded("deadline exceeded").into_http())
-                }
+            let answer = match deadline {
+                Some(at) => match tokio::time::timeout_at(at.into(), call).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
+                },
+                None => call.await,
+            };
+            match answer {
+                Ok(response) => Ok(response.map(tonic::body::Body::new)),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend unreachable");
                     Ok(Status::unavailable("the service is temporarily unavailable; retry")

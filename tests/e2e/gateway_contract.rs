@@ -80,3 +80,39 @@ async fn health_through_the_gateway_answers_for_every_service_it_exposes() {
         wait_for_status(suite.gateway.addr, service, ServingStatus::Serving).await;
     }
 }
+
+/// A public call through the gateway, as an anonymous portal visitor makes it.
+async fn list_benefits(gateway: std::net::SocketAddr) -> Result<(), tonic::Status> {
+    use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
+    let request = sportello_proto::claims::v1::ListBenefitsRequest {};
+    ClaimsServiceClient::new(connect(gateway).await).list_benefits(request).await.map(|_| ())
+}
+
+#[tokio::test]
+async fn a_backend_that_stops_is_unavailable_through_the_gateway_and_served_again_once_back() {
+    let db = TestDb::new().await;
+    let ports = Ports::reserve().await;
+    let (gateway_addr, claims_addr) = (ports.gateway.1, ports.claims.1);
+    let configs = Configs::new(&db, [gateway_addr, ports.identity.1, claims_addr, ports.notify.1]);
+    let claims_config = configs.claims.clone();
+    let gateway = Running::start(ports.gateway, |l, s| gateway::serve(configs.gateway, l, s));
+    let claims = Running::start(ports.claims, |l, s| claims_svc::serve(configs.claims, l, s));
+    eventually("the catalogue served", std::time::Duration::from_secs(10), || async {
+        list_benefits(gateway_addr).await.is_ok()
+    })
+    .await;
+
+    claims.shut_down().await;
+    let refused = list_benefits(gateway_addr).await.expect_err("claims-svc is down");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let listener = tokio::net::TcpListener::bind(claims_addr).await.expect("the same address");
+    let claims =
+        Running::start((listener, claims_addr), |l, s| claims_svc::serve(claims_config, l, s));
+    eventually("the catalogue served again", std::time::Duration::from_secs(10), || async {
+        list_benefits(gateway_addr).await.is_ok()
+    })
+    .await;
+    claims.shut_down().await;
+    gateway.shut_down().await;
+}
