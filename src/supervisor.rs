@@ -52,22 +52,10 @@ struct Running {
 /// now, so that every service can be told every other's address before any starts (notify
 /// needs identity's keys; identity needs notify).
 fn plan_addresses(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
-    let file = sportello_platform::config::file(args.config.as_deref());
     let configured = |name: &str| -> anyhow::Result<SocketAddr> {
-        let describe = |e: sportello_platform::config::ConfigError| {
-            anyhow::anyhow!(
-                "{name}: invalid configuration: {}",
-                sportello_platform::config::describe(&e)
-            )
-        };
-        Ok(match name {
-            "notify" => notify_svc::Config::load(&file).map_err(describe)?.server.listen,
-            "identity" => identity_svc::Config::load(&file).map_err(describe)?.server.listen,
-            "claims" => claims_svc::Config::load(&file).map_err(describe)?.server.listen,
-            _ => match args.listen {
-                Some(listen) => listen,
-                None => gateway::Config::load(&file).map_err(describe)?.server.listen,
-            },
+        Ok(match (name, args.listen) {
+            ("gateway", Some(listen)) => listen,
+            _ => server_settings(args, name)?.listen,
         })
     };
     ORDER
@@ -81,6 +69,26 @@ fn plan_addresses(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, SocketAddr
             Ok((name, addr))
         })
         .collect()
+}
+
+/// The server settings service `name` is configured with (file and environment).
+fn server_settings(
+    args: &UpArgs,
+    name: &str,
+) -> anyhow::Result<sportello_platform::server::ServerSettings> {
+    let file = sportello_platform::config::file(args.config.as_deref());
+    let describe = |e: sportello_platform::config::ConfigError| {
+        anyhow::anyhow!(
+            "{name}: invalid configuration: {}",
+            sportello_platform::config::describe(&e)
+        )
+    };
+    Ok(match name {
+        "notify" => notify_svc::Config::load(&file).map_err(describe)?.server,
+        "identity" => identity_svc::Config::load(&file).map_err(describe)?.server,
+        "claims" => claims_svc::Config::load(&file).map_err(describe)?.server,
+        _ => gateway::Config::load(&file).map_err(describe)?.server,
+    })
 }
 
 /// The public keys of the services that call identity-svc, generated now under each one's data
@@ -142,6 +150,11 @@ async fn start(
     }
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);
+    }
+    // The services already run side by side as processes: one runtime thread each, unless the
+    // configuration says otherwise (see `ServerSettings::worker_threads`).
+    if server_settings(args, name)?.worker_threads.is_none() {
+        cmd.env(format!("SPORTELLO_{section}__WORKER_THREADS"), "1");
     }
     // Loading it is idempotent, so every start may; a variable set by the user wins.
     if name == "identity" && !args.no_demo_register && std::env::var_os(DEMO_REGISTER_ENV).is_none()

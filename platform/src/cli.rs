@@ -48,7 +48,11 @@ where
     let config = C::load(&crate::config::file(args.config.as_deref())).map_err(|e| {
         anyhow::anyhow!("{name}: invalid configuration: {}", crate::config::describe(&e))
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.server().worker_threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         let _telemetry = crate::telemetry::init(&format!("sportello-{name}"))?;
         let addr = args.listen.unwrap_or(config.server().listen);

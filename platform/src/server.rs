@@ -36,6 +36,11 @@ pub struct ServerSettings {
     /// Serve TLS instead of plaintext (the gateway does, for CNS smart cards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
+    /// Threads of the service's async runtime; default one per CPU. Under `sportello up`, where
+    /// the four services already run side by side as processes, the default is 1: calls then
+    /// never hop between threads of one process, which costs more CPU than they take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 /// A server certificate, and optionally the CA whose client certificates are asked for.
@@ -84,6 +89,7 @@ impl ServerSettings {
             drain_timeout: Duration::from_secs(10),
             health_interval: Duration::from_secs(1),
             tls: None,
+            worker_threads: None,
         }
     }
 
@@ -133,6 +139,26 @@ pub async fn run(
     settings: &ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_service(listener, routes.prepare(), settings, shutdown).await
+}
+
+/// As [`run`], for any service of gRPC requests: the gateway's, which routes by itself.
+pub async fn run_service<S>(
+    listener: TcpListener,
+    service: S,
+    settings: &ServerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
     if let Some(tls) = &settings.tls {
@@ -145,8 +171,7 @@ pub async fn run(
         // Outside everything else, so no handler or layer can take the connection down: one bad
         // request costs one INTERNAL answer.
         .layer(PanicGuardLayer)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(service, incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
     let drain = settings.drain_timeout;
     tokio::select! {
