@@ -39,6 +39,9 @@ pub struct UpArgs {
 
 const DEMO_REGISTER_ENV: &str = "SPORTELLO_IDENTITY__DEMO_REGISTER";
 
+/// The services `sportello up` runs on one runtime thread by default (see `start`).
+const ONE_THREAD_UNDER_UP: [&str; 3] = ["gateway", "identity", "claims"];
+
 /// Start order: each service after the ones it calls (their health says so anyway).
 const ORDER: [&str; 4] = ["notify", "identity", "claims", "gateway"];
 
@@ -151,9 +154,12 @@ async fn start(
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);
     }
-    // The services already run side by side as processes: one runtime thread each, unless the
-    // configuration says otherwise (see `ServerSettings::worker_threads`).
-    if server_settings(args, name)?.worker_threads.is_none() {
+    // The services already run side by side as processes, so those whose calls are short
+    // (forwarding, cheap reads; identity hashes on threads of its own) get one runtime thread,
+    // unless the configuration says otherwise: a call then never hops between threads of a
+    // process. notify-svc keeps one per CPU: it renders and sends beside its callers.
+    if ONE_THREAD_UNDER_UP.contains(&name) && server_settings(args, name)?.worker_threads.is_none()
+    {
         cmd.env(format!("SPORTELLO_{section}__WORKER_THREADS"), "1");
     }
     // Loading it is idempotent, so every start may; a variable set by the user wins.

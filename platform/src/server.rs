@@ -37,8 +37,9 @@ pub struct ServerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
     /// Threads of the service's async runtime; default one per CPU. Under `sportello up`, where
-    /// the four services already run side by side as processes, the default is 1: calls then
-    /// never hop between threads of one process, which costs more CPU than they take.
+    /// the four services already run side by side as processes, the gateway, identity and claims
+    /// default to 1: their calls then never hop between threads of one process, a hop that costs
+    /// more CPU than a forwarded call or a cheap read itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
 }
