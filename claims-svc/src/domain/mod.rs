@@ -10,3 +10,7 @@ pub struct Benefit {
     pub ceiling_cents: i64,
     pub simplified_pin_allowed: bool,
 }
+
+pub mod eligibility;
+pub mod iban;
+pub mod protocol;
