@@ -2,6 +2,7 @@
 
 use crate::domain::{channel_from_name, channel_name, MessageIds, NewMessage, Original, Secrets};
 use sportello_platform::db::{storable, Backend, Database};
+use sportello_platform::group_commit::GroupCommit;
 use sportello_platform::{mask, now_millis};
 use sportello_proto::notify::v1::Channel;
 use sqlx::any::AnyRow;
@@ -61,7 +62,13 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
+    /// The hot writes — enqueues, the dispatcher's claims and the outcomes it records — share
+    /// transactions (and so fsyncs) through one writer: see `sportello_platform::group_commit`.
+    writer: GroupCommit,
 }
+
+/// The most writes one transaction takes.
+const MAX_WRITES_PER_COMMIT: usize = 256;
 
 /// A stored message as the caller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,55 +135,77 @@ fn from_json(column: &str, json: &str) -> Result<BTreeMap<String, String>, sqlx:
     })
 }
 
+/// The message stored under idempotency key `key`, if any.
+async fn stored_under(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+) -> Result<Option<Stored>, sqlx::Error> {
+    let row = sqlx::query("SELECT id, status FROM messages WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| Ok(Stored { id: row.try_get("id")?, status: row.try_get("status")? })).transpose()
+}
+
+/// Inserts `message` as QUEUED; does nothing when its idempotency key is already stored.
+async fn insert_unless_known(
+    conn: &mut sqlx::AnyConnection,
+    message: &NewMessage,
+) -> Result<(), sqlx::Error> {
+    let now = now_millis();
+    let secrets = (!message.secret_params.is_empty()).then(|| to_json(&message.secret_params));
+    let fallback = message.fallback.as_ref();
+    sqlx::query(
+        "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
+         params, secret_params, status, attempts, next_attempt_at, created_at, updated_at, \
+         fallback_channel, fallback_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&message.idempotency_key)
+    .bind(&message.fiscal_code)
+    .bind(channel_name(message.channel))
+    .bind(&message.address)
+    .bind(&message.template)
+    .bind(to_json(&message.params))
+    .bind(secrets)
+    .bind(QUEUED)
+    .bind(now)
+    .bind(fallback.map(|f| channel_name(f.channel)))
+    .bind(fallback.map(|f| f.address.as_str()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// The store of `db`, with its writer of enqueues (started here: call within a runtime).
     pub fn new(db: Database) -> Self {
-        Self { db }
+        let writer = GroupCommit::start(&db, MAX_WRITES_PER_COMMIT);
+        Self { db, writer }
     }
 
     /// Stores `message` unless one with the same idempotency key exists; either way returns the
-    /// stored message.
+    /// stored message, once it is committed (in a transaction shared with concurrent enqueues).
     pub async fn enqueue(&self, message: &NewMessage) -> Result<Stored, sqlx::Error> {
-        self.insert_unless_known(message).await?;
-        self.by_idempotency_key(&message.idempotency_key).await?.ok_or(sqlx::Error::RowNotFound)
+        let message = message.clone();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    insert_unless_known(conn, &message).await?;
+                    stored_under(conn, &message.idempotency_key)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)
+                })
+            }))
+            .await
     }
 
     /// The message stored under `key`, if any.
     pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<Stored>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, status FROM messages WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        row.map(|row| Ok(Stored { id: row.try_get("id")?, status: row.try_get("status")? }))
-            .transpose()
-    }
-
-    /// Inserts `message` as QUEUED; does nothing when its idempotency key is already stored.
-    async fn insert_unless_known(&self, message: &NewMessage) -> Result<(), sqlx::Error> {
-        let now = now_millis();
-        let secrets = (!message.secret_params.is_empty()).then(|| to_json(&message.secret_params));
-        let fallback = message.fallback.as_ref();
-        sqlx::query(
-            "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
-             params, secret_params, status, attempts, next_attempt_at, created_at, updated_at, \
-             fallback_channel, fallback_address) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&message.idempotency_key)
-        .bind(&message.fiscal_code)
-        .bind(channel_name(message.channel))
-        .bind(&message.address)
-        .bind(&message.template)
-        .bind(to_json(&message.params))
-        .bind(secrets)
-        .bind(QUEUED)
-        .bind(now)
-        .bind(fallback.map(|f| channel_name(f.channel)))
-        .bind(fallback.map(|f| f.address.as_str()))
-        .execute(&self.db.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.db.pool.acquire().await?;
+        stored_under(&mut conn, key).await
     }
 
     /// The stored messages among `ids`, in the order asked; unknown ids are left out.
@@ -279,11 +308,13 @@ impl Store {
              AND (lease_until IS NULL OR lease_until <= $2) \
              RETURNING id, fiscal_code, channel, address, template, params, secret_params, attempts"
         );
-        let rows = sqlx::query(&sql)
-            .bind(lease_until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
+        let rows = self
+            .writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(conn).await
+                })
+            }))
             .await?;
         rows.iter()
             .map(|row| {
@@ -315,48 +346,12 @@ impl Store {
     /// dispatcher whose lease ran out must not overwrite what another has since recorded).
     /// A sent message's secrets are purged in the same statement.
     pub async fn settle(&self, due: &Due, outcome: &Outcome) -> Result<bool, sqlx::Error> {
-        let now = now_millis();
-        let query = match outcome {
-            Outcome::Sent { provider, provider_message_id } => sqlx::query(
-                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
-                 provider = $4, provider_message_id = $5, sent_at = $6, updated_at = $6, \
-                 last_error = NULL, secret_params = NULL, secrets_purged_at = $6 \
-                 WHERE id = $1 AND lease_until = $2",
-            )
-            .bind(&due.id)
-            .bind(due.lease_until)
-            .bind(SENT)
-            .bind(provider)
-            .bind(provider_message_id)
-            .bind(now),
-            Outcome::RetryAt { at, reason } => sqlx::query(
-                "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
-                 next_attempt_at = $4, last_error = $5, updated_at = $6 \
-                 WHERE id = $1 AND lease_until = $2",
-            )
-            .bind(&due.id)
-            .bind(due.lease_until)
-            .bind(QUEUED)
-            .bind(*at)
-            .bind(reason)
-            .bind(now),
-            Outcome::Postponed { at } => sqlx::query(
-                "UPDATE messages SET status = $3, lease_until = NULL, next_attempt_at = $4, \
-                 updated_at = $5 WHERE id = $1 AND lease_until = $2",
-            )
-            .bind(&due.id)
-            .bind(due.lease_until)
-            .bind(QUEUED)
-            .bind(*at)
-            .bind(now),
-            Outcome::Failed { reason } => {
-                let mut tx = self.db.pool.begin().await?;
-                let failed = fail(&mut tx, &due.id, Some(due.lease_until), reason).await?;
-                tx.commit().await?;
-                return Ok(failed);
-            }
-        };
-        Ok(query.execute(&self.db.pool).await?.rows_affected() == 1)
+        let (id, lease, outcome) = (due.id.clone(), due.lease_until, outcome.clone());
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move { record(conn, &id, lease, &outcome).await })
+            }))
+            .await
     }
 
     /// Records a provider's receipt for the message it knows as `provider_message_id`; returns
@@ -421,13 +416,59 @@ impl Store {
     }
 }
 
+/// Records `outcome` for message `id` if `lease` is still its lease; see [`Store::settle`].
+async fn record(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    lease: i64,
+    outcome: &Outcome,
+) -> Result<bool, sqlx::Error> {
+    let now = now_millis();
+    let query = match outcome {
+        Outcome::Sent { provider, provider_message_id } => sqlx::query(
+            "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
+             provider = $4, provider_message_id = $5, sent_at = $6, updated_at = $6, \
+             last_error = NULL, secret_params = NULL, secrets_purged_at = $6 \
+             WHERE id = $1 AND lease_until = $2",
+        )
+        .bind(id)
+        .bind(lease)
+        .bind(SENT)
+        .bind(provider)
+        .bind(provider_message_id)
+        .bind(now),
+        Outcome::RetryAt { at, reason } => sqlx::query(
+            "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
+             next_attempt_at = $4, last_error = $5, updated_at = $6 \
+             WHERE id = $1 AND lease_until = $2",
+        )
+        .bind(id)
+        .bind(lease)
+        .bind(QUEUED)
+        .bind(*at)
+        .bind(reason)
+        .bind(now),
+        Outcome::Postponed { at } => sqlx::query(
+            "UPDATE messages SET status = $3, lease_until = NULL, next_attempt_at = $4, \
+             updated_at = $5 WHERE id = $1 AND lease_until = $2",
+        )
+        .bind(id)
+        .bind(lease)
+        .bind(QUEUED)
+        .bind(*at)
+        .bind(now),
+        Outcome::Failed { reason } => return fail(conn, id, Some(lease), reason).await,
+    };
+    Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
+}
+
 /// Marks message `id` FAILED with `reason` — under `lease` when a dispatcher holds it, or only
 /// while it is SENT when a receipt reports the failure — and, in the same transaction, queues
 /// the same message on its fallback channel if it has one and still holds its secrets (a message
 /// that failed after it was sent has had them purged: the contact center issues anew). Returns
 /// whether it changed the message.
 async fn fail(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     id: &str,
     lease: Option<i64>,
     reason: &str,
@@ -455,7 +496,7 @@ async fn fail(
     let changed = query
         .bind(i64::from(attempted))
         .bind(&fallback_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected()
         == 1;
@@ -474,7 +515,7 @@ async fn fail(
         .bind(QUEUED)
         .bind(now)
         .bind(id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(changed)

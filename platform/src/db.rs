@@ -87,10 +87,12 @@ pub async fn open(
                         conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
                     }
                     Backend::Sqlite => {
-                        // WAL lets readers run beside the single writer; the busy timeout makes
-                        // writers queue instead of failing under load.
+                        // WAL lets readers run beside the single writer; FULL syncs the log at
+                        // every commit, so what was acknowledged survives a power loss too (hot
+                        // writers share commits: `group_commit`); the busy timeout makes writers
+                        // queue instead of failing under load.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod group_commit;
 pub mod health;
 pub mod mask;
 pub mod panic_guard;
