@@ -363,36 +363,19 @@ impl Store {
         provider_message_id: &str,
         receipt: &Receipt,
     ) -> Result<Option<Summary>, sqlx::Error> {
-        let mut tx = self.db.pool.begin().await?;
-        let row =
-            sqlx::query("SELECT id FROM messages WHERE provider_message_id = $1 AND provider = $2")
-                .bind(provider_message_id)
-                .bind(provider)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(row) = row else {
+        let (provider, provider_id) = (provider.to_owned(), provider_message_id.to_owned());
+        let receipt = receipt.clone();
+        // Through the writer: on SQLite a transaction that reads before it writes would fail at
+        // once (not wait) when the writer commits in between.
+        let id = self
+            .writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move { take_receipt(conn, &provider, &provider_id, &receipt).await })
+            }))
+            .await?;
+        let Some(id) = id else {
             return Ok(None);
         };
-        let id: String = row.try_get("id")?;
-        match receipt {
-            Receipt::Delivered => {
-                let now = now_millis();
-                sqlx::query(
-                    "UPDATE messages SET status = $2, delivered_at = $3, updated_at = $3 \
-                     WHERE id = $1 AND status = $4",
-                )
-                .bind(&id)
-                .bind(DELIVERED)
-                .bind(now)
-                .bind(SENT)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Receipt::Failed { reason } => {
-                fail(&mut tx, &id, None, reason).await?;
-            }
-        }
-        tx.commit().await?;
         let sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages WHERE id = $1");
         let row = sqlx::query(&sql).bind(&id).fetch_one(&self.db.pool).await?;
         summary(&row).map(Some)
@@ -414,6 +397,45 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Applies `receipt` to the message the provider knows as `provider_id`; returns its id, or
+/// `None` when no message has that provider id.
+async fn take_receipt(
+    conn: &mut sqlx::AnyConnection,
+    provider: &str,
+    provider_id: &str,
+    receipt: &Receipt,
+) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT id FROM messages WHERE provider_message_id = $1 AND provider = $2")
+            .bind(provider_id)
+            .bind(provider)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let id: String = row.try_get("id")?;
+    match receipt {
+        Receipt::Delivered => {
+            let now = now_millis();
+            sqlx::query(
+                "UPDATE messages SET status = $2, delivered_at = $3, updated_at = $3 \
+                 WHERE id = $1 AND status = $4",
+            )
+            .bind(&id)
+            .bind(DELIVERED)
+            .bind(now)
+            .bind(SENT)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Receipt::Failed { reason } => {
+            fail(conn, &id, None, reason).await?;
+        }
+    }
+    Ok(Some(id))
 }
 
 /// Records `outcome` for message `id` if `lease` is still its lease; see [`Store::settle`].
