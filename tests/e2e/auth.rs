@@ -418,6 +418,8 @@ async fn a_citizen_never_reaches_another_citizens_data_whatever_ids_they_send() 
     assert!(!rossis.is_empty());
     assert!(rossis.iter().all(|m| m.fiscal_code == ROSSI), "only his own");
 
+    // Messages leave identity's outbox after the RPC that wrote them has answered.
+    suite.db.outbox_relayed().await;
     let bianchi_messages: Vec<String> = {
         use sqlx::Row;
         let sql = format!(
