@@ -145,11 +145,15 @@ async fn start(
     if let Some(dir) = &args.data_dir {
         cmd.env("SPORTELLO_DATA_DIR", dir);
     }
-    if name == "identity" {
-        for (service, public_key) in trusted {
-            let service = service.to_ascii_uppercase();
-            cmd.env(format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__{service}"), public_key);
-        }
+    // identity trusts every service that calls it; notify trusts claims-svc (its receipts).
+    for (service, public_key) in trusted {
+        let section = match name {
+            "identity" => "IDENTITY",
+            "notify" if *service == claims_svc::NAME => "NOTIFY",
+            _ => continue,
+        };
+        let service = service.to_ascii_uppercase();
+        cmd.env(format!("SPORTELLO_{section}__TRUSTED_SERVICES__{service}"), public_key);
     }
     if let Some(url) = &args.database_url {
         cmd.env("SPORTELLO_DATABASE_URL", url);

@@ -1,31 +1,271 @@
-//! The `sportello.claims.v1.ClaimsService` handlers.
+//! The `sportello.claims.v1` handlers: who the caller is and what they may see, then the store.
+//! Ownership is enforced here, whatever the gateway did: a citizen reaches only their own
+//! claims (NOT_FOUND for anyone else's), a patronato those it filed; staff reads are audited.
 
 use crate::catalogue::Catalogue;
+use crate::domain::claim::{ClaimForm, Filing, Status};
+use crate::domain::eligibility::BenefitCode;
+use crate::domain::iban::Iban;
+use crate::domain::registry::{Layout, Registered};
 use crate::domain::Benefit;
+use crate::error::ClaimsError;
+use crate::store::{
+    BenefitChange, ClaimRecord, ClaimsOf, Decided, Filer, MandateRecord, Store, Submission,
+    Submitted,
+};
+use identity_svc::domain::codice_fiscale::CodiceFiscale;
+use sportello_platform::audit::Entry;
+use sportello_platform::auth::{principal, Claims as Principal, Level, Role};
+use sportello_platform::error::FieldViolations;
+use sportello_platform::mask;
 use sportello_proto::claims::v1 as wire;
+use sportello_proto::claims::v1::claims_back_office_service_server::ClaimsBackOfficeService;
 use sportello_proto::claims::v1::claims_service_server::ClaimsService;
-use tonic::{Request, Response, Status};
+use sportello_proto::identity::v1 as id;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
-#[derive(Clone, Debug)]
-pub struct Claims {
-    catalogue: Catalogue,
+type Answer<T> = Result<Response<T>, GrpcStatus>;
+
+/// Claims per page unless asked otherwise, and at most.
+const PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+/// Rows of the registry written per transaction, and errors reported in full.
+const IMPORT_BATCH: usize = 5_000;
+const MAX_REPORTED: usize = 1_000;
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
-impl Claims {
-    pub fn new(catalogue: Catalogue) -> Self {
-        Self { catalogue }
+fn millis(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn wire_level(level: Level) -> id::CredentialLevel {
+    match level {
+        Level::Simplified => id::CredentialLevel::Simplified,
+        Level::Ordinary => id::CredentialLevel::Ordinary,
+        Level::Dispositive => id::CredentialLevel::Dispositive,
     }
 }
 
 impl From<Benefit> for wire::Benefit {
     fn from(b: Benefit) -> Self {
         wire::Benefit {
-            code: b.code,
+            code: b.code.as_str().to_owned(),
+            remaining_cents: b.remaining_cents(),
             title: b.title,
             legal_basis: b.legal_basis,
             amount_cents: b.amount_cents,
             ceiling_cents: b.ceiling_cents,
-            simplified_pin_allowed: b.simplified_pin_allowed,
+            simplified_pin_allowed: b.min_level == Level::Simplified,
+            opens_at: Some(timestamp(b.opens_at)),
+            conditions: b.conditions,
+            incompatibility_group: b.group.as_str().to_owned(),
+            min_level: wire_level(b.min_level) as i32,
+            increased_amount_cents: b.increased_amount_cents,
+            increased_amount_condition: b.increased_amount_condition,
+        }
+    }
+}
+
+fn receipt(r: &ClaimRecord) -> wire::ClaimReceipt {
+    wire::ClaimReceipt {
+        claim_id: r.id.clone(),
+        protocol_number: r.protocol_number.clone(),
+        benefit_code: r.benefit_code.clone(),
+        amount_cents: r.amount_cents,
+        submitted_at: Some(timestamp(r.submitted_at)),
+    }
+}
+
+fn wire_claim(r: &ClaimRecord) -> wire::Claim {
+    let role = match r.filer_role.as_str() {
+        "PATRONATO" => id::PrincipalRole::Patronato,
+        _ => id::PrincipalRole::Citizen,
+    };
+    wire::Claim {
+        receipt: Some(receipt(r)),
+        fiscal_code: r.fiscal_code.clone(),
+        status: r.status.wire() as i32,
+        reasons: r.reasons.clone(),
+        iban_masked: r
+            .iban
+            .as_deref()
+            .and_then(|i| Iban::parse(i).ok())
+            .map(|i| i.masked())
+            .unwrap_or_default(),
+        post_office_cash: r.iban.is_none(),
+        filed_by: Some(wire::Filer { role: role as i32, id: r.filer_id.clone() }),
+        updated_at: Some(timestamp(r.updated_at)),
+        child_fiscal_code_masked: r
+            .child_fiscal_code
+            .as_deref()
+            .map(mask::fiscal_code)
+            .unwrap_or_default(),
+    }
+}
+
+fn wire_mandate(m: MandateRecord) -> wire::Mandate {
+    wire::Mandate {
+        mandate_id: m.id,
+        patronato_id: m.patronato_id,
+        fiscal_code: m.fiscal_code,
+        signed_form_reference: m.signed_form_reference,
+        registered_at: Some(timestamp(m.registered_at)),
+        revoked_at: m.revoked_at.map(timestamp),
+    }
+}
+
+fn is_staff(p: &Principal) -> bool {
+    matches!(p.role, Role::Operator | Role::Backoffice)
+}
+
+fn require(p: &Principal, roles: &[Role], why: &'static str) -> Result<(), ClaimsError> {
+    if roles.contains(&p.role) {
+        Ok(())
+    } else {
+        Err(ClaimsError::PermissionDenied(why))
+    }
+}
+
+/// A claim id as clients send it: anything that is not a UUID names no claim.
+fn claim_id(field: &str, text: &str) -> Result<String, FieldViolations> {
+    let mut v = FieldViolations::new();
+    match uuid::Uuid::parse_str(text.trim()) {
+        Ok(id) => Ok(id.to_string()),
+        Err(_) => {
+            v.add(field, "must be a claim id (a UUID)");
+            Err(v)
+        }
+    }
+}
+
+fn page_size(requested: i32) -> i64 {
+    match i64::from(requested) {
+        n if n <= 0 => PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+fn page_token(field: &str, token: &str) -> Result<Option<(i64, String)>, FieldViolations> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let parsed = token.split_once('.').and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())));
+    parsed.map(Some).ok_or_else(|| {
+        let mut v = FieldViolations::new();
+        v.add(field, "not a page token of this listing");
+        v
+    })
+}
+
+fn next_token(page: &[ClaimRecord], limit: i64) -> String {
+    match page.last() {
+        Some(last) if page.len() as i64 == limit => format!("{}.{}", last.submitted_at, last.id),
+        _ => String::new(),
+    }
+}
+
+fn fiscal_code_field(field: &str, text: &str) -> Result<String, FieldViolations> {
+    CodiceFiscale::parse(text, today()).map(|cf| cf.canonical()).map_err(|e| {
+        let mut v = FieldViolations::new();
+        v.add(field, e.to_string());
+        v
+    })
+}
+
+/// Both claims services: the catalogue in memory, the store, and the background work to wake
+/// when a claim commits (its receipt's relay, its automatic decision).
+#[derive(Clone, Debug)]
+pub struct Claims {
+    catalogue: Catalogue,
+    store: Store,
+    relay: Arc<Notify>,
+    decider: Arc<Notify>,
+}
+
+impl Claims {
+    pub fn new(
+        catalogue: Catalogue,
+        store: Store,
+        relay: Arc<Notify>,
+        decider: Arc<Notify>,
+    ) -> Self {
+        Self { catalogue, store, relay, decider }
+    }
+
+    fn wake(&self) {
+        self.relay.notify_waiters();
+        self.decider.notify_waiters();
+    }
+
+    /// The claim `id` if `p` may see it; staff reads are audited. NOT_FOUND otherwise, so that
+    /// nobody learns whether someone else's claim exists.
+    async fn visible_claim(
+        &self,
+        p: &Principal,
+        id: &str,
+        action: &str,
+    ) -> Result<ClaimRecord, ClaimsError> {
+        let found = self.store.claim(id).await?;
+        let visible = found.filter(|c| match p.role {
+            Role::Citizen => c.fiscal_code == p.sub,
+            Role::Patronato => c.filer_role == "PATRONATO" && c.filer_id == p.sub,
+            Role::Operator | Role::Backoffice => true,
+            Role::Service => false,
+        });
+        let claim = visible.ok_or(ClaimsError::NotFound("claim"))?;
+        if is_staff(p) {
+            self.audit_read(p, action, &claim.fiscal_code, &claim.protocol_number).await?;
+        }
+        Ok(claim)
+    }
+
+    async fn audit_read(
+        &self,
+        p: &Principal,
+        action: &str,
+        cf: &str,
+        detail: &str,
+    ) -> Result<(), ClaimsError> {
+        let entry = Entry { operator_id: &p.sub, action, fiscal_code: cf, outcome: "OK", detail };
+        Ok(self.store.audit(&entry).await?)
+    }
+
+    async fn submit(
+        &self,
+        p: Principal,
+        req: wire::SubmitClaimRequest,
+    ) -> Result<wire::ClaimReceipt, ClaimsError> {
+        let (filing, filer) = match p.role {
+            Role::Citizen => (Filing::Citizen(&p.sub), Filer::Citizen(p.sub.clone())),
+            Role::Patronato => (Filing::Patronato, Filer::Patronato(p.sub.clone())),
+            _ => {
+                return Err(ClaimsError::PermissionDenied(
+                    "claims are filed by citizens and patronati",
+                ))
+            }
+        };
+        let form = ClaimForm::parse(&req, filing, today())?;
+        let submitted = self.store.submit(Submission { form, filer, level: p.level }).await?;
+        match submitted {
+            Submitted::Accepted(record) => {
+                self.wake();
+                Ok(receipt(&record))
+            }
+            Submitted::Existing(record) => Ok(receipt(&record)),
+            Submitted::Refused(refusal) => Err(refusal.into()),
         }
     }
 }
@@ -35,7 +275,398 @@ impl ClaimsService for Claims {
     async fn list_benefits(
         &self,
         _request: Request<wire::ListBenefitsRequest>,
-    ) -> Result<Response<wire::ListBenefitsResponse>, Status> {
+    ) -> Answer<wire::ListBenefitsResponse> {
         Ok(Response::new(wire::ListBenefitsResponse::clone(&self.catalogue.current())))
+    }
+
+    async fn get_benefit(
+        &self,
+        request: Request<wire::GetBenefitRequest>,
+    ) -> Answer<wire::GetBenefitResponse> {
+        let code = request.into_inner().code;
+        let catalogue = self.catalogue.current();
+        let benefit = catalogue.benefits.iter().find(|b| b.code == code.trim()).cloned();
+        let benefit = benefit.ok_or(ClaimsError::NotFound("benefit"))?;
+        Ok(Response::new(wire::GetBenefitResponse { benefit: Some(benefit) }))
+    }
+
+    async fn submit_claim(
+        &self,
+        request: Request<wire::SubmitClaimRequest>,
+    ) -> Answer<wire::SubmitClaimResponse> {
+        let p = principal(&request)?;
+        let receipt = self.submit(p, request.into_inner()).await?;
+        Ok(Response::new(wire::SubmitClaimResponse { receipt: Some(receipt) }))
+    }
+
+    async fn get_claim(
+        &self,
+        request: Request<wire::GetClaimRequest>,
+    ) -> Answer<wire::GetClaimResponse> {
+        let p = principal(&request)?;
+        let id = claim_id("claim_id", &request.get_ref().claim_id).map_err(ClaimsError::from)?;
+        let claim = self.visible_claim(&p, &id, "GetClaim").await?;
+        Ok(Response::new(wire::GetClaimResponse { claim: Some(wire_claim(&claim)) }))
+    }
+
+    async fn list_claims(
+        &self,
+        request: Request<wire::ListClaimsRequest>,
+    ) -> Answer<wire::ListClaimsResponse> {
+        let p = principal(&request)?;
+        let req = request.into_inner();
+        let before = page_token("page_token", &req.page_token).map_err(ClaimsError::from)?;
+        let limit = page_size(req.page_size);
+        let (of, who) = match p.role {
+            Role::Citizen => (ClaimsOf::Citizen, p.sub.clone()),
+            Role::Patronato => (ClaimsOf::Filer, p.sub.clone()),
+            Role::Operator | Role::Backoffice => {
+                let cf = fiscal_code_field("fiscal_code", &req.fiscal_code)
+                    .map_err(ClaimsError::from)?;
+                self.audit_read(&p, "ListClaims", &cf, "").await?;
+                (ClaimsOf::Citizen, cf)
+            }
+            Role::Service => return Err(ClaimsError::PermissionDenied("not for services").into()),
+        };
+        let page =
+            self.store.claims_where(of, &who, before, limit).await.map_err(ClaimsError::from)?;
+        Ok(Response::new(wire::ListClaimsResponse {
+            next_page_token: next_token(&page, limit),
+            claims: page.iter().map(wire_claim).collect(),
+        }))
+    }
+
+    async fn withdraw_claim(
+        &self,
+        request: Request<wire::WithdrawClaimRequest>,
+    ) -> Answer<wire::WithdrawClaimResponse> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Citizen], "only the citizen withdraws their claim")?;
+        let id = claim_id("claim_id", &request.get_ref().claim_id).map_err(ClaimsError::from)?;
+        let claim = self.visible_claim(&p, &id, "WithdrawClaim").await?;
+        let withdrawn =
+            Decided { to: Status::Withdrawn, reasons: vec![], by: None, note: String::new() };
+        let undecided = &[Status::Submitted, Status::InReview];
+        let done =
+            self.store.decide(&claim.id, undecided, withdrawn).await.map_err(ClaimsError::from)?;
+        let done = done.ok_or(ClaimsError::Precondition {
+            reason: "ALREADY_DECIDED",
+            message: "the claim has been decided: it can no longer be withdrawn".into(),
+        })?;
+        Ok(Response::new(wire::WithdrawClaimResponse { claim: Some(wire_claim(&done)) }))
+    }
+
+    async fn register_mandate(
+        &self,
+        request: Request<wire::RegisterMandateRequest>,
+    ) -> Answer<wire::RegisterMandateResponse> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Patronato], "mandates are registered by patronati")?;
+        let req = request.into_inner();
+        let mut v = FieldViolations::new();
+        let cf = fiscal_code_field("fiscal_code", &req.fiscal_code).unwrap_or_else(|e| {
+            e.iter().for_each(|(f, d)| v.add(f, d));
+            String::new()
+        });
+        let form = req.signed_form_reference.trim();
+        if form.is_empty() || form.len() > 100 {
+            v.add(
+                "signed_form_reference",
+                "the reference of the signed form (1 to 100 characters)",
+            );
+        }
+        v.into_result(()).map_err(ClaimsError::from)?;
+        let m = self.store.register_mandate(&p.sub, &cf, form).await.map_err(ClaimsError::from)?;
+        Ok(Response::new(wire::RegisterMandateResponse { mandate: Some(wire_mandate(m)) }))
+    }
+
+    async fn list_mandates(
+        &self,
+        request: Request<wire::ListMandatesRequest>,
+    ) -> Answer<wire::ListMandatesResponse> {
+        let p = principal(&request)?;
+        require(
+            &p,
+            &[Role::Citizen, Role::Patronato],
+            "mandates are the citizen's and the patronato's",
+        )?;
+        let mandates = self
+            .store
+            .mandates(&p.sub, p.role == Role::Citizen)
+            .await
+            .map_err(ClaimsError::from)?;
+        Ok(Response::new(wire::ListMandatesResponse {
+            mandates: mandates.into_iter().map(wire_mandate).collect(),
+        }))
+    }
+
+    async fn revoke_mandate(
+        &self,
+        request: Request<wire::RevokeMandateRequest>,
+    ) -> Answer<wire::RevokeMandateResponse> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Citizen], "only the citizen revokes their mandate")?;
+        let id = request.into_inner().mandate_id;
+        let m = self.store.revoke_mandate(id.trim(), &p.sub).await.map_err(ClaimsError::from)?;
+        let m = m.ok_or(ClaimsError::NotFound("mandate"))?;
+        Ok(Response::new(wire::RevokeMandateResponse { mandate: Some(wire_mandate(m)) }))
+    }
+}
+
+fn backoffice<T>(request: &Request<T>) -> Result<Principal, GrpcStatus> {
+    let p = principal(request)?;
+    require(&p, &[Role::Backoffice], "for the back office")?;
+    Ok(p)
+}
+
+/// The parsing side of a registry import: rows read, problems found, positions to write.
+#[derive(Debug, Default)]
+struct ImportState {
+    layout: Option<Layout>,
+    seen: HashMap<String, i64>,
+    reply: wire::ImportRegistryResponse,
+}
+
+impl ImportState {
+    fn reject(&mut self, line: i64, problems: impl IntoIterator<Item = (String, String)>) {
+        self.reply.rows_rejected += 1;
+        for (column, description) in problems {
+            if self.reply.errors.len() < MAX_REPORTED {
+                self.reply.errors.push(wire::RowError { line, column, description });
+            }
+        }
+    }
+
+    /// Parses the complete rows of `text` (line numbers from `first_line`) into positions.
+    fn rows(&mut self, text: &[u8], first_line: i64) -> Vec<(String, Registered)> {
+        let today = today();
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
+        let mut good = Vec::new();
+        let mut record = csv::StringRecord::new();
+        let mut line = first_line;
+        loop {
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let at = e.position().map_or(line, |p| first_line + p.line() as i64 - 1);
+                    self.reject(at, [(String::new(), "not a CSV row".to_owned())]);
+                    continue;
+                }
+            }
+            line = first_line + record.position().map_or(0, |p| p.line() as i64 - 1);
+            let Some(layout) = &self.layout else {
+                match Layout::from_header(&record) {
+                    Ok(layout) => self.layout = Some(layout),
+                    Err(p) => self.reject(line, [(p.column.to_owned(), p.description)]),
+                }
+                continue;
+            };
+            if record.iter().all(|c| c.trim().is_empty()) {
+                continue;
+            }
+            self.reply.rows_read += 1;
+            match layout.parse(&record, today) {
+                Ok((cf, registered)) => match self.seen.get(&cf) {
+                    Some(first) => {
+                        let why = format!("the same fiscal code is already on line {first}");
+                        self.reject(line, [("fiscal_code".to_owned(), why)]);
+                    }
+                    None => {
+                        self.seen.insert(cf.clone(), line);
+                        good.push((cf, registered));
+                    }
+                },
+                Err(problems) => self.reject(
+                    line,
+                    problems.into_iter().map(|p| (p.column.to_owned(), p.description)),
+                ),
+            }
+        }
+        good
+    }
+}
+
+#[tonic::async_trait]
+impl ClaimsBackOfficeService for Claims {
+    async fn update_benefit(
+        &self,
+        request: Request<wire::UpdateBenefitRequest>,
+    ) -> Answer<wire::UpdateBenefitResponse> {
+        let p = backoffice(&request)?;
+        let req = request.into_inner();
+        let mut v = FieldViolations::new();
+        let code = BenefitCode::parse(req.code.trim());
+        if code.is_none() {
+            v.add("code", "not a benefit of the catalogue");
+        }
+        if req.amount_cents.is_some_and(|a| !(1..=100_000_000).contains(&a)) {
+            v.add("amount_cents", "between 1 cent and one million euro");
+        }
+        if req.ceiling_cents.is_some_and(|c| c < 0) {
+            v.add("ceiling_cents", "0 (no ceiling of its own) or more");
+        }
+        if req.reason.trim().is_empty() {
+            v.add("reason", "say why, for the audit trail");
+        }
+        if req.amount_cents.is_none() && req.ceiling_cents.is_none() && req.opens_at.is_none() {
+            v.add("amount_cents", "change at least one of amount_cents, ceiling_cents, opens_at");
+        }
+        let code = v.into_result(code).map_err(ClaimsError::from)?.unwrap_or(BenefitCode::Agricoli);
+        let change = BenefitChange {
+            amount_cents: req.amount_cents,
+            ceiling_cents: req.ceiling_cents,
+            opens_at: req.opens_at.as_ref().map(millis),
+        };
+        let updated = self
+            .store
+            .update_benefit(code, change, &p.sub, req.reason.trim())
+            .await
+            .map_err(ClaimsError::from)?;
+        let benefit = match updated {
+            None => return Err(ClaimsError::NotFound("benefit").into()),
+            Some(Err(reserved)) => {
+                let mut v = FieldViolations::new();
+                v.add("ceiling_cents", format!("{reserved} cents are already reserved against it"));
+                return Err(ClaimsError::from(v).into());
+            }
+            Some(Ok(b)) => b,
+        };
+        if let Err(e) = self.catalogue.reload().await {
+            tracing::warn!(error = %e, "catalogue reload after an update failed; it refreshes on its own");
+        }
+        Ok(Response::new(wire::UpdateBenefitResponse { benefit: Some(benefit.into()) }))
+    }
+
+    async fn import_registry(
+        &self,
+        request: Request<Streaming<wire::ImportRegistryRequest>>,
+    ) -> Answer<wire::ImportRegistryResponse> {
+        let p = backoffice(&request)?;
+        let mut stream = request.into_inner();
+        let mut state = ImportState::default();
+        // Bytes after the last complete line wait for the next chunk.
+        let mut carry: Vec<u8> = Vec::new();
+        let mut next_line = 1_i64;
+        let mut pending: Vec<(String, Registered)> = Vec::new();
+        let mut finished = false;
+        while !finished {
+            let chunk = stream.message().await?;
+            let text = match chunk {
+                Some(m) => {
+                    carry.extend_from_slice(&m.chunk);
+                    // Quoted cells may hold newlines; rows here never do, so a line is a row.
+                    let Some(end) = carry.iter().rposition(|b| *b == b'\n') else { continue };
+                    let rest = carry.split_off(end + 1);
+                    std::mem::replace(&mut carry, rest)
+                }
+                None => {
+                    finished = true;
+                    std::mem::take(&mut carry)
+                }
+            };
+            let lines = text.iter().filter(|b| **b == b'\n').count() as i64;
+            let (moved, good) = tokio::task::spawn_blocking(move || {
+                let good = state.rows(&text, next_line);
+                (state, good)
+            })
+            .await
+            .map_err(|e| GrpcStatus::internal(e.to_string()))?;
+            state = moved;
+            next_line += lines;
+            pending.extend(good);
+            while pending.len() >= IMPORT_BATCH || (finished && !pending.is_empty()) {
+                let rest = pending.split_off(pending.len().min(IMPORT_BATCH));
+                let batch = std::mem::replace(&mut pending, rest);
+                let written = self.store.put_positions(batch).await.map_err(ClaimsError::from)?;
+                state.reply.rows_changed += written.changed as i64;
+                state.reply.rows_unchanged += written.unchanged as i64;
+            }
+        }
+        let r = &state.reply;
+        let detail = format!(
+            "read {} changed {} unchanged {} rejected {}",
+            r.rows_read, r.rows_changed, r.rows_unchanged, r.rows_rejected
+        );
+        let entry = Entry {
+            operator_id: &p.sub,
+            action: "ImportRegistry",
+            fiscal_code: "",
+            outcome: "OK",
+            detail: &detail,
+        };
+        self.store.audit(&entry).await.map_err(ClaimsError::from)?;
+        tracing::info!(by = %p.sub, read = r.rows_read, changed = r.rows_changed, rejected = r.rows_rejected, "insured-positions registry imported");
+        Ok(Response::new(state.reply))
+    }
+
+    async fn list_review_queue(
+        &self,
+        request: Request<wire::ListReviewQueueRequest>,
+    ) -> Answer<wire::ListReviewQueueResponse> {
+        let p = backoffice(&request)?;
+        let req = request.into_inner();
+        let before = page_token("page_token", &req.page_token).map_err(ClaimsError::from)?;
+        let limit = page_size(req.page_size);
+        let page = self
+            .store
+            .claims_where(ClaimsOf::Status, Status::InReview.as_str(), before, limit)
+            .await
+            .map_err(ClaimsError::from)?;
+        self.audit_read(&p, "ListReviewQueue", "", &format!("{} claims", page.len())).await?;
+        Ok(Response::new(wire::ListReviewQueueResponse {
+            next_page_token: next_token(&page, limit),
+            claims: page.iter().map(wire_claim).collect(),
+        }))
+    }
+
+    async fn decide_claim(
+        &self,
+        request: Request<wire::DecideClaimRequest>,
+    ) -> Answer<wire::DecideClaimResponse> {
+        let p = backoffice(&request)?;
+        let req = request.into_inner();
+        let mut v = FieldViolations::new();
+        let id = claim_id("claim_id", &req.claim_id).unwrap_or_else(|e| {
+            e.iter().for_each(|(f, d)| v.add(f, d));
+            String::new()
+        });
+        let reason = req.reason.trim().to_ascii_uppercase();
+        let to = match wire::Decision::try_from(req.decision) {
+            Ok(wire::Decision::Approve) => Some(Status::Approved),
+            Ok(wire::Decision::Reject) => {
+                if reason.is_empty() || !reason.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                {
+                    v.add("reason", "a rejection needs its UPPER_SNAKE reason");
+                }
+                Some(Status::Rejected)
+            }
+            _ => {
+                v.add("decision", "APPROVE or REJECT");
+                None
+            }
+        };
+        let to = v.into_result(to).map_err(ClaimsError::from)?.unwrap_or(Status::Approved);
+        let reasons = if to == Status::Rejected { vec![reason] } else { vec![] };
+        let decided =
+            Decided { to, reasons, by: Some(p.sub.clone()), note: req.note.trim().to_owned() };
+        let undecided = &[Status::Submitted, Status::InReview];
+        let done = self.store.decide(&id, undecided, decided).await.map_err(ClaimsError::from)?;
+        let done = match done {
+            Some(done) => done,
+            None if self.store.claim(&id).await.map_err(ClaimsError::from)?.is_none() => {
+                return Err(ClaimsError::NotFound("claim").into())
+            }
+            None => {
+                return Err(ClaimsError::Precondition {
+                    reason: "ALREADY_DECIDED",
+                    message: "the claim is not waiting for a decision".into(),
+                }
+                .into())
+            }
+        };
+        self.wake();
+        Ok(Response::new(wire::DecideClaimResponse { claim: Some(wire_claim(&done)) }))
     }
 }

@@ -21,6 +21,14 @@ pub struct Config {
     /// so that a change made elsewhere shows within this time.
     #[serde(with = "humantime_serde")]
     pub catalogue_refresh: Duration,
+    /// The bank's account-verification service (IBAN and fiscal code); empty: none, and the
+    /// back office verifies accounts by hand.
+    pub account_verification_url: String,
+    #[serde(with = "humantime_serde")]
+    pub account_verification_timeout: Duration,
+    /// Whether this instance decides submitted claims and relays their notices (on by default;
+    /// off in tests that look at claims before any decision).
+    pub background: bool,
 }
 
 impl Default for Config {
@@ -32,7 +40,12 @@ impl Default for Config {
             store: StoreSettings::default(),
             identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
-            catalogue_refresh: Duration::from_secs(30),
+            // The remaining budgets change with every claim: ListBenefits shows them a second
+            // late at most.
+            catalogue_refresh: Duration::from_secs(1),
+            account_verification_url: String::new(),
+            account_verification_timeout: Duration::from_secs(5),
+            background: true,
         }
     }
 }

@@ -1,17 +1,72 @@
 //! claims-svc's errors and their one mapping to gRPC statuses.
 
-use tonic::Status;
+use crate::domain::claim::Refusal;
+use sportello_platform::db::is_unstorable_text;
+use sportello_platform::error::{unstorable_text, with_info, with_reason, FieldViolations};
+use std::collections::HashMap;
+use tonic::{Code, Status};
+
+const DOMAIN: &str = "claims.sportello";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimsError {
+    #[error("invalid request")]
+    Invalid(FieldViolations),
+    /// Not there, or not the caller's to see: the same answer for both.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
+    #[error("{message}")]
+    Precondition { reason: &'static str, message: String },
+    #[error("{0}")]
+    PermissionDenied(&'static str),
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
+}
+
+impl From<FieldViolations> for ClaimsError {
+    fn from(v: FieldViolations) -> Self {
+        ClaimsError::Invalid(v)
+    }
+}
+
+impl From<Refusal> for ClaimsError {
+    fn from(r: Refusal) -> Self {
+        ClaimsError::Refused(r)
+    }
 }
 
 impl From<ClaimsError> for Status {
     fn from(err: ClaimsError) -> Self {
         match err {
+            ClaimsError::Invalid(violations) => violations.into_status(),
+            ClaimsError::NotFound(what) => {
+                with_reason(Code::NotFound, format!("no such {what}"), "NOT_FOUND", DOMAIN)
+            }
+            ClaimsError::Refused(refusal) => {
+                let mut metadata = HashMap::new();
+                if let Refusal::NotEligible(reasons) = &refusal {
+                    let reasons: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+                    metadata.insert("reasons".to_owned(), reasons.join(","));
+                }
+                with_info(
+                    Code::FailedPrecondition,
+                    refusal.message(),
+                    refusal.reason(),
+                    DOMAIN,
+                    metadata,
+                )
+            }
+            ClaimsError::Precondition { reason, message } => {
+                with_reason(Code::FailedPrecondition, message, reason, DOMAIN)
+            }
+            ClaimsError::PermissionDenied(why) => {
+                with_reason(Code::PermissionDenied, why, "PERMISSION_DENIED", DOMAIN)
+            }
+            ClaimsError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             ClaimsError::Storage(e) => {
+                // The cause stays in our logs; callers learn only that they may retry.
                 tracing::error!(error = %e, "storage failure");
                 Status::unavailable("claims are temporarily unavailable; retry")
             }

@@ -1,11 +1,14 @@
-//! claims-svc: the benefits citizens can claim (the COVID-19 indemnities of DL 18/2020 first),
-//! the claims themselves, the spending ceilings that bound them, and their payment.
+//! claims-svc: the benefits citizens can claim (the COVID-19 indemnities of DL 18/2020), the
+//! insured-positions registry eligibility is decided on, the claims themselves with the spending
+//! ceilings that bound them, patronato mandates, and the decisions on claims.
 
 pub mod api;
 pub mod catalogue;
 pub mod config;
+pub mod decider;
 pub mod domain;
 pub mod error;
+pub mod relay;
 pub mod store;
 
 pub use config::Config;
@@ -16,12 +19,19 @@ use sportello_platform::db::Migrations;
 use sportello_platform::health::Dependency;
 use sportello_platform::server::Storage;
 use sportello_platform::service_identity::ServiceKey;
+use sportello_proto::claims::v1::claims_back_office_service_server::{
+    self, ClaimsBackOfficeServiceServer,
+};
 use sportello_proto::claims::v1::claims_service_server::{self, ClaimsServiceServer};
+use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
+/// claims-svc's schema, for tools and tests that open its database.
+pub static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 
 /// claims-svc's name as a service: its key file, and what identity-svc trusts it as.
 pub const NAME: &str = "claims";
@@ -34,36 +44,56 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Callers' tokens are checked with identity-svc's keys and list of ended sessions.
     let verifier = Verifier::default();
+    let me = ServiceKey::load_or_generate(&config.store.data_dir, NAME)?;
     follow_identity(
         &verifier,
         client::channel(&config.identity_url)?,
-        ServiceKey::load_or_generate(&config.store.data_dir, NAME)?,
+        me.clone(),
         shutdown.clone(),
     );
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
+    let notify = client::channel(&config.notify_url)?;
     let dependencies = vec![
         Dependency {
             service: "sportello.identity.v1.IdentityService".into(),
             channel: client::channel(&config.identity_url)?,
         },
-        Dependency {
-            service: "sportello.notify.v1.NotifyService".into(),
-            channel: client::channel(&config.notify_url)?,
-        },
+        Dependency { service: "sportello.notify.v1.NotifyService".into(), channel: notify.clone() },
     ];
+    let check = match config.account_verification_url.trim() {
+        "" => None,
+        url => Some(decider::AccountCheck::new(url, config.account_verification_timeout)?),
+    };
     sportello_platform::server::serve_with_store(
         Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
-        &[claims_service_server::SERVICE_NAME],
+        &[claims_service_server::SERVICE_NAME, claims_back_office_service_server::SERVICE_NAME],
         listener,
         &config.server,
         dependencies.into(),
         shutdown.clone(),
         |db| async move {
-            let catalogue = catalogue::Catalogue::load(store::Store::new(db)).await?;
-            tokio::spawn(catalogue.clone().refresh(config.catalogue_refresh, shutdown));
-            let claims = api::Claims::new(catalogue);
+            let store = store::Store::new(db);
+            let catalogue = catalogue::Catalogue::load(store.clone()).await?;
+            tokio::spawn(catalogue.clone().refresh(config.catalogue_refresh, shutdown.clone()));
+            let (relay_wake, decide_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+            if config.background {
+                let relay = relay::Relay {
+                    store: store.clone(),
+                    notify: NotifyServiceClient::new(client::traced(notify)),
+                    me,
+                };
+                tokio::spawn(relay.run(relay_wake.clone(), shutdown.clone()));
+                let decider =
+                    decider::Decider { store: store.clone(), check, relay: relay_wake.clone() };
+                tokio::spawn(decider.run(decide_wake.clone(), shutdown));
+            }
+            let claims = api::Claims::new(catalogue, store, relay_wake, decide_wake);
             let authenticate = Authenticate { verifier };
-            Ok(Routes::new(ClaimsServiceServer::with_interceptor(claims, authenticate)))
+            Ok(Routes::new(ClaimsServiceServer::with_interceptor(
+                claims.clone(),
+                authenticate.clone(),
+            ))
+            .add_service(ClaimsBackOfficeServiceServer::with_interceptor(claims, authenticate)))
         },
     )
     .await

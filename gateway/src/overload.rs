@@ -330,9 +330,12 @@ mod tests {
     }
 
     #[test]
-    fn the_bulk_import_is_the_contract_s_only_method_that_streams_its_request() {
+    fn the_bulk_imports_are_the_contract_s_only_methods_that_stream_their_requests() {
         let streaming = streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET).expect("set");
-        let expected = ["/sportello.identity.v1.ResidentsService/ImportResidents".to_owned()];
+        let expected = [
+            "/sportello.identity.v1.ResidentsService/ImportResidents".to_owned(),
+            "/sportello.claims.v1.ClaimsBackOfficeService/ImportRegistry".to_owned(),
+        ];
         assert_eq!(streaming, HashSet::from(expected));
     }
 

@@ -24,6 +24,9 @@ const CITIZEN: &[Role] = &[Role::Citizen];
 const EVERYONE: &[Role] = &[Role::Citizen, Role::Operator, Role::Patronato, Role::Backoffice];
 const OPERATOR: &[Role] = &[Role::Operator];
 const BACKOFFICE: &[Role] = &[Role::Backoffice];
+const PATRONATO: &[Role] = &[Role::Patronato];
+/// Who files claims: citizens for themselves, patronati under a mandate.
+const FILERS: &[Role] = &[Role::Citizen, Role::Patronato];
 
 /// A simplified PIN reaches only one's own profile and notifications (and, when they exist, the
 /// six COVID-19 claim RPCs); everything else needs an ordinary PIN or more.
@@ -64,8 +67,42 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.identity.v1.ResidentsService/ImportResidents",
         Session { roles: BACKOFFICE, min_level: Level::Ordinary },
     ),
-    // claims
+    // claims: the catalogue is public; the COVID-19 claim RPCs take a simplified PIN (the
+    // service checks each benefit's own level, and that a citizen reaches only their claims)
     ("sportello.claims.v1.ClaimsService/ListBenefits", Public),
+    ("sportello.claims.v1.ClaimsService/GetBenefit", Public),
+    (
+        "sportello.claims.v1.ClaimsService/SubmitClaim",
+        Session { roles: FILERS, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/GetClaim",
+        Session { roles: EVERYONE, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/ListClaims",
+        Session { roles: EVERYONE, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/WithdrawClaim",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/RegisterMandate",
+        Session { roles: PATRONATO, min_level: Level::Ordinary },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/ListMandates",
+        Session { roles: FILERS, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsService/RevokeMandate",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.claims.v1.ClaimsBackOfficeService/*",
+        Session { roles: BACKOFFICE, min_level: Level::Ordinary },
+    ),
     // notifications
     (
         "sportello.notify.v1.NotifyService/ListMyMessages",
@@ -188,7 +225,7 @@ mod tests {
     }
 
     #[test]
-    fn a_simplified_pin_reaches_only_profile_logout_and_own_notifications() {
+    fn a_simplified_pin_reaches_only_profile_logout_own_notifications_and_covid_claims() {
         let reachable: Vec<String> = every_method()
             .into_iter()
             .filter(|m| {
@@ -201,6 +238,12 @@ mod tests {
             [
                 "sportello.identity.v1.IdentityService/Logout",
                 "sportello.identity.v1.IdentityService/GetProfile",
+                "sportello.claims.v1.ClaimsService/SubmitClaim",
+                "sportello.claims.v1.ClaimsService/GetClaim",
+                "sportello.claims.v1.ClaimsService/ListClaims",
+                "sportello.claims.v1.ClaimsService/WithdrawClaim",
+                "sportello.claims.v1.ClaimsService/ListMandates",
+                "sportello.claims.v1.ClaimsService/RevokeMandate",
                 "sportello.notify.v1.NotifyService/ListMyMessages",
                 "sportello.notify.v1.NotifyService/GetMyMessage",
             ]

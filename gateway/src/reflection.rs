@@ -83,6 +83,7 @@ mod tests {
             "sportello.identity.v1.IdentityService",
             "sportello.identity.v1.ContactCenterService",
             "sportello.claims.v1.ClaimsService",
+            "sportello.claims.v1.ClaimsBackOfficeService",
             "sportello.notify.v1.NotifyService",
         ] {
             assert!(names.iter().any(|n| n == service), "{service} missing from {names:?}");

@@ -32,6 +32,10 @@ pub struct Config {
     pub mail_from: String,
     #[serde(default = "default_message_id_domain")]
     pub message_id_domain: String,
+    /// Services (besides identity-svc) whose own calls are accepted, by name: their Ed25519
+    /// public keys (base64url), as `sportello up` arranges for claims-svc.
+    #[serde(default)]
+    pub trusted_services: std::collections::BTreeMap<String, String>,
 }
 
 fn default_from() -> String {
@@ -150,6 +154,7 @@ impl Default for Config {
             sms: None,
             mail_from: default_from(),
             message_id_domain: default_message_id_domain(),
+            trusted_services: Default::default(),
         }
     }
 }

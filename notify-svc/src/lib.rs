@@ -41,6 +41,11 @@ pub async fn serve(
     // in the background; notify does not wait for them to store messages, so identity is not a
     // health dependency.
     let verifier = Verifier::default();
+    for (service, public_key) in &config.trusted_services {
+        verifier.trust_service(service, public_key).map_err(|e| {
+            anyhow::anyhow!("trusted_services.{service}: not an Ed25519 public key: {e}")
+        })?;
+    }
     follow_identity(
         &verifier,
         sportello_platform::client::channel(&config.identity_url)?,

@@ -53,7 +53,18 @@ impl FieldViolations {
 /// A status with a `google.rpc.ErrorInfo` carrying a stable UPPER_SNAKE `reason`, so that
 /// clients branch on the reason rather than on the message text.
 pub fn with_reason(code: Code, message: impl Into<String>, reason: &str, domain: &str) -> Status {
-    let details = ErrorDetails::with_error_info(reason, domain, HashMap::<String, String>::new());
+    with_info(code, message, reason, domain, HashMap::new())
+}
+
+/// [`with_reason`] with the ErrorInfo's `metadata` (e.g. the eligibility reasons of a refusal).
+pub fn with_info(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    domain: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    let details = ErrorDetails::with_error_info(reason, domain, metadata);
     Status::with_error_details(code, message, details)
 }
 

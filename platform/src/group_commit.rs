@@ -43,11 +43,19 @@ impl GroupCommit {
             crate::db::Backend::Sqlite => {
                 // Callers wait for their turn here rather than in the pool; the bound only caps
                 // memory.
-                let (jobs, queue) = mpsc::channel(max_batch.max(1) * 16);
-                tokio::spawn(writer(db.pool.clone(), queue, max_batch.max(1)));
-                GroupCommit::Queue(jobs)
+                Self::start_batched(db, max_batch)
             }
         }
+    }
+
+    /// Like [`GroupCommit::start`], but batching on PostgreSQL too: for writes that all touch a
+    /// few hot rows (a spending ceiling, a counter), where transactions of their own would queue
+    /// on those rows' locks one commit at a time, while one transaction takes the locks once for
+    /// the whole batch.
+    pub fn start_batched(db: &crate::db::Database, max_batch: usize) -> Self {
+        let (jobs, queue) = mpsc::channel(max_batch.max(1) * 16);
+        tokio::spawn(writer(db.pool.clone(), queue, max_batch.max(1)));
+        GroupCommit::Queue(jobs)
     }
 
     /// Runs `work` in a transaction and returns its result once that has committed.

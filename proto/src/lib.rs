@@ -34,5 +34,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("spor
 pub const SERVICE_NAMES: &[&str] = &[
     "sportello.identity.v1.IdentityService",
     "sportello.claims.v1.ClaimsService",
+    "sportello.claims.v1.ClaimsBackOfficeService",
     "sportello.notify.v1.NotifyService",
 ];

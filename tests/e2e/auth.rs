@@ -24,7 +24,7 @@ pub(crate) async fn identity(suite: &Suite) -> IdentityServiceClient<Channel> {
 }
 
 /// Files a PIN request for `request` and returns the 16-character initial PIN.
-async fn initial_pin(suite: &Suite, request: id::RequestPinRequest) -> String {
+pub(crate) async fn initial_pin(suite: &Suite, request: id::RequestPinRequest) -> String {
     identity(suite).await.request_pin(request).await.expect("issued");
     let first = suite.db.messages("PIN_FIRST_HALF").await.pop().expect("first half sent");
     let second = suite.db.messages("PIN_SECOND_HALF_LETTER").await.pop().expect("letter sent");

@@ -226,6 +226,9 @@ impl Configs {
             let key = ServiceKey::load_or_generate(db.data_dir(), service).expect("service key");
             identity.trusted_services.insert(service.into(), key.public_key());
         }
+        let claims_key =
+            ServiceKey::load_or_generate(db.data_dir(), claims_svc::NAME).expect("key");
+        notify.trusted_services.insert(claims_svc::NAME.into(), claims_key.public_key());
         Self { gateway, identity, claims, notify }
     }
 }
@@ -286,6 +289,13 @@ pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
         },
     );
     c.identity.staff.insert(
+        PATRONATO_ID.into(),
+        identity_svc::config::StaffAccount {
+            role: sportello_platform::auth::Role::Patronato,
+            password_hash: password_hash(PATRONATO_PASSWORD).await.into(),
+        },
+    );
+    c.identity.staff.insert(
         BACKOFFICE_ID.into(),
         identity_svc::config::StaffAccount {
             role: sportello_platform::auth::Role::Backoffice,
@@ -320,6 +330,52 @@ impl Suite {
         let key = self.db.data_dir().join("keys/session-ed25519.der");
         let signer = identity_svc::keys::Signer::load_or_generate(&key).expect("identity's key");
         signer.service_token("test-service").expect("token")
+    }
+
+    /// A session token of citizen `fiscal_code` at `level`, signed with identity-svc's own key
+    /// as a login would sign it: for tests that need many citizens at once (a real login per
+    /// citizen is what `sportello bench clickday` does).
+    pub fn citizen_token(
+        &self,
+        fiscal_code: &str,
+        level: sportello_platform::auth::Level,
+    ) -> String {
+        use sportello_platform::auth::{Amr, Claims, Role, ISSUER};
+        let key = self.db.data_dir().join("keys/session-ed25519.der");
+        let signer = identity_svc::keys::Signer::load_or_generate(&key).expect("identity's key");
+        let now = sportello_platform::now_millis() / 1000;
+        let claims = Claims {
+            iss: ISSUER.into(),
+            sub: fiscal_code.into(),
+            role: Role::Citizen,
+            level,
+            amr: Amr::Pin,
+            sid: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + 3600,
+            acr: None,
+        };
+        signer.sign(&claims).expect("token")
+    }
+
+    /// Loads `csv` into the insured-positions registry through the gateway as the back office,
+    /// in small chunks (rows cross chunk boundaries).
+    pub async fn import_registry(
+        &self,
+        csv: &str,
+    ) -> Result<sportello_proto::claims::v1::ImportRegistryResponse, tonic::Status> {
+        use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
+        use sportello_proto::claims::v1::ImportRegistryRequest;
+        let token = self.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
+        let chunks: Vec<ImportRegistryRequest> = csv
+            .as_bytes()
+            .chunks(97)
+            .map(|c| ImportRegistryRequest { chunk: c.to_vec() })
+            .collect();
+        let reply = ClaimsBackOfficeServiceClient::new(self.gateway_channel().await)
+            .import_registry(with_token(&token, tokio_stream::iter(chunks)))
+            .await?;
+        Ok(reply.into_inner())
     }
 
     /// A request carrying the test operator's session.
@@ -434,6 +490,10 @@ pub const OPERATOR_PASSWORD: &str = "correct horse battery staple";
 pub const BACKOFFICE_ID: &str = "bo.neri";
 pub const BACKOFFICE_PASSWORD: &str = "a register is a serious thing";
 
+/// A patronato office configured in every suite (it files claims under mandates).
+pub const PATRONATO_ID: &str = "pat.inca.roma1";
+pub const PATRONATO_PASSWORD: &str = "mandates are signed on paper";
+
 /// Mario Rossi, born 10/12/1985 in San Giuliano Terme (PI).
 pub const ROSSI: &str = "RSSMRA85T10A562S";
 pub const ROSSI_MOBILE: &str = "+39 333 1234567";
@@ -531,20 +591,58 @@ impl StoredMessage {
 }
 
 impl TestDb {
-    /// Waits until identity-svc's outbox relay has handed every committed message to notify-svc
-    /// (messages leave identity after the RPC that wrote them has answered).
+    /// Waits until the outbox relays of identity-svc and claims-svc have handed every committed
+    /// message to notify-svc (messages leave after the RPC that wrote them has answered).
     pub async fn outbox_relayed(&self) {
+        self.outbox_of_relayed("identity").await;
+        self.outbox_of_relayed("claims").await;
+    }
+
+    async fn outbox_of_relayed(&self, svc: &str) {
+        let sql =
+            format!("SELECT COUNT(*) FROM {} WHERE done_at IS NULL", self.table(svc, "outbox"));
+        let pool = self.pool(svc).await;
+        // Rows a killed relay had claimed wait for its lease (10 s) to run out, and rows whose
+        // sends failed while the machine was overloaded wait for their backoff (0.5 s doubling).
+        let until = Instant::now() + Duration::from_secs(90);
+        // No outbox table: no identity-svc in this test.
+        while !sqlx::query_scalar::<_, i64>(&sql).fetch_one(&pool).await.map_or(true, |n| n == 0) {
+            if Instant::now() > until {
+                panic!(
+                    "timed out waiting for {svc}'s outbox to be relayed: {}",
+                    self.stuck(svc, &pool).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the outbox rows not yet relayed are waiting for, to tell why a relay stalled.
+    async fn stuck(&self, svc: &str, pool: &AnyPool) -> String {
+        use sqlx::Row;
+        let now = sportello_platform::now_millis();
         let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE done_at IS NULL",
-            self.table("identity", "outbox")
+            "SELECT template, attempts, last_error, next_attempt_at, leased_until FROM {} \
+             WHERE done_at IS NULL ORDER BY next_attempt_at LIMIT 20",
+            self.table(svc, "outbox")
         );
-        let pool = self.pool("identity").await;
-        // Rows a killed relay had claimed wait for its lease (10 s) to run out.
-        eventually("the outbox to be relayed", Duration::from_secs(45), || async {
-            // No outbox table: no identity-svc in this test.
-            sqlx::query_scalar::<_, i64>(&sql).fetch_one(&pool).await.map_or(true, |n| n == 0)
-        })
-        .await;
+        let rows = sqlx::query(&sql).fetch_all(pool).await.unwrap_or_default();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let due: i64 = r.get("next_attempt_at");
+                let leased: Option<i64> = r.get("leased_until");
+                format!(
+                    "{} attempts={} last_error={:?} due_in={}ms leased_for={:?}ms",
+                    r.get::<String, _>("template"),
+                    r.get::<i64, _>("attempts"),
+                    r.get::<Option<String>, _>("last_error"),
+                    due - now,
+                    leased.map(|l| l - now)
+                )
+            })
+            .collect();
+        rows.join("; ")
     }
 
     /// Every message notify-svc stored with `template`, oldest first (once identity's outbox

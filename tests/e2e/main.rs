@@ -4,6 +4,7 @@
 
 mod auth;
 mod benefits;
+mod claims;
 mod click_day;
 mod cns;
 mod collector;

@@ -3,6 +3,7 @@
 //! citizen, an operator and the back office all read the same answer.
 
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 
 /// A benefit of the catalogue, by its stable code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +54,7 @@ impl BenefitCode {
 }
 
 /// The pension schemes a person may be enrolled in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scheme {
     GestioneSeparata,
     /// The AGO special schemes of the self-employed.
@@ -76,7 +77,7 @@ impl Scheme {
 }
 
 /// From a day to a day (inclusive), or still open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
     pub from: NaiveDate,
     pub to: Option<NaiveDate>,
@@ -89,14 +90,14 @@ impl Period {
 }
 
 /// One enrolment in a scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     pub scheme: Scheme,
     pub period: Period,
 }
 
 /// A seasonal tourism or thermal employment that ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeasonalEnd {
     pub ended_on: NaiveDate,
     /// Ended by the employer or at the end of the season, not by the worker's resignation.
@@ -104,14 +105,14 @@ pub struct SeasonalEnd {
 }
 
 /// A child of the applicant, for the baby-sitting bonus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Child {
     pub birth_date: NaiveDate,
     pub disabled: bool,
 }
 
 /// What the registry knows of a person, as eligibility needs it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InsuredPosition {
     pub memberships: Vec<Membership>,
     pub vat_number: Option<Period>,

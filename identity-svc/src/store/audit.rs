@@ -1,8 +1,6 @@
 //! The audit trail: append-only (the database refuses updates and deletes too).
 
 use super::Store;
-use sportello_platform::db::storable;
-use sportello_platform::now_millis;
 use sqlx::Row;
 
 /// Whose trail to read: what was done to a citizen, or everything an operator did.
@@ -24,34 +22,7 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
-/// An audit row to append. `fiscal_code` is the canonical fiscal code the action concerns, or
-/// empty for an action on no one citizen (then it belongs to the operator's own trail).
-#[derive(Clone, Copy, Debug)]
-pub struct Entry<'a> {
-    pub operator_id: &'a str,
-    pub action: &'a str,
-    pub fiscal_code: &'a str,
-    pub outcome: &'a str,
-    pub detail: &'a str,
-}
-
-/// Appends an audit event on `conn` (the transaction of the action it records). There is
-/// deliberately no function to change or remove one.
-pub async fn audit(conn: &mut sqlx::AnyConnection, e: &Entry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(now_millis())
-    .bind(storable(e.operator_id))
-    .bind(e.action)
-    .bind(storable(e.fiscal_code))
-    .bind(e.outcome)
-    .bind(storable(e.detail))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+pub use sportello_platform::audit::{append as audit, Entry};
 
 impl Store {
     /// Appends an audit event on its own, for what changed nothing (a refusal, a read).

@@ -1,0 +1,137 @@
+//! The automatic decision, right after acceptance and never in the submission's path (a slow
+//! bank check must not slow click day): cash claims and accounts the bank check confirms are
+//! approved, accounts it says belong to someone else are rejected, and the rest wait for the
+//! back office. Claims are leased, so several instances may decide at once.
+
+use crate::domain::claim::Status;
+use crate::store::{ClaimRecord, Decided, Store};
+use serde::{Deserialize, Serialize};
+use sportello_platform::now_millis;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const BATCH: i64 = 32;
+const LEASE_MS: i64 = 30_000;
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the bank's check says of an IBAN and a fiscal code (as the Italian banks' CheckIBAN
+/// service answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    Match,
+    NoMatch,
+    Unknown,
+}
+
+#[derive(Serialize)]
+struct Question<'a> {
+    iban: &'a str,
+    fiscal_code: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    result: Verdict,
+}
+
+/// The account-verification provider: `POST <url>` with `{"iban", "fiscal_code"}`, answered
+/// `{"result": "MATCH" | "NO_MATCH" | "UNKNOWN"}`.
+#[derive(Clone, Debug)]
+pub struct AccountCheck {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl AccountCheck {
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Self { http, url: url.to_owned() })
+    }
+
+    pub async fn verify(&self, iban: &str, fiscal_code: &str) -> Result<Verdict, reqwest::Error> {
+        let reply = self.http.post(&self.url).json(&Question { iban, fiscal_code }).send().await?;
+        Ok(reply.error_for_status()?.json::<Reply>().await?.result)
+    }
+}
+
+/// Decides submitted claims until `shutdown`.
+#[derive(Clone, Debug)]
+pub struct Decider {
+    pub store: Store,
+    /// `None`: no bank check configured, so accounts are verified by the back office.
+    pub check: Option<AccountCheck>,
+    /// Woken when a decision queued a notice.
+    pub relay: Arc<Notify>,
+}
+
+impl Decider {
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            let full = match self.once().await {
+                Ok(n) => n == BATCH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "automatic decision could not claim claims");
+                    false
+                }
+            };
+            if full && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Decides one batch; returns how many claims it took.
+    pub async fn once(&self) -> Result<i64, sqlx::Error> {
+        let claims = self.store.claim_undecided(BATCH, LEASE_MS).await?;
+        let taken = claims.len() as i64;
+        let decisions = claims.into_iter().map(|c| async move { (self.decision(&c).await, c) });
+        for (decision, claim) in futures::future::join_all(decisions).await {
+            match decision {
+                Some(d) => {
+                    self.store.decide(&claim.id, &[Status::Submitted], d).await?;
+                }
+                None => {
+                    let wait = sportello_platform::backoff::backoff_ms(1, 5_000, 300_000);
+                    self.store.decide_later(&claim.id, now_millis() + wait).await?;
+                }
+            }
+        }
+        if taken > 0 {
+            self.relay.notify_waiters();
+        }
+        Ok(taken)
+    }
+
+    /// The decision on `claim`, or `None` to try again later (the bank check did not answer).
+    async fn decision(&self, claim: &ClaimRecord) -> Option<Decided> {
+        let decided = |to, reasons: &[&str]| Decided {
+            to,
+            reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+            by: None,
+            note: String::new(),
+        };
+        let Some(iban) = &claim.iban else {
+            return Some(decided(Status::Approved, &[]));
+        };
+        let Some(check) = &self.check else {
+            return Some(decided(Status::InReview, &["ACCOUNT_NOT_VERIFIED"]));
+        };
+        match check.verify(iban, &claim.fiscal_code).await {
+            Ok(Verdict::Match) => Some(decided(Status::Approved, &[])),
+            Ok(Verdict::NoMatch) => Some(decided(Status::Rejected, &["IBAN_NOT_OWNED"])),
+            Ok(Verdict::Unknown) => Some(decided(Status::InReview, &["IBAN_OWNERSHIP_UNKNOWN"])),
+            Err(e) => {
+                tracing::warn!(error = %e, "account verification failed; retrying later");
+                None
+            }
+        }
+    }
+}

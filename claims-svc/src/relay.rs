@@ -1,0 +1,109 @@
+//! The outbox relay: hands the notices that committed with a claim's change (its receipt, its
+//! decision) to notify-svc, with the outbox row id as idempotency key, until notify-svc
+//! acknowledges each. Rows are claimed with a lease, so several instances may relay at once.
+
+use crate::store::{Pending, Store};
+use sportello_platform::client::TracedChannel;
+use sportello_platform::now_millis;
+use sportello_platform::service_identity::ServiceKey;
+use sportello_platform::trace_context::deferred_span;
+use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::notify::v1::{Channel, EnqueueMessageRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+const BATCH: i64 = 64;
+const LEASE_MS: i64 = 10_000;
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(500);
+
+/// Sends notices to notify-svc as claims-svc.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub store: Store,
+    pub notify: NotifyServiceClient<TracedChannel>,
+    pub me: ServiceKey,
+}
+
+impl Relay {
+    /// Runs until `shutdown`: relays whenever `wake` is notified or every [`POLL`].
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            let full = match self.once().await {
+                Ok(claimed) => claimed == BATCH,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claims outbox relay could not claim rows");
+                    false
+                }
+            };
+            if full && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Claims one batch of due notices and sends them; returns how many were claimed.
+    pub async fn once(&self) -> Result<i64, sqlx::Error> {
+        let rows = self.store.claim_outbox(BATCH, LEASE_MS).await?;
+        let claimed = rows.len() as i64;
+        let mut sends = JoinSet::new();
+        for row in rows {
+            let relay = self.clone();
+            let span = deferred_span("claims outbox relay", row.traceparent.as_deref());
+            sends.spawn(async move { relay.deliver(&row).await }.instrument(span));
+        }
+        while let Some(done) = sends.join_next().await {
+            if let Ok(Err(e)) = done {
+                // The lease runs out and another pass sends it again: notify keeps one copy.
+                tracing::warn!(error = %e, "notice sent but not recorded");
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn deliver(&self, row: &Pending) -> Result<(), sqlx::Error> {
+        let channel = match row.channel.as_str() {
+            "EMAIL" => Channel::Email,
+            _ => Channel::Sms,
+        };
+        let request = EnqueueMessageRequest {
+            idempotency_key: format!("claims:outbox:{}", row.id),
+            fiscal_code: row.fiscal_code.clone(),
+            channel: channel as i32,
+            address: row.address.clone(),
+            template: row.template.clone(),
+            params: row.params.clone().into_iter().collect(),
+            secret_params: Default::default(),
+            fallback: None,
+        };
+        let mut notify = self.notify.clone();
+        let call = notify.enqueue_message(self.me.request(request));
+        let outcome = match tokio::time::timeout(SEND_TIMEOUT, call).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner().message_id),
+            Ok(Err(status)) => Err(status.code()),
+            Err(_) => Err(tonic::Code::DeadlineExceeded),
+        };
+        match outcome {
+            Ok(id) => self.store.outbox_settle(&row.id, Some(&id), None, None).await,
+            // The notice itself is wrong: no retry changes that (logged, kept for operators).
+            Err(code @ tonic::Code::InvalidArgument) => {
+                tracing::error!(outbox = %row.id, template = %row.template, ?code, "notice refused for good");
+                self.store.outbox_settle(&row.id, None, None, Some(&format!("{code:?}"))).await
+            }
+            Err(code) => {
+                let wait = sportello_platform::backoff::backoff_ms(row.attempts, 500, 60_000);
+                let at = now_millis().saturating_add(wait);
+                self.store.outbox_settle(&row.id, None, Some(at), Some(&format!("{code:?}"))).await
+            }
+        }
+    }
+}

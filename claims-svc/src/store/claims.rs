@@ -1,0 +1,508 @@
+//! Claims: submission in one transaction (idempotency, mandate, eligibility, incompatibility,
+//! ceiling reservation, protocol number, receipt), decisions, withdrawal and reads.
+
+use super::outbox::{queue, Notice};
+use super::registry::decode;
+use super::{benefit, corrupt, Store, BENEFIT_COLUMNS};
+use crate::domain::claim::{accept, ClaimForm, Contacts, PaymentMethod, Refusal, Status};
+use crate::domain::protocol::{ProtocolNumber, MAX_NUMBER, ONLINE_OFFICE};
+use crate::domain::Benefit;
+use chrono::Datelike;
+use sportello_platform::audit::{append, Entry};
+use sportello_platform::auth::Level;
+use sportello_platform::now_millis;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+/// Who filed a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filer {
+    Citizen(String),
+    /// A patronato office, by its staff id.
+    Patronato(String),
+}
+
+impl Filer {
+    pub fn role(&self) -> &'static str {
+        match self {
+            Filer::Citizen(_) => "CITIZEN",
+            Filer::Patronato(_) => "PATRONATO",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Filer::Citizen(id) | Filer::Patronato(id) => id,
+        }
+    }
+}
+
+/// A claim to file: the checked form, who files it and with what credential level.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub form: ClaimForm,
+    pub filer: Filer,
+    pub level: Level,
+}
+
+/// How a submission went.
+#[derive(Clone, Debug)]
+pub enum Submitted {
+    Accepted(ClaimRecord),
+    /// The filer's idempotency key already filed this claim.
+    Existing(ClaimRecord),
+    Refused(Refusal),
+}
+
+/// A claim as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRecord {
+    pub id: String,
+    pub protocol_number: String,
+    pub benefit_code: String,
+    pub fiscal_code: String,
+    pub filer_role: String,
+    pub filer_id: String,
+    pub status: Status,
+    pub amount_cents: i64,
+    /// Electronic form; `None` for cash at the post office.
+    pub iban: Option<String>,
+    pub child_fiscal_code: Option<String>,
+    pub reasons: Vec<String>,
+    pub contacts: Contacts,
+    pub submitted_at: i64,
+    pub updated_at: i64,
+}
+
+const CLAIM_COLUMNS: &str = "id, protocol_number, benefit_code, fiscal_code, filed_by_role, \
+    filed_by_id, status, amount_cents, iban, child_fiscal_code, reasons, contacts, submitted_at, \
+    updated_at";
+
+fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
+    let reasons: String = row.try_get("reasons")?;
+    let contacts: String = row.try_get("contacts")?;
+    Ok(ClaimRecord {
+        id: row.try_get("id")?,
+        protocol_number: row.try_get("protocol_number")?,
+        benefit_code: row.try_get("benefit_code")?,
+        fiscal_code: row.try_get("fiscal_code")?,
+        filer_role: row.try_get("filed_by_role")?,
+        filer_id: row.try_get("filed_by_id")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?)
+            .ok_or_else(|| corrupt("claim status"))?,
+        amount_cents: row.try_get("amount_cents")?,
+        iban: row.try_get("iban")?,
+        child_fiscal_code: row.try_get("child_fiscal_code")?,
+        reasons: reasons.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+        contacts: serde_json::from_str(&contacts).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        submitted_at: row.try_get("submitted_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The next protocol number of `year`: one counter row per year, incremented in the
+/// submission's transaction (so numbers are unique and, per batch, in commit order).
+async fn next_protocol(conn: &mut AnyConnection, year: u16) -> Result<ProtocolNumber, sqlx::Error> {
+    let bumped: Option<i64> = sqlx::query_scalar(
+        "UPDATE protocol_counters SET last = last + 1 WHERE year = $1 RETURNING last",
+    )
+    .bind(i64::from(year))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let number = match bumped {
+        Some(n) => n,
+        None => {
+            sqlx::query("INSERT INTO protocol_counters (year, last) VALUES ($1, 1)")
+                .bind(i64::from(year))
+                .execute(&mut *conn)
+                .await?;
+            1
+        }
+    };
+    let number = u32::try_from(number).ok().filter(|n| *n <= MAX_NUMBER).ok_or_else(|| {
+        sqlx::Error::Protocol(format!("the protocol numbers of {year} are used up"))
+    })?;
+    Ok(ProtocolNumber { office: ONLINE_OFFICE, year, number })
+}
+
+async fn claim_by_key(
+    conn: &mut AnyConnection,
+    key: &str,
+) -> Result<Option<(ClaimRecord, String)>, sqlx::Error> {
+    let sql =
+        format!("SELECT {CLAIM_COLUMNS}, request_digest FROM claims WHERE idempotency_key = $1");
+    let row = sqlx::query(&sql).bind(key).fetch_optional(&mut *conn).await?;
+    row.map(|r| Ok((claim(&r)?, r.try_get("request_digest")?))).transpose()
+}
+
+/// The claim's receipt notice (CLAIM_RECEIPT).
+fn receipt<'a>(record: &'a ClaimRecord, benefit: &Benefit) -> Notice<'a> {
+    let submitted = chrono::DateTime::from_timestamp_millis(record.submitted_at)
+        .unwrap_or_default()
+        .with_timezone(&chrono_tz_rome());
+    let params = BTreeMap::from([
+        ("benefit_title", benefit.title.clone()),
+        ("protocol_number", record.protocol_number.clone()),
+        ("submitted_at", submitted.format("%d/%m/%Y %H:%M").to_string()),
+    ]);
+    Notice {
+        fiscal_code: &record.fiscal_code,
+        template: "CLAIM_RECEIPT",
+        params,
+        contacts: &record.contacts,
+    }
+}
+
+/// Italian civil time, near enough for a receipt's wording (CET; the exact instant is stored).
+fn chrono_tz_rome() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(3600)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("UTC"))
+}
+
+/// Files `s` on `conn`: everything below commits together or not at all, and a refusal writes
+/// nothing (every check comes before the first write).
+async fn submit_on(conn: &mut AnyConnection, s: &Submission) -> Result<Submitted, sqlx::Error> {
+    let form = &s.form;
+    let key = format!("{}:{}", s.filer.id(), form.idempotency_key);
+    let digest = form.digest();
+    if let Some((existing, was)) = claim_by_key(conn, &key).await? {
+        return Ok(if was == digest {
+            Submitted::Existing(existing)
+        } else {
+            Submitted::Refused(Refusal::KeyReused)
+        });
+    }
+    if let Filer::Patronato(office) = &s.filer {
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM mandates WHERE patronato_id = $1 AND fiscal_code = $2 \
+             AND revoked_at IS NULL LIMIT 1",
+        )
+        .bind(office)
+        .bind(&form.applicant)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if live.is_none() {
+            return Ok(Submitted::Refused(Refusal::NoMandate));
+        }
+    }
+    let sql = format!("SELECT {BENEFIT_COLUMNS} FROM benefits WHERE code = $1");
+    let row = sqlx::query(&sql).bind(form.benefit.as_str()).fetch_one(&mut *conn).await?;
+    let benefit = benefit(&row)?;
+    let position: Option<String> =
+        sqlx::query_scalar("SELECT position FROM insured_positions WHERE fiscal_code = $1")
+            .bind(&form.applicant)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let registered = position.as_deref().map(decode).transpose()?;
+    let now = now_millis();
+    let acceptance = match accept(&benefit, form, s.level, now, registered.as_ref()) {
+        Ok(a) => a,
+        Err(refusal) => return Ok(Submitted::Refused(refusal)),
+    };
+    let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM claims WHERE exclusive_key = $1")
+        .bind(&acceptance.exclusive_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Ok(Submitted::Refused(Refusal::AlreadyClaimed));
+    }
+    // The ceiling holds by this one statement: no interleaving can overspend it.
+    let reserved = sqlx::query(
+        "UPDATE benefits SET reserved_cents = reserved_cents + $1 WHERE code = $2 \
+         AND (ceiling_cents = 0 OR reserved_cents + $1 <= ceiling_cents)",
+    )
+    .bind(acceptance.amount_cents)
+    .bind(form.benefit.as_str())
+    .execute(&mut *conn)
+    .await?;
+    if reserved.rows_affected() == 0 {
+        return Ok(Submitted::Refused(Refusal::CeilingReached));
+    }
+    let year = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().year();
+    let protocol = next_protocol(conn, u16::try_from(year).unwrap_or(u16::MAX)).await?;
+    let record = ClaimRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        protocol_number: protocol.to_string(),
+        benefit_code: form.benefit.as_str().to_owned(),
+        fiscal_code: form.applicant.clone(),
+        filer_role: s.filer.role().to_owned(),
+        filer_id: s.filer.id().to_owned(),
+        status: Status::Submitted,
+        amount_cents: acceptance.amount_cents,
+        iban: match &form.payment {
+            PaymentMethod::Bank(iban) => Some(iban.as_str().to_owned()),
+            PaymentMethod::PostOfficeCash => None,
+        },
+        child_fiscal_code: form.child.clone(),
+        reasons: Vec::new(),
+        contacts: form.contacts.clone(),
+        submitted_at: now,
+        updated_at: now,
+    };
+    let contacts =
+        serde_json::to_string(&record.contacts).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query(
+        "INSERT INTO claims (id, protocol_number, idempotency_key, request_digest, benefit_code, \
+         fiscal_code, filed_by_role, filed_by_id, status, amount_cents, iban, child_fiscal_code, \
+         exclusive_key, contacts, submitted_at, updated_at, decide_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15)",
+    )
+    .bind(&record.id)
+    .bind(&record.protocol_number)
+    .bind(&key)
+    .bind(&digest)
+    .bind(&record.benefit_code)
+    .bind(&record.fiscal_code)
+    .bind(&record.filer_role)
+    .bind(&record.filer_id)
+    .bind(record.status.as_str())
+    .bind(record.amount_cents)
+    .bind(&record.iban)
+    .bind(&record.child_fiscal_code)
+    .bind(&acceptance.exclusive_key)
+    .bind(contacts)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    queue(conn, &receipt(&record, &benefit)).await?;
+    if let Filer::Patronato(office) = &s.filer {
+        let detail = format!("{} {}", record.benefit_code, record.protocol_number);
+        let entry = Entry {
+            operator_id: office,
+            action: "SubmitClaim",
+            fiscal_code: &record.fiscal_code,
+            outcome: "OK",
+            detail: &detail,
+        };
+        append(conn, &entry).await?;
+    }
+    Ok(Submitted::Accepted(record))
+}
+
+/// A decision to record on a claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided {
+    pub to: Status,
+    pub reasons: Vec<String>,
+    /// Who decided: a back-office user, or `None` for the automatic decision.
+    pub by: Option<String>,
+    pub note: String,
+}
+
+/// The decision notice (CLAIM_DECISION).
+fn decision_notice(record: &ClaimRecord) -> Option<Notice<'_>> {
+    let outcome = match record.status {
+        Status::Approved => "accolta",
+        Status::Rejected => "respinta",
+        _ => return None,
+    };
+    let params = BTreeMap::from([
+        ("protocol_number", record.protocol_number.clone()),
+        ("outcome", outcome.to_owned()),
+        ("reasons", record.reasons.join(", ")),
+    ]);
+    Some(Notice {
+        fiscal_code: &record.fiscal_code,
+        template: "CLAIM_DECISION",
+        params,
+        contacts: &record.contacts,
+    })
+}
+
+/// Moves claim `id` from one of `from` to `d.to` on `conn`, releasing its reservation and its
+/// place in its group when it ends without payment; `None` when it is in none of `from`.
+async fn transition(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: &[Status],
+    d: &Decided,
+) -> Result<Option<ClaimRecord>, sqlx::Error> {
+    let ends_unpaid = matches!(d.to, Status::Rejected | Status::Withdrawn);
+    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
+    let sql = format!(
+        "UPDATE claims SET status = $2, reasons = $3, updated_at = $4, decide_at = NULL, \
+         leased_until = NULL{} WHERE id = $1 AND status IN ({}) RETURNING {CLAIM_COLUMNS}",
+        if ends_unpaid { ", exclusive_key = NULL" } else { "" },
+        placeholders.join(", ")
+    );
+    let mut query =
+        sqlx::query(&sql).bind(id).bind(d.to.as_str()).bind(d.reasons.join(",")).bind(now_millis());
+    for status in from {
+        query = query.bind(status.as_str());
+    }
+    let Some(row) = query.fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let record = claim(&row)?;
+    if ends_unpaid {
+        sqlx::query("UPDATE benefits SET reserved_cents = reserved_cents - $1 WHERE code = $2")
+            .bind(record.amount_cents)
+            .bind(&record.benefit_code)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(notice) = decision_notice(&record) {
+        queue(conn, &notice).await?;
+    }
+    let by = d.by.as_deref().unwrap_or("automatic");
+    if d.to != Status::Withdrawn {
+        let detail = format!(
+            "{} -> {} {} {}",
+            record.protocol_number,
+            d.to.as_str(),
+            d.reasons.join(","),
+            d.note
+        );
+        let entry = Entry {
+            operator_id: by,
+            action: "DecideClaim",
+            fiscal_code: &record.fiscal_code,
+            outcome: "OK",
+            detail: detail.trim_end(),
+        };
+        append(conn, &entry).await?;
+    }
+    Ok(Some(record))
+}
+
+impl Store {
+    /// Files a submission once it is durably committed (or refused, writing nothing).
+    pub async fn submit(&self, s: Submission) -> Result<Submitted, sqlx::Error> {
+        self.writer
+            .run(Box::new(move |conn| Box::pin(async move { submit_on(conn, &s).await })))
+            .await
+    }
+
+    /// Records decision `d` on claim `id` if it is in one of `from`.
+    pub async fn decide(
+        &self,
+        id: &str,
+        from: &'static [Status],
+        d: Decided,
+    ) -> Result<Option<ClaimRecord>, sqlx::Error> {
+        let id = id.to_owned();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move { transition(conn, &id, from, &d).await })
+            }))
+            .await
+    }
+
+    /// Claims waiting for the automatic decision, leased for `lease_ms` to this decider.
+    pub async fn claim_undecided(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimRecord>, sqlx::Error> {
+        let now = now_millis();
+        let sql = format!(
+            "UPDATE claims SET leased_until = $1, decide_attempts = decide_attempts + 1 \
+             WHERE id IN (SELECT id FROM claims WHERE decide_at <= $2 \
+             AND (leased_until IS NULL OR leased_until <= $2) ORDER BY decide_at LIMIT $3{}) \
+             AND (leased_until IS NULL OR leased_until <= $2) RETURNING {CLAIM_COLUMNS}",
+            match self.db.backend {
+                sportello_platform::db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                sportello_platform::db::Backend::Sqlite => "",
+            }
+        );
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(&sql)
+                        .bind(now.saturating_add(lease_ms))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    rows.iter().map(claim).collect()
+                })
+            }))
+            .await
+    }
+
+    /// Puts an undecided claim back for a later attempt (the provider did not answer).
+    pub async fn decide_later(&self, id: &str, at: i64) -> Result<(), sqlx::Error> {
+        let id = id.to_owned();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE claims SET decide_at = $2, leased_until = NULL WHERE id = $1",
+                    )
+                    .bind(&id)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            }))
+            .await
+    }
+
+    pub async fn claim(&self, id: &str) -> Result<Option<ClaimRecord>, sqlx::Error> {
+        let sql = format!("SELECT {CLAIM_COLUMNS} FROM claims WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.db.pool).await?;
+        row.as_ref().map(claim).transpose()
+    }
+
+    /// Claims whose `column` (`fiscal_code` or `filed_by_id`) is `who`, newest first, after the
+    /// `(submitted_at, id)` position `before`.
+    pub async fn claims_where(
+        &self,
+        column: ClaimsOf,
+        who: &str,
+        before: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<ClaimRecord>, sqlx::Error> {
+        let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+        let filter = match column {
+            ClaimsOf::Citizen => "fiscal_code = $1",
+            ClaimsOf::Filer => "filed_by_id = $1 AND filed_by_role = 'PATRONATO'",
+            ClaimsOf::Status => "status = $1",
+        };
+        let order = match column {
+            // The review queue is worked oldest first.
+            ClaimsOf::Status => "submitted_at > $2 OR (submitted_at = $2 AND id > $3)) ORDER BY submitted_at, id",
+            _ => "submitted_at < $2 OR (submitted_at = $2 AND id < $3)) ORDER BY submitted_at DESC, id DESC",
+        };
+        let at = if matches!(column, ClaimsOf::Status) && at == i64::MAX { i64::MIN } else { at };
+        let sql =
+            format!("SELECT {CLAIM_COLUMNS} FROM claims WHERE {filter} AND ({order} LIMIT $4");
+        let rows = sqlx::query(&sql)
+            .bind(who)
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(claim).collect()
+    }
+
+    /// The benefit's reserved total and the sum of the amounts of its live claims (they agree
+    /// to the cent unless something is wrong).
+    pub async fn reserved(&self, code: &str) -> Result<(i64, i64), sqlx::Error> {
+        let reserved: i64 =
+            sqlx::query_scalar("SELECT reserved_cents FROM benefits WHERE code = $1")
+                .bind(code)
+                .fetch_one(&self.db.pool)
+                .await?;
+        let live: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(amount_cents) AS BIGINT) FROM claims WHERE benefit_code = $1 \
+             AND status NOT IN ('REJECTED', 'WITHDRAWN')",
+        )
+        .bind(code)
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok((reserved, live.unwrap_or(0)))
+    }
+}
+
+/// Whose claims to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimsOf {
+    Citizen,
+    Filer,
+    /// In one status (the review queue).
+    Status,
+}

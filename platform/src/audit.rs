@@ -1,0 +1,34 @@
+//! The audit trail every service keeps of staff actions: an `audit_events` table the database
+//! itself keeps append-only (its migrations refuse updates and deletes).
+
+use crate::db::storable;
+use crate::now_millis;
+
+/// An audit row to append. `fiscal_code` is the canonical fiscal code the action concerns, or
+/// empty for an action on no one citizen (then it belongs to the operator's own trail).
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub operator_id: &'a str,
+    pub action: &'a str,
+    pub fiscal_code: &'a str,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
+/// Appends `e` on `conn` (the transaction of the action it records). There is deliberately no
+/// function to change or remove one.
+pub async fn append(conn: &mut sqlx::AnyConnection, e: &Entry<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(now_millis())
+    .bind(storable(e.operator_id))
+    .bind(e.action)
+    .bind(storable(e.fiscal_code))
+    .bind(e.outcome)
+    .bind(storable(e.detail))
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,659 @@
+//! Claims from the form to the decision: the registry they are decided on, the ceiling they can
+//! never overspend, idempotent retries, art. 31, patronati under mandates, the automatic
+//! decision with the bank's account check, the back-office queue, and who may read what.
+
+use crate::helpers::*;
+use sportello_platform::auth::Level;
+use sportello_proto::claims::v1 as cl;
+use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
+use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+pub const REGISTRY_HEADER: &str =
+    "fiscal_code,schemes,vat_from,vat_to,pensioner,agricultural_days_2019,children,health_or_security_worker";
+
+/// A professional with a VAT number since 2015, enrolled in the Gestione separata: eligible for
+/// art. 27, and (with 60 agricultural days) for art. 30 too.
+pub fn professional_row(cf: &str) -> String {
+    format!("{cf},GESTIONE_SEPARATA:2015-01-01:,2015-01-01,,0,60,,0")
+}
+
+/// The `n`th of many distinct citizens' fiscal codes.
+pub fn nth_cf(n: i64) -> String {
+    use identity_svc::domain::codice_fiscale::{compute, Sex};
+    let born =
+        chrono::NaiveDate::from_ymd_opt(1960, 1, 1).expect("date") + chrono::Duration::days(n);
+    compute("Esposito", "Luca", born, Sex::Male, "F839")
+}
+
+pub fn registry(rows: impl IntoIterator<Item = String>) -> String {
+    let mut csv = format!("{REGISTRY_HEADER}\n");
+    for row in rows {
+        csv.push_str(&row);
+        csv.push('\n');
+    }
+    csv
+}
+
+const IBAN: &str = "IT60 X054 2811 1010 0000 0123 456";
+
+/// A complete claim for `benefit`, paid to [`IBAN`] held by `cf`.
+pub fn claim_form(benefit: &str, cf: &str, key: &str) -> cl::SubmitClaimRequest {
+    cl::SubmitClaimRequest {
+        benefit_code: benefit.into(),
+        fiscal_code: String::new(),
+        payment: Some(cl::Payment {
+            method: Some(cl::payment::Method::BankTransfer(cl::BankTransfer {
+                iban: IBAN.into(),
+                holder_fiscal_code: cf.into(),
+            })),
+        }),
+        contacts: Some(cl::ClaimContacts {
+            email: "luca@example.it".into(),
+            mobile_phone: String::new(),
+        }),
+        declarations: Some(cl::Declarations { truthful: true, no_parental_leave_instead: false }),
+        child_fiscal_code: String::new(),
+        idempotency_key: key.into(),
+    }
+}
+
+fn cash(mut form: cl::SubmitClaimRequest) -> cl::SubmitClaimRequest {
+    form.payment = Some(cl::Payment {
+        method: Some(cl::payment::Method::PostOfficeCash(cl::PostOfficeCash {})),
+    });
+    form
+}
+
+fn claims(channel: Channel) -> ClaimsServiceClient<Channel> {
+    ClaimsServiceClient::new(channel)
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+}
+
+async fn submit(
+    channel: Channel,
+    token: &str,
+    form: cl::SubmitClaimRequest,
+) -> Result<cl::ClaimReceipt, tonic::Status> {
+    let reply = claims(channel).submit_claim(with_token(token, form)).await?;
+    Ok(reply.into_inner().receipt.expect("receipt"))
+}
+
+async fn get_claim(channel: Channel, token: &str, id: &str) -> Result<cl::Claim, tonic::Status> {
+    let reply = claims(channel)
+        .get_claim(with_token(token, cl::GetClaimRequest { claim_id: id.into() }))
+        .await?;
+    Ok(reply.into_inner().claim.expect("claim"))
+}
+
+async fn backoffice(suite: &Suite) -> (ClaimsBackOfficeServiceClient<Channel>, String) {
+    let token = suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
+    (ClaimsBackOfficeServiceClient::new(suite.gateway_channel().await), token)
+}
+
+/// Sets a benefit's ceiling on the record, as the back office does.
+async fn set_ceiling(suite: &Suite, code: &str, cents: i64) -> cl::Benefit {
+    let (mut bo, token) = backoffice(suite).await;
+    let change = cl::UpdateBenefitRequest {
+        code: code.into(),
+        ceiling_cents: Some(cents),
+        reason: "test budget".into(),
+        ..Default::default()
+    };
+    bo.update_benefit(with_token(&token, change))
+        .await
+        .expect("updated")
+        .into_inner()
+        .benefit
+        .expect("benefit")
+}
+
+async fn benefit(suite: &Suite, code: &str) -> cl::Benefit {
+    let reply = claims(suite.gateway_channel().await)
+        .get_benefit(cl::GetBenefitRequest { code: code.into() })
+        .await;
+    reply.expect("benefit").into_inner().benefit.expect("benefit")
+}
+
+/// No automatic decision, so that tests see claims as they were accepted.
+fn undecided(c: &mut Configs) {
+    c.claims.background = false;
+}
+
+async fn status_of(suite: &Suite, token: &str, id: &str) -> i32 {
+    get_claim(suite.gateway_channel().await, token, id).await.expect("claim").status
+}
+
+async fn wait_for_status(suite: &Suite, token: &str, id: &str, want: cl::ClaimStatus) -> cl::Claim {
+    eventually("the claim's decision", Duration::from_secs(15), || async {
+        status_of(suite, token, id).await == want as i32
+    })
+    .await;
+    get_claim(suite.gateway_channel().await, token, id).await.expect("claim")
+}
+
+#[tokio::test]
+async fn a_professional_with_a_simplified_pin_files_the_indemnity_and_gets_a_protocol_number_and_a_receipt(
+) {
+    let suite = spawn_suite().await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let initial = crate::auth::initial_pin(&suite, pin_request(ROSSI)).await;
+    let session = suite.login_with_pin(ROSSI, &initial[..8]).await.expect("simplified PIN");
+
+    let form = cash(claim_form("PROFESSIONISTI_COCOCO", ROSSI, "portal-1"));
+    let receipt =
+        submit(suite.gateway_channel().await, &session.access_token, form).await.expect("accepted");
+    assert!(receipt.protocol_number.starts_with("INPS.0000."), "{}", receipt.protocol_number);
+    assert_eq!(receipt.amount_cents, 60_000);
+
+    // Cash at the post office needs no bank check: approved at once, and the citizen told.
+    let claim = wait_for_status(
+        &suite,
+        &session.access_token,
+        &receipt.claim_id,
+        cl::ClaimStatus::Approved,
+    )
+    .await;
+    assert_eq!(claim.fiscal_code, ROSSI);
+    assert!(claim.post_office_cash);
+    assert_eq!(
+        claim.filed_by.expect("filer").role,
+        sportello_proto::identity::v1::PrincipalRole::Citizen as i32
+    );
+    suite.db.outbox_relayed().await;
+    let receipts = suite.db.count("notify", "messages", "template = 'CLAIM_RECEIPT'").await;
+    assert_eq!(receipts, 1, "one receipt");
+    eventually("the decision notice", Duration::from_secs(10), || async {
+        suite.db.outbox_relayed().await;
+        suite.db.count("notify", "messages", "template = 'CLAIM_DECISION'").await == 1
+    })
+    .await;
+    let left = benefit(&suite, "PROFESSIONISTI_COCOCO").await;
+    eventually("the remaining budget to show the claim", Duration::from_secs(5), || async {
+        let b = benefit(&suite, "PROFESSIONISTI_COCOCO").await;
+        b.remaining_cents == left.ceiling_cents - 60_000
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_claims_against_a_ceiling_for_six_hundred_accept_exactly_six_hundred()
+{
+    let suite = spawn_suite_with(undecided).await;
+    let citizens: Vec<String> = (0..1_000).map(nth_cf).collect();
+    let imported =
+        suite.import_registry(&registry(citizens.iter().map(|cf| professional_row(cf)))).await;
+    assert_eq!(imported.expect("registry").rows_changed, 1_000);
+    set_ceiling(&suite, "PROFESSIONISTI_COCOCO", 600 * 60_000).await;
+
+    // Straight at claims-svc, all at once: the gateway's per-client rate limit is not the test.
+    let channel = connect(suite.claims.addr).await;
+    let started = std::time::Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for cf in &citizens {
+        let token = suite.citizen_token(cf, Level::Simplified);
+        let form = claim_form("PROFESSIONISTI_COCOCO", cf, "click-day");
+        let channel = channel.clone();
+        calls.spawn(async move { submit(channel, &token, form).await.map_err(|s| reason(&s)) });
+    }
+    eprintln!("spawned in {:?}", started.elapsed());
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while let Some(done) = calls.join_next().await {
+        let key = match done.expect("call") {
+            Ok(_) => "ACCEPTED".to_owned(),
+            Err(reason) => reason,
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    eprintln!("1,000 submissions in {:?}: {outcomes:?}", started.elapsed());
+    assert_eq!(outcomes.get("ACCEPTED"), Some(&600), "{outcomes:?}");
+    assert_eq!(outcomes.get("CEILING_REACHED"), Some(&400), "{outcomes:?}");
+    let store = claims_store(&suite).await;
+    let (reserved, live) = store.reserved("PROFESSIONISTI_COCOCO").await.expect("totals");
+    assert_eq!(reserved, 600 * 60_000, "reserved to the cent");
+    assert_eq!(live, reserved, "the claims add up to the reservation");
+    let protocols = suite.db.count("claims", "claims", "protocol_number LIKE 'INPS.0000.%'").await;
+    assert_eq!(protocols, 600);
+}
+
+/// claims-svc's store on the test's database, for totals no RPC reports.
+async fn claims_store(suite: &Suite) -> claims_svc::store::Store {
+    let db =
+        sportello_platform::db::open(&suite.db.url("claims"), "claims", &claims_svc::MIGRATIONS, 2)
+            .await
+            .expect("claims database");
+    claims_svc::store::Store::new(db)
+}
+
+#[tokio::test]
+async fn fifty_submissions_with_one_idempotency_key_file_one_claim_and_get_fifty_identical_answers()
+{
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let channel = connect(suite.claims.addr).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (channel, token) = (channel.clone(), token.clone());
+        calls.spawn(async move {
+            submit(channel, &token, claim_form("PROFESSIONISTI_COCOCO", ROSSI, "retry-me")).await
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        answers.push(done.expect("call").expect("accepted"));
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "identical answers");
+    assert_eq!(suite.db.count("claims", "claims", "1 = 1").await, 1);
+    // The same key for another claim is a client bug, not a retry.
+    let other = cash(claim_form("PROFESSIONISTI_COCOCO", ROSSI, "retry-me"));
+    let refused = submit(channel, &token, other).await.expect_err("key reused");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED")
+    );
+}
+
+#[tokio::test]
+async fn bad_forms_are_refused_field_by_field_and_write_nothing() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let gateway = suite.gateway_channel().await;
+
+    let mut malformed = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "k1");
+    if let Some(cl::payment::Method::BankTransfer(t)) =
+        malformed.payment.as_mut().and_then(|p| p.method.as_mut())
+    {
+        t.iban = "IT60X0542811101000000123457".into();
+    }
+    let refused = submit(gateway.clone(), &token, malformed).await.expect_err("bad IBAN");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), ["payment.bank_transfer.iban"]);
+
+    let someone_else = claim_form("PROFESSIONISTI_COCOCO", &nth_cf(1), "k2");
+    let refused = submit(gateway.clone(), &token, someone_else).await.expect_err("holder");
+    assert_eq!(violated_fields(&refused), ["payment.bank_transfer.holder_fiscal_code"]);
+
+    let unknown = claim_form("BONUS_VACANZE", ROSSI, "k3");
+    let refused = submit(gateway.clone(), &token, unknown).await.expect_err("benefit");
+    assert_eq!(violated_fields(&refused), ["benefit_code"]);
+
+    // A benefit that needs more than a simplified PIN, and one not open yet.
+    let pool = suite.db.pool("claims").await;
+    let sql = format!(
+        "UPDATE {} SET min_level = 'ORDINARY' WHERE code = 'AGRICOLI'",
+        suite.db.table("claims", "benefits")
+    );
+    sqlx::query(&sql).execute(&pool).await.expect("level");
+    let refused = submit(gateway.clone(), &token, claim_form("AGRICOLI", ROSSI, "k4"))
+        .await
+        .expect_err("level");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "LEVEL_TOO_LOW")
+    );
+
+    let (mut bo, bo_token) = backoffice(&suite).await;
+    let tomorrow = prost_types::Timestamp {
+        seconds: sportello_platform::now_millis() / 1000 + 86_400,
+        nanos: 0,
+    };
+    let later = cl::UpdateBenefitRequest {
+        code: "PROFESSIONISTI_COCOCO".into(),
+        opens_at: Some(tomorrow),
+        reason: "click day moved".into(),
+        ..Default::default()
+    };
+    bo.update_benefit(with_token(&bo_token, later)).await.expect("moved");
+    let refused = submit(gateway.clone(), &token, claim_form("PROFESSIONISTI_COCOCO", ROSSI, "k5"))
+        .await
+        .expect_err("closed");
+    assert_eq!(reason(&refused), "NOT_OPEN_YET");
+
+    // Not eligible: the reasons travel in the ErrorInfo.
+    let refused = submit(gateway, &token, claim_form("SPETTACOLO", ROSSI, "k6"))
+        .await
+        .expect_err("not eligible");
+    assert_eq!(reason(&refused), "NOT_ELIGIBLE");
+    let info = refused.get_details_error_info().expect("info");
+    assert!(
+        info.metadata.get("reasons").is_some_and(|r| r.contains("NOT_IN_ENTERTAINMENT_FUND")),
+        "{info:?}"
+    );
+
+    assert_eq!(suite.db.count("claims", "claims", "1 = 1").await, 0, "nothing written");
+    assert_eq!(suite.db.count("claims", "outbox", "1 = 1").await, 0, "nothing announced");
+    assert_eq!(
+        suite.db.count("claims", "benefits", "reserved_cents <> 0").await,
+        0,
+        "nothing reserved"
+    );
+}
+
+#[tokio::test]
+async fn a_citizen_reads_only_their_own_claims_also_when_calling_claims_svc_directly() {
+    let suite = spawn_suite_with(undecided).await;
+    let other = nth_cf(7);
+    suite
+        .import_registry(&registry([professional_row(ROSSI), professional_row(&other)]))
+        .await
+        .expect("registry");
+    let mine = suite.citizen_token(ROSSI, Level::Simplified);
+    let theirs = suite.citizen_token(&other, Level::Dispositive);
+    let receipt = submit(suite.gateway_channel().await, &mine, claim_form("AGRICOLI", ROSSI, "k"))
+        .await
+        .expect("filed");
+
+    for channel in [suite.gateway_channel().await, connect(suite.claims.addr).await] {
+        let refused =
+            get_claim(channel.clone(), &theirs, &receipt.claim_id).await.expect_err("not theirs");
+        assert_eq!(refused.code(), Code::NotFound);
+        let listed = claims(channel.clone())
+            .list_claims(with_token(&theirs, cl::ListClaimsRequest::default()))
+            .await;
+        assert!(listed.expect("list").into_inner().claims.is_empty());
+        // Naming the other citizen changes nothing: a citizen's listing is always their own.
+        let named = cl::ListClaimsRequest { fiscal_code: ROSSI.into(), ..Default::default() };
+        let listed = claims(channel.clone()).list_claims(with_token(&theirs, named)).await;
+        assert!(listed.expect("list").into_inner().claims.is_empty());
+        let withdraw = cl::WithdrawClaimRequest { claim_id: receipt.claim_id.clone() };
+        let refused = claims(channel)
+            .withdraw_claim(with_token(&theirs, withdraw))
+            .await
+            .expect_err("not theirs");
+        assert_eq!(refused.code(), Code::NotFound);
+    }
+    let own =
+        get_claim(suite.gateway_channel().await, &mine, &receipt.claim_id).await.expect("own");
+    assert_eq!(own.iban_masked, "IT60 **** 3456");
+
+    // Staff read any claim, on the record.
+    let operator =
+        get_claim(suite.gateway_channel().await, &suite.operator_token, &receipt.claim_id).await;
+    assert_eq!(operator.expect("operator").fiscal_code, ROSSI);
+    let trail = claims_store(&suite).await.audit_of(ROSSI).await.expect("audit");
+    assert!(trail.contains(&(OPERATOR_ID.to_owned(), "GetClaim".to_owned())), "{trail:?}");
+}
+
+#[tokio::test]
+async fn one_indemnity_per_person_and_a_withdrawal_releases_the_amount_and_the_place() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let gateway = suite.gateway_channel().await;
+    let first = submit(gateway.clone(), &token, claim_form("PROFESSIONISTI_COCOCO", ROSSI, "a"))
+        .await
+        .expect("first");
+    let refused = submit(gateway.clone(), &token, claim_form("AGRICOLI", ROSSI, "b"))
+        .await
+        .expect_err("art. 31");
+    assert_eq!(reason(&refused), "ALREADY_CLAIMED");
+
+    let withdraw = cl::WithdrawClaimRequest { claim_id: first.claim_id.clone() };
+    let withdrawn = claims(gateway.clone())
+        .withdraw_claim(with_token(&token, withdraw.clone()))
+        .await
+        .expect("withdrawn");
+    assert_eq!(
+        withdrawn.into_inner().claim.expect("claim").status,
+        cl::ClaimStatus::Withdrawn as i32
+    );
+    let store = claims_store(&suite).await;
+    assert_eq!(store.reserved("PROFESSIONISTI_COCOCO").await.expect("totals"), (0, 0));
+    let again = claims(gateway.clone())
+        .withdraw_claim(with_token(&token, withdraw))
+        .await
+        .expect_err("twice");
+    assert_eq!(reason(&again), "ALREADY_DECIDED");
+
+    submit(gateway, &token, claim_form("AGRICOLI", ROSSI, "c"))
+        .await
+        .expect("now the other indemnity");
+    assert_eq!(store.reserved("AGRICOLI").await.expect("totals"), (60_000, 60_000));
+}
+
+#[tokio::test]
+async fn a_patronato_files_only_under_a_live_mandate_and_the_citizen_sees_who_filed() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let office = suite.login_staff(PATRONATO_ID, PATRONATO_PASSWORD).await.access_token;
+    let citizen = suite.citizen_token(ROSSI, Level::Simplified);
+    let gateway = suite.gateway_channel().await;
+    let mut form = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "pat-1");
+    form.fiscal_code = ROSSI.into();
+
+    let refused = submit(gateway.clone(), &office, form.clone()).await.expect_err("no mandate");
+    assert_eq!(reason(&refused), "NO_MANDATE");
+    let mandate = cl::RegisterMandateRequest {
+        fiscal_code: ROSSI.into(),
+        signed_form_reference: "INCA/2020/0042".into(),
+    };
+    let mandate = claims(gateway.clone())
+        .register_mandate(with_token(&office, mandate))
+        .await
+        .expect("mandate");
+    let mandate = mandate.into_inner().mandate.expect("mandate");
+
+    let receipt = submit(gateway.clone(), &office, form).await.expect("filed under the mandate");
+    let seen =
+        get_claim(gateway.clone(), &citizen, &receipt.claim_id).await.expect("the citizen's claim");
+    let filer = seen.filed_by.expect("filer");
+    assert_eq!(
+        (filer.role, filer.id.as_str()),
+        (sportello_proto::identity::v1::PrincipalRole::Patronato as i32, PATRONATO_ID)
+    );
+    let listed = claims(gateway.clone())
+        .list_mandates(with_token(&citizen, cl::ListMandatesRequest {}))
+        .await;
+    assert_eq!(listed.expect("mandates").into_inner().mandates.len(), 1);
+
+    let revoke = cl::RevokeMandateRequest { mandate_id: mandate.mandate_id };
+    claims(gateway.clone()).revoke_mandate(with_token(&citizen, revoke)).await.expect("revoked");
+    let withdraw = cl::WithdrawClaimRequest { claim_id: receipt.claim_id };
+    claims(gateway.clone())
+        .withdraw_claim(with_token(&citizen, withdraw))
+        .await
+        .expect("withdrawn");
+    let mut again = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "pat-3");
+    again.fiscal_code = ROSSI.into();
+    let refused = submit(gateway, &office, again).await.expect_err("mandate revoked");
+    assert_eq!(reason(&refused), "NO_MANDATE");
+    let trail = claims_store(&suite).await.audit_of(ROSSI).await.expect("audit");
+    assert!(trail.contains(&(PATRONATO_ID.to_owned(), "SubmitClaim".to_owned())), "{trail:?}");
+}
+
+/// The bank's account check, as a fake provider on 127.0.0.1: answers by fiscal code.
+async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let verdicts = Arc::new(Mutex::new(verdicts));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let verdicts = verdicts.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of JSON.
+                let body = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break body.to_owned();
+                        }
+                    }
+                };
+                let asked: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let cf = asked["fiscal_code"].as_str().unwrap_or_default().to_owned();
+                let verdict = verdicts.lock().expect("lock").get(&cf).copied().unwrap_or("UNKNOWN");
+                let json = format!("{{\"result\":\"{verdict}\"}}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                    json.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1/verify")
+}
+
+#[tokio::test]
+async fn the_automatic_decision_follows_the_bank_check_and_leaves_the_unknown_to_the_back_office() {
+    let (owner, stranger, unknown) = (nth_cf(1), nth_cf(2), nth_cf(3));
+    let verdicts = HashMap::from([(owner.clone(), "MATCH"), (stranger.clone(), "NO_MATCH")]);
+    let provider = fake_account_check(verdicts).await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    let rows = [&owner, &stranger, &unknown].map(|cf| professional_row(cf));
+    suite.import_registry(&registry(rows)).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let mut filed = Vec::new();
+    for cf in [&owner, &stranger, &unknown] {
+        let token = suite.citizen_token(cf, Level::Simplified);
+        let receipt = submit(gateway.clone(), &token, claim_form("PROFESSIONISTI_COCOCO", cf, "k"))
+            .await
+            .expect("filed");
+        filed.push((token, receipt.claim_id));
+    }
+    wait_for_status(&suite, &filed[0].0, &filed[0].1, cl::ClaimStatus::Approved).await;
+    let rejected =
+        wait_for_status(&suite, &filed[1].0, &filed[1].1, cl::ClaimStatus::Rejected).await;
+    assert_eq!(rejected.reasons, ["IBAN_NOT_OWNED"]);
+    let waiting =
+        wait_for_status(&suite, &filed[2].0, &filed[2].1, cl::ClaimStatus::InReview).await;
+    assert_eq!(waiting.reasons, ["IBAN_OWNERSHIP_UNKNOWN"]);
+    let store = claims_store(&suite).await;
+    assert_eq!(
+        store.reserved("PROFESSIONISTI_COCOCO").await.expect("totals"),
+        (120_000, 120_000),
+        "the rejection released its amount"
+    );
+
+    let (mut bo, token) = backoffice(&suite).await;
+    let queue = bo
+        .list_review_queue(with_token(&token, cl::ListReviewQueueRequest::default()))
+        .await
+        .expect("queue");
+    let queue: Vec<String> = queue
+        .into_inner()
+        .claims
+        .into_iter()
+        .map(|c| c.receipt.expect("receipt").claim_id)
+        .collect();
+    assert_eq!(queue, [filed[2].1.clone()]);
+    let reject_without_reason = cl::DecideClaimRequest {
+        claim_id: filed[2].1.clone(),
+        decision: cl::Decision::Reject as i32,
+        ..Default::default()
+    };
+    let refused =
+        bo.decide_claim(with_token(&token, reject_without_reason)).await.expect_err("reason");
+    assert_eq!(violated_fields(&refused), ["reason"]);
+    let approve = cl::DecideClaimRequest {
+        claim_id: filed[2].1.clone(),
+        decision: cl::Decision::Approve as i32,
+        note: "statement seen".into(),
+        ..Default::default()
+    };
+    let decided = bo.decide_claim(with_token(&token, approve.clone())).await.expect("approved");
+    assert_eq!(decided.into_inner().claim.expect("claim").status, cl::ClaimStatus::Approved as i32);
+    let twice = bo.decide_claim(with_token(&token, approve)).await.expect_err("decided");
+    assert_eq!(reason(&twice), "ALREADY_DECIDED");
+    let trail = store.audit_of(&unknown).await.expect("audit");
+    assert!(trail.contains(&(BACKOFFICE_ID.to_owned(), "DecideClaim".to_owned())), "{trail:?}");
+    eventually("three decision notices", Duration::from_secs(10), || async {
+        suite.db.outbox_relayed().await;
+        suite.db.count("notify", "messages", "template = 'CLAIM_DECISION'").await == 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_registry_import_keeps_good_rows_reports_bad_ones_by_line_and_column_and_is_idempotent()
+{
+    let suite = spawn_suite().await;
+    let csv = registry([
+        professional_row(ROSSI),
+        format!("{},MARTIANS:2015-01-01:,2015-01-01,,0,60,,0", nth_cf(1)),
+        "RSSMRA85T10A562X,,,,,,,".to_owned(),
+        professional_row(&nth_cf(2)),
+        professional_row(ROSSI),
+    ]);
+    let first = suite.import_registry(&csv).await.expect("import");
+    assert_eq!((first.rows_read, first.rows_changed, first.rows_rejected), (5, 2, 3));
+    let errors: Vec<(i64, &str)> =
+        first.errors.iter().map(|e| (e.line, e.column.as_str())).collect();
+    assert_eq!(errors, [(3, "schemes"), (4, "fiscal_code"), (6, "fiscal_code")]);
+    let again = suite.import_registry(&csv).await.expect("again");
+    assert_eq!((again.rows_changed, again.rows_unchanged), (0, 2));
+
+    let citizen = suite.citizen_token(ROSSI, Level::Simplified);
+    let mut bo = ClaimsBackOfficeServiceClient::new(suite.gateway_channel().await);
+    let chunks = tokio_stream::iter(vec![cl::ImportRegistryRequest { chunk: csv.into_bytes() }]);
+    let denied = bo
+        .import_registry(with_token(&citizen, chunks))
+        .await
+        .expect_err("citizens do not load it");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn the_back_office_changes_a_ceiling_on_the_record_and_the_catalogue_shows_what_is_left() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let changed = set_ceiling(&suite, "AGRICOLI", 1_000_000).await;
+    assert_eq!((changed.ceiling_cents, changed.remaining_cents), (1_000_000, 1_000_000));
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    submit(suite.gateway_channel().await, &token, claim_form("AGRICOLI", ROSSI, "k"))
+        .await
+        .expect("filed");
+    eventually("the remaining budget", Duration::from_secs(5), || async {
+        benefit(&suite, "AGRICOLI").await.remaining_cents == 940_000
+    })
+    .await;
+    // Below what is already reserved: refused, on the field.
+    let (mut bo, bo_token) = backoffice(&suite).await;
+    let too_low = cl::UpdateBenefitRequest {
+        code: "AGRICOLI".into(),
+        ceiling_cents: Some(10_000),
+        reason: "cut".into(),
+        ..Default::default()
+    };
+    let refused =
+        bo.update_benefit(with_token(&bo_token, too_low)).await.expect_err("below reserved");
+    assert_eq!(violated_fields(&refused), ["ceiling_cents"]);
+    let trail = claims_store(&suite).await.audit_of("").await.expect("audit");
+    assert!(trail.contains(&(BACKOFFICE_ID.to_owned(), "UpdateBenefit".to_owned())), "{trail:?}");
+    // The catalogue itself is not the citizens' to change.
+    let mut as_citizen = ClaimsBackOfficeServiceClient::new(suite.gateway_channel().await);
+    let change = cl::UpdateBenefitRequest {
+        code: "AGRICOLI".into(),
+        ceiling_cents: Some(0),
+        reason: "mine".into(),
+        ..Default::default()
+    };
+    let denied = as_citizen.update_benefit(with_token(&token, change)).await.expect_err("citizen");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
