@@ -21,55 +21,59 @@ use tonic::transport::{Channel, Endpoint};
 pub struct BenchArgs {
     /// What to drive.
     #[arg(value_enum, default_value = "list-benefits")]
-    scenario: Scenario,
+    pub(crate) scenario: Scenario,
     /// The service itself; default: claims-svc (list-benefits) or identity-svc (request-pin) at
     /// their default addresses.
     #[arg(long)]
-    direct: Option<String>,
+    pub(crate) direct: Option<String>,
     /// The gateway.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    gateway: String,
+    pub(crate) gateway: String,
     /// Concurrent clients, each with one call in flight.
     #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// HTTP/2 connections the clients share.
     #[arg(long, default_value_t = 4)]
-    connections: usize,
+    pub(crate) connections: usize,
     /// How long each target is measured.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Unmeasured load before each measurement.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Login scenarios: how many citizens to prepare (request a PIN, read its halves, set an
     /// own PIN). Each login picks the next one, so no citizen has many logins in flight.
     #[arg(long, default_value_t = 64)]
-    citizens: usize,
+    pub(crate) citizens: usize,
     /// Login scenarios: notify-svc's database, where the bench sees when a citizen's PIN halves
     /// have been sent.
     #[arg(long, default_value = "sqlite://data/notify.sqlite")]
-    notify_database_url: String,
+    pub(crate) notify_database_url: String,
     /// Login scenarios: notify-svc's data directory, whose local sinks hold what was delivered
     /// (the SMS in `outbox/sms.jsonl`, the letter in `spool/`), where the bench reads the halves.
     #[arg(long, default_value = "data")]
-    data_dir: std::path::PathBuf,
+    pub(crate) data_dir: std::path::PathBuf,
     /// A process whose CPU time per call to print, as `name=PID` (repeatable). The processes
     /// listening on the addresses driven, and the other services of their `sportello up`, are
     /// found on their own when they run on this machine.
     #[arg(long = "pid", value_parser = crate::cpu::parse_pid)]
-    pids: Vec<crate::cpu::Target>,
+    pub(crate) pids: Vec<crate::cpu::Target>,
     /// Identity scenarios: a back-office user (password in $SPORTELLO_PASSWORD) to put the
     /// synthetic citizens on the register of residents first; without one their PIN requests
     /// wait for the contact center and send nothing, and the login scenarios cannot prepare.
     #[arg(long, env = "SPORTELLO_USERNAME")]
-    backoffice_user: Option<String>,
+    pub(crate) backoffice_user: Option<String>,
     /// Notify scenario: where the bench's SMTP receiver listens.
     #[arg(long, default_value = "127.0.0.1:2525")]
-    smtp_listen: std::net::SocketAddr,
+    pub(crate) smtp_listen: std::net::SocketAddr,
+    /// Click-day scenario: how many citizens to prepare (each on the registry, each logged in
+    /// with the simplified PIN of a real PIN request) and let file one claim each.
+    #[arg(long, default_value_t = 12_000)]
+    pub(crate) claimants: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Scenario {
+pub(crate) enum Scenario {
     /// ClaimsService/ListBenefits, a cheap read.
     ListBenefits,
     /// IdentityService/RequestPin for new citizens: two argon2id hashes, three rows and two
@@ -86,6 +90,12 @@ enum Scenario {
     /// delivery end to end to an SMTP receiver the bench runs (`--smtp-listen`; start the suite
     /// with `SPORTELLO_NOTIFY__EMAIL__RELAY=smtp://<that address>`).
     Notify,
+    /// ClaimsService/SubmitClaim through the gateway by many citizens at once, as on 1 April
+    /// 2020: puts `--claimants` citizens on the register of residents and the insured-positions
+    /// registry (one in ten not eligible), logs each in with the simplified PIN of a real PIN
+    /// request before the clock starts, then has every one file a claim; prints accepted
+    /// claims/s, p50/p99, refusals by reason and each process's CPU per claim.
+    Clickday,
 }
 
 impl Scenario {
@@ -96,6 +106,7 @@ impl Scenario {
                 "http://127.0.0.1:50052"
             }
             Scenario::Notify => "http://127.0.0.1:50054",
+            Scenario::Clickday => "http://127.0.0.1:50053",
         }
     }
 }
@@ -126,7 +137,7 @@ const GIVEN_NAMES: &[&str] = &[
 
 /// The `n`-th synthetic citizen, born in Rome between 1950 and 2001: a complete, valid PIN
 /// request with a fiscal code that matches it.
-fn citizen(n: u64) -> id::RequestPinRequest {
+pub(crate) fn citizen(n: u64) -> id::RequestPinRequest {
     let surname = SURNAMES[(n % SURNAMES.len() as u64) as usize];
     let given = GIVEN_NAMES[(n / 20 % GIVEN_NAMES.len() as u64) as usize];
     let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).expect("date")
@@ -170,19 +181,19 @@ fn citizen(n: u64) -> id::RequestPinRequest {
 
 /// What one measurement found.
 #[derive(Debug)]
-struct Figures {
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
+pub(crate) struct Figures {
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies_us: Vec<u64>,
 }
 
 impl Figures {
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile_ms(&self, p: f64) -> f64 {
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
         }
@@ -191,7 +202,7 @@ impl Figures {
     }
 }
 
-async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+pub(crate) async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         out.push(Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await?);
@@ -201,7 +212,7 @@ async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 
 /// Puts synthetic citizens `from..from + count` on the register of residents, through the
 /// gateway as the back office, so that their PIN requests issue PINs.
-async fn register(args: &BenchArgs, from: u64, count: u64) -> anyhow::Result<()> {
+pub(crate) async fn register(args: &BenchArgs, from: u64, count: u64) -> anyhow::Result<()> {
     let Some(user) = &args.backoffice_user else {
         println!("(no --backoffice-user: the synthetic citizens are not on the register)");
         return Ok(());
@@ -228,7 +239,7 @@ type Prepared = Arc<Vec<(String, String)>>;
 /// Requests PINs for `n` new citizens through the gateway, reads the halves from notify-svc's
 /// database as the citizen would read the SMS and the letter, and completes first access.
 /// The PIN half in the SMS `id` as the local SMS sink holds it ("… il suo PIN è AB12CD34.").
-fn delivered_sms_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
+pub(crate) fn delivered_sms_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
     let lines = std::fs::read_to_string(data_dir.join("outbox/sms.jsonl"))?;
     let text = lines
         .lines()
@@ -329,7 +340,8 @@ async fn call(
             let request = id::LoginWithPinRequest { fiscal_code: cf.clone(), pin: pin.clone() };
             IdentityServiceClient::new(channel.clone()).login_with_pin(request).await?;
         }
-        Scenario::ListBenefits => {
+        // Clickday runs its own loop (`crate::clickday`): here it is a catalogue read.
+        Scenario::ListBenefits | Scenario::Clickday => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
         Scenario::RequestPin => {
@@ -565,6 +577,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         // Citizens are numbered from a random start, so a second run meets new ones too.
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
+        if args.scenario == Scenario::Clickday {
+            return crate::clickday::run(&args, next.load(Ordering::Relaxed)).await;
+        }
         if !matches!(args.scenario, Scenario::ListBenefits | Scenario::Notify) {
             register(&args, next.load(Ordering::Relaxed), args.citizens as u64 + 30_000).await?;
         }

@@ -2,6 +2,10 @@
 //! `identity_svc::residents::csv`) through the gateway, as a back-office user: logs in with
 //! LoginStaff, streams the rows in batches to `ResidentsService/ImportResidents` behind a
 //! progress bar, and prints what was written and every bad row by line and column.
+//!
+//! `sportello import registry FILE`: loads the insured-positions registry (layout in
+//! `claims_svc::domain::registry`) the same way, streaming the file itself to
+//! `ClaimsBackOfficeService/ImportRegistry`, which parses it.
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
@@ -30,25 +34,33 @@ enum What {
     /// given_name, birth_date, sex, birth_province, birth_municipality, birth_country, street,
     /// street_number, postal_code, province, municipality, country, address).
     Residents(ResidentsArgs),
+    /// The insured-positions registry claims are decided on: a CSV file with a header row
+    /// (fiscal_code, schemes, vat_from, vat_to, cococo_from, cococo_to, pensioner, seasonal_end,
+    /// seasonal_involuntary, agricultural_days_2019, entertainment_contributions_2019,
+    /// entertainment_income_2019, employed_17_03_2020, reddito_di_cittadinanza,
+    /// health_or_security_worker, children).
+    Registry(ResidentsArgs),
 }
 
 #[derive(Debug, clap::Args)]
-struct ResidentsArgs {
+pub(crate) struct ResidentsArgs {
     /// The CSV file.
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The gateway.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    gateway: String,
+    pub(crate) gateway: String,
     /// A back-office username; the password is read from $SPORTELLO_PASSWORD, else from the
     /// first line of standard input.
     #[arg(long, env = "SPORTELLO_USERNAME")]
-    username: String,
+    pub(crate) username: String,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let What::Residents(args) = args.what;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(residents(args))
+    match args.what {
+        What::Residents(args) => runtime.block_on(residents(args)),
+        What::Registry(args) => runtime.block_on(crate::import_registry::registry(args)),
+    }
 }
 
 fn password() -> anyhow::Result<String> {
@@ -226,7 +238,7 @@ async fn import_call(
 }
 
 /// Data rows in the file (lines less the header), for the progress bar.
-fn count_rows(path: &std::path::Path) -> anyhow::Result<u64> {
+pub(crate) fn count_rows(path: &std::path::Path) -> anyhow::Result<u64> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let lines = std::io::BufReader::new(file).lines().count() as u64;

@@ -4,8 +4,10 @@
 //! `sportello bench` drives load against any deployment and prints figures.
 
 mod bench;
+mod clickday;
 mod cpu;
 mod import;
+mod import_registry;
 mod supervisor;
 
 use clap::{Parser, Subcommand};

@@ -258,7 +258,10 @@ impl Claims {
             }
         };
         let form = ClaimForm::parse(&req, filing, today())?;
-        let submitted = self.store.submit(Submission { form, filer, level: p.level }).await?;
+        let submitted = self
+            .store
+            .submit(Submission { form, filer, level: p.level, traceparent: None })
+            .await?;
         match submitted {
             Submitted::Accepted(record) => {
                 self.wake();
@@ -344,8 +347,13 @@ impl ClaimsService for Claims {
         require(&p, &[Role::Citizen], "only the citizen withdraws their claim")?;
         let id = claim_id("claim_id", &request.get_ref().claim_id).map_err(ClaimsError::from)?;
         let claim = self.visible_claim(&p, &id, "WithdrawClaim").await?;
-        let withdrawn =
-            Decided { to: Status::Withdrawn, reasons: vec![], by: None, note: String::new() };
+        let withdrawn = Decided {
+            to: Status::Withdrawn,
+            reasons: vec![],
+            by: None,
+            note: String::new(),
+            traceparent: None,
+        };
         let undecided = &[Status::Submitted, Status::InReview];
         let done =
             self.store.decide(&claim.id, undecided, withdrawn).await.map_err(ClaimsError::from)?;
@@ -649,8 +657,13 @@ impl ClaimsBackOfficeService for Claims {
         };
         let to = v.into_result(to).map_err(ClaimsError::from)?.unwrap_or(Status::Approved);
         let reasons = if to == Status::Rejected { vec![reason] } else { vec![] };
-        let decided =
-            Decided { to, reasons, by: Some(p.sub.clone()), note: req.note.trim().to_owned() };
+        let decided = Decided {
+            to,
+            reasons,
+            by: Some(p.sub.clone()),
+            note: req.note.trim().to_owned(),
+            traceparent: None,
+        };
         let undecided = &[Status::Submitted, Status::InReview];
         let done = self.store.decide(&id, undecided, decided).await.map_err(ClaimsError::from)?;
         let done = match done {

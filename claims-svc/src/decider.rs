@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-const BATCH: i64 = 32;
+const BATCH: i64 = 256;
 const LEASE_MS: i64 = 30_000;
+/// How long background work waits between batches while claims arrive in a rush.
+const RUSH_PAUSE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_secs(1);
 
 /// What the bank's check says of an IBAN and a fiscal code (as the Italian banks' CheckIBAN
@@ -77,8 +79,15 @@ impl Decider {
                     false
                 }
             };
-            if full && !shutdown.is_cancelled() {
+            if full && !shutdown.is_cancelled() && !self.store.in_rush() {
                 continue;
+            }
+            // Submissions first: during a rush one batch per RUSH_PAUSE; the rest follows it.
+            if self.store.in_rush() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(RUSH_PAUSE) => continue,
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -93,17 +102,18 @@ impl Decider {
         let claims = self.store.claim_undecided(BATCH, LEASE_MS).await?;
         let taken = claims.len() as i64;
         let decisions = claims.into_iter().map(|c| async move { (self.decision(&c).await, c) });
+        let mut decided = Vec::new();
         for (decision, claim) in futures::future::join_all(decisions).await {
             match decision {
-                Some(d) => {
-                    self.store.decide(&claim.id, &[Status::Submitted], d).await?;
-                }
+                Some(d) => decided.push((claim.id, d)),
                 None => {
                     let wait = sportello_platform::backoff::backoff_ms(1, 5_000, 300_000);
                     self.store.decide_later(&claim.id, now_millis() + wait).await?;
                 }
             }
         }
+        // One commit for the batch: on click day the decisions share the writer with the rush.
+        self.store.decide_all(decided).await?;
         if taken > 0 {
             self.relay.notify_waiters();
         }
@@ -117,6 +127,7 @@ impl Decider {
             reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
             by: None,
             note: String::new(),
+            traceparent: None,
         };
         let Some(iban) = &claim.iban else {
             return Some(decided(Status::Approved, &[]));

@@ -2,7 +2,7 @@
 //! decision) to notify-svc, with the outbox row id as idempotency key, until notify-svc
 //! acknowledges each. Rows are claimed with a lease, so several instances may relay at once.
 
-use crate::store::{Pending, Store};
+use crate::store::{Pending, Settled, Store};
 use sportello_platform::client::TracedChannel;
 use sportello_platform::now_millis;
 use sportello_platform::service_identity::ServiceKey;
@@ -16,9 +16,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-const BATCH: i64 = 64;
+const BATCH: i64 = 128;
 const LEASE_MS: i64 = 10_000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long background work waits between batches while claims arrive in a rush.
+const RUSH_PAUSE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(500);
 
 /// Sends notices to notify-svc as claims-svc.
@@ -40,8 +42,15 @@ impl Relay {
                     false
                 }
             };
-            if full && !shutdown.is_cancelled() {
+            if full && !shutdown.is_cancelled() && !self.store.in_rush() {
                 continue;
+            }
+            // Submissions first: during a rush one batch per RUSH_PAUSE; the rest follows it.
+            if self.store.in_rush() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(RUSH_PAUSE) => continue,
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -61,16 +70,21 @@ impl Relay {
             let span = deferred_span("claims outbox relay", row.traceparent.as_deref());
             sends.spawn(async move { relay.deliver(&row).await }.instrument(span));
         }
+        let mut outcomes = Vec::with_capacity(claimed as usize);
         while let Some(done) = sends.join_next().await {
-            if let Ok(Err(e)) = done {
-                // The lease runs out and another pass sends it again: notify keeps one copy.
-                tracing::warn!(error = %e, "notice sent but not recorded");
+            if let Ok(settled) = done {
+                outcomes.push(settled);
             }
+        }
+        // All outcomes in one commit; if it fails, the leases run out and another pass sends
+        // the notices again: notify keeps one copy of each.
+        if let Err(e) = self.store.outbox_settle(outcomes).await {
+            tracing::warn!(error = %e, "notices sent but not recorded");
         }
         Ok(claimed)
     }
 
-    async fn deliver(&self, row: &Pending) -> Result<(), sqlx::Error> {
+    async fn deliver(&self, row: &Pending) -> Settled {
         let channel = match row.channel.as_str() {
             "EMAIL" => Channel::Email,
             _ => Channel::Sms,
@@ -92,17 +106,23 @@ impl Relay {
             Ok(Err(status)) => Err(status.code()),
             Err(_) => Err(tonic::Code::DeadlineExceeded),
         };
+        let settled = |message_id, retry_at, error| Settled {
+            id: row.id.clone(),
+            message_id,
+            retry_at,
+            error,
+        };
         match outcome {
-            Ok(id) => self.store.outbox_settle(&row.id, Some(&id), None, None).await,
+            Ok(id) => settled(Some(id), None, None),
             // The notice itself is wrong: no retry changes that (logged, kept for operators).
             Err(code @ tonic::Code::InvalidArgument) => {
                 tracing::error!(outbox = %row.id, template = %row.template, ?code, "notice refused for good");
-                self.store.outbox_settle(&row.id, None, None, Some(&format!("{code:?}"))).await
+                settled(None, None, Some(format!("{code:?}")))
             }
             Err(code) => {
                 let wait = sportello_platform::backoff::backoff_ms(row.attempts, 500, 60_000);
                 let at = now_millis().saturating_add(wait);
-                self.store.outbox_settle(&row.id, None, Some(at), Some(&format!("{code:?}"))).await
+                settled(None, Some(at), Some(format!("{code:?}")))
             }
         }
     }

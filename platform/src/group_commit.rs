@@ -9,7 +9,8 @@
 //! caller's idempotency key finds the result when it tries again).
 
 use futures::future::BoxFuture;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 /// One caller's changes, run on the shared transaction's connection.
@@ -54,7 +55,14 @@ impl GroupCommit {
     /// the whole batch.
     pub fn start_batched(db: &crate::db::Database, max_batch: usize) -> Self {
         let (jobs, queue) = mpsc::channel(max_batch.max(1) * 16);
-        tokio::spawn(writer(db.pool.clone(), queue, max_batch.max(1)));
+        // On SQLite the transaction takes the write lock as it begins: one that read first and
+        // met another connection's commit before writing would fail at once (SQLITE_BUSY on
+        // its stale snapshot), where a lock asked for at the start is waited for.
+        let begin = match db.backend {
+            crate::db::Backend::Sqlite => "BEGIN IMMEDIATE",
+            crate::db::Backend::Postgres => "BEGIN",
+        };
+        tokio::spawn(writer(db.pool.clone(), begin, queue, max_batch.max(1)));
         GroupCommit::Queue(jobs)
     }
 
@@ -92,17 +100,39 @@ impl GroupCommit {
     }
 }
 
-async fn writer(pool: AnyPool, mut queue: mpsc::Receiver<Job>, max: usize) {
+async fn writer(pool: AnyPool, begin: &'static str, mut queue: mpsc::Receiver<Job>, max: usize) {
+    // One connection for every batch: on SQLite a connection's page cache is dropped whenever
+    // another connection wrote since its last transaction, so a writer moving between the
+    // pool's connections read its indexes back from the file at nearly every batch.
+    let mut held: Option<PoolConnection<Any>> = None;
     let mut batch = Vec::with_capacity(max);
     while queue.recv_many(&mut batch, max).await > 0 {
         let jobs = std::mem::take(&mut batch);
         let count = jobs.len();
+        let mut conn = match held.take() {
+            Some(conn) => conn,
+            None => match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Dropping the jobs answers their callers (the pool is closed or full).
+                    tracing::warn!(error = %e, jobs = count, "group commit found no connection");
+                    continue;
+                }
+            },
+        };
         let mut delivered = Vec::with_capacity(count);
-        let outcome = run_all(&pool, jobs, &mut delivered).await;
-        let failed = outcome.err().map(|e| {
-            tracing::warn!(error = %e, jobs = count, "group commit failed");
-            format!("commit failed: {e}")
-        });
+        let outcome = run_all(&mut conn, begin, jobs, &mut delivered).await;
+        let failed = match outcome {
+            Ok(()) => {
+                held = Some(conn);
+                None
+            }
+            // The connection may be what failed: the next batch takes a fresh one.
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = count, "group commit failed");
+                Some(format!("commit failed: {e}"))
+            }
+        };
         for deliver in delivered {
             deliver(failed.clone());
         }
@@ -113,11 +143,12 @@ async fn writer(pool: AnyPool, mut queue: mpsc::Receiver<Job>, max: usize) {
 /// `Err` when the transaction itself fails (then nothing of the batch is committed, and the jobs
 /// not run yet are answered by their dropped reply: `PoolClosed`).
 async fn run_all(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
+    begin: &'static str,
     jobs: Vec<Job>,
     delivered: &mut Vec<Deliver>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin_with(begin).await?;
     for job in jobs {
         sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
         let (ok, deliver) = job(&mut tx).await;

@@ -279,6 +279,20 @@ pub struct Acceptance {
     pub exclusive_key: String,
 }
 
+/// The claim's place in its incompatibility group: one indemnity per person (art. 31), one
+/// bonus per child whichever parent files it.
+pub fn exclusive_key(group: Group, form: &ClaimForm) -> String {
+    match group {
+        Group::Indemnity => format!("{}:{}", Group::Indemnity.as_str(), form.applicant),
+        Group::Child => format!(
+            "{}:{}:{}",
+            Group::Child.as_str(),
+            form.benefit.as_str(),
+            form.child.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
 /// Whether `form` can be accepted for `benefit`, filed at `level` at `now` (Unix ms), on what
 /// the registry holds for the applicant. Incompatibility with other claims and the ceiling are
 /// decided by the database, in the transaction that commits the claim.
@@ -297,16 +311,13 @@ pub fn accept(
     }
     let registered = registered.ok_or(Refusal::NoInsuredPosition)?;
     let mut position = registered.position.clone();
-    let exclusive_key = match benefit.group {
-        Group::Indemnity => format!("{}:{}", Group::Indemnity.as_str(), form.applicant),
-        Group::Child => {
-            let child_code = form.child.as_deref().unwrap_or_default();
-            let child = registered.child(child_code).ok_or(Refusal::ChildNotListed)?;
-            // The bonus is for the child named: only that child counts.
-            position.children = vec![child];
-            format!("{}:{}:{}", Group::Child.as_str(), benefit.code.as_str(), child_code)
-        }
-    };
+    if benefit.group == Group::Child {
+        let child_code = form.child.as_deref().unwrap_or_default();
+        let child = registered.child(child_code).ok_or(Refusal::ChildNotListed)?;
+        // The bonus is for the child named: only that child counts.
+        position.children = vec![child];
+    }
+    let exclusive_key = exclusive_key(benefit.group, form);
     eligibility::evaluate(form.benefit, &position).map_err(Refusal::NotEligible)?;
     let amount_cents = if eligibility::amount_cents(form.benefit, &position)
         > eligibility::amount_cents(form.benefit, &Default::default())

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// A benefit of the catalogue, by its stable code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BenefitCode {
     /// Art. 27: professionals with a VAT number and co.co.co. workers in the Gestione separata.
     ProfessionistiCococo,

@@ -1,13 +1,9 @@
 //! Claims: submission in one transaction (idempotency, mandate, eligibility, incompatibility,
 //! ceiling reservation, protocol number, receipt), decisions, withdrawal and reads.
 
-use super::outbox::{queue, Notice};
-use super::registry::decode;
-use super::{benefit, corrupt, Store, BENEFIT_COLUMNS};
-use crate::domain::claim::{accept, ClaimForm, Contacts, PaymentMethod, Refusal, Status};
-use crate::domain::protocol::{ProtocolNumber, MAX_NUMBER, ONLINE_OFFICE};
-use crate::domain::Benefit;
-use chrono::Datelike;
+use super::outbox::{queue_all, Notice};
+use super::{corrupt, Store};
+use crate::domain::claim::{ClaimForm, Contacts, Refusal, Status};
 use sportello_platform::audit::{append, Entry};
 use sportello_platform::auth::Level;
 use sportello_platform::now_millis;
@@ -44,6 +40,8 @@ pub struct Submission {
     pub form: ClaimForm,
     pub filer: Filer,
     pub level: Level,
+    /// The trace of the call that filed it (set by [`Store::submit`]).
+    pub traceparent: Option<String>,
 }
 
 /// How a submission went.
@@ -75,11 +73,12 @@ pub struct ClaimRecord {
     pub updated_at: i64,
 }
 
-const CLAIM_COLUMNS: &str = "id, protocol_number, benefit_code, fiscal_code, filed_by_role, \
+pub(super) const CLAIM_COLUMNS: &str =
+    "id, protocol_number, benefit_code, fiscal_code, filed_by_role, \
     filed_by_id, status, amount_cents, iban, child_fiscal_code, reasons, contacts, submitted_at, \
     updated_at";
 
-fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
+pub(super) fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
     let reasons: String = row.try_get("reasons")?;
     let contacts: String = row.try_get("contacts")?;
     Ok(ClaimRecord {
@@ -101,185 +100,6 @@ fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
     })
 }
 
-/// The next protocol number of `year`: one counter row per year, incremented in the
-/// submission's transaction (so numbers are unique and, per batch, in commit order).
-async fn next_protocol(conn: &mut AnyConnection, year: u16) -> Result<ProtocolNumber, sqlx::Error> {
-    let bumped: Option<i64> = sqlx::query_scalar(
-        "UPDATE protocol_counters SET last = last + 1 WHERE year = $1 RETURNING last",
-    )
-    .bind(i64::from(year))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let number = match bumped {
-        Some(n) => n,
-        None => {
-            sqlx::query("INSERT INTO protocol_counters (year, last) VALUES ($1, 1)")
-                .bind(i64::from(year))
-                .execute(&mut *conn)
-                .await?;
-            1
-        }
-    };
-    let number = u32::try_from(number).ok().filter(|n| *n <= MAX_NUMBER).ok_or_else(|| {
-        sqlx::Error::Protocol(format!("the protocol numbers of {year} are used up"))
-    })?;
-    Ok(ProtocolNumber { office: ONLINE_OFFICE, year, number })
-}
-
-async fn claim_by_key(
-    conn: &mut AnyConnection,
-    key: &str,
-) -> Result<Option<(ClaimRecord, String)>, sqlx::Error> {
-    let sql =
-        format!("SELECT {CLAIM_COLUMNS}, request_digest FROM claims WHERE idempotency_key = $1");
-    let row = sqlx::query(&sql).bind(key).fetch_optional(&mut *conn).await?;
-    row.map(|r| Ok((claim(&r)?, r.try_get("request_digest")?))).transpose()
-}
-
-/// The claim's receipt notice (CLAIM_RECEIPT).
-fn receipt<'a>(record: &'a ClaimRecord, benefit: &Benefit) -> Notice<'a> {
-    let submitted = chrono::DateTime::from_timestamp_millis(record.submitted_at)
-        .unwrap_or_default()
-        .with_timezone(&chrono_tz_rome());
-    let params = BTreeMap::from([
-        ("benefit_title", benefit.title.clone()),
-        ("protocol_number", record.protocol_number.clone()),
-        ("submitted_at", submitted.format("%d/%m/%Y %H:%M").to_string()),
-    ]);
-    Notice {
-        fiscal_code: &record.fiscal_code,
-        template: "CLAIM_RECEIPT",
-        params,
-        contacts: &record.contacts,
-    }
-}
-
-/// Italian civil time, near enough for a receipt's wording (CET; the exact instant is stored).
-fn chrono_tz_rome() -> chrono::FixedOffset {
-    chrono::FixedOffset::east_opt(3600)
-        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("UTC"))
-}
-
-/// Files `s` on `conn`: everything below commits together or not at all, and a refusal writes
-/// nothing (every check comes before the first write).
-async fn submit_on(conn: &mut AnyConnection, s: &Submission) -> Result<Submitted, sqlx::Error> {
-    let form = &s.form;
-    let key = format!("{}:{}", s.filer.id(), form.idempotency_key);
-    let digest = form.digest();
-    if let Some((existing, was)) = claim_by_key(conn, &key).await? {
-        return Ok(if was == digest {
-            Submitted::Existing(existing)
-        } else {
-            Submitted::Refused(Refusal::KeyReused)
-        });
-    }
-    if let Filer::Patronato(office) = &s.filer {
-        let live: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM mandates WHERE patronato_id = $1 AND fiscal_code = $2 \
-             AND revoked_at IS NULL LIMIT 1",
-        )
-        .bind(office)
-        .bind(&form.applicant)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if live.is_none() {
-            return Ok(Submitted::Refused(Refusal::NoMandate));
-        }
-    }
-    let sql = format!("SELECT {BENEFIT_COLUMNS} FROM benefits WHERE code = $1");
-    let row = sqlx::query(&sql).bind(form.benefit.as_str()).fetch_one(&mut *conn).await?;
-    let benefit = benefit(&row)?;
-    let position: Option<String> =
-        sqlx::query_scalar("SELECT position FROM insured_positions WHERE fiscal_code = $1")
-            .bind(&form.applicant)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let registered = position.as_deref().map(decode).transpose()?;
-    let now = now_millis();
-    let acceptance = match accept(&benefit, form, s.level, now, registered.as_ref()) {
-        Ok(a) => a,
-        Err(refusal) => return Ok(Submitted::Refused(refusal)),
-    };
-    let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM claims WHERE exclusive_key = $1")
-        .bind(&acceptance.exclusive_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if taken.is_some() {
-        return Ok(Submitted::Refused(Refusal::AlreadyClaimed));
-    }
-    // The ceiling holds by this one statement: no interleaving can overspend it.
-    let reserved = sqlx::query(
-        "UPDATE benefits SET reserved_cents = reserved_cents + $1 WHERE code = $2 \
-         AND (ceiling_cents = 0 OR reserved_cents + $1 <= ceiling_cents)",
-    )
-    .bind(acceptance.amount_cents)
-    .bind(form.benefit.as_str())
-    .execute(&mut *conn)
-    .await?;
-    if reserved.rows_affected() == 0 {
-        return Ok(Submitted::Refused(Refusal::CeilingReached));
-    }
-    let year = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default().year();
-    let protocol = next_protocol(conn, u16::try_from(year).unwrap_or(u16::MAX)).await?;
-    let record = ClaimRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        protocol_number: protocol.to_string(),
-        benefit_code: form.benefit.as_str().to_owned(),
-        fiscal_code: form.applicant.clone(),
-        filer_role: s.filer.role().to_owned(),
-        filer_id: s.filer.id().to_owned(),
-        status: Status::Submitted,
-        amount_cents: acceptance.amount_cents,
-        iban: match &form.payment {
-            PaymentMethod::Bank(iban) => Some(iban.as_str().to_owned()),
-            PaymentMethod::PostOfficeCash => None,
-        },
-        child_fiscal_code: form.child.clone(),
-        reasons: Vec::new(),
-        contacts: form.contacts.clone(),
-        submitted_at: now,
-        updated_at: now,
-    };
-    let contacts =
-        serde_json::to_string(&record.contacts).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    sqlx::query(
-        "INSERT INTO claims (id, protocol_number, idempotency_key, request_digest, benefit_code, \
-         fiscal_code, filed_by_role, filed_by_id, status, amount_cents, iban, child_fiscal_code, \
-         exclusive_key, contacts, submitted_at, updated_at, decide_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $15)",
-    )
-    .bind(&record.id)
-    .bind(&record.protocol_number)
-    .bind(&key)
-    .bind(&digest)
-    .bind(&record.benefit_code)
-    .bind(&record.fiscal_code)
-    .bind(&record.filer_role)
-    .bind(&record.filer_id)
-    .bind(record.status.as_str())
-    .bind(record.amount_cents)
-    .bind(&record.iban)
-    .bind(&record.child_fiscal_code)
-    .bind(&acceptance.exclusive_key)
-    .bind(contacts)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    queue(conn, &receipt(&record, &benefit)).await?;
-    if let Filer::Patronato(office) = &s.filer {
-        let detail = format!("{} {}", record.benefit_code, record.protocol_number);
-        let entry = Entry {
-            operator_id: office,
-            action: "SubmitClaim",
-            fiscal_code: &record.fiscal_code,
-            outcome: "OK",
-            detail: &detail,
-        };
-        append(conn, &entry).await?;
-    }
-    Ok(Submitted::Accepted(record))
-}
-
 /// A decision to record on a claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decided {
@@ -288,10 +108,12 @@ pub struct Decided {
     /// Who decided: a back-office user, or `None` for the automatic decision.
     pub by: Option<String>,
     pub note: String,
+    /// The trace of the call that decided (set by [`Store::decide`]).
+    pub traceparent: Option<String>,
 }
 
 /// The decision notice (CLAIM_DECISION).
-fn decision_notice(record: &ClaimRecord) -> Option<Notice<'_>> {
+fn decision_notice(record: &ClaimRecord, traceparent: Option<String>) -> Option<Notice<'_>> {
     let outcome = match record.status {
         Status::Approved => "accolta",
         Status::Rejected => "respinta",
@@ -307,6 +129,7 @@ fn decision_notice(record: &ClaimRecord) -> Option<Notice<'_>> {
         template: "CLAIM_DECISION",
         params,
         contacts: &record.contacts,
+        traceparent,
     })
 }
 
@@ -342,8 +165,8 @@ async fn transition(
             .execute(&mut *conn)
             .await?;
     }
-    if let Some(notice) = decision_notice(&record) {
-        queue(conn, &notice).await?;
+    if let Some(notice) = decision_notice(&record, d.traceparent.clone()) {
+        queue_all(conn, &[notice]).await?;
     }
     let by = d.by.as_deref().unwrap_or("automatic");
     if d.to != Status::Withdrawn {
@@ -367,11 +190,13 @@ async fn transition(
 }
 
 impl Store {
-    /// Files a submission once it is durably committed (or refused, writing nothing).
-    pub async fn submit(&self, s: Submission) -> Result<Submitted, sqlx::Error> {
-        self.writer
-            .run(Box::new(move |conn| Box::pin(async move { submit_on(conn, &s).await })))
-            .await
+    /// Files a submission once it is durably committed (or refused, writing nothing), in a
+    /// batch with those submitted meanwhile (`crate::store::submit`).
+    pub async fn submit(&self, mut s: Submission) -> Result<Submitted, sqlx::Error> {
+        s.traceparent = sportello_platform::trace_context::current_traceparent();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submissions.send((s, reply)).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.map_err(|_| sqlx::Error::PoolClosed)?.map_err(sqlx::Error::Protocol)
     }
 
     /// Records decision `d` on claim `id` if it is in one of `from`.
@@ -379,12 +204,30 @@ impl Store {
         &self,
         id: &str,
         from: &'static [Status],
-        d: Decided,
+        mut d: Decided,
     ) -> Result<Option<ClaimRecord>, sqlx::Error> {
+        d.traceparent = sportello_platform::trace_context::current_traceparent();
         let id = id.to_owned();
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move { transition(conn, &id, from, &d).await })
+            }))
+            .await
+    }
+
+    /// Records the automatic decisions of a batch of submitted claims in one transaction;
+    /// claims no longer submitted (withdrawn meanwhile) are left as they are.
+    pub async fn decide_all(&self, decisions: Vec<(String, Decided)>) -> Result<(), sqlx::Error> {
+        let traceparent = sportello_platform::trace_context::current_traceparent();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    for (id, mut d) in decisions {
+                        d.traceparent = d.traceparent.or_else(|| traceparent.clone());
+                        transition(conn, &id, &[Status::Submitted], &d).await?;
+                    }
+                    Ok(())
+                })
             }))
             .await
     }

@@ -8,27 +8,77 @@ mod claims;
 mod mandates;
 mod outbox;
 mod registry;
+mod submit;
 
 pub use claims::{ClaimRecord, ClaimsOf, Decided, Filer, Submission, Submitted};
 pub use mandates::MandateRecord;
-pub use outbox::{Notice, Pending};
+pub use outbox::{Notice, Pending, Settled};
 pub use registry::Written;
 
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::{parse_level, Benefit, Group};
 use sportello_platform::audit::Entry;
-use sportello_platform::db::Database;
+use sportello_platform::db::{Backend, Database};
 use sportello_platform::group_commit::GroupCommit;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
-/// Claims committed together at most.
-const MAX_BATCH: usize = 256;
+/// Jobs committed together at most.
+const MAX_BATCH: usize = 64;
+/// Submissions decided and committed as one set at most.
+const MAX_SUBMISSIONS: usize = 512;
+
+/// A submission waiting for its batch, and where its answer goes.
+type Queued = (Submission, oneshot::Sender<Result<Submitted, String>>);
 
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
     writer: GroupCommit,
+    submissions: mpsc::Sender<Queued>,
+    /// When the last batch of submissions committed (Unix ms).
+    last_batch: Arc<AtomicI64>,
+}
+
+/// How recently submissions must have committed for claims to be arriving in a rush.
+const RUSH_MS: i64 = 250;
+
+/// Gathers the submissions that arrive while a batch commits into the next batch. The task
+/// owns them: a caller that hangs up leaves its claim to be committed all the same.
+async fn submitter(
+    writer: GroupCommit,
+    backend: Backend,
+    mut queue: mpsc::Receiver<Queued>,
+    last_batch: Arc<AtomicI64>,
+) {
+    let mut batch = Vec::with_capacity(MAX_SUBMISSIONS);
+    while queue.recv_many(&mut batch, MAX_SUBMISSIONS).await > 0 {
+        let (submissions, replies): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut batch).into_iter().unzip();
+        let count = submissions.len();
+        let done = writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move { submit::submit_batch(conn, backend, &submissions).await })
+            }))
+            .await;
+        last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
+        match done {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, submissions = count, "a batch of submissions failed");
+                for reply in replies {
+                    let _ = reply.send(Err(format!("batch failed: {e}")));
+                }
+            }
+        }
+    }
 }
 
 const BENEFIT_COLUMNS: &str = "code, title, legal_basis, amount_cents, ceiling_cents, \
@@ -71,7 +121,16 @@ pub struct BenefitChange {
 impl Store {
     pub fn new(db: Database) -> Self {
         let writer = GroupCommit::start_batched(&db, MAX_BATCH);
-        Self { db, writer }
+        let (submissions, queue) = mpsc::channel(MAX_SUBMISSIONS * 8);
+        let last_batch = Arc::new(AtomicI64::new(0));
+        tokio::spawn(submitter(writer.clone(), db.backend, queue, last_batch.clone()));
+        Self { db, writer, submissions, last_batch }
+    }
+
+    /// Whether claims are arriving in a rush (a batch committed within the last 250 ms): the
+    /// background work (receipts, automatic decisions) then gives way to submissions.
+    pub fn in_rush(&self) -> bool {
+        sportello_platform::now_millis() - self.last_batch.load(Ordering::Relaxed) < RUSH_MS
     }
 
     /// The catalogue, in the order it is presented.

@@ -17,36 +17,57 @@ pub struct Notice<'a> {
     pub template: &'static str,
     pub params: BTreeMap<&'static str, String>,
     pub contacts: &'a Contacts,
+    /// The trace of the action that queued it: its delivery joins that trace.
+    pub traceparent: Option<String>,
 }
 
-/// Queues `notice` on `conn`, in the transaction of the change it announces: by email when the
-/// citizen gave one (it has room for the whole text), else by SMS.
-pub(super) async fn queue(
+/// Notices per multi-row INSERT (8 parameters each).
+const ROWS_PER_INSERT: usize = 400;
+
+/// Queues `notices` on `conn`, in the transaction of the change they announce: each by email
+/// when the citizen gave one (it has room for the whole text), else by SMS.
+pub(super) async fn queue_all(
     conn: &mut sqlx::AnyConnection,
-    notice: &Notice<'_>,
+    notices: &[Notice<'_>],
 ) -> Result<(), sqlx::Error> {
-    let (channel, address) = match (&notice.contacts.email, &notice.contacts.mobile_phone) {
-        (Some(email), _) => ("EMAIL", email),
-        (None, Some(phone)) => ("SMS", phone),
-        (None, None) => return Ok(()),
-    };
-    let params =
-        serde_json::to_string(&notice.params).map_err(|e| sqlx::Error::Encode(e.into()))?;
     let now = now_millis();
-    sqlx::query(
-        "INSERT INTO outbox (id, fiscal_code, template, channel, address, params, traceparent, \
-         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(notice.fiscal_code)
-    .bind(notice.template)
-    .bind(channel)
-    .bind(address)
-    .bind(params)
-    .bind(sportello_platform::trace_context::current_traceparent())
-    .bind(now)
-    .execute(conn)
-    .await?;
+    let addressed: Vec<(&Notice<'_>, &str, &str)> = notices
+        .iter()
+        .filter_map(|n| match (&n.contacts.email, &n.contacts.mobile_phone) {
+            (Some(email), _) => Some((n, "EMAIL", email.as_str())),
+            (None, Some(phone)) => Some((n, "SMS", phone.as_str())),
+            (None, None) => None,
+        })
+        .collect();
+    for rows in addressed.chunks(ROWS_PER_INSERT) {
+        let values: Vec<String> = (0..rows.len())
+            .map(|i| {
+                // The last parameter, the time, is both when it is due and when it was written.
+                let p: Vec<String> = (1..=8).map(|k| format!("${}", i * 8 + k)).collect();
+                format!("({}, ${})", p.join(", "), i * 8 + 8)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbox (id, fiscal_code, template, channel, address, params, \
+             traceparent, next_attempt_at, created_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (notice, channel, address) in rows {
+            let params =
+                serde_json::to_string(&notice.params).map_err(|e| sqlx::Error::Encode(e.into()))?;
+            query = query
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(notice.fiscal_code.to_owned())
+                .bind(notice.template)
+                .bind(*channel)
+                .bind(address.to_owned())
+                .bind(params)
+                .bind(notice.traceparent.clone())
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -77,6 +98,16 @@ fn pending(row: &AnyRow) -> Result<Pending, sqlx::Error> {
     })
 }
 
+/// How handing one notice to notify-svc went: done (with notify's message id, or the permanent
+/// refusal in `error`), or to be tried again at `retry_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub id: String,
+    pub message_id: Option<String>,
+    pub retry_at: Option<i64>,
+    pub error: Option<String>,
+}
+
 impl Store {
     /// Claims up to `limit` due notices for `lease_ms`, in one statement.
     pub async fn claim_outbox(
@@ -97,42 +128,50 @@ impl Store {
              AND (leased_until IS NULL OR leased_until <= $2) \
              RETURNING id, fiscal_code, template, channel, address, params, traceparent, attempts"
         );
-        let rows = sqlx::query(&sql)
-            .bind(now.saturating_add(lease_ms))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter().map(pending).collect()
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(&sql)
+                        .bind(now.saturating_add(lease_ms))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    rows.iter().map(pending).collect()
+                })
+            }))
+            .await
     }
 
-    /// Records how handing a notice to notify-svc went: done (with notify's message id, or the
-    /// permanent refusal in `error`), or to be tried again at `retry_at`.
-    pub async fn outbox_settle(
-        &self,
-        id: &str,
-        message_id: Option<&str>,
-        retry_at: Option<i64>,
-        error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let sql = match retry_at {
-            Some(_) => {
-                "UPDATE outbox SET next_attempt_at = $2, leased_until = NULL, last_error = $4, \
-                 message_id = $3 WHERE id = $1"
-            }
-            None => {
-                "UPDATE outbox SET done_at = $2, leased_until = NULL, last_error = $4, \
-                 message_id = $3 WHERE id = $1"
-            }
-        };
-        sqlx::query(sql)
-            .bind(id)
-            .bind(retry_at.unwrap_or_else(now_millis))
-            .bind(message_id)
-            .bind(error)
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
+    /// Records how handing each notice to notify-svc went, in one transaction of the writer.
+    pub async fn outbox_settle(&self, outcomes: Vec<Settled>) -> Result<(), sqlx::Error> {
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let now = now_millis();
+                    for o in &outcomes {
+                        let sql = match o.retry_at {
+                            Some(_) => {
+                                "UPDATE outbox SET next_attempt_at = $2, leased_until = NULL, \
+                                 last_error = $4, message_id = $3 WHERE id = $1"
+                            }
+                            None => {
+                                "UPDATE outbox SET done_at = $2, leased_until = NULL, \
+                                 last_error = $4, message_id = $3 WHERE id = $1"
+                            }
+                        };
+                        sqlx::query(sql)
+                            .bind(&o.id)
+                            .bind(o.retry_at.unwrap_or(now))
+                            .bind(&o.message_id)
+                            .bind(&o.error)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            }))
+            .await
     }
 
     /// Notices not yet handed over.
