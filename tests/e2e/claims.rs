@@ -133,7 +133,12 @@ async fn status_of(suite: &Suite, token: &str, id: &str) -> i32 {
     get_claim(suite.gateway_channel().await, token, id).await.expect("claim").status
 }
 
-async fn wait_for_status(suite: &Suite, token: &str, id: &str, want: cl::ClaimStatus) -> cl::Claim {
+async fn wait_for_claim_status(
+    suite: &Suite,
+    token: &str,
+    id: &str,
+    want: cl::ClaimStatus,
+) -> cl::Claim {
     eventually("the claim's decision", Duration::from_secs(15), || async {
         status_of(suite, token, id).await == want as i32
     })
@@ -156,7 +161,7 @@ async fn a_professional_with_a_simplified_pin_files_the_indemnity_and_gets_a_pro
     assert_eq!(receipt.amount_cents, 60_000);
 
     // Cash at the post office needs no bank check: approved at once, and the citizen told.
-    let claim = wait_for_status(
+    let claim = wait_for_claim_status(
         &suite,
         &session.access_token,
         &receipt.claim_id,
@@ -534,12 +539,12 @@ async fn the_automatic_decision_follows_the_bank_check_and_leaves_the_unknown_to
             .expect("filed");
         filed.push((token, receipt.claim_id));
     }
-    wait_for_status(&suite, &filed[0].0, &filed[0].1, cl::ClaimStatus::Approved).await;
+    wait_for_claim_status(&suite, &filed[0].0, &filed[0].1, cl::ClaimStatus::Approved).await;
     let rejected =
-        wait_for_status(&suite, &filed[1].0, &filed[1].1, cl::ClaimStatus::Rejected).await;
+        wait_for_claim_status(&suite, &filed[1].0, &filed[1].1, cl::ClaimStatus::Rejected).await;
     assert_eq!(rejected.reasons, ["IBAN_NOT_OWNED"]);
     let waiting =
-        wait_for_status(&suite, &filed[2].0, &filed[2].1, cl::ClaimStatus::InReview).await;
+        wait_for_claim_status(&suite, &filed[2].0, &filed[2].1, cl::ClaimStatus::InReview).await;
     assert_eq!(waiting.reasons, ["IBAN_OWNERSHIP_UNKNOWN"]);
     let store = claims_store(&suite).await;
     assert_eq!(
@@ -653,4 +658,102 @@ async fn the_back_office_changes_a_ceiling_on_the_record_and_the_catalogue_shows
     };
     let denied = as_citizen.update_benefit(with_token(&token, change)).await.expect_err("citizen");
     assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+/// `sportello claims` as an operator runs it, on `addr`, against the test's database.
+fn claims_process(suite: &Suite, addr: std::net::SocketAddr) -> tokio::process::Child {
+    let mut cmd = service_process(&suite.db, "claims", addr);
+    cmd.env("SPORTELLO_CLAIMS__IDENTITY_URL", url(suite.identity.addr))
+        .env("SPORTELLO_CLAIMS__NOTIFY_URL", url(suite.notify.addr));
+    cmd.spawn().expect("sportello claims")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_svc_killed_mid_flood_keeps_every_accepted_claim_and_sends_each_receipt_once() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const FILERS: i64 = 400;
+    // The in-process claims-svc only serves; the one killed is a process of its own.
+    let suite = spawn_suite_with(undecided).await;
+    let citizens: Vec<String> = (0..FILERS + 50).map(nth_cf).collect();
+    suite
+        .import_registry(&registry(citizens.iter().map(|cf| professional_row(cf))))
+        .await
+        .expect("registry");
+    let (listener, addr) = listener().await;
+    drop(listener);
+    let mut child = claims_process(&suite, addr);
+    wait_for_status(addr, "sportello.claims.v1.ClaimsService", ServingStatus::Serving).await;
+
+    let filers: Vec<(String, String)> = citizens[..FILERS as usize]
+        .iter()
+        .map(|cf| (cf.clone(), suite.citizen_token(cf, Level::Simplified)))
+        .collect();
+    let channel = connect(addr).await;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut calls = tokio::task::JoinSet::new();
+    for (cf, token) in filers.clone() {
+        let (channel, accepted, semaphore) = (channel.clone(), accepted.clone(), semaphore.clone());
+        calls.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("semaphore");
+            let form = claim_form("PROFESSIONISTI_COCOCO", &cf, &format!("flood-{cf}"));
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), submit(channel, &token, form)).await;
+            let answer = answer.ok().and_then(Result::ok);
+            if answer.is_some() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (cf, answer)
+        });
+    }
+    eventually("the flood to be under way", Duration::from_secs(30), || async {
+        accepted.load(std::sync::atomic::Ordering::Relaxed) >= 100
+    })
+    .await;
+    child.start_kill().expect("kill -9");
+    let _ = child.wait().await;
+    let mut answered: HashMap<String, cl::ClaimReceipt> = HashMap::new();
+    while let Some(done) = calls.join_next().await {
+        if let (cf, Some(receipt)) = done.expect("call") {
+            answered.insert(cf, receipt);
+        }
+    }
+    assert!(
+        answered.len() < FILERS as usize,
+        "the kill came mid-flood ({} answered)",
+        answered.len()
+    );
+
+    let mut child = claims_process(&suite, addr);
+    wait_for_status(addr, "sportello.claims.v1.ClaimsService", ServingStatus::Serving).await;
+    // Every answer given before the kill stands.
+    let channel = connect(addr).await;
+    for (cf, receipt) in &answered {
+        let token = &filers.iter().find(|(c, _)| c == cf).expect("filer").1;
+        let claim = get_claim(channel.clone(), token, &receipt.claim_id).await.expect("kept");
+        assert_eq!(claim.receipt.as_ref(), Some(receipt));
+    }
+    // Whoever lost the answer retries with the same key and gets the one claim.
+    for (cf, token) in &filers {
+        let form = claim_form("PROFESSIONISTI_COCOCO", cf, &format!("flood-{cf}"));
+        let receipt = submit(channel.clone(), token, form).await.expect("retry answered");
+        if let Some(first) = answered.get(cf) {
+            assert_eq!(&receipt, first, "a retry gets the first answer");
+        }
+    }
+    assert_eq!(
+        suite.db.count("claims", "claims", "1 = 1").await,
+        FILERS,
+        "one claim per filer, none for anyone else"
+    );
+    let store = claims_store(&suite).await;
+    let (reserved, live) = store.reserved("PROFESSIONISTI_COCOCO").await.expect("totals");
+    assert_eq!((reserved, live), (FILERS * 60_000, FILERS * 60_000));
+    eventually("every receipt relayed", Duration::from_secs(60), || async {
+        suite.db.count("claims", "outbox", "done_at IS NULL").await == 0
+    })
+    .await;
+    let receipts = suite.db.count("notify", "messages", "template = 'CLAIM_RECEIPT'").await;
+    assert_eq!(receipts, FILERS, "each receipt sent exactly once");
+    child.start_kill().expect("stop");
 }
