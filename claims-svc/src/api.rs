@@ -11,7 +11,7 @@ use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::store::{
     BenefitChange, ClaimRecord, ClaimsOf, Decided, Filer, MandateRecord, Store, Submission,
-    Submitted,
+    Submitted, Written,
 };
 use identity_svc::domain::codice_fiscale::CodiceFiscale;
 use sportello_platform::audit::Entry;
@@ -421,6 +421,18 @@ impl ClaimsService for Claims {
     }
 }
 
+/// Adds a written batch of the registry to the import's reply.
+fn tally(
+    reply: &mut wire::ImportRegistryResponse,
+    written: Result<Result<Written, sqlx::Error>, tokio::task::JoinError>,
+) -> Result<(), GrpcStatus> {
+    let written = written.map_err(|e| GrpcStatus::internal(e.to_string()))?;
+    let written = written.map_err(ClaimsError::from)?;
+    reply.rows_changed += written.changed as i64;
+    reply.rows_unchanged += written.unchanged as i64;
+    Ok(())
+}
+
 fn backoffice<T>(request: &Request<T>) -> Result<Principal, GrpcStatus> {
     let p = principal(request)?;
     require(&p, &[Role::Backoffice], "for the back office")?;
@@ -558,6 +570,7 @@ impl ClaimsBackOfficeService for Claims {
         let mut carry: Vec<u8> = Vec::new();
         let mut next_line = 1_i64;
         let mut pending: Vec<(String, Registered)> = Vec::new();
+        let mut writing: Option<tokio::task::JoinHandle<Result<Written, sqlx::Error>>> = None;
         let mut finished = false;
         while !finished {
             let chunk = stream.message().await?;
@@ -587,10 +600,16 @@ impl ClaimsBackOfficeService for Claims {
             while pending.len() >= IMPORT_BATCH || (finished && !pending.is_empty()) {
                 let rest = pending.split_off(pending.len().min(IMPORT_BATCH));
                 let batch = std::mem::replace(&mut pending, rest);
-                let written = self.store.put_positions(batch).await.map_err(ClaimsError::from)?;
-                state.reply.rows_changed += written.changed as i64;
-                state.reply.rows_unchanged += written.unchanged as i64;
+                // One batch is written while the next is parsed.
+                if let Some(previous) = writing.take() {
+                    tally(&mut state.reply, previous.await)?;
+                }
+                let store = self.store.clone();
+                writing = Some(tokio::spawn(async move { store.put_positions(batch).await }));
             }
+        }
+        if let Some(last) = writing.take() {
+            tally(&mut state.reply, last.await)?;
         }
         let r = &state.reply;
         let detail = format!(

@@ -95,7 +95,8 @@ pub async fn open(
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384;",
+                             PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384; \
+                             PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
                     }
@@ -110,7 +111,31 @@ pub async fn open(
         Backend::Postgres => migrations.postgres,
     };
     migrator.run(&pool).await?;
+    if backend == Backend::Sqlite {
+        tokio::spawn(checkpoints(pool.clone()));
+    }
     Ok(Database { pool, backend })
+}
+
+/// Copies the write-ahead log into the database file every second, beside the writers: SQLite
+/// would otherwise do it inside the commit that crosses 1,000 pages of log, and that commit's
+/// callers would wait for the copy and its fsync (a stall every few hundred batches on click
+/// day). PASSIVE never waits for readers or writers; it stops when the pool closes.
+async fn checkpoints(pool: AnyPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %e, "WAL checkpoint skipped");
+        }
+    }
 }
 
 /// Like [`open`], but keeps trying (the database may come up after the service) until it succeeds
