@@ -264,7 +264,10 @@ fn spooled_letter_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<S
     Ok(boxed.to_owned())
 }
 
-async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result<Prepared> {
+/// notify-svc's database (`--notify-database-url`) and the name of its messages table there.
+pub(crate) async fn notify_messages(
+    args: &BenchArgs,
+) -> anyhow::Result<(sqlx::AnyPool, &'static str)> {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&args.notify_database_url).await?;
     let table = if args.notify_database_url.starts_with("postgres") {
@@ -272,6 +275,11 @@ async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result
     } else {
         "messages"
     };
+    Ok((pool, table))
+}
+
+async fn prepare(args: &BenchArgs, n: usize, next: &AtomicU64) -> anyhow::Result<Prepared> {
+    let (pool, table) = notify_messages(args).await?;
     let sql = format!(
         "SELECT id, template, status FROM {table} WHERE fiscal_code = $1 \
          AND template IN ('PIN_FIRST_HALF', 'PIN_SECOND_HALF_LETTER') ORDER BY created_at DESC"

@@ -87,13 +87,7 @@ async fn first_halves_sent(
     args: &BenchArgs,
     citizens: &HashSet<String>,
 ) -> anyhow::Result<HashMap<String, String>> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&args.notify_database_url).await?;
-    let table = if args.notify_database_url.starts_with("postgres") {
-        "notify.messages"
-    } else {
-        "messages"
-    };
+    let (pool, table) = bench::notify_messages(args).await?;
     let sent = format!(
         "SELECT fiscal_code, id FROM {table} WHERE template = 'PIN_FIRST_HALF' AND status = 'SENT'"
     );

@@ -112,16 +112,25 @@ struct Problem {
     description: String,
 }
 
-async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
+/// The start of an import: the gateway, a back-office session, and a progress bar over the
+/// file's data rows.
+pub(crate) async fn start(
+    args: &ResidentsArgs,
+) -> anyhow::Result<(tonic::transport::Channel, wire::Session, ProgressBar)> {
     let rows = count_rows(&args.file)?;
     let channel = tonic::transport::Endpoint::from_shared(args.gateway.clone())?
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.gateway))?;
     let session = login(channel.clone(), &args.username).await?;
-
     let bar = ProgressBar::new(rows);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")?);
+    Ok((channel, session, bar))
+}
+
+async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
+    let (channel, session, bar) = start(&args).await?;
+    let rows = bar.length().unwrap_or_default();
     // A reader thread parses the file into batches; the stream hands them to gRPC as the
     // server takes them (HTTP/2 flow control paces the reader), moving the bar.
     let (tx, rx) = tokio::sync::mpsc::channel::<wire::ImportResidentsRequest>(4);
@@ -238,7 +247,7 @@ async fn import_call(
 }
 
 /// Data rows in the file (lines less the header), for the progress bar.
-pub(crate) fn count_rows(path: &std::path::Path) -> anyhow::Result<u64> {
+fn count_rows(path: &std::path::Path) -> anyhow::Result<u64> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let lines = std::io::BufReader::new(file).lines().count() as u64;

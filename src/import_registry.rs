@@ -3,9 +3,8 @@
 //! deadline cap), split at line boundaries, each call starting with the file's header; the
 //! server's line numbers are shifted back to the file's.
 
-use crate::import::{count_rows, login, ResidentsArgs};
+use crate::import::ResidentsArgs;
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
 use sportello_proto::claims::v1 as wire;
 use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
 use std::io::BufRead;
@@ -25,14 +24,7 @@ struct Part {
 }
 
 pub async fn registry(args: ResidentsArgs) -> anyhow::Result<()> {
-    let rows = count_rows(&args.file)?;
-    let channel = tonic::transport::Endpoint::from_shared(args.gateway.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.gateway))?;
-    let session = login(channel.clone(), &args.username).await?;
-    let bar = ProgressBar::new(rows);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")?);
+    let (channel, session, bar) = crate::import::start(&args).await?;
 
     // A reader thread cuts the file into parts; each part is one call.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2);

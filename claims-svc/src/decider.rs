@@ -14,8 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 256;
 const LEASE_MS: i64 = 30_000;
-/// How long background work waits between batches while claims arrive in a rush.
-const RUSH_PAUSE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_secs(1);
 
 /// What the bank's check says of an IBAN and a fiscal code (as the Italian banks' CheckIBAN
@@ -71,30 +69,17 @@ pub struct Decider {
 
 impl Decider {
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        loop {
-            let full = match self.once().await {
-                Ok(n) => n == BATCH,
-                Err(e) => {
-                    tracing::warn!(error = %e, "automatic decision could not claim claims");
-                    false
-                }
-            };
-            if full && !shutdown.is_cancelled() && !self.store.in_rush() {
-                continue;
-            }
-            // Submissions first: during a rush one batch per RUSH_PAUSE; the rest follows it.
-            if self.store.in_rush() {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(RUSH_PAUSE) => continue,
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
+        let store = self.store.clone();
+        crate::background::keep_up(
+            "automatic decision",
+            &store,
+            BATCH,
+            POLL,
+            wake,
+            shutdown,
+            || self.once(),
+        )
+        .await;
     }
 
     /// Decides one batch; returns how many claims it took.

@@ -3,6 +3,7 @@
 //! ceilings that bound them, patronato mandates, and the decisions on claims.
 
 pub mod api;
+pub mod background;
 pub mod catalogue;
 pub mod config;
 pub mod decider;

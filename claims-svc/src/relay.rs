@@ -19,8 +19,6 @@ use tracing::Instrument;
 const BATCH: i64 = 128;
 const LEASE_MS: i64 = 10_000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long background work waits between batches while claims arrive in a rush.
-const RUSH_PAUSE: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(500);
 
 /// Sends notices to notify-svc as claims-svc.
@@ -34,30 +32,17 @@ pub struct Relay {
 impl Relay {
     /// Runs until `shutdown`: relays whenever `wake` is notified or every [`POLL`].
     pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
-        loop {
-            let full = match self.once().await {
-                Ok(claimed) => claimed == BATCH,
-                Err(e) => {
-                    tracing::warn!(error = %e, "claims outbox relay could not claim rows");
-                    false
-                }
-            };
-            if full && !shutdown.is_cancelled() && !self.store.in_rush() {
-                continue;
-            }
-            // Submissions first: during a rush one batch per RUSH_PAUSE; the rest follows it.
-            if self.store.in_rush() {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(RUSH_PAUSE) => continue,
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
+        let store = self.store.clone();
+        crate::background::keep_up(
+            "claims outbox relay",
+            &store,
+            BATCH,
+            POLL,
+            wake,
+            shutdown,
+            || self.once(),
+        )
+        .await;
     }
 
     /// Claims one batch of due notices and sends them; returns how many were claimed.

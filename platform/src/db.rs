@@ -161,6 +161,29 @@ pub async fn open_with_retry(
     }
 }
 
+/// The one statement that leases due rows of `table` to a worker: up to `$3` rows matching
+/// `due` (which may use `$2`, now), not leased or with their lease run out at `$2`, in `order`,
+/// leased until `$1` with `also` set besides, returning `returning`. On PostgreSQL rows another
+/// worker is leasing are skipped (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a time.
+pub fn lease_sql(
+    backend: Backend,
+    table: &str,
+    also: &str,
+    due: &str,
+    order: &str,
+    returning: &str,
+) -> String {
+    let lock = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let free = "(leased_until IS NULL OR leased_until <= $2)";
+    format!(
+        "UPDATE {table} SET leased_until = $1, {also} WHERE id IN (SELECT id FROM {table} \
+         WHERE {due} AND {free} ORDER BY {order} LIMIT $3{lock}) AND {free} RETURNING {returning}"
+    )
+}
+
 /// Whether `e` is the database refusing text it cannot store: PostgreSQL keeps no NUL byte in
 /// `text` (SQLSTATE 22021) nor characters outside the database's encoding (22P05). The caller
 /// sent such text, so it is their request that is invalid, not the service that is down.

@@ -238,30 +238,8 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimRecord>, sqlx::Error> {
-        let now = now_millis();
-        let sql = format!(
-            "UPDATE claims SET leased_until = $1, decide_attempts = decide_attempts + 1 \
-             WHERE id IN (SELECT id FROM claims WHERE decide_at <= $2 \
-             AND (leased_until IS NULL OR leased_until <= $2) ORDER BY decide_at LIMIT $3{}) \
-             AND (leased_until IS NULL OR leased_until <= $2) RETURNING {CLAIM_COLUMNS}",
-            match self.db.backend {
-                sportello_platform::db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                sportello_platform::db::Backend::Sqlite => "",
-            }
-        );
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    let rows = sqlx::query(&sql)
-                        .bind(now.saturating_add(lease_ms))
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    rows.iter().map(claim).collect()
-                })
-            }))
-            .await
+        let due = ("claims", "decide_attempts = decide_attempts + 1", "decide_at <= $2");
+        self.lease(due, "decide_at, id", CLAIM_COLUMNS, (limit, lease_ms), claim).await
     }
 
     /// Puts an undecided claim back for a later attempt (the provider did not answer).

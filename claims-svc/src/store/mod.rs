@@ -199,6 +199,34 @@ impl Store {
             .await
     }
 
+    /// Leases up to `limit` due rows for `lease_ms` through the writer (one statement, see
+    /// [`sportello_platform::db::lease_sql`]): `(table, also set, due)`, in `order`.
+    async fn lease<T: Send + 'static>(
+        &self,
+        (table, also, due): (&str, &str, &str),
+        order: &str,
+        columns: &str,
+        (limit, lease_ms): (i64, i64),
+        decode: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let sql =
+            sportello_platform::db::lease_sql(self.db.backend, table, also, due, order, columns);
+        let now = sportello_platform::now_millis();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(&sql)
+                        .bind(now.saturating_add(lease_ms))
+                        .bind(now)
+                        .bind(limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    rows.iter().map(decode).collect()
+                })
+            }))
+            .await
+    }
+
     /// Appends an audit event on its own (a staff read).
     pub async fn audit(&self, entry: &Entry<'_>) -> Result<(), sqlx::Error> {
         let mut conn = self.db.pool.acquire().await?;

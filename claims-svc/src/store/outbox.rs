@@ -4,7 +4,6 @@
 
 use super::Store;
 use crate::domain::claim::Contacts;
-use sportello_platform::db::Backend;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -115,32 +114,10 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<Pending>, sqlx::Error> {
-        let lock = match self.db.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let now = now_millis();
-        let sql = format!(
-            "UPDATE outbox SET leased_until = $1, attempts = attempts + 1 WHERE id IN (\
-             SELECT id FROM outbox WHERE done_at IS NULL AND next_attempt_at <= $2 \
-             AND (leased_until IS NULL OR leased_until <= $2) \
-             ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
-             AND (leased_until IS NULL OR leased_until <= $2) \
-             RETURNING id, fiscal_code, template, channel, address, params, traceparent, attempts"
-        );
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    let rows = sqlx::query(&sql)
-                        .bind(now.saturating_add(lease_ms))
-                        .bind(now)
-                        .bind(limit)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    rows.iter().map(pending).collect()
-                })
-            }))
-            .await
+        let due =
+            ("outbox", "attempts = attempts + 1", "done_at IS NULL AND next_attempt_at <= $2");
+        let columns = "id, fiscal_code, template, channel, address, params, traceparent, attempts";
+        self.lease(due, "next_attempt_at, id", columns, (limit, lease_ms), pending).await
     }
 
     /// Records how handing each notice to notify-svc went, in one transaction of the writer.

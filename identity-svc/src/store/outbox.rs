@@ -6,7 +6,6 @@
 use super::Store;
 use crate::domain::pin_request::Channel;
 use crate::notifier::Destination;
-use sportello_platform::db::Backend;
 use sportello_platform::now_millis;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -172,17 +171,14 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<Pending>, sqlx::Error> {
-        let lock = match self.db.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
         let now = now_millis();
-        let sql = format!(
-            "UPDATE outbox SET leased_until = $1, attempts = attempts + 1 WHERE id IN (\
-             SELECT id FROM outbox WHERE done_at IS NULL AND next_attempt_at <= $2 \
-             AND (leased_until IS NULL OR leased_until <= $2) \
-             ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
-             AND (leased_until IS NULL OR leased_until <= $2) RETURNING {PENDING_COLUMNS}"
+        let sql = sportello_platform::db::lease_sql(
+            self.db.backend,
+            "outbox",
+            "attempts = attempts + 1",
+            "done_at IS NULL AND next_attempt_at <= $2",
+            "next_attempt_at, id",
+            PENDING_COLUMNS,
         );
         let rows = sqlx::query(&sql)
             .bind(now.saturating_add(lease_ms))
