@@ -53,6 +53,10 @@ pub(crate) struct ResidentsArgs {
     /// first line of standard input.
     #[arg(long, env = "SPORTELLO_USERNAME")]
     pub(crate) username: String,
+    /// Registry: data rows per ImportRegistry call (each call well within the gateway's
+    /// deadline cap).
+    #[arg(long, default_value_t = 200_000, hide = true)]
+    pub(crate) rows_per_call: usize,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {

@@ -10,8 +10,6 @@ use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOf
 use std::io::BufRead;
 use std::time::Instant;
 
-/// Data rows per call: 200,000 rows take a few seconds at the rates the import reaches.
-const ROWS_PER_CALL: usize = 200_000;
 /// Bytes per message of a call's stream.
 const CHUNK: usize = 256 * 1024;
 
@@ -30,6 +28,8 @@ pub async fn registry(args: ResidentsArgs) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(2);
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
+    // 200,000 rows (the default) take a few seconds at the rates the import reaches.
+    let per_call = args.rows_per_call.max(1);
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut lines = std::io::BufReader::new(file).split(b'\n');
         let Some(header) = lines.next().transpose()? else { return Ok(()) };
@@ -43,7 +43,7 @@ pub async fn registry(args: ResidentsArgs) -> anyhow::Result<()> {
                 part.text.extend_from_slice(&line);
                 part.text.push(b'\n');
                 part.rows += 1;
-                if part.rows as usize == ROWS_PER_CALL {
+                if part.rows as usize == per_call {
                     break;
                 }
             }

@@ -113,6 +113,7 @@ fn wire_claim(r: &ClaimRecord) -> wire::Claim {
             .as_deref()
             .map(mask::fiscal_code)
             .unwrap_or_default(),
+        redeemed_at: r.redeemed_at.map(timestamp),
     }
 }
 
@@ -362,6 +363,38 @@ impl ClaimsService for Claims {
             message: "the claim has been decided: it can no longer be withdrawn".into(),
         })?;
         Ok(Response::new(wire::WithdrawClaimResponse { claim: Some(wire_claim(&done)) }))
+    }
+
+    async fn redeem_baby_sitting_bonus(
+        &self,
+        request: Request<wire::RedeemBabySittingBonusRequest>,
+    ) -> Answer<wire::RedeemBabySittingBonusResponse> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Citizen], "only the citizen redeems their bonus")?;
+        let id = claim_id("claim_id", &request.get_ref().claim_id).map_err(ClaimsError::from)?;
+        let claim = self.visible_claim(&p, &id, "RedeemBabySittingBonus").await?;
+        let refuse =
+            |reason, message: &str| ClaimsError::Precondition { reason, message: message.into() };
+        if claim.benefit_code != BenefitCode::BonusBabySitting.as_str() {
+            return Err(refuse(
+                "NOT_A_BABY_SITTING_BONUS",
+                "only the baby-sitting bonus is redeemed",
+            )
+            .into());
+        }
+        if p.level < Level::Ordinary {
+            let why = "registering on the Libretto Famiglia needs at least an ordinary PIN";
+            return Err(refuse("LEVEL_TOO_LOW", why).into());
+        }
+        let redeemed = match claim.redeemed_at {
+            Some(_) => Some(claim),
+            None => self.store.redeem(&id, &p.sub).await.map_err(ClaimsError::from)?,
+        };
+        let redeemed =
+            redeemed.ok_or_else(|| refuse("NOT_APPROVED", "the bonus is not approved (yet)"))?;
+        Ok(Response::new(wire::RedeemBabySittingBonusResponse {
+            claim: Some(wire_claim(&redeemed)),
+        }))
     }
 
     async fn register_mandate(

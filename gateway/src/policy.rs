@@ -87,6 +87,11 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.claims.v1.ClaimsService/WithdrawClaim",
         Session { roles: CITIZEN, min_level: Level::Simplified },
     ),
+    // filed with a simplified PIN; claims-svc asks an ordinary one to redeem (issue 11)
+    (
+        "sportello.claims.v1.ClaimsService/RedeemBabySittingBonus",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
     (
         "sportello.claims.v1.ClaimsService/RegisterMandate",
         Session { roles: PATRONATO, min_level: Level::Ordinary },
@@ -242,6 +247,7 @@ mod tests {
                 "sportello.claims.v1.ClaimsService/GetClaim",
                 "sportello.claims.v1.ClaimsService/ListClaims",
                 "sportello.claims.v1.ClaimsService/WithdrawClaim",
+                "sportello.claims.v1.ClaimsService/RedeemBabySittingBonus",
                 "sportello.claims.v1.ClaimsService/ListMandates",
                 "sportello.claims.v1.ClaimsService/RevokeMandate",
                 "sportello.notify.v1.NotifyService/ListMyMessages",

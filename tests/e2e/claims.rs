@@ -757,3 +757,90 @@ async fn a_claims_svc_killed_mid_flood_keeps_every_accepted_claim_and_sends_each
     assert_eq!(receipts, FILERS, "each receipt sent exactly once");
     child.start_kill().expect("stop");
 }
+
+#[tokio::test]
+async fn sportello_import_registry_loads_a_file_over_several_calls_and_reports_bad_rows_by_file_line(
+) {
+    let suite = spawn_suite().await;
+    let file = suite.db.data_dir().join("positions.csv");
+    let csv = registry([
+        professional_row(&nth_cf(1)),
+        professional_row(&nth_cf(2)),
+        professional_row(&nth_cf(3)),
+        format!("{},GESTIONE_SEPARATA:2015-01-01:,2015-01-01,,maybe,0,,0", nth_cf(4)),
+        professional_row(&nth_cf(5)),
+    ]);
+    std::fs::write(&file, csv).expect("file");
+    let run = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
+            .args(["import", "registry"])
+            .arg(&file)
+            .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
+            // Two rows per call: line numbers must still be the file's.
+            .args(["--rows-per-call", "2"])
+            .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
+            .output()
+            .await
+            .expect("sportello runs")
+    };
+    let out = run().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "line 5, pensioner: \"maybe\" is not 1 or 0", "{stdout}");
+    assert!(lines[1].starts_with("5 rows read: 4 changed, 0 unchanged, 1 rejected"), "{stdout}");
+    assert_eq!(suite.db.count("claims", "insured_positions", "1 = 1").await, 4);
+    let again = run().await;
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("0 changed, 4 unchanged"), "the same file changes nothing: {stdout}");
+}
+
+#[tokio::test]
+async fn the_baby_sitting_bonus_is_filed_with_a_simplified_pin_but_redeemed_only_with_an_ordinary_one(
+) {
+    use identity_svc::domain::codice_fiscale::{compute, Sex};
+    let suite = spawn_suite().await;
+    let born = chrono::NaiveDate::from_ymd_opt(2015, 3, 1).expect("date");
+    let child = compute("Esposito", "Sara", born, Sex::Female, "F839");
+    let (mother, father) = (nth_cf(11), nth_cf(12));
+    let parent = |cf: &str| format!("{cf},,,,0,0,{child}:2015-03-01,0");
+    suite.import_registry(&registry([parent(&mother), parent(&father)])).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let bonus = |cf: &str, key: &str| {
+        let mut form = cash(claim_form("BONUS_BABY_SITTING", cf, key));
+        form.child_fiscal_code = child.clone();
+        form.declarations =
+            Some(cl::Declarations { truthful: true, no_parental_leave_instead: true });
+        form
+    };
+    let simplified = suite.citizen_token(&mother, Level::Simplified);
+    let receipt = submit(gateway.clone(), &simplified, bonus(&mother, "b1"))
+        .await
+        .expect("filed with a simplified PIN");
+    // One bonus per child, whichever parent asks.
+    let other = suite.citizen_token(&father, Level::Simplified);
+    let refused =
+        submit(gateway.clone(), &other, bonus(&father, "b2")).await.expect_err("the same child");
+    assert_eq!(reason(&refused), "ALREADY_CLAIMED");
+    wait_for_claim_status(&suite, &simplified, &receipt.claim_id, cl::ClaimStatus::Approved).await;
+
+    let redeem = |token: String| {
+        let request = cl::RedeemBabySittingBonusRequest { claim_id: receipt.claim_id.clone() };
+        let mut client = claims(gateway.clone());
+        async move { client.redeem_baby_sitting_bonus(with_token(&token, request)).await }
+    };
+    let refused = redeem(simplified).await.expect_err("simplified PIN");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "LEVEL_TOO_LOW")
+    );
+    let ordinary = suite.citizen_token(&mother, Level::Ordinary);
+    let first =
+        redeem(ordinary.clone()).await.expect("redeemed").into_inner().claim.expect("claim");
+    assert!(first.redeemed_at.is_some());
+    let again = redeem(ordinary).await.expect("again").into_inner().claim.expect("claim");
+    assert_eq!(again.redeemed_at, first.redeemed_at, "redeeming twice changes nothing");
+    let theirs =
+        redeem(suite.citizen_token(&father, Level::Ordinary)).await.expect_err("not theirs");
+    assert_eq!(theirs.code(), Code::NotFound);
+}

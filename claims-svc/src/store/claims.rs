@@ -71,12 +71,14 @@ pub struct ClaimRecord {
     pub contacts: Contacts,
     pub submitted_at: i64,
     pub updated_at: i64,
+    /// Baby-sitting bonus: when it was redeemed on the Libretto Famiglia.
+    pub redeemed_at: Option<i64>,
 }
 
 pub(super) const CLAIM_COLUMNS: &str =
     "id, protocol_number, benefit_code, fiscal_code, filed_by_role, \
     filed_by_id, status, amount_cents, iban, child_fiscal_code, reasons, contacts, submitted_at, \
-    updated_at";
+    updated_at, redeemed_at";
 
 pub(super) fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
     let reasons: String = row.try_get("reasons")?;
@@ -97,6 +99,7 @@ pub(super) fn claim(row: &AnyRow) -> Result<ClaimRecord, sqlx::Error> {
         contacts: serde_json::from_str(&contacts).map_err(|e| sqlx::Error::Decode(e.into()))?,
         submitted_at: row.try_get("submitted_at")?,
         updated_at: row.try_get("updated_at")?,
+        redeemed_at: row.try_get("redeemed_at")?,
     })
 }
 
@@ -240,6 +243,34 @@ impl Store {
     ) -> Result<Vec<ClaimRecord>, sqlx::Error> {
         let due = ("claims", "decide_attempts = decide_attempts + 1", "decide_at <= $2");
         self.lease(due, "decide_at, id", CLAIM_COLUMNS, (limit, lease_ms), claim).await
+    }
+
+    /// Records that the citizen `fiscal_code` redeemed their approved baby-sitting bonus `id`
+    /// (the first time only); `None` when it is not such a claim of theirs.
+    pub async fn redeem(
+        &self,
+        id: &str,
+        fiscal_code: &str,
+    ) -> Result<Option<ClaimRecord>, sqlx::Error> {
+        let (id, cf) = (id.to_owned(), fiscal_code.to_owned());
+        let sql = format!(
+            "UPDATE claims SET redeemed_at = COALESCE(redeemed_at, $3), updated_at = $3 \
+             WHERE id = $1 AND fiscal_code = $2 AND status = 'APPROVED' \
+             AND benefit_code = 'BONUS_BABY_SITTING' RETURNING {CLAIM_COLUMNS}"
+        );
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(&sql)
+                        .bind(&id)
+                        .bind(&cf)
+                        .bind(now_millis())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    row.as_ref().map(claim).transpose()
+                })
+            }))
+            .await
     }
 
     /// Puts an undecided claim back for a later attempt (the provider did not answer).

@@ -290,6 +290,7 @@ fn record_of(s: &Submission, amount_cents: i64, now: i64) -> ClaimRecord {
         contacts: s.form.contacts.clone(),
         submitted_at: now,
         updated_at: now,
+        redeemed_at: None,
     }
 }
 
