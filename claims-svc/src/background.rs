@@ -12,6 +12,18 @@ use tokio_util::sync::CancellationToken;
 
 /// How long background work waits between batches while claims arrive in a rush.
 pub const RUSH_PAUSE: Duration = Duration::from_secs(1);
+/// Items per batch of background work during a rush: a batch holds the writer that
+/// submissions wait for, so it is kept short.
+pub const RUSH_BATCH: i64 = 32;
+
+/// How many items the next batch takes: `full`, or [`RUSH_BATCH`] during a rush.
+pub fn batch_size(store: &Store, full: i64) -> i64 {
+    if store.in_rush() {
+        RUSH_BATCH.min(full)
+    } else {
+        full
+    }
+}
 
 /// Runs `batch` (which returns how many items it took) until `shutdown`; `full` is the size
 /// of a batch that may have left more behind.

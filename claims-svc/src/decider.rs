@@ -84,7 +84,10 @@ impl Decider {
 
     /// Decides one batch; returns how many claims it took.
     pub async fn once(&self) -> Result<i64, sqlx::Error> {
-        let claims = self.store.claim_undecided(BATCH, LEASE_MS).await?;
+        let claims = self
+            .store
+            .claim_undecided(crate::background::batch_size(&self.store, BATCH), LEASE_MS)
+            .await?;
         let taken = claims.len() as i64;
         let decisions = claims.into_iter().map(|c| async move { (self.decision(&c).await, c) });
         let mut decided = Vec::new();

@@ -47,7 +47,10 @@ impl Relay {
 
     /// Claims one batch of due notices and sends them; returns how many were claimed.
     pub async fn once(&self) -> Result<i64, sqlx::Error> {
-        let rows = self.store.claim_outbox(BATCH, LEASE_MS).await?;
+        let rows = self
+            .store
+            .claim_outbox(crate::background::batch_size(&self.store, BATCH), LEASE_MS)
+            .await?;
         let claimed = rows.len() as i64;
         let mut sends = JoinSet::new();
         for row in rows {
