@@ -8,6 +8,7 @@ pub mod eligibility;
 pub mod iban;
 pub mod protocol;
 pub mod registry;
+pub mod sepa;
 
 /// Which claims exclude each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
