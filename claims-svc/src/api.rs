@@ -10,7 +10,7 @@ use crate::domain::registry::{Layout, Registered};
 use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::store::{
-    BenefitChange, ClaimRecord, ClaimsOf, Decided, Filer, MandateRecord, Store, Submission,
+    BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, Store, Submission,
     Submitted, Written,
 };
 use identity_svc::domain::codice_fiscale::CodiceFiscale;
@@ -192,6 +192,7 @@ fn fiscal_code_field(field: &str, text: &str) -> Result<String, FieldViolations>
 pub struct Claims {
     catalogue: Catalogue,
     store: Store,
+    debtor: Debtor,
     relay: Arc<Notify>,
     decider: Arc<Notify>,
 }
@@ -200,10 +201,10 @@ impl Claims {
     pub fn new(
         catalogue: Catalogue,
         store: Store,
-        relay: Arc<Notify>,
-        decider: Arc<Notify>,
+        debtor: Debtor,
+        (relay, decider): (Arc<Notify>, Arc<Notify>),
     ) -> Self {
-        Self { catalogue, store, relay, decider }
+        Self { catalogue, store, debtor, relay, decider }
     }
 
     fn wake(&self) {
@@ -733,5 +734,57 @@ impl ClaimsBackOfficeService for Claims {
         };
         self.wake();
         Ok(Response::new(wire::DecideClaimResponse { claim: Some(wire_claim(&done)) }))
+    }
+
+    async fn create_payment_batch(
+        &self,
+        request: Request<wire::CreatePaymentBatchRequest>,
+    ) -> Answer<wire::CreatePaymentBatchResponse> {
+        let p = backoffice(&request)?;
+        let req = request.into_inner();
+        let max = match req.max_claims {
+            n if n <= 0 => 10_000,
+            n => i64::from(n).min(100_000),
+        };
+        let execution_date = req
+            .execution_date
+            .as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map_or_else(today, |t| t.date_naive());
+        let batch =
+            self.store.create_payment_batch(&p.sub, max, execution_date, self.debtor.clone());
+        let batch = batch.await.map_err(ClaimsError::from)?.ok_or(ClaimsError::Precondition {
+            reason: "NOTHING_TO_PAY",
+            message: "no approved claim is waiting for payment".into(),
+        })?;
+        Ok(Response::new(wire::CreatePaymentBatchResponse {
+            batch_id: batch.id,
+            transfers: batch.transfers.len() as i64,
+            transfers_total_cents: batch.transfers.iter().map(|c| c.amount_cents).sum(),
+            sepa_credit_transfer: batch.sepa_xml.unwrap_or_default().into_bytes(),
+            cash: batch
+                .cash
+                .iter()
+                .map(|c| wire::CashPayment {
+                    claim_id: c.id.clone(),
+                    protocol_number: c.protocol_number.clone(),
+                    fiscal_code: c.fiscal_code.clone(),
+                    amount_cents: c.amount_cents,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn confirm_payment_batch(
+        &self,
+        request: Request<wire::ConfirmPaymentBatchRequest>,
+    ) -> Answer<wire::ConfirmPaymentBatchResponse> {
+        let p = backoffice(&request)?;
+        let id = request.into_inner().batch_id.trim().to_owned();
+        let paid =
+            self.store.confirm_payment_batch(&id, &p.sub).await.map_err(ClaimsError::from)?;
+        let paid = paid.ok_or(ClaimsError::NotFound("payment batch"))?;
+        self.wake();
+        Ok(Response::new(wire::ConfirmPaymentBatchResponse { batch_id: id, claims_paid: paid }))
     }
 }

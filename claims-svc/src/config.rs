@@ -29,6 +29,8 @@ pub struct Config {
     /// Whether this instance decides submitted claims and relays their notices (on by default;
     /// off in tests that look at claims before any decision).
     pub background: bool,
+    /// The institute's account the benefits are paid from (the debtor of the SEPA files).
+    pub payments: crate::store::Debtor,
 }
 
 impl Default for Config {
@@ -46,6 +48,12 @@ impl Default for Config {
             account_verification_url: String::new(),
             account_verification_timeout: Duration::from_secs(5),
             background: true,
+            // A placeholder account: configure the institute's own.
+            payments: crate::store::Debtor {
+                name: "INPS - Istituto Nazionale della Previdenza Sociale".into(),
+                iban: "IT60X0542811101000000123456".into(),
+                bic: None,
+            },
         }
     }
 }

@@ -88,7 +88,8 @@ pub async fn serve(
                     decider::Decider { store: store.clone(), check, relay: relay_wake.clone() };
                 tokio::spawn(decider.run(decide_wake.clone(), shutdown));
             }
-            let claims = api::Claims::new(catalogue, store, relay_wake, decide_wake);
+            let wakes = (relay_wake, decide_wake);
+            let claims = api::Claims::new(catalogue, store, config.payments.clone(), wakes);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(ClaimsServiceServer::with_interceptor(
                 claims.clone(),

@@ -844,3 +844,90 @@ async fn the_baby_sitting_bonus_is_filed_with_a_simplified_pin_but_redeemed_only
         redeem(suite.citizen_token(&father, Level::Ordinary)).await.expect_err("not theirs");
     assert_eq!(theirs.code(), Code::NotFound);
 }
+
+/// What xmllint says of `xml` against the pain.001.001.03 schema.
+fn schema_errors(xml: &[u8]) -> Option<String> {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("batch.xml");
+    std::fs::write(&file, xml).expect("file");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/claims-svc/data/pain.001.001.03.xsd");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", schema])
+        .arg(&file)
+        .output()
+        .expect("xmllint (libxml2-utils) runs");
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn approved_claims_are_paid_in_a_batch_by_sepa_transfer_or_at_the_post_office_and_the_citizens_told(
+) {
+    let (bank, cash_citizen) = (nth_cf(21), nth_cf(22));
+    let provider = fake_account_check(HashMap::from([(bank.clone(), "MATCH")])).await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    suite
+        .import_registry(&registry([professional_row(&bank), professional_row(&cash_citizen)]))
+        .await
+        .expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let bank_token = suite.citizen_token(&bank, Level::Simplified);
+    let cash_token = suite.citizen_token(&cash_citizen, Level::Simplified);
+    let by_transfer = submit(gateway.clone(), &bank_token, claim_form("AGRICOLI", &bank, "k"))
+        .await
+        .expect("filed");
+    let by_cash =
+        submit(gateway.clone(), &cash_token, cash(claim_form("AGRICOLI", &cash_citizen, "k")))
+            .await
+            .expect("filed");
+    wait_for_claim_status(&suite, &bank_token, &by_transfer.claim_id, cl::ClaimStatus::Approved)
+        .await;
+    wait_for_claim_status(&suite, &cash_token, &by_cash.claim_id, cl::ClaimStatus::Approved).await;
+
+    let (mut bo, token) = backoffice(&suite).await;
+    let batch =
+        bo.create_payment_batch(with_token(&token, cl::CreatePaymentBatchRequest::default())).await;
+    let batch = batch.expect("ordered").into_inner();
+    assert_eq!((batch.transfers, batch.transfers_total_cents), (1, 60_000));
+    assert_eq!(
+        batch.cash.iter().map(|c| c.claim_id.as_str()).collect::<Vec<_>>(),
+        [by_cash.claim_id.as_str()]
+    );
+    assert_eq!(schema_errors(&batch.sepa_credit_transfer), None, "a valid pain.001.001.03 file");
+    let xml = String::from_utf8(batch.sepa_credit_transfer.clone()).expect("UTF-8");
+    assert!(
+        xml.contains(&format!("<EndToEndId>{}</EndToEndId>", by_transfer.protocol_number)),
+        "{xml}"
+    );
+    assert!(xml.contains("<IBAN>IT60X0542811101000000123456</IBAN>"));
+    assert_eq!(
+        status_of(&suite, &bank_token, &by_transfer.claim_id).await,
+        cl::ClaimStatus::PaymentOrdered as i32
+    );
+    let nothing =
+        bo.create_payment_batch(with_token(&token, cl::CreatePaymentBatchRequest::default())).await;
+    assert_eq!(reason(&nothing.expect_err("nothing left")), "NOTHING_TO_PAY");
+
+    let confirm = cl::ConfirmPaymentBatchRequest { batch_id: batch.batch_id.clone() };
+    let paid =
+        bo.confirm_payment_batch(with_token(&token, confirm.clone())).await.expect("confirmed");
+    assert_eq!(paid.into_inner().claims_paid, 2);
+    let again = bo.confirm_payment_batch(with_token(&token, confirm)).await.expect("again");
+    assert_eq!(again.into_inner().claims_paid, 2, "confirming twice changes nothing");
+    assert_eq!(
+        status_of(&suite, &cash_token, &by_cash.claim_id).await,
+        cl::ClaimStatus::Paid as i32
+    );
+    eventually("two payment notices", Duration::from_secs(10), || async {
+        suite.db.outbox_relayed().await;
+        suite.db.count("notify", "messages", "template = 'CLAIM_PAYMENT'").await == 2
+    })
+    .await;
+    let unknown = cl::ConfirmPaymentBatchRequest { batch_id: "no-such-batch".into() };
+    let refused = bo.confirm_payment_batch(with_token(&token, unknown)).await.expect_err("unknown");
+    assert_eq!(refused.code(), Code::NotFound);
+    let trail = claims_store(&suite).await.audit_of("").await.expect("audit");
+    assert!(
+        trail.contains(&(BACKOFFICE_ID.to_owned(), "ConfirmPaymentBatch".to_owned())),
+        "{trail:?}"
+    );
+}

@@ -7,12 +7,14 @@
 mod claims;
 mod mandates;
 mod outbox;
+mod payments;
 mod registry;
 mod submit;
 
 pub use claims::{ClaimRecord, ClaimsOf, Decided, Filer, Submission, Submitted};
 pub use mandates::MandateRecord;
 pub use outbox::{Notice, Pending, Settled};
+pub use payments::{Debtor, OrderedBatch};
 pub use registry::Written;
 
 use crate::domain::eligibility::BenefitCode;

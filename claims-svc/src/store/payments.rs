@@ -1,0 +1,217 @@
+//! Payment batches: approved claims ordered for payment together (the SEPA file for the bank,
+//! the list for the post office), then confirmed paid, each step in one transaction with its
+//! audit row and, at confirmation, the citizens' notices.
+
+use super::claims::{claim, ClaimRecord, CLAIM_COLUMNS};
+use super::outbox::{queue_all, Notice};
+use super::Store;
+use crate::domain::iban::Iban;
+use crate::domain::sepa::{CreditTransfer, Transfer};
+use chrono::NaiveDate;
+use sportello_platform::audit::{append, Entry};
+use sportello_platform::now_millis;
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// Who pays: the institute's account the transfers leave from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Debtor {
+    pub name: String,
+    pub iban: String,
+    pub bic: Option<String>,
+}
+
+/// A batch just ordered.
+#[derive(Clone, Debug)]
+pub struct OrderedBatch {
+    pub id: String,
+    pub transfers: Vec<ClaimRecord>,
+    pub cash: Vec<ClaimRecord>,
+    /// The pain.001.001.03 document, when there are transfers.
+    pub sepa_xml: Option<String>,
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn euro(cents: i64) -> String {
+    format!("{},{:02}", cents / 100, cents % 100)
+}
+
+/// The payment notice (CLAIM_PAYMENT).
+fn payment_notice<'a>(record: &'a ClaimRecord, paid_on: &str) -> Notice<'a> {
+    let method = match record.iban.as_deref().and_then(|i| Iban::parse(i).ok()) {
+        Some(iban) => format!("bonifico sul conto {}", iban.masked()),
+        None => "in contanti presso gli uffici postali".to_owned(),
+    };
+    let params = BTreeMap::from([
+        ("protocol_number", record.protocol_number.clone()),
+        ("amount", euro(record.amount_cents)),
+        ("payment_date", paid_on.to_owned()),
+        ("payment_method", method),
+    ]);
+    Notice {
+        fiscal_code: &record.fiscal_code,
+        template: "CLAIM_PAYMENT",
+        params,
+        contacts: &record.contacts,
+        traceparent: sportello_platform::trace_context::current_traceparent(),
+    }
+}
+
+impl Store {
+    /// Orders up to `max` approved claims for payment (a baby-sitting bonus only once
+    /// redeemed), oldest first; `None` when no claim is waiting.
+    pub async fn create_payment_batch(
+        &self,
+        by: &str,
+        max: i64,
+        execution_date: NaiveDate,
+        debtor: Debtor,
+    ) -> Result<Option<OrderedBatch>, sqlx::Error> {
+        let by = by.to_owned();
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {CLAIM_COLUMNS} FROM claims WHERE status = 'APPROVED' \
+                         AND (benefit_code <> 'BONUS_BABY_SITTING' OR redeemed_at IS NOT NULL) \
+                         ORDER BY submitted_at, id LIMIT $1"
+                    );
+                    let rows = sqlx::query(&sql).bind(max).fetch_all(&mut *conn).await?;
+                    let claims: Vec<ClaimRecord> = rows.iter().map(claim).collect::<Result<_, _>>()?;
+                    if claims.is_empty() {
+                        return Ok(None);
+                    }
+                    let id = uuid::Uuid::now_v7().simple().to_string();
+                    let now = now_millis();
+                    for chunk in claims.chunks(500) {
+                        let sql = format!(
+                            "UPDATE claims SET status = 'PAYMENT_ORDERED', payment_batch_id = $1, \
+                             updated_at = $2 WHERE status = 'APPROVED' AND id IN ({})",
+                            placeholders(3, chunk.len())
+                        );
+                        let mut query = sqlx::query(&sql).bind(&id).bind(now);
+                        for c in chunk {
+                            query = query.bind(&c.id);
+                        }
+                        query.execute(&mut *conn).await?;
+                    }
+                    let (transfers, cash): (Vec<ClaimRecord>, Vec<ClaimRecord>) =
+                        claims.into_iter().partition(|c| c.iban.is_some());
+                    let file = CreditTransfer {
+                        // A pain.001 message id holds 35 characters at most: the batch id's 32.
+                        message_id: id.clone(),
+                        created_at: chrono::DateTime::from_timestamp_millis(now).unwrap_or_default(),
+                        debtor_name: debtor.name.clone(),
+                        debtor_iban: debtor.iban.clone(),
+                        debtor_bic: debtor.bic.clone(),
+                        execution_date,
+                        transfers: transfers
+                            .iter()
+                            .map(|c| Transfer {
+                                end_to_end_id: c.protocol_number.clone(),
+                                amount_cents: c.amount_cents,
+                                // The holder is the applicant (checked at submission and by the
+                                // bank's ownership check); the name is not held here.
+                                creditor_name: c.fiscal_code.clone(),
+                                creditor_iban: c.iban.clone().unwrap_or_default(),
+                                remittance: format!("INPS {} {}", c.benefit_code, c.protocol_number),
+                            })
+                            .collect(),
+                    };
+                    let sepa_xml = (!transfers.is_empty()).then(|| file.to_xml());
+                    let total: i64 = transfers.iter().chain(&cash).map(|c| c.amount_cents).sum();
+                    sqlx::query(
+                        "INSERT INTO payment_batches (id, created_at, created_by, execution_date, \
+                         transfers, cash, total_cents, sepa_xml) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .bind(&by)
+                    .bind(execution_date.to_string())
+                    .bind(transfers.len() as i64)
+                    .bind(cash.len() as i64)
+                    .bind(total)
+                    .bind(sepa_xml.clone().unwrap_or_default())
+                    .execute(&mut *conn)
+                    .await?;
+                    let detail = format!(
+                        "batch {id}: {} transfers, {} cash, {total} cents",
+                        transfers.len(),
+                        cash.len()
+                    );
+                    let entry = Entry {
+                        operator_id: &by,
+                        action: "CreatePaymentBatch",
+                        fiscal_code: "",
+                        outcome: "OK",
+                        detail: &detail,
+                    };
+                    append(conn, &entry).await?;
+                    Ok(Some(OrderedBatch { id, transfers, cash, sepa_xml }))
+                })
+            }))
+            .await
+    }
+
+    /// Marks batch `id` paid and tells its citizens; the number of its claims paid, or `None`
+    /// when there is no such batch. Confirming again changes nothing.
+    pub async fn confirm_payment_batch(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let exists = sqlx::query("SELECT confirmed_at FROM payment_batches WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    let Some(row) = exists else { return Ok(None) };
+                    let confirmed: Option<i64> = row.try_get("confirmed_at")?;
+                    if confirmed.is_none() {
+                        let now = now_millis();
+                        let sql = format!(
+                            "UPDATE claims SET status = 'PAID', updated_at = $2 \
+                             WHERE payment_batch_id = $1 AND status = 'PAYMENT_ORDERED' \
+                             RETURNING {CLAIM_COLUMNS}"
+                        );
+                        let rows = sqlx::query(&sql).bind(&id).bind(now).fetch_all(&mut *conn).await?;
+                        let paid: Vec<ClaimRecord> = rows.iter().map(claim).collect::<Result<_, _>>()?;
+                        let day = chrono::DateTime::from_timestamp_millis(now)
+                            .unwrap_or_default()
+                            .format("%d/%m/%Y")
+                            .to_string();
+                        let notices: Vec<Notice<'_>> = paid.iter().map(|c| payment_notice(c, &day)).collect();
+                        queue_all(conn, &notices).await?;
+                        sqlx::query("UPDATE payment_batches SET confirmed_at = $2 WHERE id = $1")
+                            .bind(&id)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                        let detail = format!("batch {id}: {} claims paid", paid.len());
+                        let entry = Entry {
+                            operator_id: &by,
+                            action: "ConfirmPaymentBatch",
+                            fiscal_code: "",
+                            outcome: "OK",
+                            detail: &detail,
+                        };
+                        append(conn, &entry).await?;
+                    }
+                    let paid: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM claims WHERE payment_batch_id = $1 AND status = 'PAID'",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    Ok(Some(paid))
+                })
+            }))
+            .await
+    }
+}
