@@ -638,26 +638,15 @@ impl ClaimsBackOfficeService for Claims {
                 if let Some(previous) = writing.take() {
                     tally(&mut state.reply, previous.await)?;
                 }
-                let store = self.store.clone();
-                writing = Some(tokio::spawn(async move { store.put_positions(batch).await }));
+                let (store, by) = (self.store.clone(), p.sub.clone());
+                writing = Some(tokio::spawn(async move { store.put_positions(batch, &by).await }));
             }
         }
         if let Some(last) = writing.take() {
             tally(&mut state.reply, last.await)?;
         }
+        // Each written batch carries its own audit row, in its own transaction.
         let r = &state.reply;
-        let detail = format!(
-            "read {} changed {} unchanged {} rejected {}",
-            r.rows_read, r.rows_changed, r.rows_unchanged, r.rows_rejected
-        );
-        let entry = Entry {
-            operator_id: &p.sub,
-            action: "ImportRegistry",
-            fiscal_code: "",
-            outcome: "OK",
-            detail: &detail,
-        };
-        self.store.audit(&entry).await.map_err(ClaimsError::from)?;
         tracing::info!(by = %p.sub, read = r.rows_read, changed = r.rows_changed, rejected = r.rows_rejected, "insured-positions registry imported");
         Ok(Response::new(state.reply))
     }

@@ -2,6 +2,7 @@
 
 use super::Store;
 use crate::domain::registry::Registered;
+use sportello_platform::audit::{append, Entry};
 use sportello_platform::now_millis;
 
 /// Rows per INSERT statement (3 parameters each, well within both databases' limits).
@@ -19,12 +20,14 @@ pub(super) fn decode(json: &str) -> Result<Registered, sqlx::Error> {
 }
 
 impl Store {
-    /// Writes `positions` (fiscal codes distinct) in one transaction: new ones added, changed
-    /// ones replaced, identical ones left as they were.
+    /// Writes `positions` (fiscal codes distinct) in one transaction with its audit row (as
+    /// `by`): new ones added, changed ones replaced, identical ones left as they were.
     pub async fn put_positions(
         &self,
         positions: Vec<(String, Registered)>,
+        by: &str,
     ) -> Result<Written, sqlx::Error> {
+        let by = by.to_owned();
         let encoded: Vec<(String, String)> = positions
             .into_iter()
             .map(|(cf, r)| serde_json::to_string(&r).map(|json| (cf, json)))
@@ -53,6 +56,18 @@ impl Store {
                         }
                         changed += query.execute(&mut *conn).await?.rows_affected();
                     }
+                    let detail = format!(
+                        "batch of {total}: changed {changed}, unchanged {}",
+                        total - changed
+                    );
+                    let entry = Entry {
+                        operator_id: &by,
+                        action: "ImportRegistry",
+                        fiscal_code: "",
+                        outcome: "OK",
+                        detail: &detail,
+                    };
+                    append(conn, &entry).await?;
                     Ok(Written { changed, unchanged: total - changed })
                 })
             }))
