@@ -610,6 +610,10 @@ async fn the_registry_import_keeps_good_rows_reports_bad_ones_by_line_and_column
     assert_eq!(errors, [(3, "schemes"), (4, "fiscal_code"), (6, "fiscal_code")]);
     let again = suite.import_registry(&csv).await.expect("again");
     assert_eq!((again.rows_changed, again.rows_unchanged), (0, 2));
+    let trail = claims_store(&suite).await.audit_of("").await.expect("audit");
+    let imports =
+        trail.iter().filter(|(by, action)| by == BACKOFFICE_ID && action == "ImportRegistry");
+    assert_eq!(imports.count(), 2, "each written batch is on the record");
 
     let citizen = suite.citizen_token(ROSSI, Level::Simplified);
     let mut bo = ClaimsBackOfficeServiceClient::new(suite.gateway_channel().await);
@@ -930,4 +934,86 @@ async fn approved_claims_are_paid_in_a_batch_by_sepa_transfer_or_at_the_post_off
         trail.contains(&(BACKOFFICE_ID.to_owned(), "ConfirmPaymentBatch".to_owned())),
         "{trail:?}"
     );
+}
+
+#[tokio::test]
+async fn claim_and_mandate_rpcs_refuse_bad_input_by_field_and_other_citizens_by_not_found() {
+    let suite = spawn_suite_with(undecided).await;
+    let other = nth_cf(31);
+    let gateway = suite.gateway_channel().await;
+    let mine = suite.citizen_token(ROSSI, Level::Ordinary);
+    let theirs = suite.citizen_token(&other, Level::Ordinary);
+    let office = suite.login_staff(PATRONATO_ID, PATRONATO_PASSWORD).await.access_token;
+
+    let not_an_id = || "not-a-claim".to_owned();
+    let refused = get_claim(gateway.clone(), &mine, &not_an_id()).await.expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["claim_id"]);
+    let withdraw = cl::WithdrawClaimRequest { claim_id: not_an_id() };
+    let refused = claims(gateway.clone())
+        .withdraw_claim(with_token(&mine, withdraw))
+        .await
+        .expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["claim_id"]);
+    let redeem = cl::RedeemBabySittingBonusRequest { claim_id: not_an_id() };
+    let refused = claims(gateway.clone())
+        .redeem_baby_sitting_bonus(with_token(&mine, redeem))
+        .await
+        .expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["claim_id"]);
+    let page = cl::ListClaimsRequest { page_token: "garbage".into(), ..Default::default() };
+    let refused =
+        claims(gateway.clone()).list_claims(with_token(&mine, page)).await.expect_err("bad token");
+    assert_eq!(violated_fields(&refused), ["page_token"]);
+    let unknown = claims(gateway.clone())
+        .get_benefit(cl::GetBenefitRequest { code: "BONUS_VACANZE".into() })
+        .await;
+    assert_eq!(unknown.expect_err("no such benefit").code(), Code::NotFound);
+
+    let bad_mandate = cl::RegisterMandateRequest {
+        fiscal_code: "RSSMRA85T10A562X".into(),
+        signed_form_reference: " ".into(),
+    };
+    let refused = claims(gateway.clone())
+        .register_mandate(with_token(&office, bad_mandate))
+        .await
+        .expect_err("bad");
+    assert_eq!(violated_fields(&refused), ["fiscal_code", "signed_form_reference"]);
+
+    // A mandate of mine is neither listed to nor revocable by another citizen.
+    let mandate = cl::RegisterMandateRequest {
+        fiscal_code: ROSSI.into(),
+        signed_form_reference: "INCA/2020/7".into(),
+    };
+    let mandate = claims(gateway.clone())
+        .register_mandate(with_token(&office, mandate))
+        .await
+        .expect("registered");
+    let mandate_id = mandate.into_inner().mandate.expect("mandate").mandate_id;
+    let listed = claims(gateway.clone())
+        .list_mandates(with_token(&theirs, cl::ListMandatesRequest {}))
+        .await;
+    assert!(listed.expect("list").into_inner().mandates.is_empty());
+    let revoke = cl::RevokeMandateRequest { mandate_id: mandate_id.clone() };
+    let refused = claims(gateway.clone())
+        .revoke_mandate(with_token(&theirs, revoke.clone()))
+        .await
+        .expect_err("not theirs");
+    assert_eq!(refused.code(), Code::NotFound);
+    let listed =
+        claims(gateway.clone()).list_mandates(with_token(&mine, cl::ListMandatesRequest {})).await;
+    let listed = listed.expect("list").into_inner().mandates;
+    assert!(listed.iter().all(|m| m.revoked_at.is_none()), "still live: {listed:?}");
+
+    // The back-office RPCs are the back office's only, and check their input.
+    let mut bo = ClaimsBackOfficeServiceClient::new(gateway.clone());
+    let batch =
+        bo.create_payment_batch(with_token(&mine, cl::CreatePaymentBatchRequest::default())).await;
+    assert_eq!(batch.expect_err("citizen").code(), Code::PermissionDenied);
+    let (mut bo, token) = backoffice(&suite).await;
+    let change = cl::UpdateBenefitRequest { code: "BONUS_VACANZE".into(), ..Default::default() };
+    let refused = bo.update_benefit(with_token(&token, change)).await.expect_err("bad");
+    assert_eq!(violated_fields(&refused), ["code", "reason", "amount_cents"]);
+    let decide = cl::DecideClaimRequest { claim_id: not_an_id(), ..Default::default() };
+    let refused = bo.decide_claim(with_token(&token, decide)).await.expect_err("bad");
+    assert_eq!(violated_fields(&refused), ["claim_id", "decision"]);
 }
