@@ -28,6 +28,24 @@ impl Backend {
     }
 }
 
+/// `n` bind parameters for a statement whose parameters are all generated lists, numbered on
+/// from `from`: `$from, $from+1, …` on PostgreSQL, plain `?`s on SQLite. SQLite looks a numbered
+/// parameter up by scanning all of them at every bind, which is quadratic in a multi-row INSERT
+/// of a few thousand; anonymous ones are bound in order (sqlx numbers them apart from `$n`, so
+/// the two styles must not meet in one statement).
+pub fn params(conn: &sqlx::AnyConnection, from: usize, n: usize) -> String {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        vec!["?"; n].join(", ")
+    } else {
+        numbered(from, n)
+    }
+}
+
+/// `$from, $from+1, …` for `n` parameters, on either engine.
+pub fn numbered(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A service's migrations, one set per engine (their SQL differs in types and defaults).
 #[derive(Debug)]
 pub struct Migrations {

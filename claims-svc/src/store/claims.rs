@@ -6,6 +6,7 @@ use super::{corrupt, Store};
 use crate::domain::claim::{ClaimForm, Contacts, Refusal, Status};
 use sportello_platform::audit::{append, Entry};
 use sportello_platform::auth::Level;
+use sportello_platform::db::numbered;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -145,12 +146,11 @@ async fn transition(
     d: &Decided,
 ) -> Result<Option<ClaimRecord>, sqlx::Error> {
     let ends_unpaid = matches!(d.to, Status::Rejected | Status::Withdrawn);
-    let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
     let sql = format!(
         "UPDATE claims SET status = $2, reasons = $3, updated_at = $4, decide_at = NULL, \
          leased_until = NULL{} WHERE id = $1 AND status IN ({}) RETURNING {CLAIM_COLUMNS}",
         if ends_unpaid { ", exclusive_key = NULL" } else { "" },
-        placeholders.join(", ")
+        numbered(5, from.len())
     );
     let mut query =
         sqlx::query(&sql).bind(id).bind(d.to.as_str()).bind(d.reasons.join(",")).bind(now_millis());

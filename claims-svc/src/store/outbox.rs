@@ -4,6 +4,7 @@
 
 use super::Store;
 use crate::domain::claim::Contacts;
+use sportello_platform::db::params;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -39,13 +40,8 @@ pub(super) async fn queue_all(
         })
         .collect();
     for rows in addressed.chunks(ROWS_PER_INSERT) {
-        let values: Vec<String> = (0..rows.len())
-            .map(|i| {
-                // The last parameter, the time, is both when it is due and when it was written.
-                let p: Vec<String> = (1..=8).map(|k| format!("${}", i * 8 + k)).collect();
-                format!("({}, ${})", p.join(", "), i * 8 + 8)
-            })
-            .collect();
+        let values: Vec<String> =
+            (0..rows.len()).map(|i| format!("({})", params(conn, i * 9 + 1, 9))).collect();
         let sql = format!(
             "INSERT INTO outbox (id, fiscal_code, template, channel, address, params, \
              traceparent, next_attempt_at, created_at) VALUES {}",
@@ -63,6 +59,8 @@ pub(super) async fn queue_all(
                 .bind(address.to_owned())
                 .bind(params)
                 .bind(notice.traceparent.clone())
+                // Due at once.
+                .bind(now)
                 .bind(now);
         }
         query.execute(&mut *conn).await?;

@@ -9,6 +9,7 @@ use crate::domain::iban::Iban;
 use crate::domain::sepa::{CreditTransfer, Transfer};
 use chrono::NaiveDate;
 use sportello_platform::audit::{append, Entry};
+use sportello_platform::db::numbered;
 use sportello_platform::now_millis;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -29,10 +30,6 @@ pub struct OrderedBatch {
     pub cash: Vec<ClaimRecord>,
     /// The pain.001.001.03 document, when there are transfers.
     pub sepa_xml: Option<String>,
-}
-
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 fn euro(cents: i64) -> String {
@@ -90,7 +87,7 @@ impl Store {
                         let sql = format!(
                             "UPDATE claims SET status = 'PAYMENT_ORDERED', payment_batch_id = $1, \
                              updated_at = $2 WHERE status = 'APPROVED' AND id IN ({})",
-                            placeholders(3, chunk.len())
+                            numbered(3, chunk.len())
                         );
                         let mut query = sqlx::query(&sql).bind(&id).bind(now);
                         for c in chunk {

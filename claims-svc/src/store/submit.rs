@@ -18,7 +18,7 @@ use crate::domain::registry::Registered;
 use crate::domain::Benefit;
 use chrono::Datelike;
 use sportello_platform::audit::{append, Entry};
-use sportello_platform::db::Backend;
+use sportello_platform::db::{params, Backend};
 use sportello_platform::now_millis;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,20 +26,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Rows per multi-row INSERT (17 parameters each, well within both databases' limits).
 const ROWS_PER_INSERT: usize = 200;
 
-/// `$from, $from+1, …` for `n` parameters.
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The filer's idempotency key as stored: one filer's keys never meet another's.
+/// The filer's idempotency key as stored, unique per applicant: one filer's keys never meet
+/// another's.
 fn stored_key(s: &Submission) -> String {
     format!("{}:{}", s.filer.id(), s.form.idempotency_key)
 }
 
+/// Where a claim is found again: its applicant and its stored idempotency key.
+type KeyOf = (String, String);
+
+fn key_of(s: &Submission) -> KeyOf {
+    (s.form.applicant.clone(), stored_key(s))
+}
+
 /// What the database already holds that the batch's claims depend on.
 struct Known {
-    /// By stored idempotency key: the claim and the digest of the request that filed it.
-    by_key: HashMap<String, (ClaimRecord, String)>,
+    /// By applicant and stored idempotency key: the claim and the digest of the request that
+    /// filed it.
+    by_key: HashMap<KeyOf, (ClaimRecord, String)>,
     taken: HashSet<String>,
     mandates: HashSet<(String, String)>,
     benefits: HashMap<BenefitCode, Benefit>,
@@ -51,7 +55,7 @@ async fn known(
     backend: Backend,
     batch: &[Submission],
 ) -> Result<Known, sqlx::Error> {
-    let keys: Vec<String> = batch.iter().map(stored_key).collect();
+    let applicants: Vec<&str> = batch.iter().map(|s| s.form.applicant.as_str()).collect();
     let mut benefits = HashMap::new();
     // Locking the catalogue's rows makes concurrent batches of other instances wait for this
     // one, so the room counted below is the room there is.
@@ -67,13 +71,13 @@ async fn known(
         .collect();
     let sql = format!(
         "SELECT {CLAIM_COLUMNS}, idempotency_key, request_digest, exclusive_key FROM claims \
-         WHERE idempotency_key IN ({}) OR exclusive_key IN ({})",
-        placeholders(1, keys.len()),
-        placeholders(keys.len() + 1, exclusive.len().max(1))
+         WHERE fiscal_code IN ({}) OR exclusive_key IN ({})",
+        params(conn, 1, applicants.len()),
+        params(conn, applicants.len() + 1, exclusive.len().max(1))
     );
     let mut query = sqlx::query(&sql);
-    for key in &keys {
-        query = query.bind(key);
+    for cf in &applicants {
+        query = query.bind(*cf);
     }
     if exclusive.is_empty() {
         query = query.bind("");
@@ -87,7 +91,8 @@ async fn known(
             taken.insert(key);
         }
         let record = claim(&row)?;
-        by_key.insert(row.try_get("idempotency_key")?, (record, row.try_get("request_digest")?));
+        let key = (record.fiscal_code.clone(), row.try_get("idempotency_key")?);
+        by_key.insert(key, (record, row.try_get("request_digest")?));
     }
     let mut mandates = HashSet::new();
     let represented: Vec<&str> = batch
@@ -99,7 +104,7 @@ async fn known(
         let sql = format!(
             "SELECT patronato_id, fiscal_code FROM mandates WHERE revoked_at IS NULL \
              AND fiscal_code IN ({})",
-            placeholders(1, represented.len())
+            params(conn, 1, represented.len())
         );
         let mut query = sqlx::query(&sql);
         for cf in &represented {
@@ -109,10 +114,9 @@ async fn known(
             mandates.insert((row.try_get("patronato_id")?, row.try_get("fiscal_code")?));
         }
     }
-    let applicants: Vec<&str> = batch.iter().map(|s| s.form.applicant.as_str()).collect();
     let sql = format!(
         "SELECT fiscal_code, position FROM insured_positions WHERE fiscal_code IN ({})",
-        placeholders(1, applicants.len())
+        params(conn, 1, applicants.len())
     );
     let mut query = sqlx::query(&sql);
     for cf in &applicants {
@@ -130,7 +134,7 @@ async fn known(
 struct Accepted {
     benefit: BenefitCode,
     record: ClaimRecord,
-    key: String,
+    key: KeyOf,
     digest: String,
     exclusive_key: String,
     traceparent: Option<String>,
@@ -148,10 +152,10 @@ pub(super) async fn submit_batch(
     let mut reserved: BTreeMap<BenefitCode, i64> = BTreeMap::new();
     let mut accepted: Vec<Accepted> = Vec::new();
     // Where in `accepted` a stored key of this batch went, for retries within the batch.
-    let mut in_batch: HashMap<String, usize> = HashMap::new();
+    let mut in_batch: HashMap<KeyOf, usize> = HashMap::new();
     let mut answers = Vec::with_capacity(batch.len());
     for s in batch {
-        let key = stored_key(s);
+        let key = key_of(s);
         let digest = s.form.digest();
         let earlier =
             known.by_key.get(&key).map(|(r, d)| (r, d)).or_else(|| {
@@ -338,7 +342,7 @@ async fn insert_claims(
     const COLUMNS: usize = 17;
     for rows in accepted.chunks(ROWS_PER_INSERT) {
         let values: Vec<String> = (0..rows.len())
-            .map(|i| format!("({})", placeholders(i * COLUMNS + 1, COLUMNS)))
+            .map(|i| format!("({})", params(conn, i * COLUMNS + 1, COLUMNS)))
             .collect();
         let sql = format!(
             "INSERT INTO claims (id, protocol_number, idempotency_key, request_digest, \
@@ -355,7 +359,7 @@ async fn insert_claims(
             query = query
                 .bind(r.id.clone())
                 .bind(r.protocol_number.clone())
-                .bind(a.key.clone())
+                .bind(a.key.1.clone())
                 .bind(a.digest.clone())
                 .bind(r.benefit_code.clone())
                 .bind(r.fiscal_code.clone())
