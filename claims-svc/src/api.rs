@@ -9,6 +9,7 @@ use crate::domain::iban::Iban;
 use crate::domain::registry::{Layout, Registered};
 use crate::domain::Benefit;
 use crate::error::ClaimsError;
+use crate::register::Register;
 use crate::store::{
     BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, Store, Submission,
     Submitted, Written,
@@ -193,6 +194,7 @@ pub struct Claims {
     catalogue: Catalogue,
     store: Store,
     debtor: Debtor,
+    register: Register,
     relay: Arc<Notify>,
     decider: Arc<Notify>,
 }
@@ -202,9 +204,10 @@ impl Claims {
         catalogue: Catalogue,
         store: Store,
         debtor: Debtor,
+        register: Register,
         (relay, decider): (Arc<Notify>, Arc<Notify>),
     ) -> Self {
-        Self { catalogue, store, debtor, relay, decider }
+        Self { catalogue, store, debtor, register, relay, decider }
     }
 
     fn wake(&self) {
@@ -740,8 +743,17 @@ impl ClaimsBackOfficeService for Claims {
             .as_ref()
             .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
             .map_or_else(today, |t| t.date_naive());
-        let batch =
-            self.store.create_payment_batch(&p.sub, max, execution_date, self.debtor.clone());
+        // Named before the batch is made; a claim approved in between is paid under its fiscal
+        // code, which the bank's ownership check already tied to the account.
+        let creditors = self.store.payable_by_transfer(max).await.map_err(ClaimsError::from)?;
+        let names = self.register.names(&creditors).await?;
+        let batch = self.store.create_payment_batch(
+            &p.sub,
+            max,
+            execution_date,
+            self.debtor.clone(),
+            names,
+        );
         let batch = batch.await.map_err(ClaimsError::from)?.ok_or(ClaimsError::Precondition {
             reason: "NOTHING_TO_PAY",
             message: "no approved claim is waiting for payment".into(),

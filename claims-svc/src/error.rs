@@ -23,6 +23,9 @@ pub enum ClaimsError {
     PermissionDenied(&'static str),
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
+    /// A service this call needs did not answer.
+    #[error("{0} is not available")]
+    Unavailable(&'static str),
 }
 
 impl From<FieldViolations> for ClaimsError {
@@ -63,6 +66,9 @@ impl From<ClaimsError> for Status {
             }
             ClaimsError::PermissionDenied(why) => {
                 with_reason(Code::PermissionDenied, why, "PERMISSION_DENIED", DOMAIN)
+            }
+            ClaimsError::Unavailable(what) => {
+                Status::unavailable(format!("{what} is temporarily unavailable; retry"))
             }
             ClaimsError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             ClaimsError::Storage(e) => {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod decider;
 pub mod domain;
 pub mod error;
+pub mod register;
 pub mod relay;
 pub mod store;
 
@@ -24,6 +25,7 @@ use sportello_proto::claims::v1::claims_back_office_service_server::{
     self, ClaimsBackOfficeServiceServer,
 };
 use sportello_proto::claims::v1::claims_service_server::{self, ClaimsServiceServer};
+use sportello_proto::identity::v1::residents_service_client::ResidentsServiceClient;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -54,10 +56,11 @@ pub async fn serve(
     );
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
     let notify = client::channel(&config.notify_url)?;
+    let identity = client::channel(&config.identity_url)?;
     let dependencies = vec![
         Dependency {
             service: "sportello.identity.v1.IdentityService".into(),
-            channel: client::channel(&config.identity_url)?,
+            channel: identity.clone(),
         },
         Dependency { service: "sportello.notify.v1.NotifyService".into(), channel: notify.clone() },
     ];
@@ -81,7 +84,7 @@ pub async fn serve(
                 let relay = relay::Relay {
                     store: store.clone(),
                     notify: NotifyServiceClient::new(client::traced(notify)),
-                    me,
+                    me: me.clone(),
                 };
                 tokio::spawn(relay.run(relay_wake.clone(), shutdown.clone()));
                 let decider =
@@ -89,7 +92,12 @@ pub async fn serve(
                 tokio::spawn(decider.run(decide_wake.clone(), shutdown));
             }
             let wakes = (relay_wake, decide_wake);
-            let claims = api::Claims::new(catalogue, store, config.payments.clone(), wakes);
+            let register = register::Register {
+                identity: ResidentsServiceClient::new(client::traced(identity)),
+                me: me.clone(),
+            };
+            let claims =
+                api::Claims::new(catalogue, store, config.payments.clone(), register, wakes);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(ClaimsServiceServer::with_interceptor(
                 claims.clone(),

@@ -67,6 +67,7 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.identity.v1.ResidentsService/ImportResidents",
         Session { roles: BACKOFFICE, min_level: Level::Ordinary },
     ),
+    ("sportello.identity.v1.ResidentsService/BatchGetResidentNames", Internal),
     // claims: the catalogue is public; the COVID-19 claim RPCs take a simplified PIN (the
     // service checks each benefit's own level, and that a citizen reaches only their claims)
     ("sportello.claims.v1.ClaimsService/ListBenefits", Public),

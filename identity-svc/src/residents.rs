@@ -2,6 +2,7 @@
 //! office only), the demo register `sportello up` loads, the CSV layout both read, and the
 //! register's say in a PIN request (`Pins::letter_decision`, `Pins::hold`).
 
+use crate::domain::codice_fiscale::CodiceFiscale;
 use crate::domain::pin::Pin;
 use crate::domain::pin_request::PinRequest;
 use crate::domain::residents::{decide, LetterDecision, RegisterCheck, Resident};
@@ -9,7 +10,7 @@ use crate::error::IdentityError;
 use crate::notifier::Destination;
 use crate::pins::{FiledBy, Pins};
 use crate::store::{self, HeldRequest, Outcome, Store};
-use sportello_platform::auth::{principal, Role};
+use sportello_platform::auth::{principal, require_service, Role};
 use sportello_platform::error::FieldViolations;
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::residents_service_server::ResidentsService;
@@ -277,6 +278,43 @@ impl ResidentsService for Residents {
             rejected: r.rejected,
             rejections: r.rejections,
         }))
+    }
+
+    async fn batch_get_resident_names(
+        &self,
+        request: Request<wire::BatchGetResidentNamesRequest>,
+    ) -> Result<Response<wire::BatchGetResidentNamesResponse>, Status> {
+        require_service(&request)?;
+        let given = request.into_inner().fiscal_codes;
+        let mut v = FieldViolations::new();
+        if given.len() > MAX_BATCH {
+            v.add("fiscal_codes", format!("ask for at most {MAX_BATCH} fiscal codes per call"));
+            return Err(IdentityError::Invalid(v).into());
+        }
+        // Answered under the code as asked, looked up under its canonical form.
+        let mut asked: HashMap<String, Vec<String>> = HashMap::new();
+        for (i, raw) in given.iter().enumerate() {
+            match CodiceFiscale::parse(raw, today()) {
+                Ok(cf) => asked.entry(cf.canonical()).or_default().push(raw.trim().to_owned()),
+                Err(e) => v.add(format!("fiscal_codes[{i}]"), e.to_string()),
+            }
+        }
+        v.into_result(()).map_err(IdentityError::Invalid)?;
+        let canonical: Vec<String> = asked.keys().cloned().collect();
+        let names = self.store.names(&canonical).await.map_err(IdentityError::from)?;
+        let residents = names
+            .into_iter()
+            .flat_map(|(cf, (given_name, surname))| {
+                asked.remove(&cf).unwrap_or_default().into_iter().map(move |fiscal_code| {
+                    wire::ResidentName {
+                        fiscal_code,
+                        given_name: given_name.clone(),
+                        surname: surname.clone(),
+                    }
+                })
+            })
+            .collect();
+        Ok(Response::new(wire::BatchGetResidentNamesResponse { residents }))
     }
 }
 

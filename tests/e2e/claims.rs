@@ -866,9 +866,17 @@ fn schema_errors(xml: &[u8]) -> Option<String> {
 #[tokio::test]
 async fn approved_claims_are_paid_in_a_batch_by_sepa_transfer_or_at_the_post_office_and_the_citizens_told(
 ) {
-    let (bank, cash_citizen) = (nth_cf(21), nth_cf(22));
+    // The creditor of the transfer is on the register of residents, which names them.
+    let (bank, resident) = citizen_request(
+        "Esposito",
+        "Carmela",
+        (1961, 3, 8),
+        sportello_proto::identity::v1::Sex::Female,
+    );
+    let cash_citizen = nth_cf(22);
     let provider = fake_account_check(HashMap::from([(bank.clone(), "MATCH")])).await;
     let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    suite.register_residents(&[&resident]).await;
     suite
         .import_registry(&registry([professional_row(&bank), professional_row(&cash_citizen)]))
         .await
@@ -903,6 +911,7 @@ async fn approved_claims_are_paid_in_a_batch_by_sepa_transfer_or_at_the_post_off
         "{xml}"
     );
     assert!(xml.contains("<IBAN>IT60X0542811101000000123456</IBAN>"));
+    assert!(xml.contains("<Cdtr><Nm>Carmela Esposito</Nm></Cdtr>"), "named as registered: {xml}");
     assert_eq!(
         status_of(&suite, &bank_token, &by_transfer.claim_id).await,
         cl::ClaimStatus::PaymentOrdered as i32

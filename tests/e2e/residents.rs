@@ -3,6 +3,7 @@
 //! what the audit trail and the contact center's queue say about it.
 
 use crate::helpers::*;
+use sportello_platform::auth::Level;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -361,4 +362,45 @@ async fn an_operator_who_verified_the_caller_issues_a_held_request_to_the_forms_
         .into_inner();
     assert!(queue.requests.is_empty(), "no longer waiting: {queue:?}");
     assert_eq!(messages_for(&suite, &cf).await, 2, "one PIN, two halves");
+}
+
+#[tokio::test]
+async fn the_registers_names_are_told_only_to_sportellos_own_services() {
+    let suite = spawn_suite().await;
+    let (cf, form) = verdi();
+    suite.register_residents(&[&form]).await;
+    let ask = |codes: &[&str]| id::BatchGetResidentNamesRequest {
+        fiscal_codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let unknown = citizen_request("Bianchi", "Marta", (1990, 5, 5), id::Sex::Female).0;
+
+    let mut direct = ResidentsServiceClient::new(connect(suite.identity.addr).await);
+    let names = direct
+        .batch_get_resident_names(with_token(&suite.service_token(), ask(&[&cf, &unknown])))
+        .await
+        .expect("a service asks")
+        .into_inner();
+    let found: Vec<_> = names
+        .residents
+        .iter()
+        .map(|r| (r.fiscal_code.as_str(), r.given_name.as_str(), r.surname.as_str()))
+        .collect();
+    assert_eq!(found, [(cf.as_str(), "Giuseppe", "Verdi")], "the one on the register, named");
+
+    let bad = direct
+        .batch_get_resident_names(with_token(&suite.service_token(), ask(&[&cf, "RSSMRA"])))
+        .await
+        .expect_err("not a fiscal code");
+    assert_eq!(violated_fields(&bad), ["fiscal_codes[1]"]);
+    let citizen = suite.citizen_token(&cf, Level::Dispositive);
+    let refused = direct
+        .batch_get_resident_names(with_token(&citizen, ask(&[&cf])))
+        .await
+        .expect_err("a citizen asks");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let through_gateway = ResidentsServiceClient::new(suite.gateway_channel().await)
+        .batch_get_resident_names(suite.as_operator(ask(&[&cf])))
+        .await
+        .expect_err("internal");
+    assert_eq!(through_gateway.code(), Code::PermissionDenied, "{through_gateway:?}");
 }

@@ -12,7 +12,7 @@ use sportello_platform::audit::{append, Entry};
 use sportello_platform::db::numbered;
 use sportello_platform::now_millis;
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Who pays: the institute's account the transfers leave from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,25 +57,43 @@ fn payment_notice<'a>(record: &'a ClaimRecord, paid_on: &str) -> Notice<'a> {
     }
 }
 
+/// The claims a payment batch takes, oldest first: approved, and a baby-sitting bonus only
+/// once redeemed.
+const PAYABLE: &str = "FROM claims WHERE status = 'APPROVED' \
+     AND (benefit_code <> 'BONUS_BABY_SITTING' OR redeemed_at IS NOT NULL) \
+     ORDER BY submitted_at, id LIMIT $1";
+
 impl Store {
-    /// Orders up to `max` approved claims for payment (a baby-sitting bonus only once
-    /// redeemed), oldest first; `None` when no claim is waiting.
+    /// The applicants of the bank transfers among the `max` claims a batch would take now.
+    pub async fn payable_by_transfer(&self, max: i64) -> Result<Vec<String>, sqlx::Error> {
+        let sql = format!("SELECT fiscal_code, iban {PAYABLE}");
+        let rows = sqlx::query(&sql).bind(max).fetch_all(&self.db.pool).await?;
+        let mut codes = Vec::new();
+        for row in rows {
+            if row.try_get::<Option<String>, _>("iban")?.is_some() {
+                codes.push(row.try_get("fiscal_code")?);
+            }
+        }
+        codes.sort();
+        codes.dedup();
+        Ok(codes)
+    }
+
+    /// Orders up to `max` payable claims for payment, the transfers to the creditors `names`
+    /// gives by fiscal code; `None` when no claim is waiting.
     pub async fn create_payment_batch(
         &self,
         by: &str,
         max: i64,
         execution_date: NaiveDate,
         debtor: Debtor,
+        names: HashMap<String, String>,
     ) -> Result<Option<OrderedBatch>, sqlx::Error> {
         let by = by.to_owned();
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move {
-                    let sql = format!(
-                        "SELECT {CLAIM_COLUMNS} FROM claims WHERE status = 'APPROVED' \
-                         AND (benefit_code <> 'BONUS_BABY_SITTING' OR redeemed_at IS NOT NULL) \
-                         ORDER BY submitted_at, id LIMIT $1"
-                    );
+                    let sql = format!("SELECT {CLAIM_COLUMNS} {PAYABLE}");
                     let rows = sqlx::query(&sql).bind(max).fetch_all(&mut *conn).await?;
                     let claims: Vec<ClaimRecord> = rows.iter().map(claim).collect::<Result<_, _>>()?;
                     if claims.is_empty() {
@@ -111,8 +129,11 @@ impl Store {
                                 end_to_end_id: c.protocol_number.clone(),
                                 amount_cents: c.amount_cents,
                                 // The holder is the applicant (checked at submission and by the
-                                // bank's ownership check); the name is not held here.
-                                creditor_name: c.fiscal_code.clone(),
+                                // bank's ownership check), named as on the register.
+                                creditor_name: names
+                                    .get(&c.fiscal_code)
+                                    .cloned()
+                                    .unwrap_or_else(|| c.fiscal_code.clone()),
                                 creditor_iban: c.iban.clone().unwrap_or_default(),
                                 remittance: format!("INPS {} {}", c.benefit_code, c.protocol_number),
                             })

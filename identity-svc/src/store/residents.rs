@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// Entries written per statement. Small on purpose: SQLite looks `$n` parameters up by name, a
 /// cost that grows with the square of a statement's parameters (500 rows a statement loaded
@@ -186,6 +187,32 @@ impl Store {
             .await?
             .map(|row| resident(&row))
             .transpose()
+    }
+
+    /// The names on the register of (canonical) `fiscal_codes`: (given name, surname) by code;
+    /// codes not on the register are left out.
+    pub async fn names(
+        &self,
+        fiscal_codes: &[String],
+    ) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+        let mut names = HashMap::new();
+        for chunk in fiscal_codes.chunks(BATCH_ROWS) {
+            let sql = format!(
+                "SELECT fiscal_code, given_name, surname FROM residents WHERE fiscal_code IN ({})",
+                sportello_platform::db::numbered(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for cf in chunk {
+                query = query.bind(cf);
+            }
+            for row in query.fetch_all(&self.db.pool).await? {
+                names.insert(
+                    row.try_get("fiscal_code")?,
+                    (row.try_get("given_name")?, row.try_get("surname")?),
+                );
+            }
+        }
+        Ok(names)
     }
 
     /// Records a request that issued nothing, with its form and audit row, in one transaction.
