@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backoff;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod group_commit;
 pub mod health;
 pub mod mask;
 pub mod panic_guard;
+pub mod pdf;
 pub mod revocation;
 pub mod server;
 pub mod service_identity;

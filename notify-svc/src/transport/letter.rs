@@ -37,134 +37,38 @@ impl LetterSpool {
     }
 }
 
-/// A4, in PDF points.
-const PAGE: (f32, f32) = (595.0, 842.0);
-const MARGIN: f32 = 60.0;
-const BODY_SIZE: f32 = 11.0;
-const LEADING: f32 = 15.0;
-/// Body lines are wrapped at this many characters (Helvetica at 11 pt across the text width).
-const WRAP: usize = 88;
-
 /// The letter as printed: institute header, addressee block, place and date, subject, body, and
-/// the boxed part (a PIN half) in a frame of its own, as a PDF with the standard Helvetica and
-/// Courier fonts (WinAnsi encoding covers Italian's accented letters).
+/// the boxed part (a PIN half) in a frame of its own.
 pub fn render_pdf(message: &Outgoing<'_>, date: &str) -> Vec<u8> {
-    use pdf_writer::{Content, Name, Pdf, Rect, Ref, Str};
+    use sportello_platform::pdf::{letterhead, render, wrap, Block, Font, BODY_SIZE, WRAP};
     let content = message.content;
-    let encode =
-        |text: &str| lopdf::Encoding::SimpleEncoding(b"WinAnsiEncoding").string_to_bytes(text);
-    let (regular, bold, mono) = (Name(b"F1"), Name(b"F2"), Name(b"F3"));
-
-    // Lines of (font, size, x, text), laid out top to bottom; a page ends where the margin begins.
-    let mut lines: Vec<(Name<'_>, f32, f32, String)> = vec![
-        (bold, 13.0, MARGIN, "INPS".into()),
-        (regular, 9.0, MARGIN, "Istituto Nazionale della Previdenza Sociale".into()),
-        (regular, 9.0, MARGIN, "Direzione Generale — Via Ciro il Grande 21, 00144 Roma".into()),
-        (regular, BODY_SIZE, MARGIN, String::new()),
-    ];
+    let mut blocks = letterhead();
     for line in message.address.split([',', '\n']).map(str::trim).filter(|l| !l.is_empty()) {
-        lines.push((regular, BODY_SIZE, 330.0, line.to_owned()));
+        blocks.push(Block::Line {
+            font: Font::Regular,
+            size: BODY_SIZE,
+            x: 330.0,
+            text: line.into(),
+        });
     }
-    lines.push((regular, BODY_SIZE, MARGIN, String::new()));
-    lines.push((regular, BODY_SIZE, MARGIN, format!("Roma, {date}")));
-    lines.push((regular, BODY_SIZE, MARGIN, String::new()));
-    lines.push((bold, BODY_SIZE, MARGIN, format!("Oggetto: {}", content.subject)));
-    lines.push((regular, BODY_SIZE, MARGIN, String::new()));
+    blocks.push(Block::blank());
+    blocks.push(Block::body(format!("Roma, {date}")));
+    blocks.push(Block::blank());
+    blocks.push(Block::bold(format!("Oggetto: {}", content.subject), BODY_SIZE));
+    blocks.push(Block::blank());
     for paragraph in content.text.lines() {
-        for line in wrap(paragraph, WRAP) {
-            lines.push((regular, BODY_SIZE, MARGIN, line));
-        }
-    }
-
-    let mut pages = vec![Content::new()];
-    let mut y = PAGE.1 - MARGIN;
-    for (font, size, x, text) in &lines {
-        if y < MARGIN {
-            pages.push(Content::new());
-            y = PAGE.1 - MARGIN;
-        }
-        let page = pages.last_mut().expect("a page");
-        page.begin_text()
-            .set_font(*font, *size)
-            .next_line(*x, y)
-            .show(Str(&encode(text)))
-            .end_text();
-        y -= if *size > BODY_SIZE { LEADING + 4.0 } else { LEADING };
+        blocks.extend(wrap(paragraph, WRAP).into_iter().map(Block::body));
     }
     if let Some(boxed) = &content.boxed {
-        let (size, height) = (18.0, 40.0);
-        let width = boxed.chars().count() as f32 * size * 0.6 + 40.0;
-        if y - height - LEADING < MARGIN {
-            pages.push(Content::new());
-            y = PAGE.1 - MARGIN;
-        }
-        let page = pages.last_mut().expect("a page");
-        let bottom = y - height;
-        page.set_line_width(1.5).rect(MARGIN, bottom, width, height).stroke();
-        page.begin_text()
-            .set_font(mono, size)
-            .next_line(MARGIN + 20.0, bottom + 13.0)
-            .show(Str(&encode(boxed)))
-            .end_text();
+        blocks.push(Block::Boxed { text: boxed.clone(), height: 40.0, width: None });
     }
-
-    let (catalog, tree) = (Ref::new(1), Ref::new(2));
-    let fonts = [
-        (regular, Ref::new(3), "Helvetica"),
-        (bold, Ref::new(4), "Helvetica-Bold"),
-        (mono, Ref::new(5), "Courier"),
-    ];
-    let mut pdf = Pdf::new();
-    pdf.catalog(catalog).pages(tree);
-    let page_ids: Vec<Ref> = (0..pages.len()).map(|i| Ref::new(10 + 2 * i as i32)).collect();
-    pdf.pages(tree).kids(page_ids.iter().copied()).count(pages.len() as i32);
-    for (font, id, base) in fonts {
-        let _ = font;
-        pdf.type1_font(id)
-            .base_font(Name(base.as_bytes()))
-            .encoding_predefined(Name(b"WinAnsiEncoding"));
-    }
-    for (i, page) in pages.into_iter().enumerate() {
-        let (page_id, content_id) = (page_ids[i], Ref::new(11 + 2 * i as i32));
-        let mut writer = pdf.page(page_id);
-        writer.parent(tree).media_box(Rect::new(0.0, 0.0, PAGE.0, PAGE.1)).contents(content_id);
-        let mut resources = writer.resources();
-        let mut named = resources.fonts();
-        for (font, id, _) in fonts {
-            named.pair(font, id);
-        }
-        drop(named);
-        drop(resources);
-        drop(writer);
-        pdf.stream(content_id, &page.finish());
-    }
-    pdf.finish()
-}
-
-/// `text` in lines of at most `width` characters, broken between words (a longer word stands
-/// alone on its line).
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().expect("a line");
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(word.to_owned());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
+    render(&blocks)
 }
 
 /// The text of a spooled letter, page by page, as a PDF reader extracts it: for the print shop's
 /// checks, and for tests and the benchmark, which read the PIN half back from the box.
 pub fn text_of_pdf(pdf: &[u8]) -> anyhow::Result<String> {
-    let document = lopdf::Document::load_mem(pdf)?;
-    let pages: Vec<u32> = document.get_pages().keys().copied().collect();
-    Ok(document.extract_text(&pages)?)
+    Ok(sportello_platform::pdf::text_of(pdf)?)
 }
 
 impl Transport for LetterSpool {
@@ -270,11 +174,5 @@ mod tests {
             .get_pages()
             .len();
         assert!(pages >= 2, "{pages} pages");
-    }
-
-    #[test]
-    fn words_wrap_between_words() {
-        assert_eq!(wrap("uno due tre quattro", 7), ["uno due", "tre", "quattro"]);
-        assert_eq!(wrap("", 7), [""]);
     }
 }
