@@ -3,7 +3,7 @@
 //! claims (NOT_FOUND for anyone else's), a patronato those it filed; staff reads are audited.
 
 use crate::catalogue::Catalogue;
-use crate::domain::claim::{ClaimForm, Filing, Status};
+use crate::domain::claim::{ClaimForm, Filing, PaymentMethod, Status};
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::iban::Iban;
 use crate::domain::registry::{Layout, Registered};
@@ -11,8 +11,8 @@ use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::register::Register;
 use crate::store::{
-    BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, Store, Submission,
-    Submitted, Written,
+    BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, PaymentChange,
+    Store, Submission, Submitted, Written,
 };
 use identity_svc::domain::codice_fiscale::CodiceFiscale;
 use sportello_platform::audit::Entry;
@@ -399,6 +399,56 @@ impl ClaimsService for Claims {
         Ok(Response::new(wire::RedeemBabySittingBonusResponse {
             claim: Some(wire_claim(&redeemed)),
         }))
+    }
+
+    async fn update_payment_details(
+        &self,
+        request: Request<wire::UpdatePaymentDetailsRequest>,
+    ) -> Answer<wire::UpdatePaymentDetailsResponse> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Citizen], "only the citizen changes how their claim is paid")?;
+        // Where the money goes is a dispositive act: asked before the claim is even looked at.
+        if p.level < Level::Dispositive {
+            let action = "changing how a claim is paid";
+            return Err(ClaimsError::LevelTooLow { action, required: Level::Dispositive }.into());
+        }
+        let req = request.into_inner();
+        let mut v = FieldViolations::new();
+        let id = claim_id("claim_id", &req.claim_id).unwrap_or_else(|e| {
+            e.iter().for_each(|(f, d)| v.add(f, d));
+            String::new()
+        });
+        // Read and refused exactly as SubmitClaim reads it; the claim's applicant is the caller.
+        let payment = PaymentMethod::parse(&mut v, req.payment.as_ref(), &p.sub, today());
+        let payment = match payment {
+            Some(payment) if v.is_empty() => payment,
+            _ => return Err(ClaimsError::from(v).into()),
+        };
+        let changed =
+            self.store.change_payment(&id, &p.sub, payment).await.map_err(ClaimsError::from)?;
+        let claim = match changed {
+            PaymentChange::Changed(claim) => {
+                // The notice to relay, and the new account to check.
+                self.wake();
+                claim
+            }
+            PaymentChange::Unchanged(claim) => claim,
+            PaymentChange::NotFound => return Err(ClaimsError::NotFound("claim").into()),
+            PaymentChange::TooLate(status) => {
+                let (reason, message) = match status {
+                    Status::PaymentOrdered | Status::Paid => (
+                        "PAYMENT_ALREADY_ORDERED",
+                        "the claim's payment has been ordered: how it is paid can no longer change",
+                    ),
+                    _ => (
+                        "CLAIM_CLOSED",
+                        "the claim was rejected or withdrawn: there is no payment to change",
+                    ),
+                };
+                return Err(ClaimsError::Precondition { reason, message: message.into() }.into());
+            }
+        };
+        Ok(Response::new(wire::UpdatePaymentDetailsResponse { claim: Some(wire_claim(&claim)) }))
     }
 
     async fn register_mandate(

@@ -93,7 +93,8 @@ impl Decider {
         let mut decided = Vec::new();
         for (decision, claim) in futures::future::join_all(decisions).await {
             match decision {
-                Some(d) => decided.push((claim.id, d)),
+                // It stands only if the claim is still paid to the account checked.
+                Some(d) => decided.push((claim.id, claim.iban, d)),
                 None => {
                     let wait = sportello_platform::backoff::backoff_ms(1, 5_000, 300_000);
                     self.store.decide_later(&claim.id, now_millis() + wait).await?;

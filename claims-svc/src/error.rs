@@ -1,6 +1,8 @@
 //! claims-svc's errors and their one mapping to gRPC statuses.
 
 use crate::domain::claim::Refusal;
+use crate::domain::level_name;
+use sportello_platform::auth::Level;
 use sportello_platform::db::is_unstorable_text;
 use sportello_platform::error::{unstorable_text, with_info, with_reason, FieldViolations};
 use std::collections::HashMap;
@@ -21,6 +23,9 @@ pub enum ClaimsError {
     Precondition { reason: &'static str, message: String },
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// The caller's session is of a lower credential level than `action` needs.
+    #[error("{action} needs a {} credential", level_name(*required))]
+    LevelTooLow { action: &'static str, required: Level },
     #[error("storage failed: {0}")]
     Storage(#[from] sqlx::Error),
     /// A service this call needs did not answer.
@@ -66,6 +71,19 @@ impl From<ClaimsError> for Status {
             }
             ClaimsError::PermissionDenied(why) => {
                 with_reason(Code::PermissionDenied, why, "PERMISSION_DENIED", DOMAIN)
+            }
+            ClaimsError::LevelTooLow { action, required } => {
+                let level = level_name(required);
+                let logins = match required {
+                    Level::Dispositive => "PIN dispositivo, SPID, CIE or CNS",
+                    Level::Ordinary => "an ordinary PIN or stronger",
+                    Level::Simplified => "any PIN",
+                };
+                let message = format!(
+                    "{action} needs a {level} credential ({logins}): log in again with one"
+                );
+                let metadata = HashMap::from([("required_level".to_owned(), level.to_owned())]);
+                with_info(Code::PermissionDenied, message, "LEVEL_TOO_LOW", DOMAIN, metadata)
             }
             ClaimsError::Unavailable(what) => {
                 Status::unavailable(format!("{what} is temporarily unavailable; retry"))

@@ -68,6 +68,15 @@ pub const TABLE: &[(&str, Access)] = &[
         Session { roles: BACKOFFICE, min_level: Level::Ordinary },
     ),
     ("sportello.identity.v1.ResidentsService/BatchGetResidentNames", Internal),
+    // PIN dispositivo: the citizen with an ordinary PIN asks; the back office decides
+    (
+        "sportello.identity.v1.PinConversionService/*",
+        Session { roles: CITIZEN, min_level: Level::Ordinary },
+    ),
+    (
+        "sportello.identity.v1.PinConversionBackOfficeService/*",
+        Session { roles: BACKOFFICE, min_level: Level::Ordinary },
+    ),
     // claims: the catalogue is public; the COVID-19 claim RPCs take a simplified PIN (the
     // service checks each benefit's own level, and that a citizen reaches only their claims)
     ("sportello.claims.v1.ClaimsService/ListBenefits", Public),
@@ -92,6 +101,11 @@ pub const TABLE: &[(&str, Access)] = &[
     (
         "sportello.claims.v1.ClaimsService/RedeemBabySittingBonus",
         Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    // where a claim's money goes: claims-svc asks a dispositive session and names the level
+    (
+        "sportello.claims.v1.ClaimsService/UpdatePaymentDetails",
+        Session { roles: CITIZEN, min_level: Level::Ordinary },
     ),
     (
         "sportello.claims.v1.ClaimsService/RegisterMandate",

@@ -72,8 +72,17 @@ const SPECS: &[Spec] = &[
     spec!("PIN_UNLOCKED", "The citizen's PIN was unlocked", &[], ANY),
     spec!("CLAIM_RECEIPT", "A claim was received, with its protocol number", &[], ANY),
     spec!("CLAIM_DECISION", "A claim was approved or rejected", &[], ANY),
+    spec!("CLAIM_PAYMENT_DETAILS_CHANGED", "How a claim is paid was changed", &[], ANY),
     spec!("CLAIM_PAYMENT", "A claim's payment was ordered", &[], ANY),
     spec!("DISPOSITIVO_OUTCOME", "Outcome of a conversion to PIN dispositivo", &[], ANY),
+    spec!("PIN_DISPOSITIVO_GRANTED", "The citizen's PIN became a PIN dispositivo", &[], ANY),
+    spec!(
+        "PIN_CONVERSION_IN_REVIEW",
+        "A PIN dispositivo request went to the back office",
+        &[],
+        ANY
+    ),
+    spec!("PIN_CONVERSION_REJECTED", "A PIN dispositivo request was refused", &[], ANY),
 ];
 
 /// A template as integrators see it (ListTemplates).

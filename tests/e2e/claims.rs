@@ -476,12 +476,22 @@ async fn a_patronato_files_only_under_a_live_mandate_and_the_citizen_sees_who_fi
 
 /// The bank's account check, as a fake provider on 127.0.0.1: answers by fiscal code.
 async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
+    fake_account_check_asked(verdicts).await.0
+}
+
+/// What the fake account check was asked, in order: (fiscal code, IBAN).
+type Asked = Arc<Mutex<Vec<(String, String)>>>;
+
+/// [`fake_account_check`], keeping what it is asked.
+async fn fake_account_check_asked(verdicts: HashMap<String, &'static str>) -> (String, Asked) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let verdicts = Arc::new(Mutex::new(verdicts));
+    let asked: Asked = Arc::default();
+    let log = asked.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let verdicts = verdicts.clone();
+            let (verdicts, log) = (verdicts.clone(), log.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -509,7 +519,9 @@ async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
                 };
                 let asked: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let cf = asked["fiscal_code"].as_str().unwrap_or_default().to_owned();
+                let iban = asked["iban"].as_str().unwrap_or_default().to_owned();
                 let verdict = verdicts.lock().expect("lock").get(&cf).copied().unwrap_or("UNKNOWN");
+                log.lock().expect("lock").push((cf, iban));
                 let json = format!("{{\"result\":\"{verdict}\"}}");
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
@@ -519,7 +531,7 @@ async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
             });
         }
     });
-    format!("http://{addr}/v1/verify")
+    (format!("http://{addr}/v1/verify"), asked)
 }
 
 #[tokio::test]
@@ -1025,4 +1037,269 @@ async fn claim_and_mandate_rpcs_refuse_bad_input_by_field_and_other_citizens_by_
     let decide = cl::DecideClaimRequest { claim_id: not_an_id(), ..Default::default() };
     let refused = bo.decide_claim(with_token(&token, decide)).await.expect_err("bad");
     assert_eq!(violated_fields(&refused), ["claim_id", "decision"]);
+}
+
+/// The account a citizen moves a claim's money to, as typed and in electronic form.
+const NEW_IBAN: &str = "de89 3704 0044 0532 0130 00";
+const NEW_IBAN_ELECTRONIC: &str = "DE89370400440532013000";
+
+/// Claim `claim_id` to be paid to `iban` held by `holder` from now on.
+fn to_account(claim_id: &str, iban: &str, holder: &str) -> cl::UpdatePaymentDetailsRequest {
+    cl::UpdatePaymentDetailsRequest {
+        claim_id: claim_id.into(),
+        payment: Some(cl::Payment {
+            method: Some(cl::payment::Method::BankTransfer(cl::BankTransfer {
+                iban: iban.into(),
+                holder_fiscal_code: holder.into(),
+            })),
+        }),
+    }
+}
+
+async fn update_payment(
+    channel: Channel,
+    token: &str,
+    request: cl::UpdatePaymentDetailsRequest,
+) -> Result<cl::Claim, tonic::Status> {
+    let reply = claims(channel).update_payment_details(with_token(token, request)).await?;
+    Ok(reply.into_inner().claim.expect("claim"))
+}
+
+/// Payment changes on record: (audit rows, notices queued).
+async fn payment_changes(suite: &Suite) -> (i64, i64) {
+    let audited = suite.db.count("claims", "audit_events", "action = 'UpdatePaymentDetails'").await;
+    let announced =
+        suite.db.count("claims", "outbox", "template = 'CLAIM_PAYMENT_DETAILS_CHANGED'").await;
+    (audited, announced)
+}
+
+/// Rossi's claim, filed with a simplified PIN and paid to [`IBAN`]: its id.
+async fn rossis_claim(suite: &Suite) -> String {
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let form = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "k");
+    submit(suite.gateway_channel().await, &token, form).await.expect("filed").claim_id
+}
+
+/// The claim as its citizen sees it, paid as it was filed, and nothing of a change on record.
+async fn assert_payment_unchanged(suite: &Suite, id: &str) {
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let claim = get_claim(suite.gateway_channel().await, &token, id).await.expect("claim");
+    assert_eq!(claim.iban_masked, "IT60 **** 3456");
+    assert_eq!(claim.status, cl::ClaimStatus::Submitted as i32);
+    assert_eq!(payment_changes(suite).await, (0, 0), "nothing audited nor announced");
+}
+
+#[tokio::test]
+async fn a_dispositive_session_moves_its_claim_to_another_account_and_the_bank_checks_the_new_one()
+{
+    let (provider, asked) =
+        fake_account_check_asked(HashMap::from([(ROSSI.to_owned(), "MATCH")])).await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    let id = rossis_claim(&suite).await;
+    let simplified = suite.citizen_token(ROSSI, Level::Simplified);
+    wait_for_claim_status(&suite, &simplified, &id, cl::ClaimStatus::Approved).await;
+
+    let spid = suite.citizen_token(ROSSI, Level::Dispositive);
+    let gateway = suite.gateway_channel().await;
+    let moved = update_payment(gateway.clone(), &spid, to_account(&id, NEW_IBAN, ROSSI))
+        .await
+        .expect("moved");
+    assert_eq!(moved.iban_masked, "DE89 **** 3000");
+    assert!(!moved.post_office_cash);
+    // The approval was for the old account: the new one goes through the bank's check.
+    assert_eq!(moved.status, cl::ClaimStatus::Submitted as i32);
+    let decided = wait_for_claim_status(&suite, &simplified, &id, cl::ClaimStatus::Approved).await;
+    assert_eq!(decided.iban_masked, "DE89 **** 3000");
+    let checked = asked.lock().expect("lock").clone();
+    assert_eq!(
+        checked.iter().map(|(_, iban)| iban.as_str()).collect::<Vec<_>>(),
+        ["IT60X0542811101000000123456", NEW_IBAN_ELECTRONIC],
+        "the old account at submission, the new one after the change"
+    );
+
+    // Asking again for the account the claim has (a retry) changes nothing.
+    let again = update_payment(gateway, &spid, to_account(&id, NEW_IBAN, ROSSI)).await;
+    assert_eq!(again.expect("again").status, cl::ClaimStatus::Approved as i32);
+    assert_eq!(payment_changes(&suite).await, (1, 1), "one audit row, one notice");
+    let trail = claims_store(&suite).await.audit_of(ROSSI).await.expect("audit");
+    assert!(trail.contains(&(ROSSI.to_owned(), "UpdatePaymentDetails".to_owned())), "{trail:?}");
+    let whole_account = format!("%{}%", &NEW_IBAN_ELECTRONIC[4..]);
+    let masked = "%DE89 **** 3000%";
+    assert_eq!(
+        suite.db.count("claims", "audit_events", &format!("detail LIKE '{masked}'")).await,
+        1,
+        "the audit row shows the account masked"
+    );
+    for (table, column) in [("audit_events", "detail"), ("outbox", "params")] {
+        let filter = format!("{column} LIKE '{whole_account}'");
+        assert_eq!(suite.db.count("claims", table, &filter).await, 0, "{table}: never in full");
+    }
+    eventually("the notice relayed to notify", Duration::from_secs(10), || async {
+        suite.db.outbox_relayed().await;
+        let filter =
+            format!("template = 'CLAIM_PAYMENT_DETAILS_CHANGED' AND params LIKE '{masked}'");
+        suite.db.count("notify", "messages", &filter).await == 1
+    })
+    .await;
+    eventually("both decisions notified", Duration::from_secs(10), || async {
+        suite.db.outbox_relayed().await;
+        suite.db.count("notify", "messages", "template = 'CLAIM_DECISION'").await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ordinary_pin_cannot_move_a_claims_money_to_another_account() {
+    let suite = spawn_suite_with(undecided).await;
+    let id = rossis_claim(&suite).await;
+    let request = to_account(&id, NEW_IBAN, ROSSI);
+    // Through the gateway and straight at claims-svc: claims-svc itself asks the level, and
+    // says which.
+    for channel in [suite.gateway_channel().await, connect(suite.claims.addr).await] {
+        let ordinary = suite.citizen_token(ROSSI, Level::Ordinary);
+        let refused =
+            update_payment(channel, &ordinary, request.clone()).await.expect_err("ordinary PIN");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(refused.message().contains("DISPOSITIVE"), "{}", refused.message());
+        let info = refused.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "LEVEL_TOO_LOW");
+        assert_eq!(info.metadata.get("required_level").map(String::as_str), Some("DISPOSITIVE"));
+    }
+    let simplified = suite.citizen_token(ROSSI, Level::Simplified);
+    let direct = update_payment(connect(suite.claims.addr).await, &simplified, request.clone())
+        .await
+        .expect_err("simplified PIN");
+    assert_eq!(
+        (direct.code(), reason(&direct).as_str()),
+        (Code::PermissionDenied, "LEVEL_TOO_LOW")
+    );
+    // The gateway keeps simplified PINs out before claims-svc is asked.
+    let gated = update_payment(suite.gateway_channel().await, &simplified, request)
+        .await
+        .expect_err("simplified PIN");
+    assert_eq!(gated.code(), Code::PermissionDenied);
+    assert_payment_unchanged(&suite, &id).await;
+}
+
+#[tokio::test]
+async fn nobody_moves_another_citizens_claim_to_another_account_not_even_calling_claims_svc_directly(
+) {
+    let suite = spawn_suite_with(undecided).await;
+    let other = nth_cf(51);
+    let id = rossis_claim(&suite).await;
+    let theirs = suite.citizen_token(&other, Level::Dispositive);
+    let office = suite.login_staff(PATRONATO_ID, PATRONATO_PASSWORD).await.access_token;
+    let nobodys = uuid::Uuid::now_v7().to_string();
+    for channel in [suite.gateway_channel().await, connect(suite.claims.addr).await] {
+        // Their own account, well formed: the only answer is that there is no such claim, the
+        // same as for a claim that does not exist.
+        let refused = update_payment(channel.clone(), &theirs, to_account(&id, NEW_IBAN, &other))
+            .await
+            .expect_err("not theirs");
+        assert_eq!(refused.code(), Code::NotFound);
+        let missing =
+            update_payment(channel.clone(), &theirs, to_account(&nobodys, NEW_IBAN, &other))
+                .await
+                .expect_err("no such claim");
+        assert_eq!((missing.code(), missing.message()), (refused.code(), refused.message()));
+        // Patronati and staff do not move a citizen's money.
+        for staff in [&office, &suite.operator_token] {
+            let denied = update_payment(channel.clone(), staff, to_account(&id, NEW_IBAN, ROSSI))
+                .await
+                .expect_err("not a citizen");
+            assert_eq!(denied.code(), Code::PermissionDenied);
+        }
+    }
+    assert_payment_unchanged(&suite, &id).await;
+}
+
+#[tokio::test]
+async fn a_bad_iban_or_someone_elses_account_is_refused_by_field_and_the_payment_details_stay() {
+    let suite = spawn_suite_with(undecided).await;
+    let id = rossis_claim(&suite).await;
+    let spid = suite.citizen_token(ROSSI, Level::Dispositive);
+    let gateway = suite.gateway_channel().await;
+    let refuse = |request: cl::UpdatePaymentDetailsRequest| {
+        let (gateway, spid) = (gateway.clone(), spid.clone());
+        async move {
+            let refused = update_payment(gateway, &spid, request).await.expect_err("refused");
+            assert_eq!(refused.code(), Code::InvalidArgument);
+            violated_fields(&refused)
+        }
+    };
+    let mistyped = to_account(&id, "DE89 3704 0044 0532 0130 01", ROSSI);
+    assert_eq!(refuse(mistyped).await, ["payment.bank_transfer.iban"]);
+    let outside_sepa = to_account(&id, "BR15 0000 0000 0000 1093 2840 814P 2", ROSSI);
+    assert_eq!(refuse(outside_sepa).await, ["payment.bank_transfer.iban"]);
+    let someone_elses = to_account(&id, NEW_IBAN, &nth_cf(52));
+    assert_eq!(refuse(someone_elses).await, ["payment.bank_transfer.holder_fiscal_code"]);
+    let no_holder = to_account(&id, NEW_IBAN, " ");
+    assert_eq!(refuse(no_holder).await, ["payment.bank_transfer.holder_fiscal_code"]);
+    let nothing = cl::UpdatePaymentDetailsRequest { claim_id: "not-a-claim".into(), payment: None };
+    assert_eq!(refuse(nothing).await, ["claim_id", "payment.method"]);
+    assert_payment_unchanged(&suite, &id).await;
+}
+
+#[tokio::test]
+async fn payment_details_are_frozen_once_the_payment_is_ordered_and_on_a_withdrawn_claim() {
+    // No bank check configured: cash claims are approved, accounts wait for the back office.
+    let suite = spawn_suite().await;
+    let (paid, withdrawn) = (nth_cf(53), nth_cf(54));
+    let rows = [professional_row(&paid), professional_row(&withdrawn)];
+    suite.import_registry(&registry(rows)).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let paid_token = suite.citizen_token(&paid, Level::Dispositive);
+    let by_cash = submit(gateway.clone(), &paid_token, cash(claim_form("AGRICOLI", &paid, "k")))
+        .await
+        .expect("filed")
+        .claim_id;
+    wait_for_claim_status(&suite, &paid_token, &by_cash, cl::ClaimStatus::Approved).await;
+    let withdrawn_token = suite.citizen_token(&withdrawn, Level::Dispositive);
+    let to_withdraw =
+        submit(gateway.clone(), &withdrawn_token, claim_form("AGRICOLI", &withdrawn, "k"))
+            .await
+            .expect("filed")
+            .claim_id;
+    let withdraw = cl::WithdrawClaimRequest { claim_id: to_withdraw.clone() };
+    claims(gateway.clone())
+        .withdraw_claim(with_token(&withdrawn_token, withdraw))
+        .await
+        .expect("withdrawn");
+
+    let (mut bo, bo_token) = backoffice(&suite).await;
+    let batch = bo
+        .create_payment_batch(with_token(&bo_token, cl::CreatePaymentBatchRequest::default()))
+        .await
+        .expect("ordered")
+        .into_inner();
+    assert_eq!(batch.cash.len(), 1);
+    let move_paid =
+        || update_payment(gateway.clone(), &paid_token, to_account(&by_cash, NEW_IBAN, &paid));
+    let refused = move_paid().await.expect_err("payment ordered");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "PAYMENT_ALREADY_ORDERED")
+    );
+    let confirm = cl::ConfirmPaymentBatchRequest { batch_id: batch.batch_id };
+    bo.confirm_payment_batch(with_token(&bo_token, confirm)).await.expect("paid");
+    let refused = move_paid().await.expect_err("paid");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "PAYMENT_ALREADY_ORDERED")
+    );
+    let refused = update_payment(
+        gateway.clone(),
+        &withdrawn_token,
+        to_account(&to_withdraw, NEW_IBAN, &withdrawn),
+    )
+    .await
+    .expect_err("withdrawn");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::FailedPrecondition, "CLAIM_CLOSED")
+    );
+    let paid_claim = get_claim(gateway, &paid_token, &by_cash).await.expect("claim");
+    assert!(paid_claim.post_office_cash, "still paid as it was");
+    assert_eq!(payment_changes(&suite).await, (0, 0));
 }

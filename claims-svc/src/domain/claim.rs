@@ -20,6 +20,67 @@ pub enum PaymentMethod {
     PostOfficeCash,
 }
 
+impl PaymentMethod {
+    /// Reads a request's `payment` field for `applicant` (empty when the applicant itself is
+    /// wrong: the holder is then not compared), every problem a violation on its proto path
+    /// (`payment.method`, `payment.bank_transfer.iban`, `payment.bank_transfer.holder_fiscal_code`).
+    pub fn parse(
+        v: &mut FieldViolations,
+        payment: Option<&wire::Payment>,
+        applicant: &str,
+        today: NaiveDate,
+    ) -> Option<Self> {
+        match payment.and_then(|p| p.method.as_ref()) {
+            None => {
+                v.add("payment.method", "choose a bank transfer or cash at the post office");
+                None
+            }
+            Some(wire::payment::Method::PostOfficeCash(_)) => Some(PaymentMethod::PostOfficeCash),
+            Some(wire::payment::Method::BankTransfer(t)) => {
+                let iban = match Iban::parse(&t.iban) {
+                    Ok(iban) => Some(iban),
+                    Err(e) => {
+                        v.add("payment.bank_transfer.iban", e.to_string());
+                        None
+                    }
+                };
+                let holder_field = "payment.bank_transfer.holder_fiscal_code";
+                if t.holder_fiscal_code.trim().is_empty() {
+                    v.add(holder_field, "the account holder's fiscal code is required");
+                } else {
+                    let holder = fiscal_code(v, holder_field, &t.holder_fiscal_code, today);
+                    if !holder.is_empty() && !applicant.is_empty() && holder != applicant {
+                        v.add(holder_field, "the account must be held or co-held by the applicant");
+                    }
+                }
+                iban.map(PaymentMethod::Bank)
+            }
+        }
+    }
+
+    /// The account as stored: `None` for cash at the post office.
+    pub fn stored(&self) -> Option<&str> {
+        match self {
+            PaymentMethod::Bank(iban) => Some(iban.as_str()),
+            PaymentMethod::PostOfficeCash => None,
+        }
+    }
+}
+
+/// Where a claim in `status` stands once it is to be paid by `to` instead, or `Err` when its
+/// payment can no longer change (ordered or paid; rejected or withdrawn: nothing to pay). A new
+/// account has not been through the bank's ownership check: the claim is decided again
+/// (SUBMITTED), even if it was approved. Cash needs no check: an approved claim stays approved.
+pub fn after_payment_change(status: Status, to: &PaymentMethod) -> Result<Status, Status> {
+    match (status, to) {
+        (Status::Approved, PaymentMethod::PostOfficeCash) => Ok(Status::Approved),
+        (Status::Submitted | Status::InReview | Status::Approved, _) => Ok(Status::Submitted),
+        (Status::PaymentOrdered | Status::Paid | Status::Rejected | Status::Withdrawn, _) => {
+            Err(status)
+        }
+    }
+}
+
 /// Where the receipt and decisions go.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Contacts {
@@ -121,32 +182,7 @@ impl ClaimForm {
             }
             Filing::Patronato => fiscal_code(&mut v, "fiscal_code", named, today),
         };
-        let payment = match req.payment.as_ref().and_then(|p| p.method.as_ref()) {
-            None => {
-                v.add("payment.method", "choose a bank transfer or cash at the post office");
-                None
-            }
-            Some(wire::payment::Method::PostOfficeCash(_)) => Some(PaymentMethod::PostOfficeCash),
-            Some(wire::payment::Method::BankTransfer(t)) => {
-                let iban = match Iban::parse(&t.iban) {
-                    Ok(iban) => Some(iban),
-                    Err(e) => {
-                        v.add("payment.bank_transfer.iban", e.to_string());
-                        None
-                    }
-                };
-                let holder_field = "payment.bank_transfer.holder_fiscal_code";
-                if t.holder_fiscal_code.trim().is_empty() {
-                    v.add(holder_field, "the account holder's fiscal code is required");
-                } else {
-                    let holder = fiscal_code(&mut v, holder_field, &t.holder_fiscal_code, today);
-                    if !holder.is_empty() && !applicant.is_empty() && holder != applicant {
-                        v.add(holder_field, "the account must be held or co-held by the applicant");
-                    }
-                }
-                iban.map(PaymentMethod::Bank)
-            }
-        };
+        let payment = PaymentMethod::parse(&mut v, req.payment.as_ref(), &applicant, today);
         let contacts = req.contacts.clone().unwrap_or_default();
         let contacts = Contacts {
             email: email(&mut v, &contacts.email),
@@ -480,6 +516,41 @@ mod tests {
         }
         let v = ClaimForm::parse(&req, Filing::Citizen(ME), today()).expect_err("holder");
         assert_eq!(fields(v), ["payment.bank_transfer.holder_fiscal_code"]);
+    }
+
+    #[test]
+    fn a_new_account_is_checked_again_even_on_an_approved_claim_but_cash_keeps_the_approval() {
+        let iban = Iban::parse("DE89 3704 0044 0532 0130 00").expect("valid");
+        let bank = PaymentMethod::Bank(iban);
+        let cash = PaymentMethod::PostOfficeCash;
+        for status in [Status::Submitted, Status::InReview, Status::Approved] {
+            assert_eq!(after_payment_change(status, &bank), Ok(Status::Submitted), "{status:?}");
+        }
+        assert_eq!(after_payment_change(Status::Approved, &cash), Ok(Status::Approved));
+        assert_eq!(after_payment_change(Status::InReview, &cash), Ok(Status::Submitted));
+        for status in [Status::PaymentOrdered, Status::Paid, Status::Rejected, Status::Withdrawn] {
+            assert_eq!(after_payment_change(status, &bank), Err(status));
+            assert_eq!(after_payment_change(status, &cash), Err(status));
+        }
+    }
+
+    #[test]
+    fn a_payment_alone_is_read_with_the_field_paths_of_the_claim_form() {
+        let mut v = FieldViolations::new();
+        let bad = wire::Payment {
+            method: Some(wire::payment::Method::BankTransfer(wire::BankTransfer {
+                iban: "IT60X0542811101000000123457".into(),
+                holder_fiscal_code: "VRDGPP85M01F205Z".into(),
+            })),
+        };
+        assert_eq!(PaymentMethod::parse(&mut v, Some(&bad), ME, today()), None);
+        assert_eq!(
+            fields(v),
+            ["payment.bank_transfer.iban", "payment.bank_transfer.holder_fiscal_code"]
+        );
+        let mut v = FieldViolations::new();
+        assert_eq!(PaymentMethod::parse(&mut v, None, ME, today()), None);
+        assert_eq!(fields(v), ["payment.method"]);
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Claims: submission in one transaction (idempotency, mandate, eligibility, incompatibility,
-//! ceiling reservation, protocol number, receipt), decisions, withdrawal and reads.
+//! ceiling reservation, protocol number, receipt), decisions, withdrawal, changes of payment
+//! and reads.
 
 use super::outbox::{queue_all, Notice};
+use super::payments::payment_method;
 use super::{corrupt, Store};
-use crate::domain::claim::{ClaimForm, Contacts, Refusal, Status};
+use crate::domain::claim::{
+    after_payment_change, ClaimForm, Contacts, PaymentMethod, Refusal, Status,
+};
+use crate::domain::iban::Iban;
 use sportello_platform::audit::{append, Entry};
 use sportello_platform::auth::Level;
-use sportello_platform::db::numbered;
+use sportello_platform::db::{numbered, Backend};
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -138,24 +143,35 @@ fn decision_notice(record: &ClaimRecord, traceparent: Option<String>) -> Option<
 }
 
 /// Moves claim `id` from one of `from` to `d.to` on `conn`, releasing its reservation and its
-/// place in its group when it ends without payment; `None` when it is in none of `from`.
+/// place in its group when it ends without payment; `None` when it is in none of `from`, or
+/// when `on_account` is given (the account an automatic decision checked, `None` for cash) and
+/// the claim is no longer paid that way.
 async fn transition(
     conn: &mut AnyConnection,
     id: &str,
     from: &[Status],
     d: &Decided,
+    on_account: Option<Option<&str>>,
 ) -> Result<Option<ClaimRecord>, sqlx::Error> {
     let ends_unpaid = matches!(d.to, Status::Rejected | Status::Withdrawn);
     let sql = format!(
         "UPDATE claims SET status = $2, reasons = $3, updated_at = $4, decide_at = NULL, \
-         leased_until = NULL{} WHERE id = $1 AND status IN ({}) RETURNING {CLAIM_COLUMNS}",
+         leased_until = NULL{} WHERE id = $1 AND status IN ({}){} RETURNING {CLAIM_COLUMNS}",
         if ends_unpaid { ", exclusive_key = NULL" } else { "" },
-        numbered(5, from.len())
+        numbered(5, from.len()),
+        if on_account.is_some() {
+            format!(" AND COALESCE(iban, '') = ${}", 5 + from.len())
+        } else {
+            String::new()
+        },
     );
     let mut query =
         sqlx::query(&sql).bind(id).bind(d.to.as_str()).bind(d.reasons.join(",")).bind(now_millis());
     for status in from {
         query = query.bind(status.as_str());
+    }
+    if let Some(account) = on_account {
+        query = query.bind(account.unwrap_or("").to_owned());
     }
     let Some(row) = query.fetch_optional(&mut *conn).await? else {
         return Ok(None);
@@ -213,23 +229,112 @@ impl Store {
         let id = id.to_owned();
         self.writer
             .run(Box::new(move |conn| {
-                Box::pin(async move { transition(conn, &id, from, &d).await })
+                Box::pin(async move { transition(conn, &id, from, &d, None).await })
             }))
             .await
     }
 
-    /// Records the automatic decisions of a batch of submitted claims in one transaction;
-    /// claims no longer submitted (withdrawn meanwhile) are left as they are.
-    pub async fn decide_all(&self, decisions: Vec<(String, Decided)>) -> Result<(), sqlx::Error> {
+    /// Records the automatic decisions of a batch of submitted claims in one transaction, each
+    /// `(claim id, the account it was decided on, decision)`; claims no longer submitted
+    /// (withdrawn meanwhile), or no longer paid to that account (the citizen changed it while it
+    /// was checked: it is due again), are left as they are.
+    pub async fn decide_all(
+        &self,
+        decisions: Vec<(String, Option<String>, Decided)>,
+    ) -> Result<(), sqlx::Error> {
         let traceparent = sportello_platform::trace_context::current_traceparent();
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move {
-                    for (id, mut d) in decisions {
+                    for (id, account, mut d) in decisions {
                         d.traceparent = d.traceparent.or_else(|| traceparent.clone());
-                        transition(conn, &id, &[Status::Submitted], &d).await?;
+                        let on = Some(account.as_deref());
+                        transition(conn, &id, &[Status::Submitted], &d, on).await?;
                     }
                     Ok(())
+                })
+            }))
+            .await
+    }
+
+    /// Changes how the claim `id` of citizen `owner` is paid to `to`, with its audit row (by
+    /// the citizen, the accounts masked) and the notice to the claim's contacts, in one
+    /// transaction of the writer (a caller that hangs up does not stop it half-way). A claim
+    /// paid to a new account is decided again at once ([`after_payment_change`]).
+    pub async fn change_payment(
+        &self,
+        id: &str,
+        owner: &str,
+        to: PaymentMethod,
+    ) -> Result<PaymentChange, sqlx::Error> {
+        let traceparent = sportello_platform::trace_context::current_traceparent();
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let lock = if self.db.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {CLAIM_COLUMNS} FROM claims WHERE id = $1 AND fiscal_code = $2{lock}"
+                    );
+                    let row = sqlx::query(&sql).bind(&id).bind(&owner).fetch_optional(&mut *conn);
+                    let Some(row) = row.await? else { return Ok(PaymentChange::NotFound) };
+                    let before = claim(&row)?;
+                    let status = match after_payment_change(before.status, &to) {
+                        Ok(status) => status,
+                        Err(status) => return Ok(PaymentChange::TooLate(status)),
+                    };
+                    if before.iban.as_deref() == to.stored() {
+                        return Ok(PaymentChange::Unchanged(before));
+                    }
+                    let decide_again = status == Status::Submitted;
+                    let sql = format!(
+                        "UPDATE claims SET iban = $2, status = $3, reasons = $4, updated_at = $5{} \
+                         WHERE id = $1 RETURNING {CLAIM_COLUMNS}",
+                        // Due at once, and free of the lease of a check of the old account.
+                        if decide_again { ", decide_at = $5, leased_until = NULL" } else { "" }
+                    );
+                    let reasons = if decide_again { String::new() } else { before.reasons.join(",") };
+                    let row = sqlx::query(&sql)
+                        .bind(&id)
+                        .bind(to.stored().map(str::to_owned))
+                        .bind(status.as_str())
+                        .bind(reasons)
+                        .bind(now_millis())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let after = claim(&row)?;
+                    let notice = Notice {
+                        fiscal_code: &after.fiscal_code,
+                        template: "CLAIM_PAYMENT_DETAILS_CHANGED",
+                        params: BTreeMap::from([
+                            ("protocol_number", after.protocol_number.clone()),
+                            ("payment_method", payment_method(after.iban.as_deref())),
+                        ]),
+                        contacts: &after.contacts,
+                        traceparent,
+                    };
+                    queue_all(conn, &[notice]).await?;
+                    let masked = |iban: Option<&str>| {
+                        iban.and_then(|i| Iban::parse(i).ok())
+                            .map_or_else(|| "CASH".to_owned(), |i| i.masked())
+                    };
+                    let detail = format!(
+                        "{}: {} -> {}, {} -> {}",
+                        after.protocol_number,
+                        masked(before.iban.as_deref()),
+                        masked(after.iban.as_deref()),
+                        before.status.as_str(),
+                        after.status.as_str(),
+                    );
+                    let entry = Entry {
+                        operator_id: &owner,
+                        action: "UpdatePaymentDetails",
+                        fiscal_code: &after.fiscal_code,
+                        outcome: "OK",
+                        detail: &detail,
+                    };
+                    append(conn, &entry).await?;
+                    Ok(PaymentChange::Changed(after))
                 })
             }))
             .await
@@ -348,6 +453,19 @@ impl Store {
         .await?;
         Ok((reserved, live.unwrap_or(0)))
     }
+}
+
+/// How a change of a claim's payment went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentChange {
+    /// Changed, audited and announced.
+    Changed(ClaimRecord),
+    /// The claim is already paid that way: nothing written.
+    Unchanged(ClaimRecord),
+    /// No such claim of this citizen.
+    NotFound,
+    /// Its payment can no longer change: the claim is in this status.
+    TooLate(Status),
 }
 
 /// Whose claims to list.

@@ -11,7 +11,7 @@ mod payments;
 mod registry;
 mod submit;
 
-pub use claims::{ClaimRecord, ClaimsOf, Decided, Filer, Submission, Submitted};
+pub use claims::{ClaimRecord, ClaimsOf, Decided, Filer, PaymentChange, Submission, Submitted};
 pub use mandates::MandateRecord;
 pub use outbox::{Notice, Pending, Settled};
 pub use payments::{Debtor, OrderedBatch};

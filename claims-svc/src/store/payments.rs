@@ -36,17 +36,22 @@ fn euro(cents: i64) -> String {
     format!("{},{:02}", cents / 100, cents % 100)
 }
 
-/// The payment notice (CLAIM_PAYMENT).
-fn payment_notice<'a>(record: &'a ClaimRecord, paid_on: &str) -> Notice<'a> {
-    let method = match record.iban.as_deref().and_then(|i| Iban::parse(i).ok()) {
+/// How a claim paid to the stored account `iban` is paid, as the citizen's notices say it (the
+/// account masked).
+pub(super) fn payment_method(iban: Option<&str>) -> String {
+    match iban.and_then(|i| Iban::parse(i).ok()) {
         Some(iban) => format!("bonifico sul conto {}", iban.masked()),
         None => "in contanti presso gli uffici postali".to_owned(),
-    };
+    }
+}
+
+/// The payment notice (CLAIM_PAYMENT).
+fn payment_notice<'a>(record: &'a ClaimRecord, paid_on: &str) -> Notice<'a> {
     let params = BTreeMap::from([
         ("protocol_number", record.protocol_number.clone()),
         ("amount", euro(record.amount_cents)),
         ("payment_date", paid_on.to_owned()),
-        ("payment_method", method),
+        ("payment_method", payment_method(record.iban.as_deref())),
     ]);
     Notice {
         fiscal_code: &record.fiscal_code,
