@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "sportello/identity/v1/identity.proto",
+    "sportello/identity/v1/conversion.proto",
     "sportello/claims/v1/claims.proto",
     "sportello/notify/v1/notify.proto",
 ];

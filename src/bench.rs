@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// with the simplified PIN of a real PIN request) and let file one claim each.
     #[arg(long, default_value_t = 12_000)]
     pub(crate) claimants: usize,
+    /// Upload scenario: the size of each identity document's scan, in MB.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) upload_mb: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -96,13 +99,18 @@ pub(crate) enum Scenario {
     /// request before the clock starts, then has every one file a claim; prints accepted
     /// claims/s, p50/p99, refusals by reason and each process's CPU per claim.
     Clickday,
+    /// PinConversionService through the gateway: citizens with an ordinary PIN (prepared as for
+    /// pin-login, `--citizens` of them) each open a PIN dispositivo request, download its form
+    /// and upload it signed with a `--upload-mb` scan, `--concurrency` at a time; prints the MB/s
+    /// of accepted uploads, identity-svc's RSS growth while they stream, and CPU per upload.
+    Upload,
 }
 
 impl Scenario {
     fn default_direct(self) -> &'static str {
         match self {
             Scenario::ListBenefits => "http://127.0.0.1:50053",
-            Scenario::RequestPin | Scenario::PinLogin | Scenario::LoginFlood => {
+            Scenario::RequestPin | Scenario::PinLogin | Scenario::LoginFlood | Scenario::Upload => {
                 "http://127.0.0.1:50052"
             }
             Scenario::Notify => "http://127.0.0.1:50054",
@@ -234,7 +242,7 @@ pub(crate) async fn register(args: &BenchArgs, from: u64, count: u64) -> anyhow:
 }
 
 /// Citizens with a PIN of their own, for the login scenarios.
-type Prepared = Arc<Vec<(String, String)>>;
+pub(crate) type Prepared = Arc<Vec<(String, String)>>;
 
 /// Requests PINs for `n` new citizens through the gateway, reads the halves from notify-svc's
 /// database as the citizen would read the SMS and the letter, and completes first access.
@@ -348,8 +356,9 @@ async fn call(
             let request = id::LoginWithPinRequest { fiscal_code: cf.clone(), pin: pin.clone() };
             IdentityServiceClient::new(channel.clone()).login_with_pin(request).await?;
         }
-        // Clickday runs its own loop (`crate::clickday`): here it is a catalogue read.
-        Scenario::ListBenefits | Scenario::Clickday => {
+        // Clickday and Upload run their own loops (`crate::clickday`, `crate::upload_bench`):
+        // here they are a catalogue read.
+        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
         Scenario::RequestPin => {
@@ -588,15 +597,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.scenario == Scenario::Clickday {
             return crate::clickday::run(&args, next.load(Ordering::Relaxed)).await;
         }
+        // `prepare` takes the citizens from here on, in order.
+        let first = next.load(Ordering::Relaxed);
         if !matches!(args.scenario, Scenario::ListBenefits | Scenario::Notify) {
             register(&args, next.load(Ordering::Relaxed), args.citizens as u64 + 30_000).await?;
         }
         let prepared = match args.scenario {
-            Scenario::PinLogin | Scenario::LoginFlood => {
+            Scenario::PinLogin | Scenario::LoginFlood | Scenario::Upload => {
                 prepare(&args, args.citizens, &next).await?
             }
             _ => Arc::new(Vec::new()),
         };
+        if args.scenario == Scenario::Upload {
+            return crate::upload_bench::run(&args, &prepared, first).await;
+        }
         if args.scenario == Scenario::LoginFlood {
             return flood(&args, &next, &prepared).await;
         }

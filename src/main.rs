@@ -9,6 +9,7 @@ mod cpu;
 mod import;
 mod import_registry;
 mod supervisor;
+mod upload_bench;
 
 use clap::{Parser, Subcommand};
 

@@ -215,8 +215,9 @@ pub fn streaming_requests(descriptor_set: &[u8]) -> Result<HashSet<String>, pros
 /// Receives the whole request message of a unary call before the call goes on, within
 /// `max_bytes` and `max_wait`: for a call that takes one request message, "the request has
 /// arrived" and "its body has ended" are the same moment. A method that streams its request
-/// (a bulk import) passes through as it streams: only staff may call those, the policy and
-/// authentication layers above have already said so, and the deadline cap bounds them.
+/// (a bulk import, a PIN dispositivo upload) passes through as it streams: the policy and
+/// authentication layers above have already let its caller in, the service enforces its own
+/// limits as the stream arrives, and the deadline cap bounds it.
 #[derive(Clone, Debug)]
 pub struct ReceiveMessageLayer {
     max_bytes: usize,
@@ -330,11 +331,12 @@ mod tests {
     }
 
     #[test]
-    fn the_bulk_imports_are_the_contract_s_only_methods_that_stream_their_requests() {
+    fn the_bulk_imports_and_the_document_upload_are_the_only_methods_that_stream_their_requests() {
         let streaming = streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET).expect("set");
         let expected = [
             "/sportello.identity.v1.ResidentsService/ImportResidents".to_owned(),
             "/sportello.claims.v1.ClaimsBackOfficeService/ImportRegistry".to_owned(),
+            "/sportello.identity.v1.PinConversionService/UploadConversionDocuments".to_owned(),
         ];
         assert_eq!(streaming, HashSet::from(expected));
     }

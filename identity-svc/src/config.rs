@@ -48,6 +48,9 @@ pub struct Config {
     /// at start-up; `sportello up` turns it on unless told otherwise. Idempotent.
     #[serde(default)]
     pub demo_register: bool,
+    /// How large the files of a PIN dispositivo request may be (each, and both together).
+    #[serde(default)]
+    pub uploads: crate::conversion::UploadLimits,
 }
 
 /// A staff account as configured. The hash is held as a secret: printed, it would let anyone
@@ -126,6 +129,7 @@ impl Default for Config {
             demo_register: false,
             trusted_services: BTreeMap::new(),
             staff_lockout: Duration::from_secs(15 * 60),
+            uploads: crate::conversion::UploadLimits::default(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum IdentityError {
     NotFound(&'static str),
     #[error("{message}")]
     Precondition { reason: &'static str, message: &'static str },
+    #[error("{message}")]
+    Forbidden { reason: &'static str, message: &'static str },
     #[error("too busy")]
     Overloaded,
     #[error("{service} unavailable: {status}")]
@@ -38,6 +40,7 @@ impl IdentityError {
             IdentityError::BadCredentials => Code::Unauthenticated,
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::Precondition { .. } => Code::FailedPrecondition,
+            IdentityError::Forbidden { .. } => Code::PermissionDenied,
             IdentityError::Overloaded => Code::ResourceExhausted,
             IdentityError::Storage(e) if is_unstorable_text(e) => Code::InvalidArgument,
             IdentityError::Dependency { .. } | IdentityError::Storage(_) => Code::Unavailable,
@@ -72,7 +75,8 @@ impl From<IdentityError> for Status {
             IdentityError::NotFound(what) => {
                 with_reason(code, format!("{what} not found"), "NOT_FOUND", DOMAIN)
             }
-            IdentityError::Precondition { reason, message } => {
+            IdentityError::Precondition { reason, message }
+            | IdentityError::Forbidden { reason, message } => {
                 with_reason(code, message, reason, DOMAIN)
             }
             IdentityError::Overloaded => retry_later(

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod contact_center;
+pub mod conversion;
 pub mod domain;
 pub mod error;
 pub mod hashing;
@@ -31,6 +32,12 @@ use sportello_proto::identity::v1::contact_center_service_server::{
     self, ContactCenterServiceServer,
 };
 use sportello_proto::identity::v1::identity_service_server::{self, IdentityServiceServer};
+use sportello_proto::identity::v1::pin_conversion_back_office_service_server::{
+    self, PinConversionBackOfficeServiceServer,
+};
+use sportello_proto::identity::v1::pin_conversion_service_server::{
+    self, PinConversionServiceServer,
+};
 use sportello_proto::identity::v1::residents_service_server::{self, ResidentsServiceServer};
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use tokio::net::TcpListener;
@@ -84,12 +91,15 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let relay_stop = shutdown.clone();
+    let blobs_dir = config.store.data_dir.join("blobs");
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
         &[
             identity_service_server::SERVICE_NAME,
             contact_center_service_server::SERVICE_NAME,
             residents_service_server::SERVICE_NAME,
+            pin_conversion_service_server::SERVICE_NAME,
+            pin_conversion_back_office_service_server::SERVICE_NAME,
         ],
         listener,
         &config.server,
@@ -97,6 +107,12 @@ pub async fn serve(
         shutdown,
         move |db| async move {
             let store = store::Store::new(db);
+            let blobs = sportello_platform::blobs::FsBlobs::open(blobs_dir);
+            let conversions = conversion::Conversions {
+                store: store.clone(),
+                blobs: std::sync::Arc::new(blobs.await?),
+                limits: config.uploads,
+            };
             if config.demo_register {
                 residents::load_demo(&store).await?;
             }
@@ -150,6 +166,14 @@ pub async fn serve(
             Ok(Routes::new(IdentityServiceServer::with_interceptor(
                 api::Identity::new(logins),
                 authenticate,
+            ))
+            .add_service(PinConversionServiceServer::with_interceptor(
+                conversions.clone(),
+                sportello_platform::auth::Authenticate { verifier: verifier.clone() },
+            ))
+            .add_service(PinConversionBackOfficeServiceServer::with_interceptor(
+                conversions,
+                sportello_platform::auth::Authenticate { verifier: verifier.clone() },
             ))
             .add_service(ResidentsServiceServer::with_interceptor(
                 residents::Residents::new(pins.store.clone()),

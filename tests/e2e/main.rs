@@ -9,6 +9,7 @@ mod click_day;
 mod cns;
 mod collector;
 mod contact_center;
+mod conversion;
 mod delivery;
 mod error_details;
 mod gateway_contract;

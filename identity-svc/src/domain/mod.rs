@@ -2,6 +2,7 @@
 
 pub mod belfiore;
 pub mod codice_fiscale;
+pub mod conversion;
 pub mod pin;
 pub mod pin_policy;
 pub mod pin_request;

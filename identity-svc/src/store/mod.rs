@@ -5,6 +5,7 @@
 //! messages announcing it, its audit row) share one transaction: [`Store::begin`].
 
 mod audit;
+mod conversions;
 mod credentials;
 mod id_tokens;
 mod outbox;
@@ -15,6 +16,7 @@ mod sessions;
 mod staff;
 
 pub use audit::{audit, AuditEvent, Entry, Trail};
+pub use conversions::{Conversion, Decision, Uploaded};
 pub use credentials::{
     claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock,
     Account, Credential, PinStage,
