@@ -2,10 +2,8 @@
 //! audit row, and the PIN's level changes in the same transaction as the approval.
 
 use super::audit::{audit, Entry};
-use super::outbox::{enqueue, NewMessage};
 use super::Store;
 use crate::domain::conversion::{request_number, Document, Status};
-use crate::notifier::notice_destinations;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -90,22 +88,12 @@ async fn notify_citizen(
     fiscal_code: &str,
     template: &str,
 ) -> Result<(), sqlx::Error> {
-    let Some(credential) = super::credentials::credential_on(conn, fiscal_code).await? else {
-        return Ok(());
-    };
-    for to in notice_destinations(&credential.contacts) {
-        let message = NewMessage {
-            fiscal_code,
-            template,
-            to: &to,
-            secret: None,
-            resend_of: None,
-            request: None,
-            fallback: None,
-        };
-        enqueue(conn, &message).await?;
+    match super::credentials::credential_on(conn, fiscal_code).await? {
+        Some(credential) => {
+            crate::pins::queue_notice(conn, fiscal_code, &credential.contacts, template).await
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Store {
@@ -167,9 +155,18 @@ impl Store {
     }
 
     pub async fn conversion(&self, id: &str) -> Result<Option<Conversion>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM pin_conversions WHERE id = $1");
+        self.one_conversion("WHERE id = $1", id).await
+    }
+
+    /// The first request `filter` (binding `key` as `$1`) finds.
+    async fn one_conversion(
+        &self,
+        filter: &str,
+        key: &str,
+    ) -> Result<Option<Conversion>, sqlx::Error> {
+        let sql = format!("SELECT {COLUMNS} FROM pin_conversions {filter}");
         sqlx::query(&sql)
-            .bind(id)
+            .bind(key)
             .fetch_optional(&self.db.pool)
             .await?
             .map(|r| conversion(&r))
@@ -181,16 +178,8 @@ impl Store {
         &self,
         fiscal_code: &str,
     ) -> Result<Option<Conversion>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM pin_conversions WHERE fiscal_code = $1 \
-             ORDER BY requested_at DESC, id DESC LIMIT 1"
-        );
-        sqlx::query(&sql)
-            .bind(fiscal_code)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .map(|r| conversion(&r))
-            .transpose()
+        let latest = "WHERE fiscal_code = $1 ORDER BY requested_at DESC, id DESC LIMIT 1";
+        self.one_conversion(latest, fiscal_code).await
     }
 
     /// Requests waiting for the back office, oldest upload first, after `after` (uploaded_at, id).
