@@ -61,6 +61,8 @@ async fn convert(
     while let Some(chunk) = stream.message().await? {
         signed.extend(chunk.chunk);
     }
+    // Signed, as a signing tool would: an addition after the downloaded document.
+    signed.extend_from_slice(b"\n% firmato\n");
     let person = form.personal_data.clone().context("personal data")?;
     let document = id::IdentityDocument {
         r#type: id::IdentityDocumentType::CartaIdentita as i32,

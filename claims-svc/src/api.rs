@@ -759,20 +759,33 @@ impl ClaimsBackOfficeService for Claims {
             note: req.note.trim().to_owned(),
             traceparent: None,
         };
-        let undecided = &[Status::Submitted, Status::InReview];
+        // An approval stands on what the officer reviewed: a claim still SUBMITTED has not
+        // been through the automatic checks yet (or its account changed since the review).
+        let undecided: &[Status] = match to {
+            Status::Approved => &[Status::InReview],
+            _ => &[Status::Submitted, Status::InReview],
+        };
         let done = self.store.decide(&id, undecided, decided).await.map_err(ClaimsError::from)?;
         let done = match done {
             Some(done) => done,
-            None if self.store.claim(&id).await.map_err(ClaimsError::from)?.is_none() => {
-                return Err(ClaimsError::NotFound("claim").into())
-            }
-            None => {
-                return Err(ClaimsError::Precondition {
-                    reason: "ALREADY_DECIDED",
-                    message: "the claim is not waiting for a decision".into(),
+            None => match self.store.claim(&id).await.map_err(ClaimsError::from)? {
+                None => return Err(ClaimsError::NotFound("claim").into()),
+                Some(c) if c.status == Status::Submitted => {
+                    return Err(ClaimsError::Precondition {
+                        reason: "NOT_IN_REVIEW",
+                        message: "the automatic checks have not run on this claim (again) yet"
+                            .into(),
+                    }
+                    .into())
                 }
-                .into())
-            }
+                Some(_) => {
+                    return Err(ClaimsError::Precondition {
+                        reason: "ALREADY_DECIDED",
+                        message: "the claim is not waiting for a decision".into(),
+                    }
+                    .into())
+                }
+            },
         };
         self.wake();
         Ok(Response::new(wire::DecideClaimResponse { claim: Some(wire_claim(&done)) }))

@@ -185,17 +185,59 @@ fn parse_document(d: Option<&wire::IdentityDocument>) -> Result<Document, FieldV
 
 /// A file refused while it streamed, reported against it.
 fn refused(file: wire::ConversionFile, e: BlobError) -> IdentityError {
-    let field = match file {
-        wire::ConversionFile::SignedForm => "signed_form",
-        _ => "identity_document",
-    };
+    let name = file.as_str_name();
     let mut v = FieldViolations::new();
     match e {
-        BlobError::TooLarge { limit } => v.add(field, format!("larger than {limit} bytes")),
-        BlobError::UnacceptedType => v.add(field, "not a PDF, JPEG or PNG file"),
+        BlobError::TooLarge { limit } => {
+            v.add("chunk.data", format!("{name} is larger than {limit} bytes"))
+        }
+        BlobError::UnacceptedType => {
+            v.add("chunk.data", format!("{name} is not a PDF, JPEG or PNG file"))
+        }
         other => return IdentityError::Internal(format!("blob store: {other}")),
     }
     IdentityError::Invalid(v)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How long a stored file may stay unreferenced before it counts as an upload's leftover: far
+/// longer than an upload may take (the gateway caps deadlines at seconds).
+const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes, every ten minutes, the files no request refers to: those of uploads that failed
+/// after one file was complete, or whose request was not recorded.
+pub async fn sweep_orphans(
+    store: Store,
+    blobs: sportello_platform::blobs::FsBlobs,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let swept: Result<usize, String> = async {
+            let old = blobs.stored_before(ORPHAN_AGE).await.map_err(|e| e.to_string())?;
+            let kept = store.referenced_blobs(&old).await.map_err(|e| e.to_string())?;
+            let mut n = 0;
+            for digest in old.iter().filter(|d| !kept.contains(*d)) {
+                blobs.remove(digest).await.map_err(|e| e.to_string())?;
+                n += 1;
+            }
+            Ok(n)
+        }
+        .await;
+        match swept {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "unreferenced upload files removed"),
+            Err(e) => tracing::warn!(error = %e, "sweep of unreferenced upload files failed"),
+        }
+    }
 }
 
 fn stream_of<T: Send + 'static>(
@@ -252,6 +294,22 @@ impl Conversions {
         }))
     }
 
+    /// The request's form as it is downloaded: the same bytes every time.
+    async fn form_of(&self, c: &Conversion) -> Result<Vec<u8>, IdentityError> {
+        let on_file = self.on_file(&c.fiscal_code).await?;
+        let date = chrono::DateTime::from_timestamp_millis(c.requested_at)
+            .unwrap_or_default()
+            .format("%d/%m/%Y")
+            .to_string();
+        Ok(rules::form_pdf(&rules::Form {
+            request_number: &c.request_number,
+            fiscal_code: &c.fiscal_code,
+            on_file: on_file.as_ref(),
+            guardian_fiscal_code: c.guardian_fiscal_code.as_deref(),
+            date: &date,
+        }))
+    }
+
     /// Streams the upload's files into the blob store: (signed form, document scan).
     async fn receive(
         &self,
@@ -261,12 +319,9 @@ impl Conversions {
         let (mut form, mut scan) = (None, None);
         let mut total = 0u64;
         while let Some(message) = stream.message().await.map_err(|s| {
-            tracing::info!(code = ?s.code(), "upload cut off");
-            IdentityError::Invalid({
-                let mut v = FieldViolations::new();
-                v.add("chunk", "the upload was cut off");
-                v
-            })
+            // A message over the size limit, a client gone: the transport's own answer.
+            tracing::info!(code = ?s.code(), "upload stream ended badly");
+            IdentityError::Stream(s)
         })? {
             let Some(wire::upload_conversion_documents_request::Part::Chunk(chunk)) = message.part
             else {
@@ -286,7 +341,7 @@ impl Conversions {
             if total > self.limits.max_total_bytes {
                 let mut v = FieldViolations::new();
                 v.add(
-                    "chunk",
+                    "chunk.data",
                     format!("the files exceed {} bytes together", self.limits.max_total_bytes),
                 );
                 return Err(v.into());
@@ -328,10 +383,10 @@ impl Conversions {
         }
         let mut v = FieldViolations::new();
         if form.is_none() {
-            v.add("signed_form", "the signed form is missing");
+            v.add("chunk.file", "the signed form (SIGNED_FORM) is missing");
         }
         if scan.is_none() {
-            v.add("identity_document", "the identity document is missing");
+            v.add("chunk.file", "the identity document (IDENTITY_DOCUMENT) is missing");
         }
         match (form, scan) {
             (Some(form), Some(scan)) => Ok((form, scan)),
@@ -345,7 +400,10 @@ impl Conversions {
             return None;
         }
         let bytes = self.blobs.read_prefix(&form.digest, FORM_READ_LIMIT).await.ok()?;
-        sportello_platform::pdf::text_of(&bytes).ok()
+        // A citizen's PDF, parsed off the async threads: a file that makes the parser panic is
+        // just unreadable.
+        let text = tokio::task::spawn_blocking(move || sportello_platform::pdf::text_of(&bytes));
+        text.await.ok()?.ok()
     }
 }
 
@@ -402,18 +460,7 @@ impl PinConversionService for Conversions {
     ) -> Result<Response<Self::DownloadConversionFormStream>, Status> {
         let p = citizen(&request)?;
         let c = self.own(&p, &request.get_ref().request_id).await?;
-        let on_file = self.on_file(&c.fiscal_code).await?;
-        let date = chrono::DateTime::from_timestamp_millis(c.requested_at)
-            .unwrap_or_default()
-            .format("%d/%m/%Y")
-            .to_string();
-        let pdf = rules::form_pdf(&rules::Form {
-            request_number: &c.request_number,
-            fiscal_code: &c.fiscal_code,
-            on_file: on_file.as_ref(),
-            guardian_fiscal_code: c.guardian_fiscal_code.as_deref(),
-            date: &date,
-        });
+        let pdf = self.form_of(&c).await?;
         let messages: Vec<Result<_, Status>> = pdf
             .chunks(CHUNK)
             .map(|c| Ok(wire::DownloadConversionFormResponse { chunk: c.to_vec() }))
@@ -445,12 +492,15 @@ impl PinConversionService for Conversions {
         let (form, scan) = self.receive(&mut stream).await?;
         let on_file = self.on_file(&c.fiscal_code).await?;
         let form_text = self.form_text(&form).await;
+        let downloaded = sha256_hex(&self.form_of(&c).await?);
         let evidence = Evidence {
             document: &document,
             on_file: on_file.as_ref(),
             form_text: form_text.as_deref(),
             request_number: &c.request_number,
             guardian: c.guardian_fiscal_code.is_some(),
+            form_unchanged: form.digest == downloaded,
+            scan_is_form: form.digest == scan.digest,
         };
         let failed: Vec<&'static str> =
             rules::automatic_checks(&evidence, today()).into_iter().map(|f| f.as_str()).collect();
@@ -459,6 +509,7 @@ impl PinConversionService for Conversions {
             signed_form: (&form.digest, form.kind.mime()),
             scan: (&scan.digest, scan.kind.mime()),
             failed_checks: &failed,
+            guardian: c.guardian_fiscal_code.is_some(),
         };
         if !self.store.record_upload(&c.id, &uploaded).await.map_err(IdentityError::from)? {
             return Err(IdentityError::Precondition {

@@ -24,6 +24,9 @@ pub enum IdentityError {
     Forbidden { reason: &'static str, message: &'static str },
     #[error("too busy")]
     Overloaded,
+    /// The request stream itself failed (a message over the size limit, the client gone).
+    #[error("request stream: {0}")]
+    Stream(Status),
     #[error("{service} unavailable: {status}")]
     Dependency { service: &'static str, status: Status },
     #[error("storage failed: {0}")]
@@ -41,6 +44,7 @@ impl IdentityError {
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::Precondition { .. } => Code::FailedPrecondition,
             IdentityError::Forbidden { .. } => Code::PermissionDenied,
+            IdentityError::Stream(s) => s.code(),
             IdentityError::Overloaded => Code::ResourceExhausted,
             IdentityError::Storage(e) if is_unstorable_text(e) => Code::InvalidArgument,
             IdentityError::Dependency { .. } | IdentityError::Storage(_) => Code::Unavailable,
@@ -97,6 +101,7 @@ impl From<IdentityError> for Status {
                     Duration::from_secs(2),
                 )
             }
+            IdentityError::Stream(status) => status,
             IdentityError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             IdentityError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");

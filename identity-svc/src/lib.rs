@@ -92,6 +92,7 @@ pub async fn serve(
     ));
     let relay_stop = shutdown.clone();
     let blobs_dir = config.store.data_dir.join("blobs");
+    let sweep_stop = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "identity", settings: &config.store, migrations: &MIGRATIONS },
         &[
@@ -107,10 +108,11 @@ pub async fn serve(
         shutdown,
         move |db| async move {
             let store = store::Store::new(db);
-            let blobs = sportello_platform::blobs::FsBlobs::open(blobs_dir);
+            let blobs = sportello_platform::blobs::FsBlobs::open(blobs_dir).await?;
+            tokio::spawn(conversion::sweep_orphans(store.clone(), blobs.clone(), sweep_stop));
             let conversions = conversion::Conversions {
                 store: store.clone(),
-                blobs: std::sync::Arc::new(blobs.await?),
+                blobs: std::sync::Arc::new(blobs),
                 limits: config.uploads,
             };
             if config.demo_register {

@@ -83,6 +83,13 @@ const SPECS: &[Spec] = &[
         ANY
     ),
     spec!("PIN_CONVERSION_REJECTED", "A PIN dispositivo request was refused", &[], ANY),
+    spec!("PIN_CONVERSION_STARTED", "A PIN dispositivo request was opened", &[], ANY),
+    spec!(
+        "PIN_CONVERSION_GUARDIAN_REVIEW",
+        "A guardian's PIN dispositivo request went to the back office",
+        &[],
+        ANY
+    ),
 ];
 
 /// A template as integrators see it (ListTemplates).

@@ -263,6 +263,45 @@ impl FsBlobs {
         Ok(swept)
     }
 
+    /// The digests of the blobs stored at least `older_than` ago: the candidates of a sweep of
+    /// blobs nothing refers to (an upload that failed after one of its files was complete).
+    pub async fn stored_before(&self, older_than: Duration) -> Result<Vec<String>, BlobError> {
+        let root = self.root.clone();
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let now = SystemTime::now();
+            let mut found = Vec::new();
+            for shard in std::fs::read_dir(&root)? {
+                let shard = shard?.path();
+                if !shard.is_dir() || shard.file_name().is_some_and(|n| n == "tmp") {
+                    continue;
+                }
+                for entry in std::fs::read_dir(&shard)? {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let age = entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|m| now.duration_since(m).ok());
+                    if is_valid_digest(&name) && age.is_some_and(|a| a >= older_than) {
+                        found.push(name);
+                    }
+                }
+            }
+            Ok(found)
+        });
+        Ok(listed.await.map_err(std::io::Error::other)??)
+    }
+
+    /// Removes blob `digest`, if it is there.
+    pub async fn remove(&self, digest: &str) -> Result<(), BlobError> {
+        let path = self.path(digest)?;
+        tokio::task::spawn_blocking(move || remove_if_present(&path))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+
     fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }

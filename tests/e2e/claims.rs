@@ -1303,3 +1303,34 @@ async fn payment_details_are_frozen_once_the_payment_is_ordered_and_on_a_withdra
     assert!(paid_claim.post_office_cash, "still paid as it was");
     assert_eq!(payment_changes(&suite).await, (0, 0));
 }
+
+#[tokio::test]
+async fn the_back_office_cannot_approve_a_claim_the_automatic_checks_have_not_seen() {
+    let suite = spawn_suite_with(undecided).await;
+    let cf = nth_cf(41);
+    suite.import_registry(&registry([professional_row(&cf)])).await.expect("registry");
+    let token = suite.citizen_token(&cf, Level::Simplified);
+    let filed = submit(suite.gateway_channel().await, &token, claim_form("AGRICOLI", &cf, "k"))
+        .await
+        .expect("filed");
+    let (mut bo, staff) = backoffice(&suite).await;
+    let decide = |decision: cl::Decision, reason: &str| cl::DecideClaimRequest {
+        claim_id: filed.claim_id.clone(),
+        decision: decision as i32,
+        reason: reason.into(),
+        ..Default::default()
+    };
+    let refused = bo
+        .decide_claim(with_token(&staff, decide(cl::Decision::Approve, "")))
+        .await
+        .expect_err("not reviewed");
+    assert_eq!(reason(&refused), "NOT_IN_REVIEW");
+    let rejected = bo
+        .decide_claim(with_token(&staff, decide(cl::Decision::Reject, "DUPLICATE_FILING")))
+        .await
+        .expect("a rejection needs no review");
+    assert_eq!(
+        rejected.into_inner().claim.expect("claim").status,
+        cl::ClaimStatus::Rejected as i32
+    );
+}

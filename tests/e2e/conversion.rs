@@ -23,6 +23,13 @@ fn jpeg(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// The form as the citizen sends it back signed: the downloaded PDF with the signature added
+/// after it (as a signing tool appends an incremental update).
+fn signed(mut pdf: Vec<u8>) -> Vec<u8> {
+    pdf.extend_from_slice(b"\n% firmato: Anna\n");
+    pdf
+}
+
 fn reason(status: &tonic::Status) -> String {
     status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
@@ -165,7 +172,7 @@ async fn an_ordinary_pin_becomes_dispositivo_at_once_when_the_signed_form_and_a_
         assert!(text.contains(expected), "{expected} on the form: {text}");
     }
 
-    let files = [(FORM, pdf), (SCAN, jpeg(300 * 1024))];
+    let files = [(FORM, signed(pdf)), (SCAN, jpeg(300 * 1024))];
     let done = upload(
         via_gateway(&suite).await,
         &token,
@@ -214,15 +221,18 @@ async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_o
     let someone_else =
         id::IdentityDocument { holder_given_name: "Paola".into(), ..document_of(&form) };
     let cases = [
-        ("an expired document", expired, true, "DOCUMENT_EXPIRED"),
-        ("another person's document", someone_else, true, "HOLDER_MISMATCH"),
-        ("a photo of the signed form", document_of(&form), false, "REQUEST_NUMBER_MISSING"),
+        ("an expired document", expired, "signed", "DOCUMENT_EXPIRED"),
+        ("another person's document", someone_else, "signed", "HOLDER_MISMATCH"),
+        ("a photo of the signed form", document_of(&form), "photo", "REQUEST_NUMBER_MISSING"),
+        ("the form sent back unsigned", document_of(&form), "unsigned", "FORM_NOT_SIGNED"),
     ];
     for (what, document, form_as_pdf, check) in cases {
         let conversion = start(&suite, &token).await;
+        let pdf = form_pdf(&suite, &token, &conversion.request_id).await.expect("form");
         let signed = match form_as_pdf {
-            true => form_pdf(&suite, &token, &conversion.request_id).await.expect("form"),
-            false => jpeg(10_000),
+            "signed" => signed(pdf),
+            "unsigned" => pdf,
+            _ => jpeg(10_000),
         };
         let files = [(FORM, signed), (SCAN, jpeg(50_000))];
         let queued =
@@ -332,6 +342,7 @@ async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_o
     suite.db.outbox_relayed().await;
     assert!(!suite.db.messages("PIN_CONVERSION_REJECTED").await.is_empty());
     assert!(suite.db.messages("PIN_CONVERSION_IN_REVIEW").await.len() >= 5);
+    assert!(suite.db.messages("PIN_CONVERSION_STARTED").await.len() >= 5, "each start is told");
     let trail = suite.db.count("identity", "audit_events", &format!(
         "fiscal_code = '{cf}' AND action IN ('ApproveConversion', 'RejectConversion', 'DownloadConversionFile') AND operator_id = '{BACKOFFICE_ID}'"
     )).await;
@@ -356,7 +367,7 @@ async fn a_guardians_request_always_goes_to_the_back_office() {
         .expect("conversion");
     let pdf = form_pdf(&suite, &token, &conversion.request_id).await.expect("form");
     let _ = form;
-    let files = [(FORM, pdf), (SCAN, jpeg(5_000))];
+    let files = [(FORM, signed(pdf)), (SCAN, jpeg(5_000))];
     let queued = upload(
         via_gateway(&suite).await,
         &token,
@@ -371,6 +382,9 @@ async fn a_guardians_request_always_goes_to_the_back_office() {
         (St::InReview as i32, vec!["GUARDIANSHIP".to_owned()])
     );
     assert!(!queued.guardian_fiscal_code.is_empty());
+    suite.db.outbox_relayed().await;
+    let told = suite.db.messages("PIN_CONVERSION_GUARDIAN_REVIEW").await;
+    assert!(!told.is_empty(), "the notice says why");
 }
 
 #[tokio::test]
@@ -382,14 +396,10 @@ async fn uploads_over_the_limits_of_another_type_or_cut_off_leave_nothing_behind
     let pdf = form_pdf(&suite, &token, &conversion.request_id).await.expect("form");
     let zip = b"PK\x03\x04 not a picture".repeat(100);
     let refused = [
-        (
-            "a file over its limit",
-            vec![(FORM, pdf.clone()), (SCAN, jpeg(100_001))],
-            "identity_document",
-        ),
-        ("files over the total", vec![(FORM, jpeg(90_000)), (SCAN, jpeg(90_000))], "chunk"),
-        ("a ZIP for a document", vec![(FORM, pdf.clone()), (SCAN, zip)], "identity_document"),
-        ("no document", vec![(FORM, pdf.clone())], "identity_document"),
+        ("a file over its limit", vec![(FORM, pdf.clone()), (SCAN, jpeg(100_001))], "chunk.data"),
+        ("files over the total", vec![(FORM, jpeg(90_000)), (SCAN, jpeg(90_000))], "chunk.data"),
+        ("a ZIP for a document", vec![(FORM, pdf.clone()), (SCAN, zip)], "chunk.data"),
+        ("no document", vec![(FORM, pdf.clone())], "chunk.file"),
     ];
     for (what, files, field) in refused {
         let status = upload(

@@ -101,6 +101,10 @@ pub enum Failed {
     HolderNotOnFile,
     /// The signed form does not carry the request's number (or cannot be read: a scan).
     RequestNumberMissing,
+    /// The "signed" form is the very file that was downloaded: nobody signed it.
+    FormNotSigned,
+    /// The document's scan is the same file as the form.
+    ScanIsTheForm,
     /// Requests for a minor or a person under guardianship are always looked at by a person.
     Guardianship,
 }
@@ -113,6 +117,8 @@ impl Failed {
             Failed::HolderMismatch => "HOLDER_MISMATCH",
             Failed::HolderNotOnFile => "HOLDER_NOT_ON_FILE",
             Failed::RequestNumberMissing => "REQUEST_NUMBER_MISSING",
+            Failed::FormNotSigned => "FORM_NOT_SIGNED",
+            Failed::ScanIsTheForm => "SCAN_IS_THE_FORM",
             Failed::Guardianship => "GUARDIANSHIP",
         }
     }
@@ -134,6 +140,10 @@ pub struct Evidence<'a> {
     pub form_text: Option<&'a str>,
     pub request_number: &'a str,
     pub guardian: bool,
+    /// The signed form is byte for byte the form as it was downloaded.
+    pub form_unchanged: bool,
+    /// The scan and the signed form are the same file.
+    pub scan_is_form: bool,
 }
 
 /// The checks that failed, in a fixed order; empty means the conversion is instant.
@@ -166,6 +176,12 @@ pub fn automatic_checks(e: &Evidence<'_>, today: NaiveDate) -> Vec<Failed> {
     });
     if !number_on_form {
         failed.push(Failed::RequestNumberMissing);
+    }
+    if e.form_unchanged {
+        failed.push(Failed::FormNotSigned);
+    }
+    if e.scan_is_form {
+        failed.push(Failed::ScanIsTheForm);
     }
     if e.guardian {
         failed.push(Failed::Guardianship);
@@ -260,6 +276,8 @@ mod tests {
             form_text: form,
             request_number: "DISP.2020.0000042",
             guardian,
+            form_unchanged: false,
+            scan_is_form: false,
         };
         automatic_checks(&e, day(2020, 4, 1))
     }
@@ -311,6 +329,25 @@ mod tests {
             checks(&document(), Some(&rossi()), Some("DISP.2020.0000041"), false),
             [Failed::RequestNumberMissing]
         );
+    }
+
+    #[test]
+    fn the_form_sent_back_unsigned_or_twice_is_no_signed_form() {
+        let (doc, rossi) = (document(), rossi());
+        let check = |form_unchanged, scan_is_form| {
+            let e = Evidence {
+                document: &doc,
+                on_file: Some(&rossi),
+                form_text: Some(FORM),
+                request_number: "DISP.2020.0000042",
+                guardian: false,
+                form_unchanged,
+                scan_is_form,
+            };
+            automatic_checks(&e, day(2020, 4, 1))
+        };
+        assert_eq!(check(true, false), [Failed::FormNotSigned]);
+        assert_eq!(check(false, true), [Failed::ScanIsTheForm]);
     }
 
     #[test]

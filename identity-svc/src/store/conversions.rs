@@ -72,6 +72,8 @@ pub struct Uploaded<'a> {
     pub signed_form: (&'a str, &'a str),
     pub scan: (&'a str, &'a str),
     pub failed_checks: &'a [&'static str],
+    /// A guardian asks: the notice says such requests always go to a person.
+    pub guardian: bool,
 }
 
 /// A decision: by whom (the back office, or `None` for the automatic checks), and the reason of
@@ -107,22 +109,14 @@ impl Store {
         // Writes first, so that SQLite takes the write lock before anything is read; the
         // one-open-request index refuses a second open request, also a concurrent one.
         let mut tx = self.begin().await?;
-        let bumped: Option<i64> = sqlx::query_scalar(
-            "UPDATE conversion_counters SET last = last + 1 WHERE year = $1 RETURNING last",
+        // One statement, so that two first requests of a year cannot both insert the counter.
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO conversion_counters (year, last) VALUES ($1, 1) ON CONFLICT (year) \
+             DO UPDATE SET last = conversion_counters.last + 1 RETURNING last",
         )
         .bind(i64::from(year))
-        .fetch_optional(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let n = match bumped {
-            Some(n) => n,
-            None => {
-                sqlx::query("INSERT INTO conversion_counters (year, last) VALUES ($1, 1)")
-                    .bind(i64::from(year))
-                    .execute(&mut *tx)
-                    .await?;
-                1
-            }
-        };
         let id = uuid::Uuid::now_v7().to_string();
         let inserted = sqlx::query(
             "INSERT INTO pin_conversions (id, request_number, fiscal_code, guardian_fiscal_code, \
@@ -141,6 +135,8 @@ impl Store {
             }
             other => other?,
         };
+        // Told at once: a PIN dispositivo asked for by someone else is a stolen PIN.
+        notify_citizen(&mut tx, fiscal_code, "PIN_CONVERSION_STARTED").await?;
         let detail = format!("request {}", request_number(year, n));
         let entry = Entry {
             operator_id: fiscal_code,
@@ -230,7 +226,11 @@ impl Store {
             ("PIN_DISPOSITIVO_GRANTED", "instant: every check passed".to_owned())
         } else {
             (
-                "PIN_CONVERSION_IN_REVIEW",
+                if u.guardian {
+                    "PIN_CONVERSION_GUARDIAN_REVIEW"
+                } else {
+                    "PIN_CONVERSION_IN_REVIEW"
+                },
                 format!("to the back office: {}", u.failed_checks.join(", ")),
             )
         };
@@ -285,6 +285,30 @@ impl Store {
         audit(&mut tx, &entry).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Those of `digests` that some request refers to.
+    pub async fn referenced_blobs(
+        &self,
+        digests: &[String],
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in digests.chunks(500) {
+            let list = sportello_platform::db::numbered(1, chunk.len());
+            let sql = format!(
+                "SELECT signed_form_blob, document_blob FROM pin_conversions \
+                 WHERE signed_form_blob IN ({list}) OR document_blob IN ({list})"
+            );
+            let mut query = sqlx::query(&sql);
+            for d in chunk {
+                query = query.bind(d);
+            }
+            for row in query.fetch_all(&self.db.pool).await? {
+                found.extend(row.try_get::<Option<String>, _>("signed_form_blob")?);
+                found.extend(row.try_get::<Option<String>, _>("document_blob")?);
+            }
+        }
+        Ok(found)
     }
 
     /// The citizen's withdrawal of their open request; false when it was not open.
