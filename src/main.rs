@@ -1,8 +1,10 @@
 //! `sportello`: the command users run. `sportello up` starts the whole suite (one child process
 //! per service, so each exports its own telemetry as its own `service.name`); `sportello <service>`
 //! runs one service; `sportello import residents FILE` loads the register of residents;
-//! `sportello bench` drives load against any deployment and prints figures.
+//! `sportello bench` drives load against any deployment and prints figures; `sportello backup DIR`
+//! copies a running suite's data.
 
+mod backup;
 mod bench;
 mod clickday;
 mod cpu;
@@ -44,6 +46,9 @@ enum Command {
     Import(import::ImportArgs),
     /// Drive load against a running deployment and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Copy a running suite's SQLite databases (one consistent snapshot each), keys and upload
+    /// files into a new directory, to start a suite on later.
+    Backup(backup::BackupArgs),
     /// Read a staff password from standard input and print its argon2id hash, for
     /// `[identity.staff.<username>] password_hash` in the configuration.
     HashPassword,
@@ -72,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Command::Notify(args) => run_service_with(&args, notify_svc::serve),
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Backup(args) => backup::run(args),
         Command::HashPassword => hash_password(),
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)

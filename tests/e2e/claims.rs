@@ -79,7 +79,7 @@ fn reason(status: &tonic::Status) -> String {
     status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
 
-async fn submit(
+pub(crate) async fn submit(
     channel: Channel,
     token: &str,
     form: cl::SubmitClaimRequest,

@@ -3,6 +3,7 @@
 //! the test is about processes.
 
 mod auth;
+mod backup;
 mod benefits;
 mod claims;
 mod click_day;
