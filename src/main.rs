@@ -10,6 +10,7 @@ mod clickday;
 mod cpu;
 mod import;
 mod import_registry;
+mod keys;
 mod supervisor;
 mod upload_bench;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Copy a running suite's SQLite databases (one consistent snapshot each), keys and upload
     /// files into a new directory, to start a suite on later.
     Backup(backup::BackupArgs),
+    /// Make (or keep) the session and service keys under DIR/keys and print the environment
+    /// that makes the services trust each other when they run as separate processes.
+    Keys(keys::KeysArgs),
     /// Read a staff password from standard input and print its argon2id hash, for
     /// `[identity.staff.<username>] password_hash` in the configuration.
     HashPassword,
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => import::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::HashPassword => hash_password(),
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)

@@ -73,8 +73,14 @@ impl std::fmt::Debug for Condition {
     }
 }
 
-/// Sets every name NOT_SERVING; called before the server starts.
+/// The health name that is SERVING whenever the process answers at all, whatever its
+/// dependencies: for liveness probes, which must not restart a service only because its
+/// database or another service is down (readiness, on "", says that).
+pub const LIVENESS: &str = "sportello.liveness";
+
+/// Sets every name NOT_SERVING but [`LIVENESS`]; called before the server starts.
 pub async fn starting(reporter: &HealthReporter, readiness: &Readiness) {
+    reporter.set_service_status(LIVENESS, ServingStatus::Serving).await;
     for name in readiness.own.iter().chain(readiness.dependencies.iter().map(|d| &d.service)) {
         reporter.set_service_status(name, ServingStatus::NotServing).await;
     }

@@ -1,5 +1,6 @@
-//! `sportello backup DIR` (issue 13): a copy taken while claims pour in holds every claim
-//! acknowledged before it began, each with its receipt, in databases that check out whole.
+//! Operations (issue 13): `sportello backup DIR` (a copy taken while claims pour in holds every
+//! claim acknowledged before it began, each with its receipt, in databases that check out
+//! whole) and `sportello keys DIR` (the trust separate processes need).
 
 use crate::claims::{claim_form, nth_cf, professional_row, registry, submit};
 use crate::helpers::*;
@@ -97,4 +98,30 @@ async fn a_backup_taken_under_load_holds_every_claim_acknowledged_before_it_whol
         assert_eq!(receipts as usize, ids.len(), "each claim in the copy with its receipt");
     }
     assert!(target.join("keys").is_dir(), "the keys that verify sessions are copied too");
+}
+
+#[tokio::test]
+async fn sportello_keys_prints_the_trust_that_separate_processes_need() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
+        .arg("keys")
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("sportello keys runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).expect("UTF-8");
+    let key = |name| {
+        sportello_platform::service_identity::ServiceKey::load_or_generate(dir.path(), name)
+            .expect("the key it made")
+            .public_key()
+    };
+    for expected in [
+        format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__GATEWAY={}", key(gateway::NAME)),
+        format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__CLAIMS={}", key(claims_svc::NAME)),
+        format!("SPORTELLO_NOTIFY__TRUSTED_SERVICES__CLAIMS={}", key(claims_svc::NAME)),
+    ] {
+        assert!(printed.lines().any(|l| l == expected), "{expected} in {printed}");
+    }
+    assert!(dir.path().join("keys/session-ed25519.der").is_file());
 }

@@ -19,6 +19,10 @@ async fn every_service_is_not_serving_until_the_services_it_calls_answer() {
     let claims = Running::start(ports.claims, |l, s| claims_svc::serve(c.claims, l, s));
     wait_for_status(claims.addr, "", NotServing).await;
     wait_for_status(claims.addr, CLAIMS, NotServing).await;
+    // Not ready, but alive: a liveness probe leaves it be.
+    let alive = sportello_platform::health::LIVENESS;
+    wait_for_status(claims.addr, alive, Serving).await;
+    wait_for_status(gateway.addr, alive, Serving).await;
 
     let identity = Running::start(ports.identity, |l, s| identity_svc::serve(c.identity, l, s));
     wait_for_status(identity.addr, IDENTITY, NotServing).await;
