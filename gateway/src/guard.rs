@@ -66,6 +66,8 @@ fn check_rate<K: std::hash::Hash + Eq + Clone>(
     whose: &str,
 ) -> Result<(), Status> {
     limiter.check_key(key).map_err(|not_until| {
+        metrics::counter!("sportello_gateway_refused_total", "reason" => "RATE_LIMITED")
+            .increment(1);
         retry_later(
             Code::ResourceExhausted,
             format!("too many requests from this {whose}; retry later"),

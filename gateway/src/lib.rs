@@ -62,7 +62,7 @@ pub async fn serve(
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let proxy = stack::build(&config, &guard, backends, streaming, cns);
     let own = reflection::serve(Routes::new(health_service), &contract).prepare();
-    server::run_service(listener, Front { own, proxy }, &config.server, shutdown).await?;
+    server::run_service(NAME, listener, Front { own, proxy }, &config.server, shutdown).await?;
     Ok(())
 }
 

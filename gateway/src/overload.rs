@@ -156,6 +156,8 @@ impl Gate for InFlightByAddress {
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let n = open.entry(address).or_insert(0);
         if *n >= self.max {
+            metrics::counter!("sportello_gateway_refused_total", "reason" => "TOO_MANY_CALLS_IN_FLIGHT")
+                .increment(1);
             return Err(retry_later(
                 Code::ResourceExhausted,
                 "too many calls in flight from this address; retry shortly",
@@ -186,6 +188,8 @@ impl Gate for Shed {
 
     fn admit<B>(&self, _req: &mut http::Request<B>) -> Result<Self::Held, Status> {
         self.slots.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("sportello_gateway_refused_total", "reason" => "GATEWAY_OVERLOADED")
+                .increment(1);
             retry_later(
                 Code::ResourceExhausted,
                 "the gateway is at capacity; retry shortly",

@@ -196,10 +196,16 @@ impl Hasher {
 
     async fn submit<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.try_send(job(reply)).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => HashError::Overloaded,
+        let sent = self.jobs.try_send(job(reply)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => {
+                metrics::counter!("sportello_hash_refused_total").increment(1);
+                HashError::Overloaded
+            }
             crossbeam_channel::TrySendError::Disconnected(_) => failed("the hashing pool stopped"),
-        })?;
+        });
+        // The queue as this call left it: how far behind the hashing threads are.
+        metrics::gauge!("sportello_hash_queue_depth").set(self.jobs.len() as f64);
+        sent?;
         answer.await.map_err(|_| failed("a hashing thread died"))
     }
 

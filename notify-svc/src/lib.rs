@@ -31,6 +31,31 @@ static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 /// notify-svc's name as a service: its key file, and what identity-svc trusts it as.
 pub const NAME: &str = "notify";
 
+/// Publishes, every second until `stop`, each channel's queue: messages waiting to go
+/// (`sportello_notify_queue_depth`) and how long the oldest has waited
+/// (`sportello_notify_oldest_waiting_seconds`), zero for a channel with none.
+async fn follow_queues(store: store::Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(queues) = store.queues().await else { continue };
+        let now = sportello_platform::now_millis();
+        for channel in ["SMS", "EMAIL", "PEC", "POST"] {
+            let (waiting, oldest) = queues
+                .iter()
+                .find(|(c, _, _)| c == channel)
+                .map_or((0, now), |(_, n, oldest)| (*n, *oldest));
+            metrics::gauge!("sportello_notify_queue_depth", "channel" => channel)
+                .set(waiting as f64);
+            metrics::gauge!("sportello_notify_oldest_waiting_seconds", "channel" => channel)
+                .set((now - oldest).max(0) as f64 / 1000.0);
+        }
+    }
+}
+
 /// Runs notify-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
 pub async fn serve(
     config: Config,
@@ -57,6 +82,7 @@ pub async fn serve(
     let dispatch = config.dispatch.clone();
     let dispatch_shutdown = shutdown.clone();
     let watch_shutdown = shutdown.clone();
+    let queues_shutdown = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],
@@ -88,6 +114,7 @@ pub async fn serve(
                     "dispatch is paused (notify.dispatch.enabled = false): messages wait in QUEUED"
                 );
             }
+            tokio::spawn(follow_queues(store.clone(), queues_shutdown));
             let notify = api::Notify::new(store, templates, wake, watch_shutdown);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))

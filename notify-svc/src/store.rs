@@ -180,6 +180,20 @@ async fn insert_unless_known(
 }
 
 impl Store {
+    /// Messages waiting to go (queued or being sent) per channel: how many, and when the oldest
+    /// was accepted (Unix ms).
+    pub async fn queues(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS waiting, MIN(created_at) AS oldest FROM messages \
+             WHERE status IN ('QUEUED', 'SENDING') GROUP BY channel",
+        )
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("channel")?, r.try_get("waiting")?, r.try_get("oldest")?)))
+            .collect()
+    }
+
     /// The store of `db`, with its writer of enqueues (started here: call within a runtime).
     pub fn new(db: Database) -> Self {
         let writer = GroupCommit::start(&db, MAX_WRITES_PER_COMMIT);

@@ -15,6 +15,7 @@ pub mod error;
 pub mod group_commit;
 pub mod health;
 pub mod mask;
+pub mod metrics;
 pub mod panic_guard;
 pub mod pdf;
 pub mod revocation;

@@ -42,6 +42,9 @@ pub struct ServerSettings {
     /// more CPU than a forwarded call or a cheap read itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// Where to serve Prometheus metrics over HTTP (`/metrics`); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A server certificate, and optionally the CA whose client certificates are asked for.
@@ -91,6 +94,7 @@ impl ServerSettings {
             health_interval: Duration::from_secs(1),
             tls: None,
             worker_threads: None,
+            metrics_listen: None,
         }
     }
 
@@ -135,16 +139,18 @@ pub fn with_reflection(routes: Routes) -> Routes {
 /// Serves `routes` on `listener` until `shutdown` is cancelled, then lets in-flight calls finish
 /// for at most `drain_timeout`.
 pub async fn run(
+    name: &'static str,
     listener: TcpListener,
     routes: Routes,
     settings: &ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_service(listener, routes.prepare(), settings, shutdown).await
+    run_service(name, listener, routes.prepare(), settings, shutdown).await
 }
 
 /// As [`run`], for any service of gRPC requests: the gateway's, which routes by itself.
 pub async fn run_service<S>(
+    name: &'static str,
     listener: TcpListener,
     service: S,
     settings: &ServerSettings,
@@ -160,6 +166,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    if let Some(addr) = settings.metrics_listen {
+        let metrics = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(metrics, shutdown.clone()));
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
     if let Some(tls) = &settings.tls {
@@ -172,6 +183,8 @@ where
         // Outside everything else, so no handler or layer can take the connection down: one bad
         // request costs one INTERNAL answer.
         .layer(PanicGuardLayer)
+        // Inside the guard, so a call that panicked is counted with its INTERNAL answer.
+        .layer(crate::metrics::MetricsLayer::new(name))
         .serve_with_incoming_shutdown(service, incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
     let drain = settings.drain_timeout;
@@ -227,12 +240,19 @@ where
     let server = tokio::spawn({
         let settings = settings.clone();
         let shutdown = shutdown.clone();
-        async move { run(listener, Routes::from(router), &settings, shutdown).await }
+        async move { run(name, listener, Routes::from(router), &settings, shutdown).await }
     });
     let opened =
         db::open_with_retry(&url, name, migrations, store.max_connections, &shutdown).await;
     if let Some(database) = opened {
         tracing::info!(backend = ?database.backend, "database ready");
+        let every = Duration::from_secs(1);
+        tokio::spawn(crate::metrics::follow_pool(
+            name,
+            database.pool.clone(),
+            every,
+            shutdown.clone(),
+        ));
         match build(database).await {
             Ok(routes) => app.set(routes),
             Err(e) => {
@@ -323,7 +343,7 @@ mod tests {
         let settings = ServerSettings::on(addr);
         let server = tokio::spawn({
             let shutdown = shutdown.clone();
-            async move { run(listener, Routes::new(Panics), &settings, shutdown).await }
+            async move { run("test", listener, Routes::new(Panics), &settings, shutdown).await }
         });
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("url")
