@@ -1,0 +1,13 @@
+"""A small typed client of Sportello, over its gRPC contract: log in, request a PIN, read one's
+messages. Errors come back as `SportelloError`, with the field violations and the reason the
+service gave. The stubs are generated from the contract by `generate.py`."""
+
+import os
+import sys
+
+# The generated modules import each other by their proto packages (`sportello.identity.v1`).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_gen"))
+
+from .client import Message, Session, Sportello, SportelloError  # noqa: E402
+
+__all__ = ["Message", "Session", "Sportello", "SportelloError"]

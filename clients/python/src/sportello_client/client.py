@@ -1,0 +1,132 @@
+"""The wrapper: one gateway channel, typed results, errors with their details."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Iterable, Optional
+
+import grpc
+
+from google.rpc import error_details_pb2, status_pb2
+from sportello.identity.v1 import identity_pb2, identity_pb2_grpc
+from sportello.notify.v1 import notify_pb2, notify_pb2_grpc
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A logged-in session: send `access_token` as the bearer of later calls."""
+
+    access_token: str
+    refresh_token: str
+    level: str
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.access_token}")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One message sent to the citizen, as notify-svc shows it (addresses masked)."""
+
+    message_id: str
+    template: str
+    channel: str
+    status: str
+    created_at: Optional[datetime.datetime]
+
+
+class SportelloError(Exception):
+    """A refused call: the gRPC code, the message, and the details the service attached."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str, field_violations: list[tuple[str, str]]):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.field_violations = field_violations
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.field_violations]
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> "SportelloError":
+        reason, violations = "", []
+        for key, value in error.trailing_metadata() or ():
+            if key != "grpc-status-details-bin":
+                continue
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad = error_details_pb2.BadRequest()
+                    detail.Unpack(bad)
+                    violations += [(v.field, v.description) for v in bad.field_violations]
+                elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    reason = info.reason
+        return cls(error.code(), error.details() or "", reason, violations)
+
+
+def _time(ts) -> Optional[datetime.datetime]:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=datetime.timezone.utc)
+
+
+class Sportello:
+    """Sportello through its gateway (`host:port`, plaintext on loopback, or TLS when
+    `credentials` are given)."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 10.0,
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
+        self._channel = (grpc.secure_channel(target, credentials) if credentials
+                         else grpc.insecure_channel(target))
+        self._identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
+        self._notify = notify_pb2_grpc.NotifyServiceStub(self._channel)
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Sportello":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def _call(self, method, request, metadata: Iterable[tuple[str, str]] = ()):
+        try:
+            return method(request, timeout=self._timeout, metadata=list(metadata))
+        except grpc.RpcError as error:
+            raise SportelloError.from_rpc_error(error) from None
+
+    def request_pin(self, request: identity_pb2.RequestPinRequest) -> identity_pb2.RequestPinResponse:
+        """Files a PIN request (the portal's whole form); the halves go to the citizen."""
+        return self._call(self._identity.RequestPin, request)
+
+    def login_with_pin(self, fiscal_code: str, pin: str) -> Session:
+        """Logs in with a PIN: the first half (simplified) or the citizen's own (ordinary)."""
+        reply = self._call(
+            self._identity.LoginWithPin,
+            identity_pb2.LoginWithPinRequest(fiscal_code=fiscal_code, pin=pin),
+        )
+        s = reply.session
+        level = identity_pb2.CredentialLevel.Name(s.level)
+        return Session(access_token=s.access_token, refresh_token=s.refresh_token, level=level)
+
+    def list_my_messages(self, session: Session) -> list[Message]:
+        """The messages sent to the logged-in citizen, newest first."""
+        reply = self._call(self._notify.ListMyMessages, notify_pb2.ListMyMessagesRequest(),
+                           session.metadata())
+        return [
+            Message(
+                message_id=m.message_id,
+                template=m.template,
+                channel=notify_pb2.Channel.Name(m.channel),
+                status=notify_pb2.MessageStatus.Name(m.status),
+                created_at=_time(m.created_at),
+            )
+            for m in reply.messages
+        ]

@@ -1,0 +1,89 @@
+"""The client against a running suite (`sportello up`): SPORTELLO_GATEWAY names its gateway and
+SPORTELLO_DATA_DIR its data directory, whose local SMS sink holds the first half a citizen
+would read on their phone. `.ci/run` starts the suite and runs these."""
+
+import json
+import os
+import pathlib
+import time
+
+import grpc
+import pytest
+
+from sportello_client import Sportello, SportelloError
+from sportello.identity.v1 import identity_pb2
+
+GATEWAY = os.environ.get("SPORTELLO_GATEWAY", "127.0.0.1:50051")
+DATA_DIR = pathlib.Path(os.environ.get("SPORTELLO_DATA_DIR", "data"))
+
+# Giulia Bianchi, on the demo register `sportello up` loads.
+BIANCHI = "BNCGLI90C55H501W"
+
+
+def bianchi_form() -> identity_pb2.RequestPinRequest:
+    return identity_pb2.RequestPinRequest(
+        fiscal_code=BIANCHI,
+        personal_data=identity_pb2.PersonalData(
+            surname="Bianchi", given_name="Giulia",
+            birth_date=identity_pb2.Date(year=1990, month=3, day=15),
+            sex=identity_pb2.SEX_FEMALE, birth_province="RM", birth_municipality="Roma",
+        ),
+        residence=identity_pb2.Residence(italy=identity_pb2.ItalianAddress(
+            street="Via Dante", street_number="12", postal_code="20121", province="MI",
+            municipality="Milano",
+        )),
+        contacts=identity_pb2.Contacts(
+            mobile_phone="+39 333 7654321", email="giulia.bianchi@example.it",
+            preferred_time_slot=identity_pb2.TIME_SLOT_MORNING,
+        ),
+        first_half_channel=identity_pb2.DELIVERY_CHANNEL_SMS,
+    )
+
+
+def first_half_sent_to(phone_digits: str, timeout: float = 20.0) -> str:
+    """The PIN half in the last SMS the suite's local sink got for that phone."""
+    sink = DATA_DIR / "outbox" / "sms.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sink.exists():
+            for line in reversed(sink.read_text().splitlines()):
+                sms = json.loads(line)
+                if sms.get("to", "").replace(" ", "").endswith(phone_digits):
+                    after = sms["text"].split(" è ", 1)[1]
+                    return after.split(".")[0].split()[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no SMS for {phone_digits} in {sink}")
+
+
+@pytest.fixture()
+def sportello():
+    with Sportello(GATEWAY) as client:
+        yield client
+
+
+def test_a_bad_form_comes_back_with_its_field_violations(sportello):
+    form = bianchi_form()
+    form.fiscal_code = "BNCGLI90C55H501X"
+    form.contacts.email = "not an address"
+    with pytest.raises(SportelloError) as refused:
+        sportello.request_pin(form)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "fiscal_code" in refused.value.fields
+    assert "contacts.email" in refused.value.fields
+
+
+def test_a_citizen_requests_a_pin_logs_in_with_the_first_half_and_reads_their_messages(sportello):
+    sportello.request_pin(bianchi_form())
+    half = first_half_sent_to("7654321")
+    session = sportello.login_with_pin(BIANCHI, half)
+    assert session.level == "CREDENTIAL_LEVEL_SIMPLIFIED"
+    messages = sportello.list_my_messages(session)
+    assert "PIN_FIRST_HALF" in {m.template for m in messages}
+    assert all(m.created_at is not None for m in messages)
+
+
+def test_a_wrong_pin_is_unauthenticated_with_its_reason(sportello):
+    with pytest.raises(SportelloError) as refused:
+        sportello.login_with_pin(BIANCHI, "ZZZZZZZZ")
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.reason == "INVALID_CREDENTIALS"
