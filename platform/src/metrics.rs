@@ -49,13 +49,6 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-/// Splits `/pkg.Service/Method`.
-fn rpc_parts(path: &str) -> (String, String) {
-    let path = path.trim_start_matches('/');
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    (service.to_owned(), method.to_owned())
-}
-
 /// Records every call through the server it wraps, under `service` (the process's name).
 #[derive(Clone, Copy, Debug)]
 pub struct MetricsLayer {
@@ -109,7 +102,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
-        let (rpc_service, rpc_method) = rpc_parts(req.uri().path());
+        let (rpc_service, rpc_method) = crate::trace_context::rpc_parts(req.uri().path());
+        let (rpc_service, rpc_method) = (rpc_service.to_owned(), rpc_method.to_owned());
         let service = self.service;
         let gauge = metrics::gauge!(
             "rpc_server_active_requests",

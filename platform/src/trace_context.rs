@@ -16,7 +16,7 @@ fn is_probe(path: &str) -> bool {
 }
 
 /// Splits `/pkg.Service/Method` into its service and method.
-fn rpc_parts(path: &str) -> (&str, &str) {
+pub(crate) fn rpc_parts(path: &str) -> (&str, &str) {
     let path = path.trim_start_matches('/');
     path.split_once('/').unwrap_or((path, ""))
 }
