@@ -294,20 +294,20 @@ impl Conversions {
         }))
     }
 
-    /// The request's form as it is downloaded: the same bytes every time.
-    async fn form_of(&self, c: &Conversion) -> Result<Vec<u8>, IdentityError> {
-        let on_file = self.on_file(&c.fiscal_code).await?;
+    /// The request's form as it is downloaded, printing `on_file` (the citizen's anagrafica on
+    /// the register): the same bytes every time.
+    fn form_of(c: &Conversion, on_file: Option<&OnFile>) -> Vec<u8> {
         let date = chrono::DateTime::from_timestamp_millis(c.requested_at)
             .unwrap_or_default()
             .format("%d/%m/%Y")
             .to_string();
-        Ok(rules::form_pdf(&rules::Form {
+        rules::form_pdf(&rules::Form {
             request_number: &c.request_number,
             fiscal_code: &c.fiscal_code,
-            on_file: on_file.as_ref(),
+            on_file,
             guardian_fiscal_code: c.guardian_fiscal_code.as_deref(),
             date: &date,
-        }))
+        })
     }
 
     /// Streams the upload's files into the blob store: (signed form, document scan).
@@ -460,7 +460,8 @@ impl PinConversionService for Conversions {
     ) -> Result<Response<Self::DownloadConversionFormStream>, Status> {
         let p = citizen(&request)?;
         let c = self.own(&p, &request.get_ref().request_id).await?;
-        let pdf = self.form_of(&c).await?;
+        let on_file = self.on_file(&c.fiscal_code).await?;
+        let pdf = Self::form_of(&c, on_file.as_ref());
         let messages: Vec<Result<_, Status>> = pdf
             .chunks(CHUNK)
             .map(|c| Ok(wire::DownloadConversionFormResponse { chunk: c.to_vec() }))
@@ -492,7 +493,7 @@ impl PinConversionService for Conversions {
         let (form, scan) = self.receive(&mut stream).await?;
         let on_file = self.on_file(&c.fiscal_code).await?;
         let form_text = self.form_text(&form).await;
-        let downloaded = sha256_hex(&self.form_of(&c).await?);
+        let downloaded = sha256_hex(&Self::form_of(&c, on_file.as_ref()));
         let evidence = Evidence {
             document: &document,
             on_file: on_file.as_ref(),
