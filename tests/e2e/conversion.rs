@@ -34,13 +34,12 @@ fn reason(status: &tonic::Status) -> String {
     status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
 
-fn citizens(suite: &Suite, channel: Channel) -> PinConversionServiceClient<Channel> {
-    let _ = suite;
+fn citizens(channel: Channel) -> PinConversionServiceClient<Channel> {
     PinConversionServiceClient::new(channel)
 }
 
 async fn via_gateway(suite: &Suite) -> PinConversionServiceClient<Channel> {
-    citizens(suite, suite.gateway_channel().await)
+    citizens(suite.gateway_channel().await)
 }
 
 /// A citizen on the register with an ordinary PIN: (fiscal code, form, session token).
@@ -133,6 +132,16 @@ async fn upload(
     Ok(reply.into_inner().conversion.expect("conversion"))
 }
 
+async fn upload_through_gateway(
+    suite: &Suite,
+    token: &str,
+    request_id: &str,
+    document: id::IdentityDocument,
+    files: &[(id::ConversionFile, Vec<u8>)],
+) -> Result<id::PinConversion, tonic::Status> {
+    upload(via_gateway(suite).await, token, request_id, document, files).await
+}
+
 async fn backoffice(suite: &Suite) -> (PinConversionBackOfficeServiceClient<Channel>, String) {
     let token = suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
     (PinConversionBackOfficeServiceClient::new(suite.gateway_channel().await), token)
@@ -173,15 +182,10 @@ async fn an_ordinary_pin_becomes_dispositivo_at_once_when_the_signed_form_and_a_
     }
 
     let files = [(FORM, signed(pdf)), (SCAN, jpeg(300 * 1024))];
-    let done = upload(
-        via_gateway(&suite).await,
-        &token,
-        &conversion.request_id,
-        document_of(&form),
-        &files,
-    )
-    .await
-    .expect("uploaded");
+    let done =
+        upload_through_gateway(&suite, &token, &conversion.request_id, document_of(&form), &files)
+            .await
+            .expect("uploaded");
     assert_eq!(
         (done.status, done.failed_checks.clone()),
         (St::Approved as i32, vec![]),
@@ -236,7 +240,7 @@ async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_o
         };
         let files = [(FORM, signed), (SCAN, jpeg(50_000))];
         let queued =
-            upload(via_gateway(&suite).await, &token, &conversion.request_id, document, &files)
+            upload_through_gateway(&suite, &token, &conversion.request_id, document, &files)
                 .await
                 .expect(what);
         assert_eq!(
@@ -271,15 +275,9 @@ async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_o
         let conversion = start(&suite, &token).await;
         let scan = jpeg(20_000 + usize::from(approve));
         let files = [(FORM, jpeg(10_000)), (SCAN, scan.clone())];
-        upload(
-            via_gateway(&suite).await,
-            &token,
-            &conversion.request_id,
-            document_of(&form),
-            &files,
-        )
-        .await
-        .expect("in review");
+        upload_through_gateway(&suite, &token, &conversion.request_id, document_of(&form), &files)
+            .await
+            .expect("in review");
         let listed = bo
             .list_pending_conversions(with_token(
                 &bo_token,
@@ -368,8 +366,8 @@ async fn a_guardians_request_always_goes_to_the_back_office() {
     let pdf = form_pdf(&suite, &token, &conversion.request_id).await.expect("form");
     let _ = form;
     let files = [(FORM, signed(pdf)), (SCAN, jpeg(5_000))];
-    let queued = upload(
-        via_gateway(&suite).await,
+    let queued = upload_through_gateway(
+        &suite,
         &token,
         &conversion.request_id,
         document_of(&guardian_form),
@@ -402,8 +400,8 @@ async fn uploads_over_the_limits_of_another_type_or_cut_off_leave_nothing_behind
         ("no document", vec![(FORM, pdf.clone())], "chunk.file"),
     ];
     for (what, files, field) in refused {
-        let status = upload(
-            via_gateway(&suite).await,
+        let status = upload_through_gateway(
+            &suite,
             &token,
             &conversion.request_id,
             document_of(&form),
@@ -418,8 +416,8 @@ async fn uploads_over_the_limits_of_another_type_or_cut_off_leave_nothing_behind
         );
     }
     let bad_metadata = id::IdentityDocument { r#type: 0, expires_on: None, ..document_of(&form) };
-    let status = upload(
-        via_gateway(&suite).await,
+    let status = upload_through_gateway(
+        &suite,
         &token,
         &conversion.request_id,
         bad_metadata,
@@ -474,7 +472,7 @@ async fn another_citizens_request_is_not_found_through_the_gateway_or_at_identit
     let (_, _, theirs) = ordinary_citizen(&suite, "Conti", (1986, 5, 5)).await;
     let conversion = start(&suite, &mine).await;
     for channel in [suite.gateway_channel().await, connect(suite.identity.addr).await] {
-        let mut client = citizens(&suite, channel.clone());
+        let mut client = citizens(channel.clone());
         let download =
             id::DownloadConversionFormRequest { request_id: conversion.request_id.clone() };
         let refused = client
@@ -519,4 +517,71 @@ async fn another_citizens_request_is_not_found_through_the_gateway_or_at_identit
         .await
         .expect_err("simplified PIN");
     assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn conversion_rpcs_refuse_bad_input_by_field_and_the_back_office_rpcs_refuse_citizens() {
+    let suite = spawn_suite().await;
+    let (_, form, token) = ordinary_citizen(&suite, "Riva", (1982, 7, 7)).await;
+    let conversion = start(&suite, &token).await;
+    let not_an_id = || "not-a-request".to_owned();
+
+    let refused = form_pdf(&suite, &token, &not_an_id()).await.expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["request_id"]);
+    let withdraw = id::WithdrawPinConversionRequest { request_id: not_an_id() };
+    let refused = via_gateway(&suite)
+        .await
+        .withdraw_pin_conversion(with_token(&token, withdraw))
+        .await
+        .expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["request_id"]);
+    let refused = upload_through_gateway(&suite, &token, &not_an_id(), document_of(&form), &[])
+        .await
+        .expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["request_id"]);
+    let guardian = id::StartPinConversionRequest { guardian_fiscal_code: "RSSMRA".into() };
+    let refused = via_gateway(&suite)
+        .await
+        .start_pin_conversion(with_token(&token, guardian))
+        .await
+        .expect_err("bad guardian");
+    assert_eq!(violated_fields(&refused), ["guardian_fiscal_code"]);
+
+    let (mut bo, staff) = backoffice(&suite).await;
+    let page = id::ListPendingConversionsRequest { page_token: "garbage".into(), page_size: 5 };
+    let refused = bo.list_pending_conversions(with_token(&staff, page)).await.expect_err("token");
+    assert_eq!(violated_fields(&refused), ["page_token"]);
+    let approve = id::ApproveConversionRequest { request_id: not_an_id() };
+    let refused = bo.approve_conversion(with_token(&staff, approve)).await.expect_err("bad id");
+    assert_eq!(violated_fields(&refused), ["request_id"]);
+    let reject = id::RejectConversionRequest {
+        request_id: conversion.request_id.clone(),
+        reason: "  ".into(),
+    };
+    let refused = bo.reject_conversion(with_token(&staff, reject)).await.expect_err("no reason");
+    assert_eq!(violated_fields(&refused), ["reason"]);
+    let file =
+        id::DownloadConversionFileRequest { request_id: conversion.request_id.clone(), file: 0 };
+    let refused = bo.download_conversion_file(with_token(&staff, file)).await.expect_err("file");
+    assert_eq!(violated_fields(&refused), ["file"]);
+    let approve = id::ApproveConversionRequest { request_id: conversion.request_id.clone() };
+    let early = bo.approve_conversion(with_token(&staff, approve.clone())).await;
+    assert_eq!(reason(&early.expect_err("no documents yet")), "NOT_IN_REVIEW");
+
+    // A citizen reaches none of the back office's RPCs, through the gateway or directly.
+    for channel in [suite.gateway_channel().await, connect(suite.identity.addr).await] {
+        let mut as_citizen = PinConversionBackOfficeServiceClient::new(channel);
+        let refused = as_citizen
+            .approve_conversion(with_token(&token, approve.clone()))
+            .await
+            .expect_err("a citizen approves");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        let file = id::DownloadConversionFileRequest {
+            request_id: conversion.request_id.clone(),
+            file: SCAN as i32,
+        };
+        let refused =
+            as_citizen.download_conversion_file(with_token(&token, file)).await.expect_err("file");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
 }
