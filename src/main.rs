@@ -2,7 +2,7 @@
 //! per service, so each exports its own telemetry as its own `service.name`); `sportello <service>`
 //! runs one service; `sportello import residents FILE` loads the register of residents;
 //! `sportello bench` drives load against any deployment and prints figures; `sportello backup DIR`
-//! copies a running suite's data.
+//! copies a running suite's data; `sportello operator …` is the contact center's client.
 
 mod backup;
 mod bench;
@@ -11,6 +11,7 @@ mod cpu;
 mod import;
 mod import_registry;
 mod keys;
+mod operator;
 mod supervisor;
 mod upload_bench;
 
@@ -56,6 +57,9 @@ enum Command {
     /// Read a staff password from standard input and print its argon2id hash, for
     /// `[identity.staff.<username>] password_hash` in the configuration.
     HashPassword,
+    /// The contact center's work through the gateway: log in, file a caller's PIN request,
+    /// look a credential up, the 12-hour queue, re-send, revoke, unlock, the audit trail.
+    Operator(operator::OperatorArgs),
     /// Administer staff accounts in identity-svc's database.
     #[command(subcommand)]
     Staff(StaffCommand),
@@ -83,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Operator(args) => operator::run(args),
         Command::HashPassword => hash_password(),
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)

@@ -22,6 +22,7 @@ mod metrics;
 mod notify;
 mod notify_crash;
 mod notify_delivery;
+mod operator;
 mod outbox;
 mod pin_lifecycle;
 mod pin_request;
