@@ -18,7 +18,6 @@ pub use config::Config;
 use sportello_platform::auth::{follow_identity, Authenticate, Verifier};
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
-use sportello_platform::health::Dependency;
 use sportello_platform::server::Storage;
 use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::claims::v1::claims_back_office_service_server::{
@@ -48,22 +47,15 @@ pub async fn serve(
     // Callers' tokens are checked with identity-svc's keys and list of ended sessions.
     let verifier = Verifier::default();
     let me = ServiceKey::load_or_generate(&config.store.data_dir, NAME)?;
-    follow_identity(
-        &verifier,
-        client::channel(&config.identity_url)?,
-        me.clone(),
-        shutdown.clone(),
-    );
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
-    let notify = client::channel(&config.notify_url)?;
-    let identity = client::channel(&config.identity_url)?;
-    let dependencies = vec![
-        Dependency {
-            service: "sportello.identity.v1.IdentityService".into(),
-            channel: identity.clone(),
-        },
-        Dependency { service: "sportello.notify.v1.NotifyService".into(), channel: notify.clone() },
-    ];
+    let backend = |service: &str, urls: &str| {
+        client::backend(service, urls, config.server.health_interval, shutdown.clone())
+    };
+    let identity = backend("sportello.identity.v1.IdentityService", &config.identity_url)?;
+    let notify = backend("sportello.notify.v1.NotifyService", &config.notify_url)?;
+    follow_identity(&verifier, identity.channel.clone(), me.clone(), shutdown.clone());
+    let dependencies = vec![identity.dependency, notify.dependency];
+    let (identity, notify) = (identity.channel, notify.channel);
     let check = match config.account_verification_url.trim() {
         "" => None,
         url => Some(decider::AccountCheck::new(url, config.account_verification_timeout)?),

@@ -13,9 +13,15 @@ use std::time::Duration;
 pub struct Config {
     #[serde(flatten)]
     pub server: ServerSettings,
+    /// Each backend: one URL, or several separated by commas (instances of one service). A
+    /// host name is resolved again every `resolve_every`, and every address it resolves to is
+    /// an instance (a Kubernetes headless Service's name gives one per ready pod).
     pub identity_url: String,
     pub claims_url: String,
     pub notify_url: String,
+    /// How often backend host names are resolved again.
+    #[serde(with = "humantime_serde")]
+    pub resolve_every: Duration,
     pub limits: Limits,
     /// Where the gateway keeps its own key (`keys/gateway-service-ed25519.der`, generated on
     /// first run), with which it proves itself to identity-svc and vouches for CNS cards (which
@@ -82,6 +88,8 @@ impl Default for Config {
             identity_url: format!("http://{DEFAULT_IDENTITY_LISTEN}"),
             claims_url: format!("http://{DEFAULT_CLAIMS_LISTEN}"),
             notify_url: format!("http://{DEFAULT_NOTIFY_LISTEN}"),
+            // Kubernetes' DNS caches for 5 s: sooner would see nothing new.
+            resolve_every: Duration::from_secs(5),
             limits: Limits::default(),
             data_dir: PathBuf::from("data"),
         }

@@ -30,7 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backends = proxy::Backends::connect(&config)?;
+    let backends = proxy::Backends::connect(&config, &shutdown)?;
     let contract = reflection::public_contract(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let exposed = reflection::service_names(&contract);
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -49,7 +49,13 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let guard = guard::Guard::new(&config.limits);
-    let identity = sportello_platform::client::channel(&config.identity_url)?;
+    let identity = sportello_platform::client::backend(
+        "sportello.identity.v1.IdentityService",
+        &config.identity_url,
+        config.server.health_interval,
+        shutdown.clone(),
+    )?
+    .channel;
     let me = ServiceKey::load_or_generate(&config.data_dir, NAME)?;
     sportello_platform::auth::follow_identity(
         &guard.verifier,

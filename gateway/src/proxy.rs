@@ -6,13 +6,15 @@ use crate::config::Config;
 use crate::overload::Deadline;
 use crate::stack::{Gate, Reply};
 use futures::future::BoxFuture;
-use sportello_platform::client;
+use sportello_platform::balance::{Pool, PoolSettings};
 use sportello_platform::health::Dependency;
 use sportello_platform::trace_context::{RpcTrace, RpcTraceLayer};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tower::{Layer, Service};
 /// The CNS login: the only call the gateway adds a verified client certificate's fiscal code to.
@@ -21,51 +23,35 @@ const CNS_LOGIN: &str = "/sportello.identity.v1.IdentityService/LoginWithCertifi
 const INTERNAL_HEADER_PREFIX: &str = "x-sportello-";
 
 /// The backends, keyed by the first two labels of their package (`sportello.identity`), so that
-/// a new version of a package (`sportello.identity.v2`) reaches the same service: a tonic channel
-/// for the gateway's own calls (health), and the origin calls are forwarded to.
+/// a new version of a package (`sportello.identity.v2`) reaches the same service: each one a
+/// pool of instances (one or several URLs, names resolved again and again), calls going to
+/// those that report SERVING.
 #[derive(Clone, Debug)]
 pub struct Backends {
-    by_domain: HashMap<String, (String, tonic::transport::Channel, Origin)>,
+    by_domain: HashMap<String, Arc<Pool<Hop>>>,
 }
 
-/// Where a backend is: the scheme and authority a forwarded call's URI gets.
+/// The HTTP/2 connection calls to one backend instance are forwarded over, opened on first use
+/// and again whenever it has closed. Forwarding straight over hyper's `SendRequest`, rather than
+/// through a tonic channel, skips the channel's request buffer and the task hop to its worker on
+/// every call.
 #[derive(Clone, Debug)]
-struct Origin {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-}
-
-impl Origin {
-    fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        match (uri.scheme(), uri.authority()) {
-            (Some(scheme), Some(authority)) => {
-                Ok(Self { scheme: scheme.clone(), authority: authority.clone() })
-            }
-            _ => Err(format!("{url}: not an absolute URL")),
-        }
-    }
-}
-
-/// The HTTP/2 connection calls to one backend are forwarded over, opened on first use and again
-/// whenever it has closed. Forwarding straight over hyper's `SendRequest`, rather than through a
-/// tonic channel, skips the channel's request buffer and the task hop to its worker on every call.
-#[derive(Clone, Debug)]
-struct Hop {
-    authority: http::uri::Authority,
+pub struct Hop {
+    addr: SocketAddr,
     current: Arc<std::sync::Mutex<Option<SendRequest>>>,
     /// One connection attempt at a time; the others wait for its outcome.
     connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 type SendRequest = hyper::client::conn::http2::SendRequest<tonic::body::Body>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long opening a connection to a backend may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Hop {
-    fn new(authority: http::uri::Authority) -> Self {
-        Self { authority, current: Arc::default(), connecting: Arc::default() }
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, current: Arc::default(), connecting: Arc::default() }
     }
 
     fn open(&self) -> Option<SendRequest> {
@@ -73,8 +59,8 @@ impl Hop {
         current.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    /// The backend's connection, opened if there is none.
-    async fn sender(&self) -> Result<SendRequest, Box<dyn std::error::Error + Send + Sync>> {
+    /// The instance's connection, opened if there is none.
+    async fn sender(&self) -> Result<SendRequest, BoxError> {
         if let Some(open) = self.open() {
             return Ok(open);
         }
@@ -82,12 +68,10 @@ impl Hop {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(self.authority.as_str()),
-        )
-        .await
-        .map_err(|_| "connect timed out")??;
+        let stream =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| "connect timed out")??;
         stream.set_nodelay(true)?;
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -106,20 +90,56 @@ impl Hop {
     }
 }
 
-impl Service<http::Request<tonic::body::Body>> for Hop {
+/// Forwards a call to one SERVING instance of a backend. A call that never left the gateway
+/// (the instance could not be connected to, or its connection closed before the call went out)
+/// is tried on another instance; one that did go out is not, since the backend may have acted on
+/// it: its failure is the caller's UNAVAILABLE.
+#[derive(Clone, Debug)]
+pub struct PoolHop {
+    pool: Arc<Pool<Hop>>,
+    scheme: http::uri::Scheme,
+}
+
+/// No instance of the backend is SERVING (or none could take the call).
+#[derive(Debug, thiserror::Error)]
+#[error("no instance of the backend is serving")]
+struct NoInstance;
+
+impl Service<http::Request<tonic::body::Body>> for PoolHop {
     type Response = http::Response<hyper::body::Incoming>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let hop = self.clone();
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let (pool, scheme) = (self.pool.clone(), self.scheme.clone());
         Box::pin(async move {
-            let mut send = hop.sender().await?;
-            Ok(send.send_request(req).await?)
+            let mut tried = Vec::new();
+            loop {
+                let instance = pool.pick(&tried).ok_or(NoInstance)?;
+                tried.push(instance.addr);
+                let mut send = match instance.conn.sender().await {
+                    Ok(send) => send,
+                    Err(e) => {
+                        tracing::debug!(addr = %instance.addr, error = %e, "instance unreachable");
+                        continue;
+                    }
+                };
+                let mut uri = std::mem::take(req.uri_mut()).into_parts();
+                uri.scheme = Some(scheme.clone());
+                uri.authority = Some(instance.authority.clone());
+                *req.uri_mut() = http::Uri::from_parts(uri)?;
+                match send.try_send_request(req).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(e.into_error().into()),
+                    },
+                }
+            }
         })
     }
 }
@@ -133,28 +153,35 @@ fn domain_of(path: &str) -> Option<&str> {
 }
 
 impl Backends {
-    pub fn connect(config: &Config) -> anyhow::Result<Self> {
+    /// The backends `config` names, found and followed until `shutdown`.
+    pub fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         let mut by_domain = HashMap::new();
-        for (service, url) in [
-            ("sportello.identity.v1.IdentityService", &config.identity_url),
-            ("sportello.claims.v1.ClaimsService", &config.claims_url),
-            ("sportello.notify.v1.NotifyService", &config.notify_url),
+        for (package, urls) in [
+            ("sportello.identity", &config.identity_url),
+            ("sportello.claims", &config.claims_url),
+            ("sportello.notify", &config.notify_url),
         ] {
-            let domain = domain_of(&format!("/{service}/")).expect("well-formed name").to_owned();
-            let origin = Origin::parse(url).map_err(anyhow::Error::msg)?;
-            by_domain.insert(domain, (service.to_owned(), client::channel(url)?, origin));
+            let settings = PoolSettings {
+                // The instance as a whole: SERVING once its own dependencies are.
+                health_name: String::new(),
+                resolve_every: config.resolve_every,
+                health_interval: config.server.health_interval,
+            };
+            let pool = Pool::new(urls, settings, |addr, _| Hop::new(addr), shutdown.clone())
+                .map_err(|e| e.context(format!("{package}: backend URL")))?;
+            by_domain.insert(package.to_owned(), pool);
         }
         Ok(Self { by_domain })
     }
 
-    /// One health dependency per service the gateway exposes (`services`, fully qualified),
-    /// asked of the backend that serves it, so that health by name answers for each of them.
+    /// One health dependency per service the gateway exposes (`services`, fully qualified):
+    /// SERVING while an instance of the backend that serves it is.
     pub fn dependencies<'a>(&self, services: impl IntoIterator<Item = &'a str>) -> Vec<Dependency> {
         let mut deps: Vec<Dependency> = services
             .into_iter()
             .filter_map(|service| {
-                let (_, channel, _) = self.by_domain.get(domain_of(&format!("/{service}/"))?)?;
-                Some(Dependency { service: service.to_owned(), channel: channel.clone() })
+                let pool = self.by_domain.get(domain_of(&format!("/{service}/"))?)?;
+                Some(pool.dependency(service))
             })
             .collect();
         deps.sort_by(|a, b| a.service.cmp(&b.service));
@@ -165,8 +192,7 @@ impl Backends {
 /// The backend a call goes to, as [`Route`] chose it.
 #[derive(Clone)]
 pub struct Backend {
-    hop: RpcTrace<Hop>,
-    origin: Origin,
+    hop: RpcTrace<PoolHop>,
 }
 
 /// Chooses the backend by the called method's package; a package no backend owns is
@@ -181,9 +207,10 @@ impl Route {
         let backends = backends
             .by_domain
             .into_iter()
-            .map(|(domain, (_, _, origin))| {
-                let hop = RpcTraceLayer::client().layer(Hop::new(origin.authority.clone()));
-                (domain, Backend { hop, origin })
+            .map(|(domain, pool)| {
+                let scheme = http::uri::Scheme::HTTP;
+                let hop = RpcTraceLayer::client().layer(PoolHop { pool, scheme });
+                (domain, Backend { hop })
             })
             .collect();
         Self { backends: Arc::new(backends) }
@@ -273,25 +300,12 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        let Some(Backend { mut hop, origin }) = req.extensions_mut().remove::<Backend>() else {
+        let Some(Backend { mut hop }) = req.extensions_mut().remove::<Backend>() else {
             return Box::pin(futures::future::ready(Ok(Status::unimplemented(
                 "no backend for this call",
             )
             .into_http())));
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(origin.scheme);
-        uri.authority = Some(origin.authority);
-        uri.path_and_query = req.uri().path_and_query().cloned();
-        match http::Uri::from_parts(uri) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => {
-                return Box::pin(futures::future::ready(Ok(Status::invalid_argument(
-                    "not a valid method path",
-                )
-                .into_http())))
-            }
-        }
         // The cap layer always sets a deadline; the backend enforces what is left of it, and the
         // gateway stops waiting for its answer then too.
         let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
@@ -311,7 +325,11 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
             match answer {
                 Ok(response) => Ok(response.map(tonic::body::Body::new)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "backend unreachable");
+                    if e.is::<NoInstance>() {
+                        tracing::debug!("no backend instance serving");
+                    } else {
+                        tracing::warn!(error = %e, "backend unreachable");
+                    }
                     Ok(Status::unavailable("the service is temporarily unavailable; retry")
                         .into_http())
                 }

@@ -26,7 +26,6 @@ pub use config::Config;
 
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
-use sportello_platform::health::Dependency;
 use sportello_platform::server::Storage;
 use sportello_proto::identity::v1::contact_center_service_server::{
     self, ContactCenterServiceServer,
@@ -61,13 +60,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let notify = client::channel(&config.notify_url)?;
+    let client::Backend { channel: notify, dependency: on_notify } = client::backend(
+        "sportello.notify.v1.NotifyService",
+        &config.notify_url,
+        config.server.health_interval,
+        shutdown.clone(),
+    )?;
     let hasher = hashing::Hasher::new(&config.pin_hash)?;
     let decoy = hasher.hash(uuid::Uuid::new_v4().to_string()).await?;
-    let dependencies = vec![Dependency {
-        service: "sportello.notify.v1.NotifyService".into(),
-        channel: notify.clone(),
-    }];
+    let dependencies = vec![on_notify];
     let key_file = config
         .sessions
         .signing_key_file

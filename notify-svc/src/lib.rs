@@ -71,9 +71,15 @@ pub async fn serve(
             anyhow::anyhow!("trusted_services.{service}: not an Ed25519 public key: {e}")
         })?;
     }
+    let identity = sportello_platform::client::backend(
+        "sportello.identity.v1.IdentityService",
+        &config.identity_url,
+        config.server.health_interval,
+        shutdown.clone(),
+    )?;
     follow_identity(
         &verifier,
-        sportello_platform::client::channel(&config.identity_url)?,
+        identity.channel,
         ServiceKey::load_or_generate(&config.store.data_dir, NAME)?,
         shutdown.clone(),
     );

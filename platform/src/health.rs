@@ -15,16 +15,27 @@ use tonic_health::ServingStatus;
 #[derive(Clone, Debug)]
 pub struct Dependency {
     pub service: String,
-    pub channel: Channel,
+    pub source: Source,
 }
 
-/// Asks a dependency for its own health, bounded so that a hung peer counts as down.
-pub async fn is_serving(dep: &Dependency, timeout: Duration) -> bool {
-    let mut client = HealthClient::new(dep.channel.clone());
-    let request = HealthCheckRequest { service: dep.service.clone() };
-    match tokio::time::timeout(timeout, client.check(request)).await {
-        Ok(Ok(response)) => response.into_inner().status == WireStatus::Serving as i32,
-        _ => false,
+/// Where a dependency's health comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Asked of the one peer behind this channel.
+    Peer(Channel),
+    /// Already followed elsewhere (a pool of instances says whether any of them is up).
+    Signal(tokio::sync::watch::Receiver<bool>),
+}
+
+impl Dependency {
+    /// `service` as the peer behind `channel` reports it.
+    pub fn peer(service: impl Into<String>, channel: Channel) -> Self {
+        Self { service: service.into(), source: Source::Peer(channel) }
+    }
+
+    /// `service`, up while `up` says so.
+    pub fn signal(service: impl Into<String>, up: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { service: service.into(), source: Source::Signal(up) }
     }
 }
 
@@ -115,7 +126,15 @@ pub async fn track(
                 tx.send_if_modified(|all| std::mem::replace(&mut all[i], up) != up);
             }
         };
-        tokio::spawn(follow(dep.clone(), report, interval, followers.clone()));
+        match &dep.source {
+            Source::Peer(_) => {
+                let report = move |seen: Seen| report(seen == Seen::Serving);
+                tokio::spawn(follow(dep.clone(), report, interval, followers.clone()));
+            }
+            Source::Signal(up) => {
+                tokio::spawn(relay_signal(up.clone(), report, followers.clone()));
+            }
+        }
     }
     let mut mirrored: Vec<Option<bool>> = vec![None; readiness.dependencies.len()];
     let mut last: Option<bool> = None;
@@ -168,24 +187,60 @@ pub async fn track(
     }
 }
 
-/// Follows one dependency's health through a Watch stream, reporting every change, and opens a
-/// new stream (with backoff) whenever it cannot be opened or ends.
-async fn follow(
-    dep: Dependency,
+/// Reports what a signal says, as it changes, until `stop` or the signal's end.
+async fn relay_signal(
+    mut up: tokio::sync::watch::Receiver<bool>,
     report: impl Fn(bool),
+    stop: CancellationToken,
+) {
+    loop {
+        report(*up.borrow_and_update());
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = up.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// What following a peer's health saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Serving,
+    /// The peer answers, and says it is not serving (starting, draining, or missing something).
+    NotServing,
+    /// The peer does not answer at all.
+    Unreachable,
+}
+
+/// Follows one peer's health through a Watch stream, reporting every change, and opens a new
+/// stream (with backoff) whenever it cannot be opened or ends. A [`Source::Signal`] dependency
+/// reports nothing here.
+pub async fn follow(
+    dep: Dependency,
+    report: impl Fn(Seen),
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
+    let Source::Peer(channel) = &dep.source else {
+        return;
+    };
     let mut backoff = FIRST_RETRY;
     // A peer that accepts connections but never answers must count as down, not hang us.
     let open_timeout = max_backoff.max(Duration::from_millis(500));
     loop {
-        let mut client = HealthClient::new(dep.channel.clone());
+        let mut client = HealthClient::new(channel.clone());
         let request = HealthCheckRequest { service: dep.service.clone() };
         let opened = tokio::select! {
             _ = stop.cancelled() => return,
             opened = tokio::time::timeout(open_timeout, client.watch(request)) => opened,
         };
+        match &opened {
+            Ok(Err(e)) => {
+                tracing::debug!(service = %dep.service, error = %e, "health watch refused")
+            }
+            Err(_) => tracing::debug!(service = %dep.service, "health watch timed out"),
+            Ok(Ok(_)) => tracing::debug!(service = %dep.service, "health watch open"),
+        }
         if let Ok(Ok(response)) = opened {
             let mut stream = response.into_inner();
             loop {
@@ -196,7 +251,7 @@ async fn follow(
                 match message {
                     Ok(Some(reply)) => {
                         let up = reply.status == WireStatus::Serving as i32;
-                        report(up);
+                        report(if up { Seen::Serving } else { Seen::NotServing });
                         if up {
                             backoff = FIRST_RETRY;
                         }
@@ -206,7 +261,7 @@ async fn follow(
                 }
             }
         }
-        report(false);
+        report(Seen::Unreachable);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}

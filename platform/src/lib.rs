@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backoff;
+pub mod balance;
 pub mod blobs;
 pub mod cli;
 pub mod client;

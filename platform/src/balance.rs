@@ -1,0 +1,392 @@
+//! Several instances of one service behind one setting. A backend is named by one URL or a
+//! comma-separated list of them; each URL's host is resolved again and again (a Kubernetes
+//! headless Service's name resolves to one address per ready pod), every address found is an
+//! instance, and each instance's own health is followed, so that calls go only to instances that
+//! say SERVING. Among those, a call goes to the less busy of two picked at random (the "power of
+//! two choices"), which spreads load as well as least-busy-of-all without a scan or a lock.
+
+use crate::health::{self, Dependency, Seen};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// One `scheme://host:port` a backend setting names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub scheme: http::uri::Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses a backend setting: one URL, or several separated by commas.
+pub fn targets(urls: &str) -> Result<Vec<Target>, String> {
+    let targets: Vec<Target> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                return Err(format!("{url}: not an absolute URL"));
+            };
+            let port = authority.port_u16().unwrap_or(if *scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+            Ok(Target { scheme: scheme.clone(), host, port })
+        })
+        .collect::<Result<_, _>>()?;
+    if targets.is_empty() {
+        return Err(format!("{urls:?}: no URL"));
+    }
+    Ok(targets)
+}
+
+/// How a pool finds and watches its instances.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// The health name asked of each instance ("" for the instance as a whole).
+    pub health_name: String,
+    /// How often names are resolved again.
+    pub resolve_every: Duration,
+    /// The longest wait between two attempts at an instance's health that could not be reached.
+    pub health_interval: Duration,
+}
+
+/// One instance of a backend, and what the pool knows of it.
+pub struct Instance<T> {
+    pub addr: SocketAddr,
+    /// `host:port` for a call's URI.
+    pub authority: http::uri::Authority,
+    /// What the pool's owner calls the instance with.
+    pub conn: T,
+    /// The setting's URL it was found under.
+    pub target: Target,
+    serving: AtomicBool,
+    /// Answering health checks, whatever it says.
+    reachable: AtomicBool,
+    in_flight: AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl<T> Instance<T> {
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+}
+
+/// An instance chosen for one call, counted as busy until dropped.
+pub struct Picked<T>(Arc<Instance<T>>);
+
+impl<T> std::ops::Deref for Picked<T> {
+    type Target = Instance<T>;
+    fn deref(&self) -> &Instance<T> {
+        &self.0
+    }
+}
+
+impl<T> Drop for Picked<T> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type Make<T> = dyn Fn(SocketAddr, &Target) -> T + Send + Sync;
+type OnReachable = dyn Fn(SocketAddr, &Target, bool) + Send + Sync;
+
+/// The instances of one backend.
+pub struct Pool<T> {
+    targets: Vec<Target>,
+    settings: PoolSettings,
+    make: Box<Make<T>>,
+    on_reachable: Option<Box<OnReachable>>,
+    instances: RwLock<Arc<Vec<Arc<Instance<T>>>>>,
+    any_serving: watch::Sender<bool>,
+    shutdown: CancellationToken,
+}
+
+impl<T> std::fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("targets", &self.targets).finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + Sync + 'static> Pool<T> {
+    /// A pool of the instances `urls` names, each reached through what `make` builds for its
+    /// address; found and followed until `shutdown`.
+    pub fn new(
+        urls: &str,
+        settings: PoolSettings,
+        make: impl Fn(SocketAddr, &Target) -> T + Send + Sync + 'static,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::build(urls, settings, Box::new(make), None, shutdown)
+    }
+
+    fn build(
+        urls: &str,
+        settings: PoolSettings,
+        make: Box<Make<T>>,
+        on_reachable: Option<Box<OnReachable>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let targets = targets(urls).map_err(anyhow::Error::msg)?;
+        let pool = Arc::new(Self {
+            targets,
+            settings,
+            make,
+            on_reachable,
+            instances: RwLock::default(),
+            any_serving: watch::channel(false).0,
+            shutdown,
+        });
+        // Addresses written as such are instances at once; names wait for the first lookup.
+        let literal: Vec<(SocketAddr, Target)> = pool
+            .targets
+            .iter()
+            .filter_map(|t| Some((SocketAddr::new(t.host.parse().ok()?, t.port), t.clone())))
+            .collect();
+        pool.update(literal);
+        if pool.targets.iter().any(|t| t.host.parse::<std::net::IpAddr>().is_err()) {
+            tokio::spawn(pool.clone().resolve_until_shutdown());
+        }
+        Ok(pool)
+    }
+
+    /// Whether any instance is SERVING, as it changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.any_serving.subscribe()
+    }
+
+    /// A health dependency on this backend: up while any instance is.
+    pub fn dependency(&self, service: impl Into<String>) -> Dependency {
+        Dependency::signal(service, self.serving())
+    }
+
+    /// The less busy of two SERVING instances picked at random, leaving out `tried`. When none
+    /// is SERVING, the instances that answer at all, and when none answers, any: a backend's own
+    /// refusal says more than the gateway's guess, and an instance back from a restart takes
+    /// calls before its health is asked again (Envoy's "panic routing", for the same reasons).
+    /// `None` when every instance has been tried.
+    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Picked<T>> {
+        let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let untried = || all.iter().filter(|i| !tried.contains(&i.addr));
+        let mut candidates: Vec<&Arc<Instance<T>>> = untried().filter(|i| i.is_serving()).collect();
+        if candidates.is_empty() {
+            candidates = untried().filter(|i| i.reachable.load(Ordering::Relaxed)).collect();
+        }
+        if candidates.is_empty() {
+            candidates = untried().collect();
+        }
+        let chosen = match candidates.len() {
+            0 => return None,
+            1 => candidates[0],
+            n => {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                let a = rng.random_range(0..n);
+                let b = (a + rng.random_range(1..n)) % n;
+                let load = |i: usize| candidates[i].in_flight.load(Ordering::Relaxed);
+                candidates[if load(b) < load(a) { b } else { a }]
+            }
+        };
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked(chosen.clone()))
+    }
+
+    /// How many instances the pool knows, and how many of them are SERVING.
+    pub fn census(&self) -> (usize, usize) {
+        let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
+        (all.len(), all.iter().filter(|i| i.is_serving()).count())
+    }
+
+    async fn resolve_until_shutdown(self: Arc<Self>) {
+        loop {
+            let mut found = Vec::new();
+            let mut failed = false;
+            for target in &self.targets {
+                match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+                    Ok(addrs) => found.extend(addrs.map(|a| (a, target.clone()))),
+                    Err(e) => {
+                        tracing::warn!(host = %target.host, error = %e, "backend name not resolved");
+                        failed = true;
+                    }
+                }
+            }
+            // A lookup that failed says nothing about the instances: keep what was known rather
+            // than drop every instance on a DNS hiccup.
+            if !failed {
+                self.update(found);
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.settings.resolve_every) => {}
+            }
+        }
+    }
+
+    /// Makes `found` the pool's instances: new addresses get an instance (and a health follower),
+    /// gone ones are stopped; calls already on them finish.
+    fn update(self: &Arc<Self>, found: Vec<(SocketAddr, Target)>) {
+        let mut instances = self.instances.write().unwrap_or_else(|p| p.into_inner());
+        let mut old: HashMap<SocketAddr, Arc<Instance<T>>> =
+            instances.iter().map(|i| (i.addr, i.clone())).collect();
+        let mut next = Vec::with_capacity(found.len());
+        for (addr, target) in found {
+            if next.iter().any(|i: &Arc<Instance<T>>| i.addr == addr) {
+                continue;
+            }
+            if let Some(kept) = old.remove(&addr) {
+                next.push(kept);
+                continue;
+            }
+            let Ok(authority) = addr.to_string().parse::<http::uri::Authority>() else {
+                continue;
+            };
+            let instance = Arc::new(Instance {
+                addr,
+                authority,
+                conn: (self.make)(addr, &target),
+                target,
+                serving: AtomicBool::new(false),
+                reachable: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                stop: self.shutdown.child_token(),
+            });
+            self.follow(&instance);
+            tracing::info!(%addr, "backend instance found");
+            next.push(instance);
+        }
+        for gone in old.values() {
+            tracing::info!(addr = %gone.addr, "backend instance gone");
+            gone.stop.cancel();
+            gone.serving.store(false, Ordering::Relaxed);
+            if gone.reachable.swap(false, Ordering::Relaxed) {
+                self.told(gone, false);
+            }
+        }
+        *instances = Arc::new(next);
+        drop(instances);
+        self.recount();
+    }
+
+    fn follow(self: &Arc<Self>, instance: &Arc<Instance<T>>) {
+        let url = format!("{}://{}", instance.target.scheme, instance.authority);
+        let Ok(channel) = crate::client::channel(&url) else {
+            return;
+        };
+        let dep = Dependency::peer(self.settings.health_name.clone(), channel);
+        // The follower keeps the pool alive until shutdown: it may be the pool's only owner (a
+        // service's readiness holds just the pool's signal).
+        let pool = self.clone();
+        let watched = Arc::downgrade(instance);
+        let report = move |seen: Seen| {
+            let Some(instance) = watched.upgrade() else {
+                return;
+            };
+            let reachable = seen != Seen::Unreachable;
+            if instance.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+                pool.told(&instance, reachable);
+            }
+            let up = seen == Seen::Serving;
+            if instance.serving.swap(up, Ordering::Relaxed) != up {
+                tracing::info!(addr = %instance.addr, ?seen, "backend instance health");
+                pool.recount();
+            }
+        };
+        tokio::spawn(health::follow(
+            dep,
+            report,
+            self.settings.health_interval,
+            instance.stop.clone(),
+        ));
+    }
+
+    fn told(&self, instance: &Instance<T>, reachable: bool) {
+        if let Some(on_reachable) = &self.on_reachable {
+            on_reachable(instance.addr, &instance.target, reachable);
+        }
+    }
+
+    fn recount(&self) {
+        let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let up = all.iter().any(|i| i.is_serving());
+        self.any_serving.send_if_modified(|v| std::mem::replace(v, up) != up);
+    }
+}
+
+impl Pool<()> {
+    /// A pool that only follows its instances' health, calling `on_reachable` when one starts
+    /// or stops answering (to feed a balancer of its own, such as tonic's). Reachable rather
+    /// than SERVING: a service calls the others also while they are not ready (notify fetches
+    /// identity's keys, which identity needs notify ready to be ready itself).
+    pub fn watched(
+        urls: &str,
+        settings: PoolSettings,
+        on_reachable: impl Fn(SocketAddr, &Target, bool) + Send + Sync + 'static,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::build(urls, settings, Box::new(|_, _| ()), Some(Box::new(on_reachable)), shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_names_one_backend_or_several_separated_by_commas() {
+        let one = targets("http://127.0.0.1:50051").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].host.as_str(), one[0].port), ("127.0.0.1", 50051));
+        let many = targets("http://a:1, http://identity.sportello.svc:50051,").unwrap();
+        assert_eq!(
+            many.iter().map(|t| (t.host.as_str(), t.port)).collect::<Vec<_>>(),
+            [("a", 1), ("identity.sportello.svc", 50051)]
+        );
+        assert_eq!(targets("http://[::1]:7").unwrap()[0].host, "::1");
+        assert!(targets("").is_err());
+        assert!(targets("identity:50051").is_err());
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_serving_instances_first_and_to_the_less_busy_of_two() {
+        let stop = CancellationToken::new();
+        let settings = PoolSettings {
+            health_name: String::new(),
+            resolve_every: Duration::from_secs(60),
+            health_interval: Duration::from_secs(60),
+        };
+        let pool =
+            Pool::new("http://127.0.0.1:1,http://127.0.0.1:2", settings, |a, _| a, stop.clone())
+                .unwrap();
+        assert_eq!(pool.census(), (2, 0));
+        let all = pool.instances.read().unwrap().clone();
+        // Nothing known to answer: any instance is tried rather than none.
+        assert!(pool.pick(&[]).is_some());
+        all[1].reachable.store(true, Ordering::Relaxed);
+        for _ in 0..20 {
+            assert_eq!(pool.pick(&[]).unwrap().addr, all[1].addr, "one that answers first");
+        }
+        all[0].serving.store(true, Ordering::Relaxed);
+        for _ in 0..20 {
+            assert_eq!(pool.pick(&[]).unwrap().addr, all[0].addr, "one that is SERVING first");
+        }
+        all[1].serving.store(true, Ordering::Relaxed);
+        let busy = pool.pick(&[all[1].addr]).unwrap();
+        assert_eq!(busy.addr, all[0].addr);
+        // With the first one busy, the less busy of the two is always the second.
+        for _ in 0..20 {
+            assert_eq!(pool.pick(&[]).unwrap().addr, all[1].addr);
+        }
+        drop(busy);
+        assert!(pool.pick(&[all[0].addr, all[1].addr]).is_none());
+        stop.cancel();
+    }
+}
