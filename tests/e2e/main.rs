@@ -18,6 +18,7 @@ mod gateway_overload;
 mod health;
 mod helpers;
 mod hostile_input;
+mod instances;
 mod metrics;
 mod notify;
 mod notify_crash;

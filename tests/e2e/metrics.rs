@@ -11,13 +11,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A free port on loopback, for a metrics listener.
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
 
 /// The Prometheus text at `addr`.
-async fn scrape(addr: SocketAddr) -> String {
+pub(crate) async fn scrape(addr: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("metrics listener");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -30,7 +30,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the sample whose name and labels contain every one of `parts`; 0 if none.
-fn value(text: &str, name: &str, parts: &[&str]) -> f64 {
+pub(crate) fn value(text: &str, name: &str, parts: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
