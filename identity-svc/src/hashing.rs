@@ -82,6 +82,10 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
+/// How long a hashing thread keeps its memory with nothing to do: long enough that a steady
+/// trickle of logins reuses it, short enough that an idle service is small.
+const KEEP_MEMORY_WHILE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One hashing thread: its memory, reused while the parameters stay the same.
 struct Worker {
     blocks: Vec<Block>,
@@ -153,7 +157,19 @@ impl Worker {
         jobs: crossbeam_channel::Receiver<Job>,
         abandoned: &AtomicU64,
     ) {
-        for job in jobs {
+        loop {
+            let job = match jobs.recv_timeout(KEEP_MEMORY_WHILE_IDLE) {
+                Ok(job) => job,
+                // Idle: give the 19 MiB back, rather than hold them between click days.
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.blocks = Vec::new();
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            };
             if job.abandoned() {
                 abandoned.fetch_add(1, Ordering::Relaxed);
                 continue;
