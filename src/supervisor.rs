@@ -171,6 +171,11 @@ async fn start(
     {
         cmd.env(DEMO_REGISTER_ENV, "true");
     }
+    for (option, value) in crate::ALLOCATOR_ENV {
+        if std::env::var_os(option).is_none() {
+            cmd.env(option, value);
+        }
+    }
     // Each child names itself in traces (sportello-identity, …); one name for all would hide
     // the hops.
     cmd.env_remove("OTEL_SERVICE_NAME");
