@@ -389,4 +389,26 @@ mod tests {
         assert!(pool.pick(&[all[0].addr, all[1].addr]).is_none());
         stop.cancel();
     }
+
+    #[tokio::test]
+    async fn a_host_name_stands_for_every_address_it_resolves_to() {
+        let stop = CancellationToken::new();
+        let settings = PoolSettings {
+            health_name: String::new(),
+            resolve_every: Duration::from_millis(50),
+            health_interval: Duration::from_secs(60),
+        };
+        let pool = Pool::new("http://localhost:7", settings, |a, _| a, stop.clone()).unwrap();
+        assert_eq!(pool.census().0, 0, "a name waits for its lookup");
+        for _ in 0..100 {
+            if pool.census().0 > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let all = pool.instances.read().unwrap().clone();
+        assert!(!all.is_empty(), "localhost resolved");
+        assert!(all.iter().all(|i| i.addr.ip().is_loopback() && i.addr.port() == 7));
+        stop.cancel();
+    }
 }
