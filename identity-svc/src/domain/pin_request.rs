@@ -964,8 +964,11 @@ fn parse_channel(wire: i32, contacts: &Contacts, v: &mut FieldViolations) -> Cha
                 Channel::Sms
             } else if contacts.email.is_some() {
                 Channel::Email
-            } else {
+            } else if contacts.address(Channel::Pec).is_some() {
                 Channel::Pec
+            } else {
+                // No contact at all: `contacts` says so; a channel to blame would mislead.
+                return Channel::Sms;
             }
         }
         Err(_) => {
@@ -1782,12 +1785,10 @@ mod tests {
             preferred_time_slot: wire::TimeSlot::Evening as i32,
             ..Default::default()
         });
-        assert_eq!(
-            violations(&req),
-            ["contacts.mobile_phone", "contacts.email", "first_half_channel"]
-        );
+        // With no contact at all the missing contacts are the fault, not the channel.
+        assert_eq!(violations(&req), ["contacts.mobile_phone", "contacts.email"]);
         req.contacts = None;
-        assert_eq!(violations(&req), ["contacts", "first_half_channel"]);
+        assert_eq!(violations(&req), ["contacts"]);
     }
 
     #[test]
