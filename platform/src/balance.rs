@@ -355,14 +355,19 @@ mod tests {
         assert!(targets("identity:50051").is_err());
     }
 
+    /// A pool's settings in a test: names resolved every `resolve_every`, health not retried.
+    fn settings(resolve_every: Duration) -> PoolSettings {
+        PoolSettings {
+            health_name: String::new(),
+            resolve_every,
+            health_interval: Duration::from_secs(60),
+        }
+    }
+
     #[tokio::test]
     async fn calls_go_to_serving_instances_first_and_to_the_less_busy_of_two() {
         let stop = CancellationToken::new();
-        let settings = PoolSettings {
-            health_name: String::new(),
-            resolve_every: Duration::from_secs(60),
-            health_interval: Duration::from_secs(60),
-        };
+        let settings = settings(Duration::from_secs(60));
         let pool =
             Pool::new("http://127.0.0.1:1,http://127.0.0.1:2", settings, |a, _| a, stop.clone())
                 .unwrap();
@@ -393,11 +398,7 @@ mod tests {
     #[tokio::test]
     async fn a_host_name_stands_for_every_address_it_resolves_to() {
         let stop = CancellationToken::new();
-        let settings = PoolSettings {
-            health_name: String::new(),
-            resolve_every: Duration::from_millis(50),
-            health_interval: Duration::from_secs(60),
-        };
+        let settings = settings(Duration::from_millis(50));
         let pool = Pool::new("http://localhost:7", settings, |a, _| a, stop.clone()).unwrap();
         assert_eq!(pool.census().0, 0, "a name waits for its lookup");
         for _ in 0..100 {
