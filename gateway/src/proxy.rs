@@ -76,7 +76,9 @@ impl Hop {
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(std::time::Duration::from_secs(30))
+                // An instance gone without a reset (a node lost) is noticed in seconds.
+                .keep_alive_interval(std::time::Duration::from_secs(10))
+                .keep_alive_timeout(std::time::Duration::from_secs(5))
                 .keep_alive_while_idle(true)
                 .handshake(hyper_util::rt::TokioIo::new(stream))
                 .await?;

@@ -48,6 +48,9 @@ pub fn targets(urls: &str) -> Result<Vec<Target>, String> {
     Ok(targets)
 }
 
+/// How long one name's lookup may take before the last answer is kept.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How a pool finds and watches its instances.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
@@ -98,16 +101,18 @@ impl<T> Drop for Picked<T> {
 }
 
 type Make<T> = dyn Fn(SocketAddr, &Target) -> T + Send + Sync;
-type OnReachable = dyn Fn(SocketAddr, &Target, bool) + Send + Sync;
+
+/// The instances a balancer of its own should hold, by address, with the URL to reach each.
+pub type Wanted = std::collections::BTreeMap<SocketAddr, String>;
 
 /// The instances of one backend.
 pub struct Pool<T> {
     targets: Vec<Target>,
     settings: PoolSettings,
     make: Box<Make<T>>,
-    on_reachable: Option<Box<OnReachable>>,
     instances: RwLock<Arc<Vec<Arc<Instance<T>>>>>,
     any_serving: watch::Sender<bool>,
+    wanted: watch::Sender<Wanted>,
     shutdown: CancellationToken,
 }
 
@@ -126,24 +131,14 @@ impl<T: Send + Sync + 'static> Pool<T> {
         make: impl Fn(SocketAddr, &Target) -> T + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        Self::build(urls, settings, Box::new(make), None, shutdown)
-    }
-
-    fn build(
-        urls: &str,
-        settings: PoolSettings,
-        make: Box<Make<T>>,
-        on_reachable: Option<Box<OnReachable>>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
         let targets = targets(urls).map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Self {
             targets,
             settings,
-            make,
-            on_reachable,
+            make: Box::new(make),
             instances: RwLock::default(),
             any_serving: watch::channel(false).0,
+            wanted: watch::channel(Wanted::new()).0,
             shutdown,
         });
         // Addresses written as such are instances at once; names wait for the first lookup.
@@ -162,6 +157,14 @@ impl<T: Send + Sync + 'static> Pool<T> {
     /// Whether any instance is SERVING, as it changes.
     pub fn serving(&self) -> watch::Receiver<bool> {
         self.any_serving.subscribe()
+    }
+
+    /// The instances a balancer of its own (tonic's) should hold, as they change: those that
+    /// are SERVING, or while none is, those that answer at all (a service calls the others also
+    /// while they are not ready: notify fetches identity's keys, which identity needs notify
+    /// ready to be ready itself).
+    pub fn wanted(&self) -> watch::Receiver<Wanted> {
+        self.wanted.subscribe()
     }
 
     /// A health dependency on this backend: up while any instance is.
@@ -207,23 +210,27 @@ impl<T: Send + Sync + 'static> Pool<T> {
     }
 
     async fn resolve_until_shutdown(self: Arc<Self>) {
+        // What each name last resolved to: a lookup that fails says nothing about the
+        // instances, so a DNS hiccup keeps them rather than dropping them.
+        let mut last: Vec<Vec<SocketAddr>> = vec![Vec::new(); self.targets.len()];
         loop {
-            let mut found = Vec::new();
-            let mut failed = false;
-            for target in &self.targets {
-                match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-                    Ok(addrs) => found.extend(addrs.map(|a| (a, target.clone()))),
-                    Err(e) => {
-                        tracing::warn!(host = %target.host, error = %e, "backend name not resolved");
-                        failed = true;
+            for (target, known) in self.targets.iter().zip(&mut last) {
+                let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+                match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                    Ok(Ok(addrs)) => *known = addrs.collect(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(host = %target.host, error = %e, "backend name not resolved")
                     }
+                    Err(_) => tracing::warn!(host = %target.host, "backend name lookup timed out"),
                 }
             }
-            // A lookup that failed says nothing about the instances: keep what was known rather
-            // than drop every instance on a DNS hiccup.
-            if !failed {
-                self.update(found);
-            }
+            let found = self
+                .targets
+                .iter()
+                .zip(&last)
+                .flat_map(|(t, addrs)| addrs.iter().map(move |a| (*a, t.clone())))
+                .collect();
+            self.update(found);
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.settings.resolve_every) => {}
@@ -266,10 +273,6 @@ impl<T: Send + Sync + 'static> Pool<T> {
         for gone in old.values() {
             tracing::info!(addr = %gone.addr, "backend instance gone");
             gone.stop.cancel();
-            gone.serving.store(false, Ordering::Relaxed);
-            if gone.reachable.swap(false, Ordering::Relaxed) {
-                self.told(gone, false);
-            }
         }
         *instances = Arc::new(next);
         drop(instances);
@@ -291,11 +294,9 @@ impl<T: Send + Sync + 'static> Pool<T> {
                 return;
             };
             let reachable = seen != Seen::Unreachable;
-            if instance.reachable.swap(reachable, Ordering::Relaxed) != reachable {
-                pool.told(&instance, reachable);
-            }
             let up = seen == Seen::Serving;
-            if instance.serving.swap(up, Ordering::Relaxed) != up {
+            let was_reachable = instance.reachable.swap(reachable, Ordering::Relaxed);
+            if instance.serving.swap(up, Ordering::Relaxed) != up || was_reachable != reachable {
                 tracing::info!(addr = %instance.addr, ?seen, "backend instance health");
                 pool.recount();
             }
@@ -308,31 +309,32 @@ impl<T: Send + Sync + 'static> Pool<T> {
         ));
     }
 
-    fn told(&self, instance: &Instance<T>, reachable: bool) {
-        if let Some(on_reachable) = &self.on_reachable {
-            on_reachable(instance.addr, &instance.target, reachable);
-        }
-    }
-
+    /// Publishes what the instances now say. Read inside the senders' closures, so that of two
+    /// reports racing, the later publication is of the later state.
     fn recount(&self) {
-        let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let up = all.iter().any(|i| i.is_serving());
-        self.any_serving.send_if_modified(|v| std::mem::replace(v, up) != up);
-    }
-}
-
-impl Pool<()> {
-    /// A pool that only follows its instances' health, calling `on_reachable` when one starts
-    /// or stops answering (to feed a balancer of its own, such as tonic's). Reachable rather
-    /// than SERVING: a service calls the others also while they are not ready (notify fetches
-    /// identity's keys, which identity needs notify ready to be ready itself).
-    pub fn watched(
-        urls: &str,
-        settings: PoolSettings,
-        on_reachable: impl Fn(SocketAddr, &Target, bool) + Send + Sync + 'static,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
-        Self::build(urls, settings, Box::new(|_, _| ()), Some(Box::new(on_reachable)), shutdown)
+        let current = || self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.any_serving.send_if_modified(|v| {
+            let up = current().iter().any(|i| i.is_serving());
+            std::mem::replace(v, up) != up
+        });
+        self.wanted.send_if_modified(|v| {
+            let all = current();
+            let serving = all.iter().any(|i| i.is_serving());
+            let wanted: Wanted =
+                all.iter()
+                    .filter(|i| {
+                        if serving {
+                            i.is_serving()
+                        } else {
+                            i.reachable.load(Ordering::Relaxed)
+                        }
+                    })
+                    .map(|i| (i.addr, format!("{}://{}", i.target.scheme, i.authority)))
+                    .collect();
+            let changed = *v != wanted;
+            *v = wanted;
+            changed
+        });
     }
 }
 
@@ -392,6 +394,29 @@ mod tests {
         }
         drop(busy);
         assert!(pool.pick(&[all[0].addr, all[1].addr]).is_none());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_balancer_of_its_own_holds_the_serving_instances_or_while_none_is_those_that_answer()
+    {
+        let stop = CancellationToken::new();
+        let urls = "http://127.0.0.1:1,http://127.0.0.1:2";
+        let pool =
+            Pool::new(urls, settings(Duration::from_secs(60)), |_, _| (), stop.clone()).unwrap();
+        let wanted = pool.wanted();
+        let held = || wanted.borrow().keys().map(|a| a.port()).collect::<Vec<_>>();
+        assert!(held().is_empty(), "nothing answers yet");
+        let all = pool.instances.read().unwrap().clone();
+        all[0].reachable.store(true, Ordering::Relaxed);
+        all[1].reachable.store(true, Ordering::Relaxed);
+        pool.recount();
+        assert_eq!(held(), [1, 2], "starting: both answer, neither is SERVING");
+        assert!(!*pool.serving().borrow());
+        all[1].serving.store(true, Ordering::Relaxed);
+        pool.recount();
+        assert_eq!(held(), [2], "only the SERVING one");
+        assert!(*pool.serving().borrow());
         stop.cancel();
     }
 

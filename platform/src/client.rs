@@ -24,7 +24,9 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        // A peer gone without a reset (a node lost) is noticed in seconds, not in a minute.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true))
 }
 
@@ -38,9 +40,9 @@ pub struct Backend {
 
 /// The service `service` (its fully-qualified gRPC name, asked of each instance's health) at
 /// `urls`: one URL with an address, called and followed as the one peer; or several URLs, or
-/// host names (resolved again every few seconds), whose instances are each followed and called
-/// only while they answer (tonic's power-of-two-choices balancer over them), ready while any of
-/// them is SERVING.
+/// host names (resolved again every 5 s), whose instances are each followed and called through
+/// tonic's power-of-two-choices balancer over those that are SERVING (or, while none is, those
+/// that answer), ready while any of them is SERVING.
 pub fn backend(
     service: &str,
     urls: &str,
@@ -55,27 +57,50 @@ pub fn backend(
             return Ok(Backend { channel, dependency });
         }
     }
-    let (channel, changes) = Channel::balance_channel(64);
+    let (channel, changes) = Channel::balance_channel(16);
     let settings = PoolSettings {
         health_name: service.to_owned(),
         resolve_every: Duration::from_secs(5),
         health_interval,
     };
-    let on_reachable = move |addr: std::net::SocketAddr, target: &crate::balance::Target, up| {
-        let change = if up {
-            match endpoint(&format!("{}://{addr}", target.scheme)) {
-                Ok(endpoint) => Change::Insert(addr, endpoint),
-                Err(_) => return,
-            }
-        } else {
-            Change::Remove(addr)
-        };
-        // Changes are few (an instance coming or going); a full queue means the balancer has
-        // stopped, with the service.
-        let _ = changes.try_send(change);
-    };
-    let pool = Pool::watched(urls, settings, on_reachable, shutdown)?;
+    let pool = Pool::new(urls, settings, |_, _| (), shutdown.clone())?;
+    tokio::spawn(feed_balancer(pool.wanted(), changes, shutdown));
     Ok(Backend { channel, dependency: pool.dependency(service) })
+}
+
+/// Keeps tonic's balancer holding what the pool wants, sending it the difference whenever that
+/// changes. The balancer takes changes only while it has calls to route, so a send may wait:
+/// the wanted set is read afresh after each one, and the balancer ends up with the latest.
+async fn feed_balancer(
+    mut wanted: tokio::sync::watch::Receiver<crate::balance::Wanted>,
+    changes: tokio::sync::mpsc::Sender<Change<std::net::SocketAddr, Endpoint>>,
+    shutdown: CancellationToken,
+) {
+    let mut held = crate::balance::Wanted::new();
+    loop {
+        let now = wanted.borrow_and_update().clone();
+        let gone: Vec<_> = held.keys().filter(|a| !now.contains_key(a)).copied().collect();
+        let new: Vec<_> = now.iter().filter(|(a, _)| !held.contains_key(a)).collect();
+        for (addr, url) in new {
+            let Ok(endpoint) = endpoint(url) else { continue };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = changes.send(Change::Insert(*addr, endpoint)) => if sent.is_err() { return },
+            }
+            held.insert(*addr, url.clone());
+        }
+        for addr in gone {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = changes.send(Change::Remove(addr)) => if sent.is_err() { return },
+            }
+            held.remove(&addr);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = wanted.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// Wraps a channel so that its calls are traced.
