@@ -23,6 +23,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 const FILERS: usize = 240;
 const APPLICANTS: usize = 120;
 const SECOND_WAVE: usize = 40;
+/// Notify's dispatch lease: what a killed instance had claimed is sent by the other this soon.
+const LEASE: &str = "2s";
 
 /// A URL setting naming two instances.
 fn both(a: SocketAddr, b: SocketAddr) -> String {
@@ -55,22 +57,29 @@ impl Seconds {
             let var = format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__{}", name.to_uppercase());
             identity.env(var, key(name));
         }
-        let mut claims = service_process(db, "claims", a.claims[1]);
-        claims
-            .env("SPORTELLO_CLAIMS__IDENTITY_URL", both(a.identity[0], a.identity[1]))
-            .env("SPORTELLO_CLAIMS__NOTIFY_URL", both(a.notify[0], a.notify[1]))
-            .env("SPORTELLO_CLAIMS__METRICS_LISTEN", a.metrics[1].to_string());
+        let mut claims = Self::claims(db, a);
         identity.env("SPORTELLO_IDENTITY__METRICS_LISTEN", a.metrics[0].to_string());
         let mut notify = service_process(db, "notify", a.notify[1]);
         notify
             .env("SPORTELLO_NOTIFY__IDENTITY_URL", both(a.identity[0], a.identity[1]))
-            .env("SPORTELLO_NOTIFY__DISPATCH__ENABLED", "false")
+            .env("SPORTELLO_NOTIFY__DISPATCH__ENABLED", "true")
+            .env("SPORTELLO_NOTIFY__DISPATCH__LEASE", LEASE)
             .env("SPORTELLO_NOTIFY__TRUSTED_SERVICES__CLAIMS", key(claims_svc::NAME));
         Self {
             identity: identity.spawn().expect("sportello identity"),
             claims: claims.spawn().expect("sportello claims"),
             notify: notify.spawn().expect("sportello notify"),
         }
+    }
+
+    /// The second claims-svc, as started (again).
+    fn claims(db: &TestDb, a: &Addrs) -> tokio::process::Command {
+        let mut claims = service_process(db, "claims", a.claims[1]);
+        claims
+            .env("SPORTELLO_CLAIMS__IDENTITY_URL", both(a.identity[0], a.identity[1]))
+            .env("SPORTELLO_CLAIMS__NOTIFY_URL", both(a.notify[0], a.notify[1]))
+            .env("SPORTELLO_CLAIMS__METRICS_LISTEN", a.metrics[1].to_string());
+        claims
     }
 
     async fn kill(mut self) {
@@ -127,6 +136,9 @@ async fn two_instances_of_each_backend_share_the_load_and_one_of_each_killed_los
         c.claims.identity_url = and(&identity, addrs.identity[1]);
         c.claims.notify_url = and(&notify, addrs.notify[1]);
         c.notify.identity_url = and(&identity, addrs.identity[1]);
+        // Both notify instances send, sharing the queue.
+        c.notify.dispatch.enabled = true;
+        c.notify.dispatch.lease = humantime::parse_duration(LEASE).expect("lease");
     })
     .await;
     let addrs = Addrs {
@@ -151,8 +163,6 @@ async fn two_instances_of_each_backend_share_the_load_and_one_of_each_killed_los
     for addr in [addrs.identity[1], addrs.claims[1], addrs.notify[1]] {
         wait_for_status(addr, "", ServingStatus::Serving).await;
     }
-    // The gateway sees them SERVING as soon as they are (it follows each instance's health).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let token = |cf: &str| suite.citizen_token(cf, Level::Simplified);
     let gateway = suite.gateway_channel().await;
 
@@ -178,15 +188,22 @@ async fn two_instances_of_each_backend_share_the_load_and_one_of_each_killed_los
             });
         }
     }
-    eventually("the load to be under way", Duration::from_secs(60), || async {
-        answered.load(Ordering::Relaxed) >= 100
+    // The gateway spreads the calls: the second instances take some (the gateway sees them
+    // SERVING within its health interval of their start).
+    let took = |text: &str, method: &str| value(text, "rpc_server_requests_total", &[method]);
+    let seconds_took = || async {
+        let identity = took(&scrape(addrs.metrics[0]).await, "\"RequestPin\"");
+        (identity, took(&scrape(addrs.metrics[1]).await, "\"SubmitClaim\""))
+    };
+    eventually("the second instances to take calls", Duration::from_secs(60), || async {
+        let (identity, claims) = seconds_took().await;
+        identity > 0.0 && claims > 0.0 && answered.load(Ordering::Relaxed) >= 60
     })
     .await;
-    let took = |text: &str, method: &str| value(text, "rpc_server_requests_total", &[method]);
-    let identity_b = took(&scrape(addrs.metrics[0]).await, "\"RequestPin\"");
-    let claims_b = took(&scrape(addrs.metrics[1]).await, "\"SubmitClaim\"");
-    assert!(identity_b > 0.0 && claims_b > 0.0, "the second instances took calls too");
+    let (identity_b, claims_b) = seconds_took().await;
+    let at_kill = answered.load(Ordering::Relaxed);
     seconds.kill().await;
+    assert!(at_kill < FILERS + APPLICANTS, "the kill came mid-load ({at_kill} answered)");
 
     let (mut claims_ok, mut pins_ok, mut unavailable) = (Vec::new(), Vec::new(), 0);
     while let Some(done) = calls.join_next().await {
@@ -228,14 +245,38 @@ async fn two_instances_of_each_backend_share_the_load_and_one_of_each_killed_los
         let (cf, answer) = done.expect("call");
         assert!(answer.is_ok(), "{cf} after the kill: {answer:?}");
     }
+    // A killed instance started again takes calls again.
+    let mut claims_again = Seconds::claims(&suite.db, &addrs).spawn().expect("sportello claims");
+    wait_for_status(addrs.claims[1], "", ServingStatus::Serving).await;
     // And whoever was refused files again with the same key: one claim each, one receipt each.
     for cf in &citizens[..FILERS] {
         let (_, answer) = file_claim(gateway.clone(), cf.clone(), token(cf)).await;
         answer.expect("a retry is answered");
     }
+    let retried = took(&scrape(addrs.metrics[1]).await, "\"SubmitClaim\"");
+    assert!(retried > 0.0, "the restarted instance took calls again");
+    claims_again.start_kill().expect("stop");
     let claims = (FILERS + SECOND_WAVE) as i64;
     assert_eq!(suite.db.count("claims", "claims", "1 = 1").await, claims);
     suite.db.outbox_relayed().await;
     let receipts = suite.db.count("notify", "messages", "template = 'CLAIM_RECEIPT'").await;
     assert_eq!(receipts, claims, "each receipt handed to notify once");
+
+    // Both notify instances sent from one queue: every SMS went out, under its own id.
+    eventually("every SMS sent", Duration::from_secs(60), || async {
+        suite.db.count("notify", "messages", "channel = 'SMS' AND status <> 'SENT'").await == 0
+    })
+    .await;
+    let sms = suite.db.count("notify", "messages", "channel = 'SMS'").await as usize;
+    let lines = std::fs::read_to_string(suite.db.data_dir().join("outbox/sms.jsonl")).expect("sms");
+    let ids: Vec<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .map(|l| l["message_id"].as_str().expect("message_id").to_owned())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), sms, "each SMS in the sink");
+    // Sent twice only if the killed instance sent it and died before recording so: at most
+    // one dispatch batch, resent under the same id for the receiver to drop.
+    assert!(ids.len() - distinct.len() <= 64, "{} sent twice", ids.len() - distinct.len());
 }
