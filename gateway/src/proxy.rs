@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::overload::Deadline;
 use crate::stack::{Gate, Reply};
 use futures::future::BoxFuture;
-use sportello_platform::balance::{Pool, PoolSettings};
+use sportello_platform::balance::{Picked, Pool, PoolSettings};
 use sportello_platform::health::Dependency;
 use sportello_platform::trace_context::{RpcTrace, RpcTraceLayer};
 use std::collections::HashMap;
@@ -39,8 +39,10 @@ pub struct Backends {
 pub struct Hop {
     addr: SocketAddr,
     current: Arc<std::sync::Mutex<Option<SendRequest>>>,
-    /// One connection attempt at a time; the others wait for its outcome.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// One connection attempt at a time; the others wait for its outcome. Holds when the last
+    /// attempt failed: calls that waited for it fail at once (and go to another instance)
+    /// rather than each trying again, one after the other, for as long as connecting takes.
+    connecting: Arc<tokio::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 type SendRequest = hyper::client::conn::http2::SendRequest<tonic::body::Body>;
@@ -48,6 +50,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long opening a connection to a backend may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How soon after a failed attempt a connection is tried again.
+const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Hop {
     fn new(addr: SocketAddr) -> Self {
@@ -64,14 +68,25 @@ impl Hop {
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let _one_at_a_time = self.connecting.lock().await;
+        let mut failed_at = self.connecting.lock().await;
         if let Some(open) = self.open() {
             return Ok(open);
         }
-        let stream =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr))
-                .await
-                .map_err(|_| "connect timed out")??;
+        if failed_at.is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
+            return Err("the last connection attempt failed".into());
+        }
+        let connected =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(self.addr)).await;
+        let stream = match connected {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                *failed_at = Some(std::time::Instant::now());
+                return Err(match failed {
+                    Ok(Err(e)) => e.into(),
+                    _ => "connect timed out".into(),
+                });
+            }
+        };
         stream.set_nodelay(true)?;
         let (send, connection) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -107,8 +122,38 @@ pub struct PoolHop {
 #[error("no instance of the backend is serving")]
 struct NoInstance;
 
+pin_project_lite::pin_project! {
+    /// A backend's response body, which keeps its call counted as in flight at its instance
+    /// until the body ends: a streaming call is busy for as long as it streams.
+    pub struct Counted {
+        #[pin]
+        body: hyper::body::Incoming,
+        picked: Picked<Hop>,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Service<http::Request<tonic::body::Body>> for PoolHop {
-    type Response = http::Response<hyper::body::Incoming>;
+    type Response = http::Response<Counted>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -135,7 +180,9 @@ impl Service<http::Request<tonic::body::Body>> for PoolHop {
                 uri.authority = Some(instance.authority.clone());
                 *req.uri_mut() = http::Uri::from_parts(uri)?;
                 match send.try_send_request(req).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => {
+                        return Ok(response.map(|body| Counted { body, picked: instance }))
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
                         None => return Err(e.into_error().into()),
