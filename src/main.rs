@@ -25,7 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// too; a variable set by the user wins). By default mimalloc commits its arenas whole and keeps
 /// freed memory until it next allocates: an idle service held ~20 MB it never used, and
 /// identity-svc the 19 MiB of an argon2 hash long done. With these the whole suite idles in
-/// ~45 MB (summed PSS) rather than ~120 MB, at no cost in CPU per call that a bench can see.
+/// ~51 MB (summed PSS) rather than ~120 MB, at no cost in CPU per call that a bench can see.
 const ALLOCATOR_ENV: [(&str, &str); 2] =
     [("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "100")];
 use sportello_platform::cli::{run_service_with, ServiceArgs};

@@ -114,7 +114,6 @@ impl Hop {
 #[derive(Clone, Debug)]
 pub struct PoolHop {
     pool: Arc<Pool<Hop>>,
-    scheme: http::uri::Scheme,
 }
 
 /// No instance of the backend is SERVING (or none could take the call).
@@ -162,7 +161,7 @@ impl Service<http::Request<tonic::body::Body>> for PoolHop {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        let (pool, scheme) = (self.pool.clone(), self.scheme.clone());
+        let pool = self.pool.clone();
         Box::pin(async move {
             let mut tried = Vec::new();
             loop {
@@ -176,7 +175,7 @@ impl Service<http::Request<tonic::body::Body>> for PoolHop {
                     }
                 };
                 let mut uri = std::mem::take(req.uri_mut()).into_parts();
-                uri.scheme = Some(scheme.clone());
+                uri.scheme = Some(instance.target.scheme.clone());
                 uri.authority = Some(instance.authority.clone());
                 *req.uri_mut() = http::Uri::from_parts(uri)?;
                 match send.try_send_request(req).await {
@@ -216,7 +215,7 @@ impl Backends {
                 resolve_every: config.resolve_every,
                 health_interval: config.server.health_interval,
             };
-            let pool = Pool::new(urls, settings, |addr, _| Hop::new(addr), shutdown.clone())
+            let pool = Pool::new(urls, settings, Hop::new, shutdown.clone())
                 .map_err(|e| e.context(format!("{package}: backend URL")))?;
             by_domain.insert(package.to_owned(), pool);
         }
@@ -257,8 +256,7 @@ impl Route {
             .by_domain
             .into_iter()
             .map(|(domain, pool)| {
-                let scheme = http::uri::Scheme::HTTP;
-                let hop = RpcTraceLayer::client().layer(PoolHop { pool, scheme });
+                let hop = RpcTraceLayer::client().layer(PoolHop { pool });
                 (domain, Backend { hop })
             })
             .collect();

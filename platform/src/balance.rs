@@ -82,6 +82,11 @@ impl<T> Instance<T> {
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Relaxed)
     }
+
+    /// `scheme://address:port`, to reach this very instance.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.target.scheme, self.authority)
+    }
 }
 
 /// An instance chosen for one call, counted as busy until dropped.
@@ -100,7 +105,7 @@ impl<T> Drop for Picked<T> {
     }
 }
 
-type Make<T> = dyn Fn(SocketAddr, &Target) -> T + Send + Sync;
+type Make<T> = dyn Fn(SocketAddr) -> T + Send + Sync;
 
 /// The instances a balancer of its own should hold, by address, with the URL to reach each.
 pub type Wanted = std::collections::BTreeMap<SocketAddr, String>;
@@ -122,13 +127,24 @@ impl<T> std::fmt::Debug for Pool<T> {
     }
 }
 
+/// The instances calls should go to: the SERVING ones, or while none is, those that answer.
+fn preferred<'a, T>(
+    instances: impl Iterator<Item = &'a Arc<Instance<T>>> + Clone,
+) -> Vec<&'a Arc<Instance<T>>> {
+    let serving: Vec<_> = instances.clone().filter(|i| i.is_serving()).collect();
+    if !serving.is_empty() {
+        return serving;
+    }
+    instances.filter(|i| i.reachable.load(Ordering::Relaxed)).collect()
+}
+
 impl<T: Send + Sync + 'static> Pool<T> {
     /// A pool of the instances `urls` names, each reached through what `make` builds for its
     /// address; found and followed until `shutdown`.
     pub fn new(
         urls: &str,
         settings: PoolSettings,
-        make: impl Fn(SocketAddr, &Target) -> T + Send + Sync + 'static,
+        make: impl Fn(SocketAddr) -> T + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let targets = targets(urls).map_err(anyhow::Error::msg)?;
@@ -180,10 +196,7 @@ impl<T: Send + Sync + 'static> Pool<T> {
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Picked<T>> {
         let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
         let untried = || all.iter().filter(|i| !tried.contains(&i.addr));
-        let mut candidates: Vec<&Arc<Instance<T>>> = untried().filter(|i| i.is_serving()).collect();
-        if candidates.is_empty() {
-            candidates = untried().filter(|i| i.reachable.load(Ordering::Relaxed)).collect();
-        }
+        let mut candidates = preferred(untried());
         if candidates.is_empty() {
             candidates = untried().collect();
         }
@@ -201,12 +214,6 @@ impl<T: Send + Sync + 'static> Pool<T> {
         };
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(Picked(chosen.clone()))
-    }
-
-    /// How many instances the pool knows, and how many of them are SERVING.
-    pub fn census(&self) -> (usize, usize) {
-        let all = self.instances.read().unwrap_or_else(|p| p.into_inner()).clone();
-        (all.len(), all.iter().filter(|i| i.is_serving()).count())
     }
 
     async fn resolve_until_shutdown(self: Arc<Self>) {
@@ -259,7 +266,7 @@ impl<T: Send + Sync + 'static> Pool<T> {
             let instance = Arc::new(Instance {
                 addr,
                 authority,
-                conn: (self.make)(addr, &target),
+                conn: (self.make)(addr),
                 target,
                 serving: AtomicBool::new(false),
                 reachable: AtomicBool::new(false),
@@ -280,8 +287,7 @@ impl<T: Send + Sync + 'static> Pool<T> {
     }
 
     fn follow(self: &Arc<Self>, instance: &Arc<Instance<T>>) {
-        let url = format!("{}://{}", instance.target.scheme, instance.authority);
-        let Ok(channel) = crate::client::channel(&url) else {
+        let Ok(channel) = crate::client::channel(&instance.url()) else {
             return;
         };
         let dep = Dependency::peer(self.settings.health_name.clone(), channel);
@@ -319,18 +325,8 @@ impl<T: Send + Sync + 'static> Pool<T> {
         });
         self.wanted.send_if_modified(|v| {
             let all = current();
-            let serving = all.iter().any(|i| i.is_serving());
             let wanted: Wanted =
-                all.iter()
-                    .filter(|i| {
-                        if serving {
-                            i.is_serving()
-                        } else {
-                            i.reachable.load(Ordering::Relaxed)
-                        }
-                    })
-                    .map(|i| (i.addr, format!("{}://{}", i.target.scheme, i.authority)))
-                    .collect();
+                preferred(all.iter()).into_iter().map(|i| (i.addr, i.url())).collect();
             let changed = *v != wanted;
             *v = wanted;
             changed
@@ -357,6 +353,12 @@ mod tests {
         assert!(targets("identity:50051").is_err());
     }
 
+    /// How many instances the pool knows, and how many of them are SERVING.
+    fn census<T>(pool: &Pool<T>) -> (usize, usize) {
+        let all = pool.instances.read().unwrap().clone();
+        (all.len(), all.iter().filter(|i| i.is_serving()).count())
+    }
+
     /// A pool's settings in a test: names resolved every `resolve_every`, health not retried.
     fn settings(resolve_every: Duration) -> PoolSettings {
         PoolSettings {
@@ -371,9 +373,9 @@ mod tests {
         let stop = CancellationToken::new();
         let settings = settings(Duration::from_secs(60));
         let pool =
-            Pool::new("http://127.0.0.1:1,http://127.0.0.1:2", settings, |a, _| a, stop.clone())
+            Pool::new("http://127.0.0.1:1,http://127.0.0.1:2", settings, |a| a, stop.clone())
                 .unwrap();
-        assert_eq!(pool.census(), (2, 0));
+        assert_eq!(census(&pool), (2, 0));
         let all = pool.instances.read().unwrap().clone();
         // Nothing known to answer: any instance is tried rather than none.
         assert!(pool.pick(&[]).is_some());
@@ -403,7 +405,7 @@ mod tests {
         let stop = CancellationToken::new();
         let urls = "http://127.0.0.1:1,http://127.0.0.1:2";
         let pool =
-            Pool::new(urls, settings(Duration::from_secs(60)), |_, _| (), stop.clone()).unwrap();
+            Pool::new(urls, settings(Duration::from_secs(60)), |_| (), stop.clone()).unwrap();
         let wanted = pool.wanted();
         let held = || wanted.borrow().keys().map(|a| a.port()).collect::<Vec<_>>();
         assert!(held().is_empty(), "nothing answers yet");
@@ -424,10 +426,10 @@ mod tests {
     async fn a_host_name_stands_for_every_address_it_resolves_to() {
         let stop = CancellationToken::new();
         let settings = settings(Duration::from_millis(50));
-        let pool = Pool::new("http://localhost:7", settings, |a, _| a, stop.clone()).unwrap();
-        assert_eq!(pool.census().0, 0, "a name waits for its lookup");
+        let pool = Pool::new("http://localhost:7", settings, |a| a, stop.clone()).unwrap();
+        assert_eq!(census(&pool).0, 0, "a name waits for its lookup");
         for _ in 0..100 {
-            if pool.census().0 > 0 {
+            if census(&pool).0 > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

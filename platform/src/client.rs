@@ -63,7 +63,7 @@ pub fn backend(
         resolve_every: Duration::from_secs(5),
         health_interval,
     };
-    let pool = Pool::new(urls, settings, |_, _| (), shutdown.clone())?;
+    let pool = Pool::new(urls, settings, |_| (), shutdown.clone())?;
     tokio::spawn(feed_balancer(pool.wanted(), changes, shutdown));
     Ok(Backend { channel, dependency: pool.dependency(service) })
 }
