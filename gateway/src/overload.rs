@@ -61,7 +61,7 @@ fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
         .map_or(cap, |d| d.min(cap))
 }
 
-fn deadline_exceeded() -> Reply {
+pub(crate) fn deadline_exceeded() -> Reply {
     Status::deadline_exceeded("deadline exceeded").into_http()
 }
 

@@ -3,7 +3,7 @@
 //! backend sent them.
 
 use crate::config::Config;
-use crate::overload::Deadline;
+use crate::overload::{deadline_exceeded, Deadline};
 use crate::stack::{Gate, Reply};
 use futures::future::BoxFuture;
 use sportello_platform::balance::{Picked, Pool, PoolSettings};
@@ -365,11 +365,21 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
             let answer = match deadline {
                 Some(at) => match tokio::time::timeout_at(at.into(), call).await {
                     Ok(answer) => answer,
-                    Err(_) => return Ok(Status::deadline_exceeded("deadline exceeded").into_http()),
+                    Err(_) => return Ok(deadline_exceeded()),
                 },
                 None => call.await,
             };
             match answer {
+                // A backend whose `grpc-timeout` runs out answers CANCELLED (tonic's mapping);
+                // what ran out is the deadline the gateway set, and the caller is told so
+                // whichever of the two timers fired first.
+                Ok(response)
+                    if deadline.is_some_and(|at| std::time::Instant::now() >= at)
+                        && response.headers().get("grpc-status").map(|v| v.as_bytes())
+                            == Some(b"1") =>
+                {
+                    Ok(deadline_exceeded())
+                }
                 Ok(response) => Ok(response.map(tonic::body::Body::new)),
                 Err(e) => {
                     if e.is::<NoInstance>() {
