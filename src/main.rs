@@ -75,6 +75,10 @@ enum Command {
     /// Administer staff accounts in identity-svc's database.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Read one uploaded file from standard input under hard limits and say what it is (run by
+    /// identity-svc as a child process, never by hand).
+    #[command(name = "file-probe", hide = true)]
+    FileProbe,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)
         }
+        Command::FileProbe => std::process::exit(sportello_platform::probe::child_main()),
     }
 }
 

@@ -5,8 +5,9 @@
 
 use crate::domain::claim::Status;
 use crate::store::{ClaimRecord, Decided, Store};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sportello_platform::now_millis;
+use sportello_platform::provider::{Provider, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -16,44 +17,20 @@ const BATCH: i64 = 256;
 const LEASE_MS: i64 = 30_000;
 const POLL: Duration = Duration::from_secs(1);
 
-/// What the bank's check says of an IBAN and a fiscal code (as the Italian banks' CheckIBAN
-/// service answers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Verdict {
-    Match,
-    NoMatch,
-    Unknown,
-}
-
 #[derive(Serialize)]
 struct Question<'a> {
     iban: &'a str,
     fiscal_code: &'a str,
 }
 
-#[derive(Deserialize)]
-struct Reply {
-    result: Verdict,
-}
-
-/// The account-verification provider: `POST <url>` with `{"iban", "fiscal_code"}`, answered
-/// `{"result": "MATCH" | "NO_MATCH" | "UNKNOWN"}`.
+/// The account-verification provider (as the Italian banks' CheckIBAN service answers): asked
+/// `{"iban", "fiscal_code"}`.
 #[derive(Clone, Debug)]
-pub struct AccountCheck {
-    http: reqwest::Client,
-    url: String,
-}
+pub struct AccountCheck(pub Provider);
 
 impl AccountCheck {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Self { http, url: url.to_owned() })
-    }
-
     pub async fn verify(&self, iban: &str, fiscal_code: &str) -> Result<Verdict, reqwest::Error> {
-        let reply = self.http.post(&self.url).json(&Question { iban, fiscal_code }).send().await?;
-        Ok(reply.error_for_status()?.json::<Reply>().await?.result)
+        self.0.ask(&Question { iban, fiscal_code }).await
     }
 }
 

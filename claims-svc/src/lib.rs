@@ -56,10 +56,11 @@ pub async fn serve(
     follow_identity(&verifier, identity.channel.clone(), me.clone(), shutdown.clone());
     let dependencies = vec![identity.dependency, notify.dependency];
     let (identity, notify) = (identity.channel, notify.channel);
-    let check = match config.account_verification_url.trim() {
-        "" => None,
-        url => Some(decider::AccountCheck::new(url, config.account_verification_timeout)?),
-    };
+    let check = sportello_platform::provider::Provider::configured(
+        &config.account_verification_url,
+        config.account_verification_timeout,
+    )?
+    .map(decider::AccountCheck);
     sportello_platform::server::serve_with_store(
         Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
         &[claims_service_server::SERVICE_NAME, claims_back_office_service_server::SERVICE_NAME],

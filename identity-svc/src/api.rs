@@ -625,6 +625,20 @@ impl ContactCenterService for ContactCenter {
         self.change(&who, "UnlockPin", &r.fiscal_code, &r.reason, result).await
     }
 
+    async fn revoke_conversion(
+        &self,
+        request: Request<wire::RevokeConversionRequest>,
+    ) -> Result<Response<wire::RevokeConversionResponse>, Status> {
+        let who = operator(&request)?;
+        let r = request.into_inner();
+        let result = self
+            .pins
+            .revoke_conversion(&who.id, &r.fiscal_code, &r.reason)
+            .await
+            .map(|request_number| wire::RevokeConversionResponse { request_number });
+        self.change(&who, "RevokeConversion", &r.fiscal_code, &r.reason, result).await
+    }
+
     async fn list_audit_events(
         &self,
         request: Request<wire::ListAuditEventsRequest>,

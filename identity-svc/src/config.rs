@@ -51,6 +51,25 @@ pub struct Config {
     /// How large the files of a PIN dispositivo request may be (each, and both together).
     #[serde(default)]
     pub uploads: crate::conversion::UploadLimits,
+    /// The identity-document registry (`POST {document_type, number, issuer, holder_fiscal_code,
+    /// surname, given_name, birth_date}` → MATCH / NO_MATCH / UNKNOWN). Empty: none, and every
+    /// conversion goes to the back office.
+    #[serde(default)]
+    pub document_verification_url: String,
+    #[serde(with = "humantime_serde", default = "default_document_verification_timeout")]
+    pub document_verification_timeout: Duration,
+    /// How long after a conversion is granted the contact center can still revoke it at the
+    /// citizen's request.
+    #[serde(with = "humantime_serde", default = "default_conversion_hold")]
+    pub conversion_hold: Duration,
+}
+
+fn default_document_verification_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_conversion_hold() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// A staff account as configured. The hash is held as a secret: printed, it would let anyone
@@ -130,6 +149,9 @@ impl Default for Config {
             trusted_services: BTreeMap::new(),
             staff_lockout: Duration::from_secs(15 * 60),
             uploads: crate::conversion::UploadLimits::default(),
+            document_verification_url: String::new(),
+            document_verification_timeout: default_document_verification_timeout(),
+            conversion_hold: default_conversion_hold(),
         }
     }
 }

@@ -316,6 +316,27 @@ impl Pins {
         self.commit_done(tx, operator, "RevokePin", &cf, reason.trim()).await
     }
 
+    /// Takes back, at the citizen's request, a PIN dispositivo granted within the hold; the
+    /// revoked request's number.
+    pub async fn revoke_conversion(
+        &self,
+        operator: &str,
+        cf_raw: &str,
+        reason: &str,
+    ) -> Result<String, IdentityError> {
+        let cf = parse_fiscal_code(cf_raw)?.canonical();
+        require_reason(reason)?;
+        let hold = i64::try_from(self.conversion_hold.as_millis()).unwrap_or(i64::MAX);
+        let since = sportello_platform::now_millis().saturating_sub(hold);
+        let revoked = self.store.revoke_conversion(&cf, operator, reason.trim(), since).await?;
+        let number = revoked.ok_or(IdentityError::Precondition {
+            reason: "NO_RECENT_CONVERSION",
+            message: "no PIN dispositivo was granted within the hold: revoke the PIN instead",
+        })?;
+        self.relay.notify_one();
+        Ok(number)
+    }
+
     /// Unlocks a PIN locked by failed attempts and tells the citizen.
     pub async fn unlock(
         &self,

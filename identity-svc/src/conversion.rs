@@ -4,14 +4,18 @@
 //! enforced as they arrive; the rules are in `domain::conversion`.
 
 use crate::domain::codice_fiscale::CodiceFiscale;
-use crate::domain::conversion::{self as rules, Document, DocumentType, Evidence, OnFile};
+use crate::domain::conversion::{
+    self as rules, Document, DocumentCheck, DocumentType, Evidence, Failed, OnFile, SignedForm,
+};
 use crate::error::IdentityError;
-use crate::store::{Conversion, Decision, Store, Uploaded};
+use crate::store::{Conversion, Decision, Opened, Slot, Store, Uploaded};
 use chrono::{Datelike, NaiveDate};
 use futures::Stream;
 use sportello_platform::auth::{principal, Claims, Level, Role};
-use sportello_platform::blobs::{BlobError, BlobStore, BlobWriter, Kind, Stored};
+use sportello_platform::blobs::{BlobError, BlobStore, BlobWriter, Stored};
 use sportello_platform::error::FieldViolations;
+use sportello_platform::probe::{ProbeError, Probed, Prober};
+use sportello_platform::provider::{Provider, Verdict};
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::pin_conversion_back_office_service_server::PinConversionBackOfficeService;
 use sportello_proto::identity::v1::pin_conversion_service_server::PinConversionService;
@@ -22,21 +26,49 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Bytes per message when a file is sent back.
 const CHUNK: usize = 64 * 1024;
-/// A signed form bigger than this is not read for its request number (a scan, in practice).
-const FORM_READ_LIMIT: usize = 4 * 1024 * 1024;
+/// An upload's bytes are counted against the citizen's quota in steps of this size: one write
+/// per step, not per chunk.
+const QUOTA_STEP: u64 = 4 * 1024 * 1024;
+/// How long an upload waits for the notice of its request to leave for the citizen before it
+/// gives up the instant path.
+const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// How much an upload may carry.
-#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+/// How much an upload may carry, and how its files are read.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct UploadLimits {
     /// Each file, in bytes.
     pub max_file_bytes: u64,
     /// Both files together, in bytes.
     pub max_total_bytes: u64,
+    /// A citizen's uploads in progress together, in bytes.
+    pub max_bytes_per_citizen: u64,
+    /// Wall-clock time a file may take to read.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: std::time::Duration,
+    /// The program that reads files in a limited child process (`<program> file-probe`); by
+    /// default the service's own executable.
+    pub reader: Option<std::path::PathBuf>,
 }
 
 impl Default for UploadLimits {
     fn default() -> Self {
-        Self { max_file_bytes: 24 * 1024 * 1024, max_total_bytes: 32 * 1024 * 1024 }
+        Self {
+            max_file_bytes: 24 * 1024 * 1024,
+            max_total_bytes: 32 * 1024 * 1024,
+            max_bytes_per_citizen: 64 * 1024 * 1024,
+            read_timeout: std::time::Duration::from_secs(5),
+            reader: None,
+        }
+    }
+}
+
+impl UploadLimits {
+    pub fn prober(&self) -> std::io::Result<Prober> {
+        match &self.reader {
+            Some(program) => Ok(Prober { program: program.clone(), timeout: self.read_timeout }),
+            None => Prober::current_exe(self.read_timeout),
+        }
     }
 }
 
@@ -45,6 +77,23 @@ pub struct Conversions {
     pub store: Store,
     pub blobs: Arc<dyn BlobStore>,
     pub limits: UploadLimits,
+    pub prober: Prober,
+    /// The identity-document registry, when one is configured.
+    pub registry: Option<Provider>,
+    pub notices_per_hour: u32,
+}
+
+/// The question the identity-document registry answers.
+#[derive(serde::Serialize)]
+struct DocumentQuestion<'a> {
+    document_type: &'static str,
+    number: &'a str,
+    issuer: &'a str,
+    holder_fiscal_code: &'a str,
+    surname: &'a str,
+    given_name: &'a str,
+    /// YYYY-MM-DD
+    birth_date: String,
 }
 
 fn today() -> NaiveDate {
@@ -65,6 +114,7 @@ fn wire_status(s: rules::Status) -> wire::PinConversionStatus {
         rules::Status::Approved => wire::PinConversionStatus::Approved,
         rules::Status::Rejected => wire::PinConversionStatus::Rejected,
         rules::Status::Withdrawn => wire::PinConversionStatus::Withdrawn,
+        rules::Status::Revoked => wire::PinConversionStatus::Revoked,
     }
 }
 
@@ -147,6 +197,8 @@ fn parse_document(d: Option<&wire::IdentityDocument>) -> Result<Document, FieldV
         let value = value.trim();
         if value.is_empty() || value.chars().count() > 100 {
             v.add(format!("metadata.document.{field}"), "required, at most 100 characters");
+        } else if value.chars().any(char::is_control) {
+            v.add(format!("metadata.document.{field}"), "control characters are not allowed");
         }
         value.to_owned()
     };
@@ -155,9 +207,11 @@ fn parse_document(d: Option<&wire::IdentityDocument>) -> Result<Document, FieldV
     let holder_surname = text("holder_surname", &d.holder_surname);
     let holder_given_name = text("holder_given_name", &d.holder_given_name);
     let mut day = |field: &str, value: Option<&wire::Date>| {
-        let parsed = date(value);
+        // Years a document or its holder can have: anything else is a typing error, and would
+        // not print or store the same everywhere.
+        let parsed = date(value).filter(|d| (1900..=2200).contains(&d.year()));
         if parsed.is_none() {
-            v.add(format!("metadata.document.{field}"), "a calendar date");
+            v.add(format!("metadata.document.{field}"), "a calendar date between 1900 and 2200");
         }
         parsed
     };
@@ -199,17 +253,13 @@ fn refused(file: wire::ConversionFile, e: BlobError) -> IdentityError {
     IdentityError::Invalid(v)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// How long a stored file may stay unreferenced before it counts as an upload's leftover: far
+/// How long an upload may stay in progress before it counts as a dead process's leftover: far
 /// longer than an upload may take (the gateway caps deadlines at seconds).
-const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes, every ten minutes, the files no request refers to: those of uploads that failed
-/// after one file was complete, or whose request was not recorded.
+/// Ends the uploads a dead process left in progress, and deletes the files nothing names: those
+/// uploads' files, and files whose deletion a crash interrupted. Uploads that fail or are
+/// withdrawn delete their files at once; this is the backstop. Every ten minutes.
 pub async fn sweep_orphans(
     store: Store,
     blobs: sportello_platform::blobs::FsBlobs,
@@ -221,22 +271,112 @@ pub async fn sweep_orphans(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let swept: Result<usize, String> = async {
-            let old = blobs.stored_before(ORPHAN_AGE).await.map_err(|e| e.to_string())?;
-            let kept = store.referenced_blobs(&old).await.map_err(|e| e.to_string())?;
-            let mut n = 0;
-            for digest in old.iter().filter(|d| !kept.contains(*d)) {
-                blobs.remove(digest).await.map_err(|e| e.to_string())?;
-                n += 1;
-            }
-            Ok(n)
-        }
-        .await;
-        match swept {
+        match sweep_once(&store, &blobs, STALE_UPLOAD).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "unreferenced upload files removed"),
             Err(e) => tracing::warn!(error = %e, "sweep of unreferenced upload files failed"),
         }
+    }
+}
+
+/// One sweep: uploads in progress for longer than `stale` are ended; then every stored file
+/// that no upload in progress and no request names is deleted. How many files went.
+pub async fn sweep_once(
+    store: &Store,
+    blobs: &sportello_platform::blobs::FsBlobs,
+    stale: std::time::Duration,
+) -> anyhow::Result<usize> {
+    let before = sportello_platform::now_millis() - stale.as_millis() as i64;
+    for id in store.stale_uploads(before).await? {
+        store.abandon_upload(&id).await?;
+    }
+    let mut n = 0;
+    for digest in blobs.stored_before(std::time::Duration::ZERO).await? {
+        if store.delete_if_unreferenced(&digest, blobs).await? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// An upload in progress: its row counts its bytes and names its files. Dropped without
+/// [`Upload::recorded`] — a refusal, an error, the client gone — it ends the upload and deletes
+/// the files nothing else names, in a task of its own (a dropped handler runs no more awaits).
+struct Upload {
+    id: String,
+    fiscal_code: String,
+    counted: u64,
+    store: Store,
+    blobs: Arc<dyn BlobStore>,
+    done: bool,
+}
+
+impl Upload {
+    async fn begin(c: &Conversions, fiscal_code: &str) -> Result<Self, IdentityError> {
+        let id = c.store.begin_upload(fiscal_code).await?;
+        Ok(Self {
+            id,
+            fiscal_code: fiscal_code.to_owned(),
+            counted: 0,
+            store: c.store.clone(),
+            blobs: c.blobs.clone(),
+            done: false,
+        })
+    }
+
+    /// Counts the upload as `total` bytes so far, within the citizen's quota.
+    async fn count(&mut self, total: u64, quota: u64) -> Result<(), IdentityError> {
+        while total > self.counted {
+            let step = QUOTA_STEP as i64;
+            let quota = i64::try_from(quota).unwrap_or(i64::MAX);
+            if !self.store.grow_upload(&self.id, &self.fiscal_code, step, quota).await? {
+                return Err(IdentityError::Exhausted {
+                    reason: "UPLOAD_QUOTA_EXCEEDED",
+                    message: "your uploads in progress exceed what one citizen may send at once; \
+                              retry when they are done",
+                });
+            }
+            self.counted += QUOTA_STEP;
+        }
+        Ok(())
+    }
+
+    /// Stores a complete file under its name, claimed by this upload first.
+    async fn keep(&self, slot: Slot, writer: BlobWriter) -> Result<Stored, BlobError> {
+        let sealed = writer.seal()?;
+        let claimed = self.store.claim_file(&self.id, slot, &sealed.stored.digest).await;
+        match claimed {
+            Ok(true) => sealed.place().await,
+            Ok(false) => Err(BlobError::Io(std::io::Error::other("the upload was swept"))),
+            Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    /// The request names the files now.
+    fn recorded(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, blobs, id) = (self.store.clone(), self.blobs.clone(), self.id.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let ended: anyhow::Result<()> = async {
+                for digest in store.abandon_upload(&id).await? {
+                    store.delete_if_unreferenced(&digest, blobs.as_ref()).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!(error = %e, "an abandoned upload's files were not removed");
+            }
+        });
     }
 }
 
@@ -246,37 +386,106 @@ fn stream_of<T: Send + 'static>(
     Box::pin(items)
 }
 
+/// The audit row of a staff read of a citizen's file, written when the read ends — OK once every
+/// byte was sent, FAILED when the file could not be read, INCOMPLETE when the caller went away
+/// first — in a task of its own, since the stream may be dropped anywhere.
+struct ReadAudit {
+    store: Store,
+    operator: String,
+    fiscal_code: String,
+    detail: String,
+    outcome: &'static str,
+}
+
+impl ReadAudit {
+    /// How the read ended, written when the audit is dropped.
+    fn ended(&mut self, outcome: &'static str) {
+        self.outcome = outcome;
+    }
+
+    fn write(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (store, operator, cf) =
+            (self.store.clone(), self.operator.clone(), self.fiscal_code.clone());
+        let (detail, outcome) = (self.detail.clone(), self.outcome);
+        async move {
+            let entry = crate::store::Entry {
+                operator_id: &operator,
+                action: "DownloadConversionFile",
+                fiscal_code: &cf,
+                outcome,
+                detail: &detail,
+            };
+            if let Err(e) = store.audit(&entry).await {
+                tracing::error!(error = %e, "the audit row of a file read was not written");
+            }
+        }
+    }
+}
+
+impl Drop for ReadAudit {
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.write());
+        }
+    }
+}
+
 /// The blob `digest` in messages of [`CHUNK`] bytes, read as they are sent; `wrap` makes a
-/// message of a chunk (and knows the first).
+/// message of a chunk (and knows the first). `audit` records how the read ended.
 async fn chunks<T: Send + 'static>(
     blobs: &Arc<dyn BlobStore>,
     digest: &str,
+    mut audit: ReadAudit,
     wrap: impl Fn(Vec<u8>, bool) -> T + Send + 'static,
 ) -> Result<Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>, IdentityError> {
-    let reader = blobs
-        .open(digest)
-        .await
-        .map_err(|e| IdentityError::Internal(format!("blob store: {e}")))?;
+    let reader = match blobs.open(digest).await {
+        Ok(reader) => reader,
+        Err(e) => {
+            audit.ended("FAILED");
+            return Err(match e {
+                BlobError::NotFound => IdentityError::NotFound("file"),
+                e => IdentityError::Internal(format!("blob store: {e}")),
+            });
+        }
+    };
+    audit.ended("INCOMPLETE");
+    let state = (reader, true, wrap, audit);
     let messages =
-        futures::stream::unfold((reader, true, wrap), |(mut reader, first, wrap)| async move {
+        futures::stream::unfold(state, |(mut reader, first, wrap, mut audit)| async move {
             let mut buf = vec![0u8; CHUNK];
             match reader.read(&mut buf).await {
-                Ok(0) => None,
+                Ok(0) => {
+                    audit.ended("OK");
+                    None
+                }
                 Ok(n) => {
                     buf.truncate(n);
                     let message = wrap(buf, first);
-                    Some((Ok(message), (reader, false, wrap)))
+                    Some((Ok(message), (reader, false, wrap, audit)))
                 }
-                Err(_) => Some((
-                    Err(Status::unavailable("file unreadable; retry")),
-                    (reader, false, wrap),
-                )),
+                Err(_) => {
+                    audit.ended("FAILED");
+                    Some((
+                        Err(Status::unavailable("file unreadable; retry")),
+                        (reader, false, wrap, audit),
+                    ))
+                }
             }
         });
     Ok(stream_of(messages))
 }
 
 impl Conversions {
+    /// The citizen's birth date: the register's, else the one the fiscal code carries.
+    async fn birth_date(&self, fiscal_code: &str) -> Result<NaiveDate, IdentityError> {
+        if let Some(r) = self.store.resident(fiscal_code).await? {
+            return Ok(r.personal_data.birth_date);
+        }
+        CodiceFiscale::parse(fiscal_code, today())
+            .map(|cf| cf.birth_date())
+            .map_err(|e| IdentityError::Internal(format!("a session's fiscal code: {e}")))
+    }
+
     /// The citizen's request `id`; NOT_FOUND for anyone else's.
     async fn own(&self, p: &Claims, id: &str) -> Result<Conversion, IdentityError> {
         let id = request_id(id)?;
@@ -310,10 +519,12 @@ impl Conversions {
         })
     }
 
-    /// Streams the upload's files into the blob store: (signed form, document scan).
+    /// Streams the upload's files into the blob store, each claimed by `upload` before it is
+    /// placed: (signed form, document scan).
     async fn receive(
         &self,
         stream: &mut Streaming<wire::UploadConversionDocumentsRequest>,
+        upload: &mut Upload,
     ) -> Result<(Stored, Stored), IdentityError> {
         let mut current: Option<(wire::ConversionFile, BlobWriter)> = None;
         let (mut form, mut scan) = (None, None);
@@ -346,9 +557,10 @@ impl Conversions {
                 );
                 return Err(v.into());
             }
+            upload.count(total, self.limits.max_bytes_per_citizen).await?;
             if current.as_ref().is_some_and(|(f, _)| *f != file) {
                 let (done, writer) = current.take().expect("a file in progress");
-                let stored = writer.finish().await.map_err(|e| refused(done, e))?;
+                let stored = keep(upload, done, writer).await?;
                 match done {
                     wire::ConversionFile::SignedForm => form = Some(stored),
                     _ => scan = Some(stored),
@@ -375,7 +587,7 @@ impl Conversions {
             writer.write(&chunk.data).await.map_err(|e| refused(file, e))?;
         }
         if let Some((done, writer)) = current.take() {
-            let stored = writer.finish().await.map_err(|e| refused(done, e))?;
+            let stored = keep(upload, done, writer).await?;
             match done {
                 wire::ConversionFile::SignedForm => form = Some(stored),
                 _ => scan = Some(stored),
@@ -394,16 +606,87 @@ impl Conversions {
         }
     }
 
-    /// The signed form's text, when it is a PDF small enough to read.
-    async fn form_text(&self, form: &Stored) -> Option<String> {
-        if form.kind != Kind::Pdf || form.size as usize > FORM_READ_LIMIT {
-            return None;
+    /// What a stored file really is, read by a limited child process; `None` when the reader
+    /// could not run (a person then looks at the file). A file that cannot be read as what it
+    /// claims to be is refused, naming it.
+    async fn read(
+        &self,
+        file: wire::ConversionFile,
+        stored: &Stored,
+    ) -> Result<Option<Probed>, IdentityError> {
+        let content = self
+            .blobs
+            .open(&stored.digest)
+            .await
+            .map_err(|e| IdentityError::Internal(format!("blob store: {e}")))?;
+        match self.prober.probe(content).await {
+            Ok(probed) => Ok(Some(probed)),
+            Err(ProbeError::Unreadable(why)) => {
+                let mut v = FieldViolations::new();
+                v.add("chunk.data", format!("{} cannot be read: {why}", file.as_str_name()));
+                Err(IdentityError::Unreadable(v))
+            }
+            Err(ProbeError::Unavailable(why)) => {
+                tracing::warn!(%why, "an uploaded file could not be read; a person will");
+                Ok(None)
+            }
         }
-        let bytes = self.blobs.read_prefix(&form.digest, FORM_READ_LIMIT).await.ok()?;
-        // A citizen's PDF, parsed off the async threads: a file that makes the parser panic is
-        // just unreadable.
-        let text = tokio::task::spawn_blocking(move || sportello_platform::pdf::text_of(&bytes));
-        text.await.ok()?.ok()
+    }
+
+    /// The identity-document registry's verdict on `document` as `holder`'s.
+    async fn registry_check(&self, document: &Document, holder: &str) -> DocumentCheck {
+        let Some(registry) = &self.registry else { return DocumentCheck::Unavailable };
+        let question = DocumentQuestion {
+            document_type: document.kind.as_str(),
+            number: &document.number,
+            issuer: &document.issuer,
+            holder_fiscal_code: holder,
+            surname: &document.holder_surname,
+            given_name: &document.holder_given_name,
+            birth_date: document.holder_birth_date.format("%Y-%m-%d").to_string(),
+        };
+        match registry.ask(&question).await {
+            Ok(Verdict::Match) => DocumentCheck::Match,
+            Ok(Verdict::NoMatch) => DocumentCheck::NoMatch,
+            Ok(Verdict::Unknown) => DocumentCheck::Unknown,
+            Err(e) => {
+                tracing::warn!(error = %e, "the identity-document registry did not answer");
+                DocumentCheck::Unavailable
+            }
+        }
+    }
+
+    /// Whether the notice of the request has left for the citizen, waiting a little for the relay.
+    async fn start_notice_sent(&self, fiscal_code: &str) -> Result<bool, IdentityError> {
+        let deadline = tokio::time::Instant::now() + NOTICE_WAIT;
+        while self.store.start_notice_pending(fiscal_code).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(true)
+    }
+}
+
+/// Stores a complete file of `upload`, refused against the file on failure.
+async fn keep(
+    upload: &Upload,
+    file: wire::ConversionFile,
+    writer: BlobWriter,
+) -> Result<Stored, IdentityError> {
+    let slot = match file {
+        wire::ConversionFile::SignedForm => Slot::Form,
+        _ => Slot::Scan,
+    };
+    upload.keep(slot, writer).await.map_err(|e| refused(file, e))
+}
+
+/// The content digest of a PDF read, if it is one.
+fn pdf_content(probed: Option<&Probed>) -> Option<&str> {
+    match probed {
+        Some(Probed::Pdf { content_digest, .. }) => Some(content_digest),
+        _ => None,
     }
 }
 
@@ -441,12 +724,37 @@ impl PinConversionService for Conversions {
             }
             .into());
         }
-        let opened = self.store.open_conversion(&p.sub, guardian.as_deref(), today().year());
-        let conversion =
-            opened.await.map_err(IdentityError::from)?.ok_or(IdentityError::Precondition {
-                reason: "ALREADY_PENDING",
-                message: "a conversion request is already open: withdraw it or wait for it",
-            })?;
+        if guardian.is_none() && rules::is_minor(self.birth_date(&p.sub).await?, today()) {
+            return Err(IdentityError::Precondition {
+                reason: "GUARDIAN_REQUIRED",
+                message: "a minor's conversion is asked for by a parent or guardian: give \
+                          guardian_fiscal_code",
+            }
+            .into());
+        }
+        let opened = self.store.open_conversion(
+            &p.sub,
+            guardian.as_deref(),
+            today().year(),
+            self.notices_per_hour,
+        );
+        let conversion = match opened.await.map_err(IdentityError::from)? {
+            Opened::Opened(c) => c,
+            Opened::AlreadyOpen => {
+                return Err(IdentityError::Precondition {
+                    reason: "ALREADY_PENDING",
+                    message: "a conversion request is already open: withdraw it or wait for it",
+                }
+                .into())
+            }
+            Opened::NoticesUsedUp => {
+                return Err(IdentityError::Exhausted {
+                    reason: "TOO_MANY_NOTICES",
+                    message: "too many notices to this citizen's contacts this hour; retry later",
+                }
+                .into())
+            }
+        };
         Ok(Response::new(wire::StartPinConversionResponse {
             conversion: Some(to_wire(&conversion, false)),
         }))
@@ -490,26 +798,49 @@ impl PinConversionService for Conversions {
             }
             .into());
         }
-        let (form, scan) = self.receive(&mut stream).await?;
+        let mut upload = Upload::begin(self, &p.sub).await?;
+        let (form, scan) = self.receive(&mut stream, &mut upload).await?;
+        let form_read = self.read(wire::ConversionFile::SignedForm, &form).await?;
+        let scan_read = self.read(wire::ConversionFile::IdentityDocument, &scan).await?;
         let on_file = self.on_file(&c.fiscal_code).await?;
-        let form_text = self.form_text(&form).await;
-        let downloaded = sha256_hex(&Self::form_of(&c, on_file.as_ref()));
+        // The form as downloaded, read in-process: the service printed it itself.
+        let printed = Self::form_of(&c, on_file.as_ref());
+        let printed = sportello_platform::probe::probe(&printed, &Default::default()).ok();
+        let printed = pdf_content(printed.as_ref()).map(str::to_owned);
+        let same_pages = |read: Option<&Probed>| {
+            printed.is_some() && pdf_content(read).map(str::to_owned) == printed
+        };
+        let form_evidence = match &form_read {
+            Some(Probed::Pdf { text, .. }) => {
+                SignedForm::Pdf { text, as_downloaded: same_pages(form_read.as_ref()) }
+            }
+            _ => SignedForm::Image,
+        };
         let evidence = Evidence {
             document: &document,
             on_file: on_file.as_ref(),
-            form_text: form_text.as_deref(),
+            form: form_evidence,
             request_number: &c.request_number,
             guardian: c.guardian_fiscal_code.is_some(),
-            form_unchanged: form.digest == downloaded,
-            scan_is_form: form.digest == scan.digest,
+            scan_is_form: form.digest == scan.digest || same_pages(scan_read.as_ref()),
         };
-        let failed: Vec<&'static str> =
-            rules::automatic_checks(&evidence, today()).into_iter().map(|f| f.as_str()).collect();
+        let mut failed = rules::automatic_checks(&evidence, today());
+        if form_read.is_none() || scan_read.is_none() {
+            failed.push(Failed::FileNotRead);
+        }
+        let holder = c.guardian_fiscal_code.as_deref().unwrap_or(&c.fiscal_code);
+        let check = self.registry_check(&document, holder).await;
+        if check == DocumentCheck::Match && !self.start_notice_sent(&c.fiscal_code).await? {
+            failed.push(Failed::NoticePending);
+        }
+        let outcome = rules::outcome(failed, check);
         let uploaded = Uploaded {
+            upload_id: &upload.id,
             document: &document,
             signed_form: (&form.digest, form.kind.mime()),
             scan: (&scan.digest, scan.kind.mime()),
-            failed_checks: &failed,
+            outcome: &outcome,
+            document_check: check,
             guardian: c.guardian_fiscal_code.is_some(),
         };
         if !self.store.record_upload(&c.id, &uploaded).await.map_err(IdentityError::from)? {
@@ -519,6 +850,7 @@ impl PinConversionService for Conversions {
             }
             .into());
         }
+        upload.recorded();
         let c = self.own(&p, &c.id).await?;
         Ok(Response::new(wire::UploadConversionDocumentsResponse {
             conversion: Some(to_wire(&c, false)),
@@ -541,12 +873,19 @@ impl PinConversionService for Conversions {
     ) -> Result<Response<wire::WithdrawPinConversionResponse>, Status> {
         let p = citizen(&request)?;
         let c = self.own(&p, &request.get_ref().request_id).await?;
-        if !self.store.withdraw_conversion(&c.id, &p.sub).await.map_err(IdentityError::from)? {
+        let withdrawn = self.store.withdraw_conversion(&c.id, &p.sub).await;
+        let Some(files) = withdrawn.map_err(IdentityError::from)? else {
             return Err(IdentityError::Precondition {
                 reason: "ALREADY_DECIDED",
                 message: "this request is decided or withdrawn already",
             }
             .into());
+        };
+        // Withdrawn files go at once, unless another request has the same content.
+        for digest in files {
+            if let Err(e) = self.store.delete_if_unreferenced(&digest, self.blobs.as_ref()).await {
+                tracing::warn!(error = %e, "a withdrawn request's file stays for the sweep");
+            }
         }
         let c = self.own(&p, &c.id).await?;
         Ok(Response::new(wire::WithdrawPinConversionResponse {
@@ -577,7 +916,7 @@ impl PinConversionBackOfficeService for Conversions {
         &self,
         request: Request<wire::ListPendingConversionsRequest>,
     ) -> Result<Response<wire::ListPendingConversionsResponse>, Status> {
-        backoffice(&request)?;
+        let staff = backoffice(&request)?;
         let req = request.into_inner();
         let size = match req.page_size {
             n if n <= 0 => 20,
@@ -592,6 +931,18 @@ impl PinConversionBackOfficeService for Conversions {
             }
             _ => String::new(),
         };
+        // The list shows fiscal codes: a staff read on the record, one row per citizen shown.
+        for c in &page {
+            let detail = format!("request {} in the review queue", c.request_number);
+            let entry = crate::store::Entry {
+                operator_id: &staff.sub,
+                action: "ListPendingConversions",
+                fiscal_code: &c.fiscal_code,
+                outcome: "OK",
+                detail: &detail,
+            };
+            self.store.audit(&entry).await.map_err(IdentityError::from)?;
+        }
         Ok(Response::new(wire::ListPendingConversionsResponse {
             conversions: page.iter().map(|c| to_wire(c, true)).collect(),
             next_page_token,
@@ -620,17 +971,15 @@ impl PinConversionBackOfficeService for Conversions {
             }
         };
         let (digest, content_type) = file.ok_or(IdentityError::NotFound("file"))?;
-        // A staff read of a citizen's documents is on the record.
-        let detail = format!("request {} {}", c.request_number, which.as_str_name());
-        let entry = crate::store::Entry {
-            operator_id: &staff.sub,
-            action: "DownloadConversionFile",
-            fiscal_code: &c.fiscal_code,
-            outcome: "OK",
-            detail: &detail,
+        // A staff read of a citizen's documents is on the record, with how it ended.
+        let audit = ReadAudit {
+            store: self.store.clone(),
+            operator: staff.sub.clone(),
+            fiscal_code: c.fiscal_code.clone(),
+            detail: format!("request {} {}", c.request_number, which.as_str_name()),
+            outcome: "FAILED",
         };
-        self.store.audit(&entry).await.map_err(IdentityError::from)?;
-        let stream = chunks(&self.blobs, &digest, move |chunk, first| {
+        let stream = chunks(&self.blobs, &digest, audit, move |chunk, first| {
             wire::DownloadConversionFileResponse {
                 content_type: if first { content_type.clone() } else { String::new() },
                 chunk,

@@ -24,6 +24,12 @@ pub enum IdentityError {
     Forbidden { reason: &'static str, message: &'static str },
     #[error("too busy")]
     Overloaded,
+    /// A file that cannot be read as what it claims to be, or not within the reading budget.
+    #[error("unreadable file")]
+    Unreadable(FieldViolations),
+    /// A per-citizen bound is reached (notices this hour, bytes of uploads in progress).
+    #[error("{message}")]
+    Exhausted { reason: &'static str, message: &'static str },
     /// The request stream itself failed (a message over the size limit, the client gone).
     #[error("request stream: {0}")]
     Stream(Status),
@@ -39,7 +45,8 @@ impl IdentityError {
     /// The gRPC code this error becomes (also what the audit trail records as the outcome).
     pub fn code(&self) -> Code {
         match self {
-            IdentityError::Invalid(_) => Code::InvalidArgument,
+            IdentityError::Invalid(_) | IdentityError::Unreadable(_) => Code::InvalidArgument,
+            IdentityError::Exhausted { .. } => Code::ResourceExhausted,
             IdentityError::BadCredentials => Code::Unauthenticated,
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::Precondition { .. } => Code::FailedPrecondition,
@@ -73,6 +80,12 @@ impl From<IdentityError> for Status {
         let code = err.code();
         match err {
             IdentityError::Invalid(violations) => violations.into_status(),
+            IdentityError::Unreadable(violations) => {
+                violations.into_status_with_reason("DOCUMENT_UNREADABLE", DOMAIN)
+            }
+            IdentityError::Exhausted { reason, message } => {
+                retry_later(code, message, reason, DOMAIN, Duration::from_secs(60))
+            }
             IdentityError::BadCredentials => {
                 with_reason(code, "codice fiscale o PIN non validi", "INVALID_CREDENTIALS", DOMAIN)
             }

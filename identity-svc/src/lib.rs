@@ -114,7 +114,13 @@ pub async fn serve(
             let conversions = conversion::Conversions {
                 store: store.clone(),
                 blobs: std::sync::Arc::new(blobs),
-                limits: config.uploads,
+                prober: config.uploads.prober()?,
+                limits: config.uploads.clone(),
+                registry: sportello_platform::provider::Provider::configured(
+                    &config.document_verification_url,
+                    config.document_verification_timeout,
+                )?,
+                notices_per_hour: config.pins.notices_per_hour,
             };
             if config.demo_register {
                 residents::load_demo(&store).await?;
@@ -142,7 +148,8 @@ pub async fn serve(
                 notifier,
                 rules: config.pins.clone(),
                 decoy,
-                relay: wake,
+                relay: wake.clone(),
+                conversion_hold: config.conversion_hold,
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
             // This instance refuses sessions that any instance ended, as the other services do.

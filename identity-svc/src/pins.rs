@@ -65,9 +65,9 @@ pub fn citizen_action<'a>(
 }
 
 /// Rate-limit kinds (see [`store::take_allowance`]).
-const NOTICES: &str = "NOTICES";
+pub(crate) const NOTICES: &str = "NOTICES";
 const RECOVERY_STARTS: &str = "RECOVERY_STARTS";
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 
 /// Queues `template` (a notice, no secret) to every contact in `contacts`, on the caller's
 /// transaction.
@@ -162,6 +162,8 @@ pub struct Pins {
     /// Tells the outbox relay that a transaction committed messages (it also polls, so a missed
     /// nudge only delays them).
     pub relay: Arc<Notify>,
+    /// How long a granted conversion stays revocable through the contact center.
+    pub conversion_hold: std::time::Duration,
 }
 
 fn today() -> chrono::NaiveDate {

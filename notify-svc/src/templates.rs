@@ -76,6 +76,7 @@ const SPECS: &[Spec] = &[
     spec!("CLAIM_PAYMENT", "A claim's payment was ordered", &[], ANY),
     spec!("DISPOSITIVO_OUTCOME", "Outcome of a conversion to PIN dispositivo", &[], ANY),
     spec!("PIN_DISPOSITIVO_GRANTED", "The citizen's PIN became a PIN dispositivo", &[], ANY),
+    spec!("PIN_DISPOSITIVO_REVOKED", "A PIN dispositivo was taken back on request", &[], ANY),
     spec!(
         "PIN_CONVERSION_IN_REVIEW",
         "A PIN dispositivo request went to the back office",

@@ -101,6 +101,9 @@ pub trait BlobStore: Send + Sync {
     /// Whether blob `digest` is stored (never, for a digest that is not valid).
     fn exists<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, BlobError>>;
 
+    /// Removes blob `digest`, if it is there.
+    fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+
     /// The first `max` bytes of blob `digest` (all of it when shorter), for small checks.
     fn read_prefix<'a>(
         &'a self,
@@ -194,7 +197,14 @@ impl BlobWriter {
     }
 
     /// Stores the blob, durably, once every chunk has been written.
-    pub async fn finish(mut self) -> Result<Stored, BlobError> {
+    pub async fn finish(self) -> Result<Stored, BlobError> {
+        self.seal()?.place().await
+    }
+
+    /// The upload, complete but not yet stored under its name: a caller that must record its
+    /// claim to the name first (so that nothing deletes a file it is about to use) does so
+    /// between `seal` and [`Sealed::place`]. Dropping it discards the bytes.
+    pub fn seal(mut self) -> Result<Sealed, BlobError> {
         let Some(sink) = self.sink.take() else {
             return Err(failed_before());
         };
@@ -202,14 +212,33 @@ impl BlobWriter {
         let Some(kind) = self.kind else {
             return Err(BlobError::UnacceptedType);
         };
-        let digest = hex(&self.hasher.finalize());
-        sink.commit(digest.clone()).await?;
-        Ok(Stored { digest, size: self.size, kind })
+        let digest = hex(&self.hasher.clone().finalize());
+        Ok(Sealed { stored: Stored { digest, size: self.size, kind }, sink })
     }
 
     fn fail(&mut self, e: BlobError) -> BlobError {
         self.sink = None;
         e
+    }
+}
+
+/// A complete upload waiting to be placed under its name.
+pub struct Sealed {
+    pub stored: Stored,
+    sink: Box<dyn BlobSink>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed").field("stored", &self.stored).finish_non_exhaustive()
+    }
+}
+
+impl Sealed {
+    /// Stores the blob durably under its digest (or keeps the copy already there).
+    pub async fn place(self) -> Result<Stored, BlobError> {
+        self.sink.commit(self.stored.digest.clone()).await?;
+        Ok(self.stored)
     }
 }
 
@@ -293,15 +322,6 @@ impl FsBlobs {
         Ok(listed.await.map_err(std::io::Error::other)??)
     }
 
-    /// Removes blob `digest`, if it is there.
-    pub async fn remove(&self, digest: &str) -> Result<(), BlobError> {
-        let path = self.path(digest)?;
-        tokio::task::spawn_blocking(move || remove_if_present(&path))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(())
-    }
-
     fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
@@ -365,6 +385,16 @@ impl BlobStore for FsBlobs {
                 Err(e) if e.kind() == ErrorKind::NotFound => Err(BlobError::NotFound),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            let path = self.path(digest)?;
+            tokio::task::spawn_blocking(move || remove_if_present(&path))
+                .await
+                .map_err(std::io::Error::other)??;
+            Ok(())
         })
     }
 

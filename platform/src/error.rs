@@ -40,9 +40,19 @@ impl FieldViolations {
 
     /// INVALID_ARGUMENT with a `google.rpc.BadRequest` listing every violation.
     pub fn into_status(self) -> Status {
+        self.into_status_with(ErrorDetails::new())
+    }
+
+    /// [`Self::into_status`] with an ErrorInfo too, for a refusal a client must tell apart from
+    /// other bad input (a file that cannot be read, say).
+    pub fn into_status_with_reason(self, reason: &str, domain: &str) -> Status {
+        let info = ErrorDetails::with_error_info(reason, domain, HashMap::<String, String>::new());
+        self.into_status_with(info)
+    }
+
+    fn into_status_with(self, mut details: ErrorDetails) -> Status {
         let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
         let message = format!("invalid request: check {}", fields.join(", "));
-        let mut details = ErrorDetails::new();
         for (field, description) in &self.0 {
             details.add_bad_request_violation(field.clone(), description.clone());
         }

@@ -19,6 +19,8 @@ pub mod mask;
 pub mod metrics;
 pub mod panic_guard;
 pub mod pdf;
+pub mod probe;
+pub mod provider;
 pub mod revocation;
 pub mod server;
 pub mod service_identity;

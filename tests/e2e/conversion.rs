@@ -4,7 +4,6 @@
 
 use crate::auth::active_citizen;
 use crate::helpers::*;
-use identity_svc::conversion::UploadLimits;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::pin_conversion_back_office_service_client::PinConversionBackOfficeServiceClient;
 use sportello_proto::identity::v1::pin_conversion_service_client::PinConversionServiceClient;
@@ -16,18 +15,25 @@ use tonic_types::StatusExt;
 use id::ConversionFile::{IdentityDocument as SCAN, SignedForm as FORM};
 use id::PinConversionStatus as St;
 
-/// A JPEG as far as its first bytes go: a phone's photo of a document.
-fn jpeg(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F'];
-    bytes.resize(len.max(10), 0x42);
+/// A phone's photo of a document: a real JPEG, padded after its end to `len` bytes (what
+/// follows the end of an image is ignored, and the padding makes each photo a file of its own).
+pub fn jpeg(len: usize) -> Vec<u8> {
+    let photo = image::RgbImage::from_fn(240, 200, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    let mut bytes = Vec::new();
+    photo.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg).expect("jpeg");
+    if bytes.len() < len {
+        bytes.resize(len, 0x42);
+    }
     bytes
 }
 
-/// The form as the citizen sends it back signed: the downloaded PDF with the signature added
-/// after it (as a signing tool appends an incremental update).
-fn signed(mut pdf: Vec<u8>) -> Vec<u8> {
-    pdf.extend_from_slice(b"\n% firmato: Anna\n");
-    pdf
+/// The form as the citizen sends it back signed: a PDF of its own (a signing tool's output)
+/// carrying the request number printed on the downloaded one.
+pub fn signed(pdf: Vec<u8>) -> Vec<u8> {
+    use sportello_platform::pdf::{render, Block};
+    let text = sportello_platform::pdf::text_of(&pdf).expect("the downloaded form");
+    let number = text.split_whitespace().find(|w| w.starts_with("DISP.")).expect("a number");
+    render(&[Block::body(format!("Numero di richiesta: {number}")), Block::body("Firmato: Anna")])
 }
 
 fn reason(status: &tonic::Status) -> String {
@@ -165,9 +171,9 @@ fn stored_files(suite: &Suite) -> Vec<std::path::PathBuf> {
 }
 
 #[tokio::test]
-async fn an_ordinary_pin_becomes_dispositivo_at_once_when_the_signed_form_and_a_valid_document_arrive(
-) {
-    let suite = spawn_suite().await;
+async fn an_ordinary_pin_becomes_dispositivo_at_once_when_the_registry_confirms_the_document() {
+    let (registry, _) = fake_authority(|_| ("MATCH", Duration::ZERO)).await;
+    let suite = spawn_suite_with(|c| c.identity.document_verification_url = registry).await;
     let (cf, form, token) = ordinary_citizen(&suite, "Verdi", (1980, 1, 1)).await;
     let conversion = start(&suite, &token).await;
     assert_eq!(conversion.status, St::AwaitingDocuments as i32);
@@ -215,7 +221,13 @@ async fn an_ordinary_pin_becomes_dispositivo_at_once_when_the_signed_form_and_a_
 
 #[tokio::test]
 async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_or_rejects_it() {
-    let suite = spawn_suite().await;
+    let (registry, _) = fake_authority(|_| ("MATCH", Duration::ZERO)).await;
+    let suite = spawn_suite_with(|c| {
+        c.identity.document_verification_url = registry;
+        // Six requests in a row: each start's notice counts against the hour's notices.
+        c.identity.pins.notices_per_hour = 20;
+    })
+    .await;
     let (cf, form, token) = ordinary_citizen(&suite, "Neri", (1975, 6, 15)).await;
     let expired = id::IdentityDocument {
         issued_on: Some(id::Date { year: 2010, month: 1, day: 1 }),
@@ -377,7 +389,7 @@ async fn a_guardians_request_always_goes_to_the_back_office() {
     .expect("uploaded");
     assert_eq!(
         (queued.status, queued.failed_checks),
-        (St::InReview as i32, vec!["GUARDIANSHIP".to_owned()])
+        (St::InReview as i32, vec!["GUARDIANSHIP".to_owned(), "DOCUMENT_NOT_VERIFIED".to_owned()])
     );
     assert!(!queued.guardian_fiscal_code.is_empty());
     suite.db.outbox_relayed().await;
@@ -387,8 +399,11 @@ async fn a_guardians_request_always_goes_to_the_back_office() {
 
 #[tokio::test]
 async fn uploads_over_the_limits_of_another_type_or_cut_off_leave_nothing_behind() {
-    let limits = UploadLimits { max_file_bytes: 100_000, max_total_bytes: 150_000 };
-    let suite = spawn_suite_with(|c| c.identity.uploads = limits).await;
+    let suite = spawn_suite_with(|c| {
+        c.identity.uploads.max_file_bytes = 100_000;
+        c.identity.uploads.max_total_bytes = 150_000;
+    })
+    .await;
     let (_, form, token) = ordinary_citizen(&suite, "Costa", (1990, 2, 2)).await;
     let conversion = start(&suite, &token).await;
     let pdf = form_pdf(&suite, &token, &conversion.request_id).await.expect("form");

@@ -78,10 +78,11 @@ impl TestDb {
     /// Puts the citizens of these forms on identity's register of residents, living where each
     /// form says, straight into its database (identity must have migrated it): for tests that
     /// run identity without a gateway or a back-office account.
-    pub async fn register_residents(&self, forms: &[id::RequestPinRequest]) {
+    /// identity-svc's store on this database, beside the running service.
+    pub async fn identity_store(&self) -> identity_svc::store::Store {
         let postgres = self.is_postgres();
         let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if postgres {
@@ -95,8 +96,11 @@ impl TestDb {
             .await
             .expect("identity pool");
         let backend = sportello_platform::db::Backend::of(&self.url("identity"));
-        let db = sportello_platform::db::Database { pool, backend };
-        let store = identity_svc::store::Store::new(db);
+        identity_svc::store::Store::new(sportello_platform::db::Database { pool, backend })
+    }
+
+    pub async fn register_residents(&self, forms: &[id::RequestPinRequest]) {
+        let store = self.identity_store().await;
         let records: Vec<_> =
             forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f)).collect();
         let mut import = identity_svc::residents::Import::new(&store);
@@ -203,6 +207,8 @@ impl Configs {
         identity.notify_url = url(notify_addr);
         // As `sportello up` does: the demo register lists Mario Rossi, whom most tests use.
         identity.demo_register = true;
+        // Uploaded files are read by the suite's own binary, as a limited child process.
+        identity.uploads.reader = Some(env!("CARGO_BIN_EXE_sportello").into());
         let mut claims = claims_svc::Config {
             server: server_settings(),
             store: store_settings(db, "claims"),
@@ -799,4 +805,61 @@ fn plain_text_part(eml: &str) -> String {
     } else {
         body.to_owned()
     }
+}
+
+/// What a fake authority (the document registry, the bank's check) was asked, in order.
+pub type Questions = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A fake authority over real HTTP on 127.0.0.1: each JSON question gets `answer(question)`'s
+/// verdict (MATCH, NO_MATCH, UNKNOWN) after its delay. Its URL, and what it was asked.
+pub async fn fake_authority(
+    answer: impl Fn(&serde_json::Value) -> (&'static str, Duration) + Send + Sync + 'static,
+) -> (String, Questions) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let asked = Questions::default();
+    let (log, answer) = (asked.clone(), std::sync::Arc::new(answer));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (log, answer) = (log.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then Content-Length bytes of JSON.
+                let body = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break body.to_owned();
+                        }
+                    }
+                };
+                let question: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let (verdict, delay) = answer(&question);
+                log.lock().expect("lock").push(question);
+                tokio::time::sleep(delay).await;
+                let json = format!("{{\"result\":\"{verdict}\"}}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                    json.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1/documents/verify"), asked)
 }

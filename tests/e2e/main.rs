@@ -11,6 +11,7 @@ mod cns;
 mod collector;
 mod contact_center;
 mod conversion;
+mod conversion_trust;
 mod delivery;
 mod error_details;
 mod gateway_contract;

@@ -13,6 +13,8 @@ pub enum Status {
     Approved,
     Rejected,
     Withdrawn,
+    /// Granted, then revoked within the hold at the citizen's request.
+    Revoked,
 }
 
 impl Status {
@@ -23,6 +25,7 @@ impl Status {
             Status::Approved => "APPROVED",
             Status::Rejected => "REJECTED",
             Status::Withdrawn => "WITHDRAWN",
+            Status::Revoked => "REVOKED",
         }
     }
 
@@ -33,6 +36,7 @@ impl Status {
             Status::Approved,
             Status::Rejected,
             Status::Withdrawn,
+            Status::Revoked,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -52,6 +56,23 @@ pub enum DocumentType {
 }
 
 impl DocumentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentType::CartaIdentita => "CARTA_IDENTITA",
+            DocumentType::Patente => "PATENTE",
+            DocumentType::Passaporto => "PASSAPORTO",
+        }
+    }
+
+    /// The longest validity the type can have: ten years for each, and a carta d'identità runs
+    /// on to the holder's next birthday (so up to a year more); a day's slack for leap years.
+    fn longest_validity(self) -> chrono::Months {
+        match self {
+            DocumentType::CartaIdentita => chrono::Months::new(12 * 11),
+            DocumentType::Patente | DocumentType::Passaporto => chrono::Months::new(12 * 10),
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             DocumentType::CartaIdentita => "carta d'identità",
@@ -94,19 +115,28 @@ pub struct OnFile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failed {
     DocumentExpired,
-    /// Issued after today, or expiring before it was issued.
+    /// Issued after today or before the holder was born, expiring before it was issued, or valid
+    /// for longer than its type can be.
     DocumentDatesInconsistent,
     HolderMismatch,
     /// The citizen is not on the register, so there is nothing to compare the document with.
     HolderNotOnFile,
     /// The signed form does not carry the request's number (or cannot be read: a scan).
     RequestNumberMissing,
-    /// The "signed" form is the very file that was downloaded: nobody signed it.
+    /// The "signed" form has the very pages that were downloaded: nobody signed it.
     FormNotSigned,
-    /// The document's scan is the same file as the form.
+    /// The document's scan is the form.
     ScanIsTheForm,
     /// Requests for a minor or a person under guardianship are always looked at by a person.
     Guardianship,
+    /// The identity-document registry did not confirm the document (it did not know it, did not
+    /// answer, or none is configured): only an authority's MATCH makes a conversion instant.
+    DocumentNotVerified,
+    /// The notice of the request had not left for the citizen's contacts yet: the grant must
+    /// never reach them first.
+    NoticePending,
+    /// The service could not read a file (its reader did not run): a person looks at it.
+    FileNotRead,
 }
 
 impl Failed {
@@ -120,40 +150,57 @@ impl Failed {
             Failed::FormNotSigned => "FORM_NOT_SIGNED",
             Failed::ScanIsTheForm => "SCAN_IS_THE_FORM",
             Failed::Guardianship => "GUARDIANSHIP",
+            Failed::DocumentNotVerified => "DOCUMENT_NOT_VERIFIED",
+            Failed::NoticePending => "NOTICE_PENDING",
+            Failed::FileNotRead => "FILE_NOT_READ",
         }
     }
 }
 
-/// Names compared as people write them: case, accents' apostrophes and spacing aside.
+/// Names compared as the register compares them: "Nicolò D'Amico" = "NICOLO' D'AMICO".
 fn same_name(a: &str, b: &str) -> bool {
-    let norm = |s: &str| -> String {
-        s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
-    };
-    norm(a) == norm(b)
+    super::residents::fold_name(a) == super::residents::fold_name(b)
+}
+
+/// What the signed form turned out to be once read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignedForm<'a> {
+    /// A PDF: its text, and whether its pages are those of the form as downloaded (however its
+    /// bytes differ).
+    Pdf { text: &'a str, as_downloaded: bool },
+    /// A scan or a photograph of the printed, signed form.
+    Image,
 }
 
 /// What a request's files and document are checked for, all at once.
 pub struct Evidence<'a> {
     pub document: &'a Document,
     pub on_file: Option<&'a OnFile>,
-    /// The signed form's text when it is a PDF with text; `None` for a scan.
-    pub form_text: Option<&'a str>,
+    pub form: SignedForm<'a>,
     pub request_number: &'a str,
     pub guardian: bool,
-    /// The signed form is byte for byte the form as it was downloaded.
-    pub form_unchanged: bool,
-    /// The scan and the signed form are the same file.
+    /// The scan is the form: the same file, or a PDF with the form's pages.
     pub scan_is_form: bool,
 }
 
-/// The checks that failed, in a fixed order; empty means the conversion is instant.
+/// Whether the document's dates are possible for its type and holder on `today`.
+fn dates_consistent(d: &Document, today: NaiveDate) -> bool {
+    let longest = d.issued_on.checked_add_months(d.kind.longest_validity());
+    d.issued_on <= today
+        && d.issued_on > d.holder_birth_date
+        && d.expires_on >= d.issued_on
+        && longest.is_some_and(|l| d.expires_on <= l + chrono::Days::new(1))
+}
+
+/// The checks that failed, in a fixed order; empty means nothing stands in the way (the
+/// registry's confirmation aside: see [`outcome`]).
 pub fn automatic_checks(e: &Evidence<'_>, today: NaiveDate) -> Vec<Failed> {
     let mut failed = Vec::new();
     let d = e.document;
     if d.expires_on < today {
         failed.push(Failed::DocumentExpired);
     }
-    if d.issued_on > today || d.expires_on < d.issued_on {
+    if !dates_consistent(d, today) {
         failed.push(Failed::DocumentDatesInconsistent);
     }
     // A guardian's document names the guardian, not the citizen on file.
@@ -170,14 +217,18 @@ pub fn automatic_checks(e: &Evidence<'_>, today: NaiveDate) -> Vec<Failed> {
             }
         }
     }
-    let number_on_form = e.form_text.is_some_and(|t| {
+    let (text, as_downloaded) = match e.form {
+        SignedForm::Pdf { text, as_downloaded } => (Some(text), as_downloaded),
+        SignedForm::Image => (None, false),
+    };
+    let number_on_form = text.is_some_and(|t| {
         let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
         compact.contains(e.request_number)
     });
     if !number_on_form {
         failed.push(Failed::RequestNumberMissing);
     }
-    if e.form_unchanged {
+    if as_downloaded {
         failed.push(Failed::FormNotSigned);
     }
     if e.scan_is_form {
@@ -187,6 +238,60 @@ pub fn automatic_checks(e: &Evidence<'_>, today: NaiveDate) -> Vec<Failed> {
         failed.push(Failed::Guardianship);
     }
     failed
+}
+
+/// What the identity-document registry said of the document and its holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocumentCheck {
+    Match,
+    NoMatch,
+    Unknown,
+    /// No answer in time, or no registry configured.
+    Unavailable,
+}
+
+impl DocumentCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentCheck::Match => "MATCH",
+            DocumentCheck::NoMatch => "NO_MATCH",
+            DocumentCheck::Unknown => "UNKNOWN",
+            DocumentCheck::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// Where an upload goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed and the registry confirmed the document: the PIN is dispositivo now.
+    Instant,
+    /// A person decides; these checks failed.
+    Review(Vec<Failed>),
+    /// The registry says the document is not the holder's (or does not exist).
+    Reject,
+}
+
+/// The reason a rejection by the registry gives the citizen.
+pub const NOT_CONFIRMED: &str = "Il documento indicato non risulta all'archivio dei documenti \
+    d'identità per questo titolare. Se è un errore, rivolgiti a una sede INPS con il documento.";
+
+/// The decision on an upload: instant only on the registry's MATCH with nothing else failing.
+pub fn outcome(mut failed: Vec<Failed>, check: DocumentCheck) -> Outcome {
+    match check {
+        DocumentCheck::NoMatch => Outcome::Reject,
+        DocumentCheck::Match if failed.is_empty() => Outcome::Instant,
+        DocumentCheck::Match => Outcome::Review(failed),
+        DocumentCheck::Unknown | DocumentCheck::Unavailable => {
+            failed.push(Failed::DocumentNotVerified);
+            Outcome::Review(failed)
+        }
+    }
+}
+
+/// Whether someone born on `birth_date` is under 18 on `on`.
+pub fn is_minor(birth_date: NaiveDate, on: NaiveDate) -> bool {
+    birth_date.checked_add_months(chrono::Months::new(12 * 18)).is_some_and(|adult| on < adult)
 }
 
 /// `DISP.<year>.<7 digits>`, as printed on the form.
@@ -270,13 +375,16 @@ mod tests {
         form: Option<&str>,
         guardian: bool,
     ) -> Vec<Failed> {
+        let form = match form {
+            Some(text) => SignedForm::Pdf { text, as_downloaded: false },
+            None => SignedForm::Image,
+        };
         let e = Evidence {
             document,
             on_file,
-            form_text: form,
+            form,
             request_number: "DISP.2020.0000042",
             guardian,
-            form_unchanged: false,
             scan_is_form: false,
         };
         automatic_checks(&e, day(2020, 4, 1))
@@ -334,20 +442,80 @@ mod tests {
     #[test]
     fn the_form_sent_back_unsigned_or_twice_is_no_signed_form() {
         let (doc, rossi) = (document(), rossi());
-        let check = |form_unchanged, scan_is_form| {
+        let check = |as_downloaded, scan_is_form| {
             let e = Evidence {
                 document: &doc,
                 on_file: Some(&rossi),
-                form_text: Some(FORM),
+                form: SignedForm::Pdf { text: FORM, as_downloaded },
                 request_number: "DISP.2020.0000042",
                 guardian: false,
-                form_unchanged,
                 scan_is_form,
             };
             automatic_checks(&e, day(2020, 4, 1))
         };
         assert_eq!(check(true, false), [Failed::FormNotSigned]);
         assert_eq!(check(false, true), [Failed::ScanIsTheForm]);
+    }
+
+    #[test]
+    fn a_document_issued_before_its_holder_was_born_or_valid_too_long_is_inconsistent() {
+        let mut d = document();
+        d.issued_on = day(1979, 1, 1);
+        assert_eq!(
+            checks(&d, Some(&rossi()), Some(FORM), false),
+            [Failed::DocumentDatesInconsistent]
+        );
+        let mut d = document();
+        d.kind = DocumentType::Passaporto;
+        d.issued_on = day(2018, 5, 2);
+        d.expires_on = day(2028, 5, 2);
+        assert_eq!(checks(&d, Some(&rossi()), Some(FORM), false), []);
+        d.expires_on = day(2029, 5, 2);
+        assert_eq!(
+            checks(&d, Some(&rossi()), Some(FORM), false),
+            [Failed::DocumentDatesInconsistent]
+        );
+        // A carta d'identità runs on to the birthday after ten years.
+        d.kind = DocumentType::CartaIdentita;
+        assert_eq!(checks(&d, Some(&rossi()), Some(FORM), false), []);
+        d.expires_on = day(2035, 1, 1);
+        assert_eq!(
+            checks(&d, Some(&rossi()), Some(FORM), false),
+            [Failed::DocumentDatesInconsistent]
+        );
+    }
+
+    #[test]
+    fn holder_names_are_folded_as_the_register_folds_them() {
+        let on_file = OnFile {
+            surname: "D'AMICO".into(),
+            given_name: "NICOLO'".into(),
+            birth_date: day(1980, 1, 1),
+        };
+        let mut d = document();
+        d.holder_surname = "D'Amico".into();
+        d.holder_given_name = "Nicolò".into();
+        assert_eq!(checks(&d, Some(&on_file), Some(FORM), false), []);
+    }
+
+    #[test]
+    fn only_the_registrys_match_with_every_check_passed_is_instant() {
+        assert_eq!(outcome(vec![], DocumentCheck::Match), Outcome::Instant);
+        assert_eq!(outcome(vec![], DocumentCheck::NoMatch), Outcome::Reject);
+        assert_eq!(outcome(vec![Failed::HolderMismatch], DocumentCheck::NoMatch), Outcome::Reject);
+        assert_eq!(
+            outcome(vec![Failed::FormNotSigned], DocumentCheck::Match),
+            Outcome::Review(vec![Failed::FormNotSigned])
+        );
+        for unsure in [DocumentCheck::Unknown, DocumentCheck::Unavailable] {
+            assert_eq!(outcome(vec![], unsure), Outcome::Review(vec![Failed::DocumentNotVerified]));
+        }
+    }
+
+    #[test]
+    fn a_citizen_is_a_minor_until_the_eighteenth_birthday() {
+        assert!(is_minor(day(2002, 4, 2), day(2020, 4, 1)));
+        assert!(!is_minor(day(2002, 4, 1), day(2020, 4, 1)));
     }
 
     #[test]

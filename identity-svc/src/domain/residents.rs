@@ -147,7 +147,7 @@ fn same_person(registered: &PersonalData, given: &PersonalData) -> bool {
 }
 
 /// Upper-case ASCII letters only: accents stripped, spaces, apostrophes and hyphens dropped.
-fn fold_name(name: &str) -> String {
+pub(crate) fn fold_name(name: &str) -> String {
     name.chars()
         .map(|c| belfiore::strip_accent(c).to_ascii_uppercase())
         .filter(char::is_ascii_uppercase)

@@ -3,7 +3,9 @@
 
 use super::audit::{audit, Entry};
 use super::Store;
-use crate::domain::conversion::{request_number, Document, Status};
+use crate::domain::conversion::{
+    request_number, Document, DocumentCheck, Outcome, Status, NOT_CONFIRMED,
+};
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -25,11 +27,13 @@ pub struct Conversion {
     pub requested_at: i64,
     pub uploaded_at: Option<i64>,
     pub decided_at: Option<i64>,
+    /// What the identity-document registry said (MATCH, NO_MATCH, UNKNOWN, UNAVAILABLE).
+    pub document_check: Option<String>,
 }
 
 const COLUMNS: &str = "id, request_number, fiscal_code, guardian_fiscal_code, status, document, \
     signed_form_blob, signed_form_type, document_blob, document_type, failed_checks, \
-    rejection_reason, requested_at, uploaded_at, decided_at";
+    rejection_reason, requested_at, uploaded_at, decided_at, document_check";
 
 fn conversion(row: &AnyRow) -> Result<Conversion, sqlx::Error> {
     let corrupt = |what: &str| sqlx::Error::Decode(format!("pin_conversions: bad {what}").into());
@@ -63,17 +67,30 @@ fn conversion(row: &AnyRow) -> Result<Conversion, sqlx::Error> {
         requested_at: row.try_get("requested_at")?,
         uploaded_at: row.try_get("uploaded_at")?,
         decided_at: row.try_get("decided_at")?,
+        document_check: row.try_get("document_check")?,
     })
 }
 
 /// What the documents' upload found.
 pub struct Uploaded<'a> {
+    /// The upload in progress whose files the request now names.
+    pub upload_id: &'a str,
     pub document: &'a Document,
     pub signed_form: (&'a str, &'a str),
     pub scan: (&'a str, &'a str),
-    pub failed_checks: &'a [&'static str],
+    pub outcome: &'a Outcome,
+    pub document_check: DocumentCheck,
     /// A guardian asks: the notice says such requests always go to a person.
     pub guardian: bool,
+}
+
+/// What opening a request came to.
+#[derive(Debug)]
+pub enum Opened {
+    Opened(Box<Conversion>),
+    AlreadyOpen,
+    /// The citizen's notices of this hour are used up: no request opens without its notice.
+    NoticesUsedUp,
 }
 
 /// A decision: by whom (the back office, or `None` for the automatic checks), and the reason of
@@ -105,7 +122,8 @@ impl Store {
         fiscal_code: &str,
         guardian: Option<&str>,
         year: i32,
-    ) -> Result<Option<Conversion>, sqlx::Error> {
+        notices_per_hour: u32,
+    ) -> Result<Opened, sqlx::Error> {
         // Writes first, so that SQLite takes the write lock before anything is read; the
         // one-open-request index refuses a second open request, also a concurrent one.
         let mut tx = self.begin().await?;
@@ -131,11 +149,18 @@ impl Store {
         .await;
         match inserted {
             Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
-                return Ok(None)
+                return Ok(Opened::AlreadyOpen)
             }
             other => other?,
         };
-        // Told at once: a PIN dispositivo asked for by someone else is a stolen PIN.
+        // Told at once, before any decision: a PIN dispositivo asked for by someone else is a
+        // stolen PIN. The notice counts against the citizen's notices of the hour, so that
+        // opening and withdrawing in a loop cannot flood their phone and mailbox.
+        let max = i64::from(notices_per_hour);
+        let allowed = crate::pins::NOTICES;
+        if !super::take_allowance(&mut tx, fiscal_code, allowed, max, crate::pins::HOUR_MS).await? {
+            return Ok(Opened::NoticesUsedUp);
+        }
         notify_citizen(&mut tx, fiscal_code, "PIN_CONVERSION_STARTED").await?;
         let detail = format!("request {}", request_number(year, n));
         let entry = Entry {
@@ -147,7 +172,22 @@ impl Store {
         };
         audit(&mut tx, &entry).await?;
         tx.commit().await?;
-        self.conversion(&id).await
+        match self.conversion(&id).await? {
+            Some(c) => Ok(Opened::Opened(Box::new(c))),
+            None => Err(sqlx::Error::RowNotFound),
+        }
+    }
+
+    /// Whether the notice of `fiscal_code`'s conversion request is still in the outbox.
+    pub async fn start_notice_pending(&self, fiscal_code: &str) -> Result<bool, sqlx::Error> {
+        let pending: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM outbox WHERE fiscal_code = $1 AND template = 'PIN_CONVERSION_STARTED' \
+             AND done_at IS NULL LIMIT 1",
+        )
+        .bind(fiscal_code)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(pending.is_some())
     }
 
     pub async fn conversion(&self, id: &str) -> Result<Option<Conversion>, sqlx::Error> {
@@ -194,48 +234,68 @@ impl Store {
         rows.iter().map(conversion).collect()
     }
 
-    /// Records the upload of request `id` (still awaiting its documents) and, when no check
-    /// failed, approves it at once; false when the request was no longer awaiting documents.
+    /// Records the upload of request `id` (still awaiting its documents) and its outcome: the
+    /// request names the upload's files from now on, and the upload ends. False when the request
+    /// was no longer awaiting documents.
     pub async fn record_upload(&self, id: &str, u: &Uploaded<'_>) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin().await?;
         let document =
             serde_json::to_string(u.document).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        let instant = u.failed_checks.is_empty();
         let now = now_millis();
+        let (status, failed, reason) = match u.outcome {
+            Outcome::Instant => (Status::Approved, String::new(), ""),
+            Outcome::Reject => (Status::Rejected, String::new(), NOT_CONFIRMED),
+            Outcome::Review(failed) => {
+                let names: Vec<&str> = failed.iter().map(|f| f.as_str()).collect();
+                (Status::InReview, names.join(","), "")
+            }
+        };
         let fiscal_code: Option<String> = sqlx::query_scalar(
             "UPDATE pin_conversions SET status = $2, document = $3, signed_form_blob = $4, \
              signed_form_type = $5, document_blob = $6, document_type = $7, failed_checks = $8, \
-             uploaded_at = $9, decided_at = $10 \
+             uploaded_at = $9, decided_at = $10, rejection_reason = $11, document_check = $12 \
              WHERE id = $1 AND status = 'AWAITING_DOCUMENTS' RETURNING fiscal_code",
         )
         .bind(id)
-        .bind(if instant { Status::Approved } else { Status::InReview }.as_str())
+        .bind(status.as_str())
         .bind(document)
         .bind(u.signed_form.0)
         .bind(u.signed_form.1)
         .bind(u.scan.0)
         .bind(u.scan.1)
-        .bind(u.failed_checks.join(","))
+        .bind(&failed)
         .bind(now)
-        .bind(instant.then_some(now))
+        .bind((status != Status::InReview).then_some(now))
+        .bind(reason)
+        .bind(u.document_check.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cf) = fiscal_code else { return Ok(false) };
-        let (template, detail) = if instant {
-            set_dispositive(&mut tx, &cf).await?;
-            ("PIN_DISPOSITIVO_GRANTED", "instant: every check passed".to_owned())
-        } else {
-            (
+        // The request names the files now; the upload that claimed them is over.
+        sqlx::query("DELETE FROM conversion_uploads WHERE id = $1")
+            .bind(u.upload_id)
+            .execute(&mut *tx)
+            .await?;
+        let (template, detail) = match u.outcome {
+            Outcome::Instant => {
+                set_level(&mut tx, &cf, "DISPOSITIVE").await?;
+                ("PIN_DISPOSITIVO_GRANTED", "instant: the registry confirmed the document".into())
+            }
+            Outcome::Reject => {
+                ("PIN_CONVERSION_REJECTED", "rejected: the registry does not confirm it".into())
+            }
+            Outcome::Review(_) => (
                 if u.guardian {
                     "PIN_CONVERSION_GUARDIAN_REVIEW"
                 } else {
                     "PIN_CONVERSION_IN_REVIEW"
                 },
-                format!("to the back office: {}", u.failed_checks.join(", ")),
-            )
+                format!("to the back office: {}", failed.replace(',', ", ")),
+            ),
         };
         notify_citizen(&mut tx, &cf, template).await?;
-        let detail = format!("{}; {detail}", u.document.describe());
+        let detail =
+            format!("{}; registry {}; {detail}", u.document.describe(), u.document_check.as_str());
         let entry = Entry {
             operator_id: &cf,
             action: "UploadConversionDocuments",
@@ -265,7 +325,7 @@ impl Store {
         .await?;
         let Some(cf) = fiscal_code else { return Ok(false) };
         let (action, template) = if d.approve {
-            set_dispositive(&mut tx, &cf).await?;
+            set_level(&mut tx, &cf, "DISPOSITIVE").await?;
             ("ApproveConversion", "PIN_DISPOSITIVO_GRANTED")
         } else {
             ("RejectConversion", "PIN_CONVERSION_REJECTED")
@@ -287,49 +347,34 @@ impl Store {
         Ok(true)
     }
 
-    /// Those of `digests` that some request refers to.
-    pub async fn referenced_blobs(
-        &self,
-        digests: &[String],
-    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-        let mut found = std::collections::HashSet::new();
-        for chunk in digests.chunks(500) {
-            let list = sportello_platform::db::numbered(1, chunk.len());
-            let sql = format!(
-                "SELECT signed_form_blob, document_blob FROM pin_conversions \
-                 WHERE signed_form_blob IN ({list}) OR document_blob IN ({list})"
-            );
-            let mut query = sqlx::query(&sql);
-            for d in chunk {
-                query = query.bind(d);
-            }
-            for row in query.fetch_all(&self.db.pool).await? {
-                found.extend(row.try_get::<Option<String>, _>("signed_form_blob")?);
-                found.extend(row.try_get::<Option<String>, _>("document_blob")?);
-            }
-        }
-        Ok(found)
-    }
-
-    /// The citizen's withdrawal of their open request; false when it was not open.
+    /// The citizen's withdrawal of their open request; `None` when it was not open, else the
+    /// files it named, which it names no more.
     pub async fn withdraw_conversion(
         &self,
         id: &str,
         fiscal_code: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Option<Vec<String>>, sqlx::Error> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE pin_conversions SET status = 'WITHDRAWN', decided_at = $3 WHERE id = $1 \
-             AND fiscal_code = $2 AND status IN ('AWAITING_DOCUMENTS', 'IN_REVIEW')",
+        // A write first (SQLite's lock, PostgreSQL's row lock), returning the files it names.
+        let files: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "UPDATE pin_conversions SET status = status WHERE id = $1 AND fiscal_code = $2 \
+             AND status IN ('AWAITING_DOCUMENTS', 'IN_REVIEW') \
+             RETURNING signed_form_blob, document_blob",
         )
         .bind(id)
         .bind(fiscal_code)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((form, scan)) = files else { return Ok(None) };
+        sqlx::query(
+            "UPDATE pin_conversions SET status = 'WITHDRAWN', decided_at = $2, \
+             signed_form_blob = NULL, signed_form_type = NULL, document_blob = NULL, \
+             document_type = NULL WHERE id = $1",
+        )
+        .bind(id)
         .bind(now_millis())
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
         let detail = format!("request {id}");
         let entry = Entry {
             operator_id: fiscal_code,
@@ -340,20 +385,89 @@ impl Store {
         };
         audit(&mut tx, &entry).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some([form, scan].into_iter().flatten().collect()))
+    }
+
+    /// Revokes, at the citizen's request through the contact center, the conversion granted at or
+    /// after `since` (the hold): the PIN is ordinary again and its dispositive sessions end, with
+    /// the notice and the audit row, in one transaction. The revoked request, or `None` when no
+    /// conversion was granted within the hold.
+    pub async fn revoke_conversion(
+        &self,
+        fiscal_code: &str,
+        operator: &str,
+        reason: &str,
+        since: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let now = now_millis();
+        let revoked: Option<String> = sqlx::query_scalar(
+            "UPDATE pin_conversions SET status = 'REVOKED', revoked_at = $3, revoked_by = $4, \
+             rejection_reason = $5 WHERE fiscal_code = $1 AND status = 'APPROVED' \
+             AND decided_at >= $2 RETURNING request_number",
+        )
+        .bind(fiscal_code)
+        .bind(since)
+        .bind(now)
+        .bind(operator)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(number) = revoked else { return Ok(None) };
+        set_level(&mut tx, fiscal_code, "ORDINARY").await?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $2 WHERE subject = $1 AND revoked_at IS NULL \
+             AND level = 'DISPOSITIVE' AND amr = 'pin'",
+        )
+        .bind(fiscal_code)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        notify_citizen(&mut tx, fiscal_code, "PIN_DISPOSITIVO_REVOKED").await?;
+        let detail = format!("request {number}: {reason}");
+        let entry = Entry {
+            operator_id: operator,
+            action: "RevokeConversion",
+            fiscal_code,
+            outcome: "OK",
+            detail: &detail,
+        };
+        audit(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(Some(number))
     }
 }
 
-async fn set_dispositive(
+/// The PIN is ordinary again and no conversion request stays open, on the caller's transaction:
+/// the dispositive level belongs to the PIN, so a revoked, restored or new PIN starts ordinary,
+/// and a request made under the old PIN must not convert the new one.
+pub async fn reset_level(
     conn: &mut sqlx::AnyConnection,
     fiscal_code: &str,
 ) -> Result<(), sqlx::Error> {
+    set_level(&mut *conn, fiscal_code, "ORDINARY").await?;
     sqlx::query(
-        "UPDATE citizens SET pin_level = 'DISPOSITIVE', updated_at = $2 WHERE fiscal_code = $1",
+        "UPDATE pin_conversions SET status = 'WITHDRAWN', decided_at = $2, \
+         rejection_reason = 'PIN changed' WHERE fiscal_code = $1 \
+         AND status IN ('AWAITING_DOCUMENTS', 'IN_REVIEW')",
     )
     .bind(fiscal_code)
     .bind(now_millis())
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+async fn set_level(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    level: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE citizens SET pin_level = $2, updated_at = $3 WHERE fiscal_code = $1")
+        .bind(fiscal_code)
+        .bind(level)
+        .bind(now_millis())
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -193,9 +193,13 @@ pub async fn claim_initial_pin(
     .bind(simplified.as_phc())
     .bind(contacts_json(contacts))
     .bind(now_millis())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let issued = done.rows_affected() == 1;
+    if issued {
+        super::reset_level(conn, fiscal_code).await?;
+    }
+    Ok(issued)
 }
 
 /// Replaces the contacts on file.
@@ -244,7 +248,11 @@ pub async fn revoke(
 ) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE citizens SET pin_state = 'REVOKED', simplified_hash = NULL, \
                state_reason = $2, updated_at = $3 WHERE fiscal_code = $1 AND pin_state <> 'REVOKED'";
-    with_reason(conn, sql, fiscal_code, reason).await
+    let revoked = with_reason(&mut *conn, sql, fiscal_code, reason).await?;
+    if revoked {
+        super::reset_level(conn, fiscal_code).await?;
+    }
+    Ok(revoked)
 }
 
 /// Unlocks a locked PIN; false when it was not locked.
@@ -286,7 +294,11 @@ pub async fn restore_pin(
     .bind(fiscal_code)
     .bind(pin.as_phc())
     .bind(now_millis())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let restored = done.rows_affected() == 1;
+    if restored {
+        super::reset_level(conn, fiscal_code).await?;
+    }
+    Ok(restored)
 }

@@ -14,9 +14,10 @@ mod requests;
 mod residents;
 mod sessions;
 mod staff;
+mod uploads;
 
 pub use audit::{audit, AuditEvent, Entry, Trail};
-pub use conversions::{Conversion, Decision, Uploaded};
+pub use conversions::{reset_level, Conversion, Decision, Opened, Uploaded};
 pub use credentials::{
     claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock,
     Account, Credential, PinStage,
@@ -27,6 +28,7 @@ pub use requests::{record_request, validate_request, NewRequest, Outcome, Reques
 pub use residents::{issue_validated, note_register_check, HeldRequest, Written, BATCH_ROWS};
 pub use sessions::{end_sessions_of, SessionRow};
 pub use staff::StaffRow;
+pub use uploads::Slot;
 
 use sportello_platform::db::Database;
 
