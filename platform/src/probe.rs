@@ -160,7 +160,7 @@ fn probe_pdf(bytes: &[u8], budget: &Budget) -> Result<Probed, Unreadable> {
     let mut hasher = Sha256::new();
     let mut left = limit;
     let mut has_images = false;
-    for (_, page) in &pages {
+    for page in pages.values() {
         let content = doc.get_page_content_with_limit(*page, left).map_err(bad)?;
         left -= content.len().min(left);
         hasher.update(&content);

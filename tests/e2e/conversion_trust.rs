@@ -231,6 +231,7 @@ async fn the_registry_decides_match_converts_no_match_rejects_unknown_or_silence
         if status == St::Approved {
             // Every notice of the request had left for the citizen before the grant was written.
             suite.db.outbox_relayed().await;
+            let outbox = suite.db.table("identity", "outbox");
             let before = suite
                 .db
                 .count(
@@ -238,8 +239,8 @@ async fn the_registry_decides_match_converts_no_match_rejects_unknown_or_silence
                     "outbox",
                     &format!(
                         "fiscal_code = '{cf}' AND template = 'PIN_CONVERSION_STARTED' AND \
-                         done_at <= (SELECT MIN(created_at) FROM outbox o WHERE o.fiscal_code = \
-                         '{cf}' AND o.template = 'PIN_DISPOSITIVO_GRANTED')"
+                         done_at <= (SELECT MIN(created_at) FROM {outbox} o WHERE \
+                         o.fiscal_code = '{cf}' AND o.template = 'PIN_DISPOSITIVO_GRANTED')"
                     ),
                 )
                 .await;
