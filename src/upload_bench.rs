@@ -24,10 +24,17 @@ fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(request)
 }
 
-/// A JPEG as far as its first bytes go, `len` bytes long.
+/// A photo of a document: a real JPEG (identity-svc decodes it), padded after its end to `len`
+/// bytes, as a camera's metadata and thumbnails would make it.
 fn scan(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F'];
-    bytes.resize(len.max(10), 0x5A);
+    let photo = image::RgbImage::from_fn(1600, 1000, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    let mut bytes = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .expect("a JPEG encodes in memory");
+    if bytes.len() < len {
+        bytes.resize(len, 0x5A);
+    }
     bytes
 }
 
@@ -57,12 +64,19 @@ async fn convert(
         .context("no conversion")?;
     let download = id::DownloadConversionFormRequest { request_id: started.request_id.clone() };
     let mut stream = client.download_conversion_form(bearer(token, download)?).await?.into_inner();
-    let mut signed = Vec::new();
+    let mut downloaded = Vec::new();
     while let Some(chunk) = stream.message().await? {
-        signed.extend(chunk.chunk);
+        downloaded.extend(chunk.chunk);
     }
-    // Signed, as a signing tool would: an addition after the downloaded document.
-    signed.extend_from_slice(b"\n% firmato\n");
+    drop(downloaded);
+    // Signed, as a signing tool would write it: a PDF of its own with the request number.
+    let signed = sportello_platform::pdf::render(&[
+        sportello_platform::pdf::Block::body(format!(
+            "Numero di richiesta: {}",
+            started.request_number
+        )),
+        sportello_platform::pdf::Block::body("Firmato"),
+    ]);
     let person = form.personal_data.clone().context("personal data")?;
     let document = id::IdentityDocument {
         r#type: id::IdentityDocumentType::CartaIdentita as i32,

@@ -159,12 +159,31 @@ fn fields(pairs: &[(&str, String)]) {
         pairs.iter().filter(|(_, v)| !v.is_empty() && v != "-").collect();
     let width = shown.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
     for (label, value) in shown {
-        println!("{label:<width$}  {value}");
+        println!("{label:<width$}  {}", printable(&value));
     }
+}
+
+/// `text` safe for a terminal: control characters and bidirectional overrides (which a value
+/// from a form or an audit detail may carry, to move the cursor or reverse what follows) shown
+/// escaped, as `\u{1b}`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control()
+                || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') =>
+            {
+                c.escape_default().to_string()
+            }
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A table: a header row and aligned columns, two spaces apart.
 fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|row| row.iter().map(|cell| printable(cell)).collect()).collect();
+    let rows = rows.as_slice();
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()
@@ -420,6 +439,12 @@ impl Reply for id::ListAuditEventsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_bidi_overrides_print_escaped() {
+        assert_eq!(printable("ok\u{1b}[2J\u{202E}x\ty"), "ok\\u{1b}[2J\\u{202e}x\\ty");
+        assert_eq!(printable("Nicolò D'Amico"), "Nicolò D'Amico");
+    }
 
     #[test]
     fn every_reply_is_named_as_in_the_contract() {

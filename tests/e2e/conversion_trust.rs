@@ -432,13 +432,16 @@ async fn hostile_files_are_refused_within_bounds_and_reading_stops_when_the_call
         ("5,000 pages", many_pages(5_000)),
     ] {
         let files = [(FORM, signed_form.clone()), (SCAN, hostile)];
+        let (size, asked) = (files[1].1.len(), std::time::Instant::now());
         let refused =
             upload(&suite, &token, &conversion.request_id, document(&form, "AB1234567"), &files)
                 .await
                 .expect_err(what);
         unreadable(&refused, what);
+        eprintln!("{what}: {size} bytes refused in {:?}", asked.elapsed());
     }
     let grown = peak_rss().saturating_sub(before);
+    eprintln!("peak RSS of the process holding identity-svc grew by {} KB", grown >> 10);
     assert!(grown < 64 << 20, "identity's peak memory grew by {} MB", grown >> 20);
 
     // A large photo takes the reader a while: the caller gives up, and the reader is killed.
