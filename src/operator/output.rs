@@ -159,7 +159,7 @@ fn fields(pairs: &[(&str, String)]) {
         pairs.iter().filter(|(_, v)| !v.is_empty() && v != "-").collect();
     let width = shown.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
     for (label, value) in shown {
-        println!("{label:<width$}  {}", printable(&value));
+        println!("{label:<width$}  {}", printable(value));
     }
 }
 
