@@ -66,7 +66,7 @@ impl Default for UploadLimits {
 impl UploadLimits {
     pub fn prober(&self) -> std::io::Result<Prober> {
         match &self.reader {
-            Some(program) => Ok(Prober { program: program.clone(), timeout: self.read_timeout }),
+            Some(program) => Ok(Prober::new(program.clone(), self.read_timeout)),
             None => Prober::current_exe(self.read_timeout),
         }
     }
@@ -630,6 +630,10 @@ impl Conversions {
                 tracing::warn!(%why, "an uploaded file could not be read; a person will");
                 Ok(None)
             }
+            Err(ProbeError::Busy) => Err(IdentityError::Exhausted {
+                reason: "READERS_BUSY",
+                message: "too many files are being read; retry shortly",
+            }),
         }
     }
 
@@ -807,8 +811,11 @@ impl PinConversionService for Conversions {
         let printed = Self::form_of(&c, on_file.as_ref());
         let printed = sportello_platform::probe::probe(&printed, &Default::default()).ok();
         let printed = pdf_content(printed.as_ref()).map(str::to_owned);
-        let same_pages = |read: Option<&Probed>| {
-            printed.is_some() && pdf_content(read).map(str::to_owned) == printed
+        // Fails closed: a printed form that cannot be read itself counts as the same pages.
+        let same_pages = |read: Option<&Probed>| match (&printed, pdf_content(read)) {
+            (Some(printed), Some(read)) => printed == read,
+            (None, Some(_)) => true,
+            (_, None) => false,
         };
         let form_evidence = match &form_read {
             Some(Probed::Pdf { text, .. }) => {

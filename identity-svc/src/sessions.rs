@@ -161,11 +161,14 @@ impl Sessions {
         amr: Amr,
     ) -> Result<bool, IdentityError> {
         Ok(match (role, amr) {
-            (Role::Citizen, Amr::Pin) => self
-                .store
-                .credential(&row.subject)
-                .await?
-                .is_some_and(|c| c.stage != PinStage::Revoked && !c.locked),
+            // A dispositive PIN session also needs the PIN to be dispositive still (a grant
+            // revoked within its hold ends the level).
+            (Role::Citizen, Amr::Pin) => {
+                let dispositive = row.level == name_of(Level::Dispositive);
+                self.store.credential(&row.subject).await?.is_some_and(|c| {
+                    c.stage != PinStage::Revoked && !c.locked && (c.dispositive || !dispositive)
+                })
+            }
             (Role::Citizen | Role::Service, _) => true,
             (Role::Operator | Role::Patronato | Role::Backoffice, _) => {
                 self.store.staff_enabled(&row.subject).await?

@@ -171,10 +171,21 @@ fn probe_pdf(bytes: &[u8], budget: &Budget) -> Result<Probed, Unreadable> {
             .is_some_and(|x| !x.is_empty());
     }
     let numbers: Vec<u32> = pages.keys().copied().collect();
-    let text = doc.extract_text_with_limit(&numbers, limit).map_err(bad)?;
+    let mut text = doc.extract_text_with_limit(&numbers, limit).map_err(bad)?;
+    // What the checks read (a request number) is near the top; the answer stays small.
+    if let Some((cut, _)) = text.char_indices().nth(MAX_TEXT_CHARS) {
+        text.truncate(cut);
+    }
     let content_digest = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Probed::Pdf { pages: pages.len(), text, content_digest, has_images })
 }
+
+/// The text a PDF's answer carries at most.
+const MAX_TEXT_CHARS: usize = 16 * 1024;
+/// The most a child may answer: the answer is small by construction, so more is an error.
+const MAX_ANSWER_BYTES: u64 = 256 * 1024;
+/// The exit code of a child that could not set up (not the file's fault).
+const SETUP_FAILED: i32 = 3;
 
 /// What a probe child answers on its standard output.
 type Answer = Result<Probed, Unreadable>;
@@ -185,7 +196,7 @@ pub fn child_main() -> i32 {
     let budget = Budget::default();
     if let Err(e) = limit_self(&budget) {
         eprintln!("file-probe: cannot limit itself: {e}");
-        return 2;
+        return SETUP_FAILED;
     }
     let mut bytes = Vec::new();
     let read = std::io::stdin().lock().take(budget.max_input_bytes + 1).read_to_end(&mut bytes);
@@ -210,6 +221,8 @@ fn limit_self(budget: &Budget) -> nix::Result<()> {
     setrlimit(Resource::RLIMIT_AS, memory, memory)?;
     setrlimit(Resource::RLIMIT_CPU, CHILD_CPU_SECONDS, CHILD_CPU_SECONDS)?;
     setrlimit(Resource::RLIMIT_FSIZE, 0, 0)?;
+    // An abort at the memory limit must not dump a citizen's document to disk.
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
     Ok(())
 }
 
@@ -218,13 +231,19 @@ fn limit_self(budget: &Budget) -> nix::Result<()> {
 const CHILD_MEMORY: u64 = 768 * 1024 * 1024;
 const CHILD_CPU_SECONDS: u64 = 4;
 
-/// The parent's side: how to start a probe child.
+/// The parent's side: how to start a probe child, and how many may run at once.
 #[derive(Clone, Debug)]
 pub struct Prober {
     pub program: PathBuf,
     /// Wall-clock time a file may take to read.
     pub timeout: Duration,
+    /// One permit per child that may run: readers beyond them would only share the same cores,
+    /// and each may take its memory limit.
+    pub permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Children reading at once, per process: one per core of the machine this was sized for.
+pub const READERS: usize = 2;
 
 /// Why a probe gave no answer about the file itself.
 #[derive(Debug, thiserror::Error)]
@@ -235,19 +254,36 @@ pub enum ProbeError {
     /// The child could not run, or said nothing sensible: no fault of the file.
     #[error("the file reader did not run: {0}")]
     Unavailable(String),
+    /// Every reader is busy: retry shortly.
+    #[error("every file reader is busy")]
+    Busy,
 }
 
 impl Prober {
     /// This very program, as the child.
     pub fn current_exe(timeout: Duration) -> std::io::Result<Self> {
-        Ok(Self { program: std::env::current_exe()?, timeout })
+        Ok(Self::new(std::env::current_exe()?, timeout))
+    }
+
+    pub fn new(program: PathBuf, timeout: Duration) -> Self {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(READERS));
+        Self { program, timeout, permits }
     }
 
     /// Reads what `file` yields in a child. Dropping the future kills the child.
     pub async fn probe(&self, mut file: impl AsyncRead + Unpin) -> Result<Probed, ProbeError> {
         let unavailable = |e: std::io::Error| ProbeError::Unavailable(e.to_string());
+        // A short wait for a reader, then a refusal: a queue of readers is only a slower refusal.
+        let permit =
+            tokio::time::timeout(Duration::from_millis(500), self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| ProbeError::Busy)?
+                .map_err(|_| ProbeError::Busy)?;
         let mut child = tokio::process::Command::new(&self.program)
             .arg(PROBE_ARG)
+            // Nothing of the service's own: no environment (database URLs, keys), no files.
+            .env_clear()
+            .current_dir("/")
             // A small arena reservation, so that the address-space limit is spent on the file.
             .env("MIMALLOC_ARENA_RESERVE", "16384")
             .stdin(std::process::Stdio::piped())
@@ -267,7 +303,8 @@ impl Prober {
                 let _ = stdin.shutdown().await;
             };
             let mut out = Vec::new();
-            let read = stdout.read_to_end(&mut out);
+            let mut limited = (&mut stdout).take(MAX_ANSWER_BYTES);
+            let read = limited.read_to_end(&mut out);
             let ((), read) = tokio::join!(feed, read);
             read.map_err(unavailable)?;
             let status = child.wait().await.map_err(unavailable)?;
@@ -281,8 +318,12 @@ impl Prober {
                 )
             }
         };
+        drop(permit);
         match serde_json::from_slice::<Answer>(&out) {
             Ok(answer) => Ok(answer?),
+            Err(_) if status.code() == Some(SETUP_FAILED) => {
+                Err(ProbeError::Unavailable("the reader could not limit itself".into()))
+            }
             // Killed by its own limits (memory, CPU): the file asked for more than it may.
             Err(_) if !status.success() => {
                 Err(Unreadable::OverBudget("the reader ran out of its limits".into()).into())

@@ -295,6 +295,9 @@ async fn a_minor_needs_a_guardian_and_a_revoked_grant_or_pin_leaves_the_pin_ordi
     let dispositive = suite.login_with_pin(&cf, crate::auth::OWN_PIN).await.expect("login");
     assert_eq!(dispositive.level, id::CredentialLevel::Dispositive as i32);
 
+    let live_dispositive =
+        format!("subject = '{cf}' AND level = 'dispositive' AND revoked_at IS NULL");
+    assert_eq!(suite.db.count("identity", "sessions", &live_dispositive).await, 1);
     // "It was not me": the contact center takes the grant back within the hold.
     let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
     let revoke = id::RevokeConversionRequest {
@@ -313,7 +316,7 @@ async fn a_minor_needs_a_guardian_and_a_revoked_grant_or_pin_leaves_the_pin_ordi
         .count(
             "identity",
             "sessions",
-            &format!("subject = '{cf}' AND level = 'DISPOSITIVE' AND revoked_at IS NULL"),
+            &format!("subject = '{cf}' AND level = 'dispositive' AND revoked_at IS NULL"),
         )
         .await;
     assert_eq!(ended, 0, "dispositive sessions end");

@@ -6,6 +6,7 @@ use super::Store;
 use crate::domain::conversion::{
     request_number, Document, DocumentCheck, Outcome, Status, NOT_CONFIRMED,
 };
+use sportello_platform::auth::{name_of, Amr, Level};
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -271,11 +272,15 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(cf) = fiscal_code else { return Ok(false) };
-        // The request names the files now; the upload that claimed them is over.
-        sqlx::query("DELETE FROM conversion_uploads WHERE id = $1")
+        // The request names the files now; the upload that claimed them is over. An upload the
+        // sweep has ended meanwhile may have lost its files: nothing is recorded then.
+        let ended = sqlx::query("DELETE FROM conversion_uploads WHERE id = $1")
             .bind(u.upload_id)
             .execute(&mut *tx)
             .await?;
+        if ended.rows_affected() != 1 {
+            return Err(sqlx::Error::RowNotFound);
+        }
         let (template, detail) = match u.outcome {
             Outcome::Instant => {
                 set_level(&mut tx, &cf, "DISPOSITIVE").await?;
@@ -415,12 +420,15 @@ impl Store {
         .await?;
         let Some(number) = revoked else { return Ok(None) };
         set_level(&mut tx, fiscal_code, "ORDINARY").await?;
+        // Sessions store the names of their level and method as the tokens spell them.
         sqlx::query(
             "UPDATE sessions SET revoked_at = $2 WHERE subject = $1 AND revoked_at IS NULL \
-             AND level = 'DISPOSITIVE' AND amr = 'pin'",
+             AND level = $3 AND amr = $4",
         )
         .bind(fiscal_code)
         .bind(now)
+        .bind(name_of(Level::Dispositive))
+        .bind(name_of(Amr::Pin))
         .execute(&mut *tx)
         .await?;
         notify_citizen(&mut tx, fiscal_code, "PIN_DISPOSITIVO_REVOKED").await?;
@@ -446,9 +454,19 @@ pub async fn reset_level(
     fiscal_code: &str,
 ) -> Result<(), sqlx::Error> {
     set_level(&mut *conn, fiscal_code, "ORDINARY").await?;
+    withdraw_open(conn, fiscal_code).await
+}
+
+/// Withdraws the citizen's open conversion request, if any, on the caller's transaction: its
+/// PIN changed. (Its files stay for the back office's sweep of unnamed files once it names none.)
+pub async fn withdraw_open(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE pin_conversions SET status = 'WITHDRAWN', decided_at = $2, \
-         rejection_reason = 'PIN changed' WHERE fiscal_code = $1 \
+         rejection_reason = 'PIN changed', signed_form_blob = NULL, signed_form_type = NULL, \
+         document_blob = NULL, document_type = NULL WHERE fiscal_code = $1 \
          AND status IN ('AWAITING_DOCUMENTS', 'IN_REVIEW')",
     )
     .bind(fiscal_code)

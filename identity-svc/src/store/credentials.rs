@@ -235,9 +235,15 @@ pub async fn set_own_pin(
     .bind(current.as_phc())
     .bind(pin.as_phc())
     .bind(now_millis())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let changed = done.rows_affected() == 1;
+    if changed {
+        // A request opened under the old PIN (perhaps by whoever knew it) must not convert
+        // the new one; the level itself stays with the citizen who changed it.
+        super::conversions::withdraw_open(conn, fiscal_code).await?;
+    }
+    Ok(changed)
 }
 
 /// Revokes a PIN; false when there was no PIN to revoke.
