@@ -829,11 +829,21 @@ impl PinConversionService for Conversions {
             form: form_evidence,
             request_number: &c.request_number,
             guardian: c.guardian_fiscal_code.is_some(),
-            scan_is_form: form.digest == scan.digest || same_pages(scan_read.as_ref()),
+            // The same file, the printed form's pages, or the uploaded form's pages again.
+            scan_is_form: form.digest == scan.digest
+                || same_pages(scan_read.as_ref())
+                || pdf_content(scan_read.as_ref())
+                    .is_some_and(|s| pdf_content(form_read.as_ref()) == Some(s)),
         };
         let mut failed = rules::automatic_checks(&evidence, today());
         if form_read.is_none() || scan_read.is_none() {
             failed.push(Failed::FileNotRead);
+        }
+        if matches!(scan_read, Some(Probed::Pdf { has_images: false, .. })) {
+            failed.push(Failed::ScanWithoutImage);
+        }
+        if self.store.conversion_revoked(&c.fiscal_code).await.map_err(IdentityError::from)? {
+            failed.push(Failed::PreviouslyRevoked);
         }
         let holder = c.guardian_fiscal_code.as_deref().unwrap_or(&c.fiscal_code);
         let check = self.registry_check(&document, holder).await;
@@ -984,8 +994,10 @@ impl PinConversionBackOfficeService for Conversions {
             operator: staff.sub.clone(),
             fiscal_code: c.fiscal_code.clone(),
             detail: format!("request {} {}", c.request_number, which.as_str_name()),
-            outcome: "FAILED",
+            outcome: "STARTED",
         };
+        // On the record before the first byte leaves; how the read ended follows.
+        audit.write().await;
         let stream = chunks(&self.blobs, &digest, audit, move |chunk, first| {
             wire::DownloadConversionFileResponse {
                 content_type: if first { content_type.clone() } else { String::new() },

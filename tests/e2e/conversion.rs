@@ -356,7 +356,7 @@ async fn each_failed_check_sends_the_request_to_the_back_office_which_approves_o
     let trail = suite.db.count("identity", "audit_events", &format!(
         "fiscal_code = '{cf}' AND action IN ('ApproveConversion', 'RejectConversion', 'DownloadConversionFile') AND operator_id = '{BACKOFFICE_ID}'"
     )).await;
-    assert_eq!(trail, 4, "two reads and two decisions on the record");
+    assert_eq!(trail, 6, "two reads (each started, then OK) and two decisions on the record");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use crate::conversion::{jpeg, signed};
 use crate::helpers::*;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
+use sportello_proto::identity::v1::pin_conversion_back_office_service_client::PinConversionBackOfficeServiceClient;
 use sportello_proto::identity::v1::pin_conversion_service_client::PinConversionServiceClient;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -284,14 +285,13 @@ async fn a_minor_needs_a_guardian_and_a_revoked_grant_or_pin_leaves_the_pin_ordi
             let conversion = start(suite, &token).await.expect("started");
             let pdf = form_pdf(suite, &token, &conversion.request_id).await;
             let files = [(FORM, signed(pdf)), (SCAN, jpeg(30_000))];
-            let done =
-                upload(suite, &token, &conversion.request_id, document(&form, "MATCH0001"), &files)
-                    .await
-                    .expect("uploaded");
-            assert_eq!(done.status, St::Approved as i32, "{done:?}");
+            upload(suite, &token, &conversion.request_id, document(&form, "MATCH0001"), &files)
+                .await
+                .expect("uploaded")
         }
     };
-    convert(token.clone()).await;
+    let done = convert(token.clone()).await;
+    assert_eq!(done.status, St::Approved as i32, "{done:?}");
     let dispositive = suite.login_with_pin(&cf, crate::auth::OWN_PIN).await.expect("login");
     assert_eq!(dispositive.level, id::CredentialLevel::Dispositive as i32);
 
@@ -330,9 +330,18 @@ async fn a_minor_needs_a_guardian_and_a_revoked_grant_or_pin_leaves_the_pin_ordi
     assert!(trail >= 2, "the revocation and the refused second try are on the record");
     assert!(!suite.db.messages("PIN_DISPOSITIVO_REVOKED").await.is_empty(), "the citizen is told");
 
-    // Dispositive again, then the PIN is revoked: the level goes with it.
+    // Whoever asked may still hold the PIN: from now on a person decides, even on a MATCH.
     let session = suite.login_with_pin(&cf, crate::auth::OWN_PIN).await.expect("login");
-    convert(session.access_token).await;
+    let queued = convert(session.access_token).await;
+    assert_eq!(
+        (queued.status, queued.failed_checks),
+        (St::InReview as i32, vec!["PREVIOUSLY_REVOKED".to_owned()])
+    );
+    let bo_token = suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
+    let mut bo = PinConversionBackOfficeServiceClient::new(suite.gateway_channel().await);
+    let approve = id::ApproveConversionRequest { request_id: queued.request_id };
+    bo.approve_conversion(with_token(&bo_token, approve)).await.expect("approved by a person");
+    // Dispositive again, then the PIN is revoked: the level goes with it.
     assert_eq!(pin_level(&suite, &cf).await, "DISPOSITIVE");
     cc.revoke_pin(with_token(
         &suite.operator_token,

@@ -137,6 +137,11 @@ pub enum Failed {
     NoticePending,
     /// The service could not read a file (its reader did not run): a person looks at it.
     FileNotRead,
+    /// The scan is a PDF with no image on it: typed, not scanned.
+    ScanWithoutImage,
+    /// A grant to this citizen was revoked at their request: whoever asked may still hold the
+    /// PIN, so a person decides from now on.
+    PreviouslyRevoked,
 }
 
 impl Failed {
@@ -153,6 +158,8 @@ impl Failed {
             Failed::DocumentNotVerified => "DOCUMENT_NOT_VERIFIED",
             Failed::NoticePending => "NOTICE_PENDING",
             Failed::FileNotRead => "FILE_NOT_READ",
+            Failed::ScanWithoutImage => "SCAN_WITHOUT_IMAGE",
+            Failed::PreviouslyRevoked => "PREVIOUSLY_REVOKED",
         }
     }
 }

@@ -179,16 +179,28 @@ impl Store {
         }
     }
 
-    /// Whether the notice of `fiscal_code`'s conversion request is still in the outbox.
+    /// Whether a notice of `fiscal_code`'s conversion requests has not been taken by notify-svc
+    /// as a message (still in the outbox, or refused for good).
     pub async fn start_notice_pending(&self, fiscal_code: &str) -> Result<bool, sqlx::Error> {
         let pending: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM outbox WHERE fiscal_code = $1 AND template = 'PIN_CONVERSION_STARTED' \
-             AND done_at IS NULL LIMIT 1",
+             AND (done_at IS NULL OR message_id IS NULL) LIMIT 1",
         )
         .bind(fiscal_code)
         .fetch_optional(&self.db.pool)
         .await?;
         Ok(pending.is_some())
+    }
+
+    /// Whether a grant to `fiscal_code` was ever revoked at their request.
+    pub async fn conversion_revoked(&self, fiscal_code: &str) -> Result<bool, sqlx::Error> {
+        let revoked: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM pin_conversions WHERE fiscal_code = $1 AND status = 'REVOKED' LIMIT 1",
+        )
+        .bind(fiscal_code)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(revoked.is_some())
     }
 
     pub async fn conversion(&self, id: &str) -> Result<Option<Conversion>, sqlx::Error> {
