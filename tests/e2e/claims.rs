@@ -8,9 +8,8 @@ use sportello_proto::claims::v1 as cl;
 use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -479,59 +478,13 @@ async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
     fake_account_check_asked(verdicts).await.0
 }
 
-/// What the fake account check was asked, in order: (fiscal code, IBAN).
-type Asked = Arc<Mutex<Vec<(String, String)>>>;
-
-/// [`fake_account_check`], keeping what it is asked.
-async fn fake_account_check_asked(verdicts: HashMap<String, &'static str>) -> (String, Asked) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let verdicts = Arc::new(Mutex::new(verdicts));
-    let asked: Asked = Arc::default();
-    let log = asked.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (verdicts, log) = (verdicts.clone(), log.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Headers, then Content-Length bytes of JSON.
-                let body = loop {
-                    let Ok(n) = stream.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            break body.to_owned();
-                        }
-                    }
-                };
-                let asked: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let cf = asked["fiscal_code"].as_str().unwrap_or_default().to_owned();
-                let iban = asked["iban"].as_str().unwrap_or_default().to_owned();
-                let verdict = verdicts.lock().expect("lock").get(&cf).copied().unwrap_or("UNKNOWN");
-                log.lock().expect("lock").push((cf, iban));
-                let json = format!("{{\"result\":\"{verdict}\"}}");
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
-                    json.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    (format!("http://{addr}/v1/verify"), asked)
+/// [`fake_account_check`], keeping what it is asked (`{"iban", "fiscal_code"}` each time).
+async fn fake_account_check_asked(verdicts: HashMap<String, &'static str>) -> (String, Questions) {
+    fake_authority(move |q| {
+        let cf = q["fiscal_code"].as_str().unwrap_or_default();
+        (verdicts.get(cf).copied().unwrap_or("UNKNOWN"), Duration::ZERO)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -1113,7 +1066,7 @@ async fn a_dispositive_session_moves_its_claim_to_another_account_and_the_bank_c
     assert_eq!(decided.iban_masked, "DE89 **** 3000");
     let checked = asked.lock().expect("lock").clone();
     assert_eq!(
-        checked.iter().map(|(_, iban)| iban.as_str()).collect::<Vec<_>>(),
+        checked.iter().map(|q| q["iban"].as_str().unwrap_or_default()).collect::<Vec<_>>(),
         ["IT60X0542811101000000123456", NEW_IBAN_ELECTRONIC],
         "the old account at submission, the new one after the change"
     );

@@ -36,20 +36,20 @@ pub fn signed(pdf: Vec<u8>) -> Vec<u8> {
     render(&[Block::body(format!("Numero di richiesta: {number}")), Block::body("Firmato: Anna")])
 }
 
-fn reason(status: &tonic::Status) -> String {
+pub(crate) fn reason(status: &tonic::Status) -> String {
     status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
 }
 
-fn citizens(channel: Channel) -> PinConversionServiceClient<Channel> {
+pub(crate) fn citizens(channel: Channel) -> PinConversionServiceClient<Channel> {
     PinConversionServiceClient::new(channel)
 }
 
-async fn via_gateway(suite: &Suite) -> PinConversionServiceClient<Channel> {
+pub(crate) async fn via_gateway(suite: &Suite) -> PinConversionServiceClient<Channel> {
     citizens(suite.gateway_channel().await)
 }
 
 /// A citizen on the register with an ordinary PIN: (fiscal code, form, session token).
-async fn ordinary_citizen(
+pub(crate) async fn ordinary_citizen(
     suite: &Suite,
     surname: &str,
     born: (i32, u32, u32),
@@ -61,7 +61,7 @@ async fn ordinary_citizen(
 }
 
 /// The document of the person on `form`, valid for years.
-fn document_of(form: &id::RequestPinRequest) -> id::IdentityDocument {
+pub(crate) fn document_of(form: &id::RequestPinRequest) -> id::IdentityDocument {
     let person = form.personal_data.clone().expect("personal data");
     id::IdentityDocument {
         r#type: id::IdentityDocumentType::CartaIdentita as i32,
@@ -75,7 +75,7 @@ fn document_of(form: &id::RequestPinRequest) -> id::IdentityDocument {
     }
 }
 
-async fn start(suite: &Suite, token: &str) -> id::PinConversion {
+pub(crate) async fn start(suite: &Suite, token: &str) -> id::PinConversion {
     via_gateway(suite)
         .await
         .start_pin_conversion(with_token(token, id::StartPinConversionRequest::default()))
@@ -86,7 +86,11 @@ async fn start(suite: &Suite, token: &str) -> id::PinConversion {
         .expect("conversion")
 }
 
-async fn form_pdf(suite: &Suite, token: &str, request_id: &str) -> Result<Vec<u8>, tonic::Status> {
+pub(crate) async fn form_pdf(
+    suite: &Suite,
+    token: &str,
+    request_id: &str,
+) -> Result<Vec<u8>, tonic::Status> {
     let request = id::DownloadConversionFormRequest { request_id: request_id.into() };
     let mut stream = via_gateway(suite)
         .await
@@ -101,7 +105,7 @@ async fn form_pdf(suite: &Suite, token: &str, request_id: &str) -> Result<Vec<u8
 }
 
 /// The upload's messages: metadata, then each file in chunks of `chunk` bytes.
-fn upload_messages(
+pub(crate) fn upload_messages(
     request_id: &str,
     document: id::IdentityDocument,
     files: &[(id::ConversionFile, Vec<u8>)],
@@ -124,7 +128,7 @@ fn upload_messages(
     messages
 }
 
-async fn upload(
+pub(crate) async fn upload(
     mut client: PinConversionServiceClient<Channel>,
     token: &str,
     request_id: &str,
@@ -138,7 +142,7 @@ async fn upload(
     Ok(reply.into_inner().conversion.expect("conversion"))
 }
 
-async fn upload_through_gateway(
+pub(crate) async fn upload_through_gateway(
     suite: &Suite,
     token: &str,
     request_id: &str,
@@ -148,13 +152,15 @@ async fn upload_through_gateway(
     upload(via_gateway(suite).await, token, request_id, document, files).await
 }
 
-async fn backoffice(suite: &Suite) -> (PinConversionBackOfficeServiceClient<Channel>, String) {
+pub(crate) async fn backoffice(
+    suite: &Suite,
+) -> (PinConversionBackOfficeServiceClient<Channel>, String) {
     let token = suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
     (PinConversionBackOfficeServiceClient::new(suite.gateway_channel().await), token)
 }
 
 /// Files in the blob store (temporary ones included).
-fn stored_files(suite: &Suite) -> Vec<std::path::PathBuf> {
+pub(crate) fn stored_files(suite: &Suite) -> Vec<std::path::PathBuf> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();

@@ -3,39 +3,41 @@
 //! citizen is told first and can have a grant taken back; the level belongs to the PIN; hostile
 //! files cost bounded memory and stop with their caller; failed uploads leave nothing on disk.
 
-use crate::auth::active_citizen;
-use crate::conversion::{jpeg, signed};
+use crate::conversion::{
+    jpeg, ordinary_citizen as ordinary, reason, signed, stored_files, upload_messages,
+    upload_through_gateway as upload, via_gateway,
+};
 use crate::helpers::*;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
 use sportello_proto::identity::v1::pin_conversion_back_office_service_client::PinConversionBackOfficeServiceClient;
-use sportello_proto::identity::v1::pin_conversion_service_client::PinConversionServiceClient;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use id::ConversionFile::{IdentityDocument as SCAN, SignedForm as FORM};
 use id::PinConversionStatus as St;
 
-fn reason(status: &tonic::Status) -> String {
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+async fn start(suite: &Suite, token: &str) -> Result<id::PinConversion, tonic::Status> {
+    let request = with_token(token, id::StartPinConversionRequest::default());
+    Ok(via_gateway(suite)
+        .await
+        .start_pin_conversion(request)
+        .await?
+        .into_inner()
+        .conversion
+        .expect("c"))
 }
 
-async fn client(suite: &Suite) -> PinConversionServiceClient<Channel> {
-    PinConversionServiceClient::new(suite.gateway_channel().await)
+async fn form_pdf(suite: &Suite, token: &str, request_id: &str) -> Vec<u8> {
+    crate::conversion::form_pdf(suite, token, request_id).await.expect("the form")
 }
 
-/// A citizen on the register with an ordinary PIN: (fiscal code, form, session token).
-async fn ordinary(
-    suite: &Suite,
-    surname: &str,
-    born: (i32, u32, u32),
-) -> (String, id::RequestPinRequest, String) {
-    let (cf, form) = citizen_request(surname, "Anna", born, id::Sex::Female);
-    suite.register_residents(&[&form]).await;
-    let session = active_citizen(suite, form.clone()).await;
-    (cf, form, session.access_token)
+fn messages(
+    request_id: &str,
+    document: id::IdentityDocument,
+    files: &[(id::ConversionFile, Vec<u8>)],
+) -> Vec<id::UploadConversionDocumentsRequest> {
+    upload_messages(request_id, document, files, 256 * 1024)
 }
 
 fn document(form: &id::RequestPinRequest, number: &str) -> id::IdentityDocument {
@@ -50,77 +52,6 @@ fn document(form: &id::RequestPinRequest, number: &str) -> id::IdentityDocument 
         holder_given_name: person.given_name,
         holder_birth_date: person.birth_date,
     }
-}
-
-async fn start(suite: &Suite, token: &str) -> Result<id::PinConversion, tonic::Status> {
-    let request = with_token(token, id::StartPinConversionRequest::default());
-    Ok(client(suite).await.start_pin_conversion(request).await?.into_inner().conversion.expect("c"))
-}
-
-async fn form_pdf(suite: &Suite, token: &str, request_id: &str) -> Vec<u8> {
-    let request = id::DownloadConversionFormRequest { request_id: request_id.into() };
-    let mut stream = client(suite)
-        .await
-        .download_conversion_form(with_token(token, request))
-        .await
-        .expect("form")
-        .into_inner();
-    let mut pdf = Vec::new();
-    while let Some(chunk) = stream.message().await.expect("chunk") {
-        pdf.extend(chunk.chunk);
-    }
-    pdf
-}
-
-fn messages(
-    request_id: &str,
-    document: id::IdentityDocument,
-    files: &[(id::ConversionFile, Vec<u8>)],
-) -> Vec<id::UploadConversionDocumentsRequest> {
-    use id::upload_conversion_documents_request::Part;
-    let mut out = vec![id::UploadConversionDocumentsRequest {
-        part: Some(Part::Metadata(id::UploadMetadata {
-            request_id: request_id.into(),
-            document: Some(document),
-        })),
-    }];
-    for (file, bytes) in files {
-        for piece in bytes.chunks(256 * 1024) {
-            out.push(id::UploadConversionDocumentsRequest {
-                part: Some(Part::Chunk(id::FileChunk { file: *file as i32, data: piece.to_vec() })),
-            });
-        }
-    }
-    out
-}
-
-async fn upload(
-    suite: &Suite,
-    token: &str,
-    request_id: &str,
-    document: id::IdentityDocument,
-    files: &[(id::ConversionFile, Vec<u8>)],
-) -> Result<id::PinConversion, tonic::Status> {
-    let stream = futures::stream::iter(messages(request_id, document, files));
-    let reply = client(suite).await.upload_conversion_documents(with_token(token, stream)).await?;
-    Ok(reply.into_inner().conversion.expect("conversion"))
-}
-
-/// Every file under the blob store, temporary ones included.
-fn stored_files(suite: &Suite) -> Vec<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&suite.db.data_dir().join("blobs"), &mut out);
-    out
 }
 
 async fn pin_level(suite: &Suite, cf: &str) -> String {
@@ -472,7 +403,7 @@ async fn hostile_files_are_refused_within_bounds_and_reading_stops_when_the_call
         )),
     );
     request.set_timeout(Duration::from_millis(800));
-    let gone = client(&suite).await.upload_conversion_documents(request).await;
+    let gone = via_gateway(&suite).await.upload_conversion_documents(request).await;
     assert!(gone.is_err(), "the deadline passed first");
     eventually("the file reader killed with its call", Duration::from_secs(3), || async {
         probe_children() == 0
@@ -514,7 +445,7 @@ async fn failed_uploads_leave_nothing_on_disk_and_the_quota_bounds_uploads_in_pr
         tx.send(m).await.expect("queued");
     }
     let held = with_token(&token, tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut first_client = client(&suite).await;
+    let mut first_client = via_gateway(&suite).await;
     let first = tokio::spawn(async move { first_client.upload_conversion_documents(held).await });
     eventually("the first upload counted", Duration::from_secs(10), || async {
         suite.db.count("identity", "conversion_uploads", "bytes >= 20971520").await == 1
@@ -582,7 +513,7 @@ async fn the_sweep_running_beside_uploads_never_deletes_a_file_a_request_names()
                 assert!(path.exists(), "a named file was swept");
             }
             let withdraw = id::WithdrawPinConversionRequest { request_id: conversion.request_id };
-            client(&suite)
+            via_gateway(&suite)
                 .await
                 .withdraw_pin_conversion(with_token(&token, withdraw))
                 .await
