@@ -14,7 +14,7 @@ use crate::store::{
     BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, PaymentChange,
     Store, Submission, Submitted, Written,
 };
-use identity_svc::domain::codice_fiscale::CodiceFiscale;
+use sportello_domain::codice_fiscale::CodiceFiscale;
 use sportello_platform::audit::Entry;
 use sportello_platform::auth::{principal, Claims as Principal, Level, Role};
 use sportello_platform::error::FieldViolations;

@@ -20,8 +20,8 @@
 
 use super::eligibility::{Child, InsuredPosition, Membership, Period, Scheme, SeasonalEnd};
 use chrono::NaiveDate;
-use identity_svc::domain::codice_fiscale::CodiceFiscale;
 use serde::{Deserialize, Serialize};
+use sportello_domain::codice_fiscale::CodiceFiscale;
 
 pub const COLUMNS: [&str; 16] = [
     "fiscal_code",
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn children_keep_their_fiscal_codes_for_the_baby_sitting_bonus() {
-        use identity_svc::domain::codice_fiscale::{compute, Sex};
+        use sportello_domain::codice_fiscale::{compute, Sex};
         let born = NaiveDate::from_ymd_opt(2015, 3, 1).expect("day");
         let laura = compute("Bianchi", "Laura", born, Sex::Female, "H501");
         let row = format!("RSSMRA80A01H501U,{laura}:2015-03-01;");

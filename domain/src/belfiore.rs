@@ -119,7 +119,7 @@ pub fn is_province_in_use(p: &str, on: NaiveDate) -> bool {
 /// Maps an accented Latin letter, in either case, to its upper-case ASCII base
 /// letter; any other character is returned unchanged. Shared with the
 /// codice fiscale name rules, which also disregard accents.
-pub(super) fn strip_accent(c: char) -> char {
+pub fn strip_accent(c: char) -> char {
     match c {
         'à' | 'á' | 'â' | 'ä' | 'ã' | 'å' | 'À' | 'Á' | 'Â' | 'Ä' | 'Ã' | 'Å' => 'A',
         'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'E',

@@ -27,7 +27,7 @@ use std::iter;
 
 use chrono::{Datelike, NaiveDate};
 
-use super::belfiore::{self, LookupError, Place};
+use crate::belfiore::{self, LookupError, Place};
 
 const LEN: usize = 16;
 const MONTH_LETTERS: &[u8; 12] = b"ABCDEHLMPRST";
@@ -166,7 +166,7 @@ impl CodiceFiscale {
     /// records apart when reading logs, but the birth date, sex and most of the
     /// birthplace are hidden.
     pub fn masked(&self) -> String {
-        sportello_platform::mask::fiscal_code(&self.code)
+        crate::mask::fiscal_code(&self.code)
     }
 
     /// The three letters derived from the surname (positions 1-3).
