@@ -19,6 +19,7 @@ mod gateway_overload;
 mod health;
 mod helpers;
 mod hostile_input;
+mod imports;
 mod instances;
 mod metrics;
 mod notify;

@@ -4,6 +4,7 @@ use eligibility::BenefitCode;
 use sportello_platform::auth::Level;
 
 pub mod claim;
+pub mod csv_stream;
 pub mod eligibility;
 // The IBAN lives in the shared domain crate; its old path stays.
 pub use sportello_domain::iban;
