@@ -35,20 +35,20 @@ pub struct CreditTransfer {
     pub transfers: Vec<Transfer>,
 }
 
-/// XML text content and attribute values, escaped; characters outside the SEPA set (Latin
-/// letters, digits, `/ - ? : ( ) . , ' +` and space) become spaces, as banks require.
+/// XML text content and attribute values, escaped, in the SEPA character set (Latin letters,
+/// digits, `/ - ? : ( ) . , ' +` and space), as banks require: other letters transliterated
+/// (`Jürgen Müller` → `Jurgen Muller`, `Łucja` → `Lucja`, `Ștefan` → `Stefan`, Cyrillic and Greek
+/// by `deunicode`), anything else a space.
 fn text(value: &str, max: usize) -> String {
     let sepa = |c: char| c.is_ascii_alphanumeric() || " /-?:().,'+".contains(c);
     let cleaned: String = value
         .chars()
-        .map(|c| match c {
-            'à' | 'á' => 'a',
-            'è' | 'é' => 'e',
-            'ì' | 'í' => 'i',
-            'ò' | 'ó' => 'o',
-            'ù' | 'ú' => 'u',
-            c if sepa(c) => c,
-            _ => ' ',
+        .flat_map(|c| {
+            let ascii = match c {
+                c if c.is_ascii() => c.to_string(),
+                c => deunicode::deunicode_char(c).unwrap_or(" ").to_owned(),
+            };
+            ascii.chars().map(|a| if sepa(a) { a } else { ' ' }).collect::<Vec<_>>()
         })
         .take(max)
         .collect();
@@ -170,6 +170,24 @@ mod tests {
         let xml = batch(1).to_xml();
         assert!(xml.contains("<Nm>Niccolo D&apos;Angelo   figli  srl</Nm>"), "{xml}");
         assert!(xml.contains("<Ustrd>Indennita COVID-19 DL 18/2020 art. 27</Ustrd>"));
+    }
+
+    #[test]
+    fn names_as_written_are_transliterated_into_the_sepa_set_and_the_file_stays_valid() {
+        let mut b = batch(4);
+        for (t, name) in b.transfers.iter_mut().zip([
+            "Jürgen Müller",
+            "Çelik Núñez",
+            "Łucja Ștefan Țurcanu",
+            "Ирина Петрова",
+        ]) {
+            t.creditor_name = name.into();
+        }
+        let xml = b.to_xml();
+        validate(&xml).expect("valid against pain.001.001.03.xsd");
+        for name in ["Jurgen Muller", "Celik Nunez", "Lucja Stefan Turcanu", "Irina Petrova"] {
+            assert!(xml.contains(&format!("<Nm>{name}</Nm>")), "{name}: {xml}");
+        }
     }
 
     #[test]
