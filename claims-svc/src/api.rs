@@ -8,6 +8,7 @@ use crate::domain::csv_stream::{self, CsvStream, Item, Unreadable};
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::iban::Iban;
 use crate::domain::registry::{Layout, Registered};
+use crate::domain::sepa;
 use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::register::Register;
@@ -819,11 +820,12 @@ impl ClaimsBackOfficeService for Claims {
             n if n <= 0 => 10_000,
             n => i64::from(n).min(100_000),
         };
-        let execution_date = req
-            .execution_date
-            .as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-            .map_or_else(today, |t| t.date_naive());
+        let asked = req.execution_date.as_ref().map(|t| (t.seconds, t.nanos));
+        let execution_date = sepa::execution_date(asked, today()).map_err(|why| {
+            let mut v = FieldViolations::new();
+            v.add("execution_date", why);
+            ClaimsError::Invalid(v)
+        })?;
         // Named before the batch is made; a claim approved in between is paid under its fiscal
         // code, which the bank's ownership check already tied to the account.
         let creditors = self.store.payable_by_transfer(max).await.map_err(ClaimsError::from)?;
