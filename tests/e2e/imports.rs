@@ -25,6 +25,27 @@ async fn import_chunks(
     Ok(reply.into_inner())
 }
 
+/// Runs `sportello import <what> <path>` as the back office; what it printed.
+async fn sportello_import(
+    suite: &Suite,
+    what: &str,
+    path: &std::path::Path,
+    extra: &[&str],
+) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
+        .args(["import", what])
+        .arg(path)
+        .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
+        .args(extra)
+        .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
+        .output()
+        .await
+        .expect("sportello runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 async fn backoffice_token(suite: &Suite) -> String {
     suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token
 }
@@ -115,17 +136,7 @@ async fn sportello_import_registry_rejects_a_code_named_again_in_a_later_call() 
     let file = format!("{pensioner}{}\n{}\n", professional_row(&nth_cf(3)), professional_row(&cf));
     let path = suite.db.data_dir().join("registry.csv");
     std::fs::write(&path, file).expect("file");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
-        .args(["import", "registry"])
-        .arg(&path)
-        .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
-        .args(["--rows-per-call", "2"])
-        .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
-        .output()
-        .await
-        .expect("sportello runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = sportello_import(&suite, "registry", &path, &["--rows-per-call", "2"]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 7, fiscal_code: the same fiscal code is already on line 3");
     assert!(lines[1].starts_with("5 rows read: 4 changed, 0 unchanged, 1 rejected"), "{stdout}");
@@ -158,16 +169,7 @@ async fn a_duplicate_fiscal_code_at_row_20001_of_the_residents_file_is_rejected(
     csv.push_str(&row(0, "Via Appia"));
     let path = suite.db.data_dir().join("register.csv");
     std::fs::write(&path, csv).expect("file");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
-        .args(["import", "residents"])
-        .arg(&path)
-        .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
-        .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
-        .output()
-        .await
-        .expect("sportello runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = sportello_import(&suite, "residents", &path, &[]).await;
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 20002, fiscal_code: the same fiscal code is already on line 2");
     assert!(lines[1].contains("20000 written, 0 unchanged, 1 rejected"), "{stdout}");
