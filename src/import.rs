@@ -9,11 +9,13 @@
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use identity_svc::domain::residents::Resident;
 use identity_svc::residents::{csv, MAX_BATCH};
 use indicatif::{ProgressBar, ProgressStyle};
 use sportello_proto::identity::v1 as wire;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use sportello_proto::identity::v1::residents_service_client::ResidentsServiceClient;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -110,10 +112,25 @@ pub async fn import_all(
 }
 
 /// A problem to print: where, which column, what.
-struct Problem {
-    line: i64,
-    column: String,
-    description: String,
+pub(crate) struct Problem {
+    pub(crate) line: i64,
+    pub(crate) column: String,
+    pub(crate) description: String,
+}
+
+/// Prints `problems` by line, and how many more the server found than it listed.
+pub(crate) fn print_problems(mut problems: Vec<Problem>, not_listed: i64) {
+    problems.sort_by_key(|p| p.line);
+    for p in &problems {
+        if p.column.is_empty() {
+            println!("line {}: {}", p.line, p.description);
+        } else {
+            println!("line {}, {}: {}", p.line, p.column, p.description);
+        }
+    }
+    if not_listed > 0 {
+        println!("… and {not_listed} more problems not listed");
+    }
 }
 
 /// The start of an import: the gateway, a back-office session, and a progress bar over the
@@ -143,22 +160,42 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
     let reader = tokio::task::spawn_blocking(move || {
         let mut local = Vec::new();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // The whole file's fiscal codes: the file goes over several calls, and a code named
+        // again in a later one must not overwrite the first (the README's promise).
+        let mut seen: HashMap<String, i64> = HashMap::new();
+        let mut duplicates = Vec::new();
+        let today = chrono::Utc::now().date_naive();
         for row in csv::rows(std::io::BufReader::new(file)) {
             match row {
-                Ok(record) => batch.push(record),
+                // As the server decides: only an entry it would load takes its code.
+                Ok(record) => match Resident::parse(&record, today) {
+                    Ok(resident) => match seen.get(&resident.fiscal_code) {
+                        Some(first) => duplicates.push(Problem {
+                            line: record.line,
+                            column: "fiscal_code".into(),
+                            description: format!("the same fiscal code is already on line {first}"),
+                        }),
+                        None => {
+                            seen.insert(resident.fiscal_code, record.line);
+                            batch.push(record);
+                        }
+                    },
+                    // The server says what is wrong with it.
+                    Err(_) => batch.push(record),
+                },
                 Err(p) => local.push(p),
             }
             if batch.len() == MAX_BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
                 if tx.blocking_send(wire::ImportResidentsRequest { residents: full }).is_err() {
-                    return local;
+                    return (local, duplicates);
                 }
             }
         }
         if !batch.is_empty() {
             let _ = tx.blocking_send(wire::ImportResidentsRequest { residents: batch });
         }
-        local
+        (local, duplicates)
     });
     let started = Instant::now();
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -173,37 +210,29 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
                 reply.unchanged += part.unchanged;
                 reply.rejected += part.rejected;
                 reply.rejections.extend(part.rejections);
+                reply.rejections_not_listed += part.rejections_not_listed;
             }
             Err(status) => break Some(status),
         }
     };
     // Dropping the receiver stops the reader after a refusal.
     drop(rx);
-    let local = reader.await?;
+    let (local, duplicates) = reader.await?;
     bar.finish_and_clear();
-    if let Some(s) = refused {
-        anyhow::bail!("import refused: {:?} {}", s.code(), s.message());
-    }
     let took = started.elapsed();
 
-    let unreadable = local.len();
-    let mut problems: Vec<Problem> = local
+    let (unreadable, rejected_here) = (local.len(), duplicates.len() as i64);
+    let problems: Vec<Problem> = local
         .into_iter()
         .map(|p| Problem { line: p.line, column: p.column, description: p.description })
+        .chain(duplicates)
         .chain(reply.rejections.iter().map(|r| Problem {
             line: r.line,
             column: csv::column_of(&r.field).to_owned(),
             description: r.description.clone(),
         }))
         .collect();
-    problems.sort_by_key(|p| p.line);
-    for p in &problems {
-        if p.column.is_empty() {
-            println!("line {}: {}", p.line, p.description);
-        } else {
-            println!("line {}, {}: {}", p.line, p.column, p.description);
-        }
-    }
+    print_problems(problems, reply.rejections_not_listed);
     let rate = reply.received as f64 / took.as_secs_f64().max(1e-3);
     println!(
         "{} rows read, {} sent: {} written, {} unchanged, {} rejected, {} unreadable ({:.1} s, {:.0} rows/s)",
@@ -211,11 +240,18 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         reply.received,
         reply.written,
         reply.unchanged,
-        reply.rejected,
+        reply.rejected + rejected_here,
         unreadable,
         took.as_secs_f64(),
         rate
     );
+    if let Some(s) = refused {
+        anyhow::bail!(
+            "import refused: {:?} {} (the rows above were written before it)",
+            s.code(),
+            s.message()
+        );
+    }
     Ok(())
 }
 

@@ -4,9 +4,11 @@
 
 use crate::catalogue::Catalogue;
 use crate::domain::claim::{ClaimForm, Filing, PaymentMethod, Status};
+use crate::domain::csv_stream::{self, CsvStream, Item, Unreadable};
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::iban::Iban;
 use crate::domain::registry::{Layout, Registered};
+use crate::domain::sepa;
 use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::register::Register;
@@ -14,7 +16,8 @@ use crate::store::{
     BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, PaymentChange,
     Store, Submission, Submitted, Written,
 };
-use identity_svc::domain::codice_fiscale::CodiceFiscale;
+use sportello_domain::codice_fiscale::CodiceFiscale;
+use sportello_domain::text::truncated;
 use sportello_platform::audit::Entry;
 use sportello_platform::auth::{principal, Claims as Principal, Level, Role};
 use sportello_platform::error::FieldViolations;
@@ -526,43 +529,75 @@ fn backoffice<T>(request: &Request<T>) -> Result<Principal, GrpcStatus> {
     Ok(p)
 }
 
-/// The parsing side of a registry import: rows read, problems found, positions to write.
+/// The parsing side of a registry import: the file read as one CSV document across chunks,
+/// rows read, problems found, positions to write.
 #[derive(Debug, Default)]
 struct ImportState {
+    csv: CsvStream,
     layout: Option<Layout>,
     seen: HashMap<String, i64>,
     reply: wire::ImportRegistryResponse,
 }
 
+/// The longest description of a row error: a reply of 1,000 of them stays far below the
+/// message limit whatever the file holds.
+const MAX_DESCRIPTION: usize = 200;
+
 impl ImportState {
     fn reject(&mut self, line: i64, problems: impl IntoIterator<Item = (String, String)>) {
         self.reply.rows_rejected += 1;
+        self.error(line, problems);
+    }
+
+    fn error(&mut self, line: i64, problems: impl IntoIterator<Item = (String, String)>) {
         for (column, description) in problems {
             if self.reply.errors.len() < MAX_REPORTED {
+                let description = truncated(&description, MAX_DESCRIPTION);
                 self.reply.errors.push(wire::RowError { line, column, description });
+            } else {
+                self.reply.errors_not_listed += 1;
             }
         }
     }
 
-    /// Parses the complete rows of `text` (line numbers from `first_line`) into positions.
-    fn rows(&mut self, text: &[u8], first_line: i64) -> Vec<(String, Registered)> {
+    /// Reads the next chunk of the file (`None`: its end) into positions.
+    fn read(&mut self, chunk: Option<&[u8]>) -> Vec<(String, Registered)> {
+        let mut items = Vec::new();
+        match chunk {
+            Some(chunk) => self.csv.feed(chunk, &mut items),
+            None => self.csv.finish(&mut items),
+        }
         let today = today();
-        let mut reader =
-            csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
         let mut good = Vec::new();
-        let mut record = csv::StringRecord::new();
-        let mut line = first_line;
-        loop {
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => {
-                    let at = e.position().map_or(line, |p| first_line + p.line() as i64 - 1);
-                    self.reject(at, [(String::new(), "not a CSV row".to_owned())]);
+        for item in items {
+            let (line, cells) = match item {
+                Item::Row { line, cells, .. } => (line, cells),
+                Item::UnclosedQuote { line, lines } => {
+                    self.reply.lines_unreadable += lines;
+                    let why = format!(
+                        "a quote opened on this line is never closed: lines {line} to {} could not be read",
+                        line + lines - 1
+                    );
+                    self.error(line, [(String::new(), why)]);
                     continue;
                 }
-            }
-            line = first_line + record.position().map_or(0, |p| p.line() as i64 - 1);
+            };
+            let record = match cells {
+                Ok(cells) => csv::StringRecord::from(cells),
+                Err(why) => {
+                    let why = match why {
+                        Unreadable::NotUtf8 => "is not UTF-8 text".to_owned(),
+                        Unreadable::TooLong => {
+                            format!("is longer than {} MiB", csv_stream::MAX_ROW_BYTES >> 20)
+                        }
+                    };
+                    if self.layout.is_some() {
+                        self.reply.rows_read += 1;
+                    }
+                    self.reject(line, [(String::new(), why)]);
+                    continue;
+                }
+            };
             let Some(layout) = &self.layout else {
                 match Layout::from_header(&record) {
                     Ok(layout) => self.layout = Some(layout),
@@ -653,36 +688,20 @@ impl ClaimsBackOfficeService for Claims {
         let p = backoffice(&request)?;
         let mut stream = request.into_inner();
         let mut state = ImportState::default();
-        // Bytes after the last complete line wait for the next chunk.
-        let mut carry: Vec<u8> = Vec::new();
-        let mut next_line = 1_i64;
         let mut pending: Vec<(String, Registered)> = Vec::new();
         let mut writing: Option<tokio::task::JoinHandle<Result<Written, sqlx::Error>>> = None;
         let mut finished = false;
         while !finished {
-            let chunk = stream.message().await?;
-            let text = match chunk {
-                Some(m) => {
-                    carry.extend_from_slice(&m.chunk);
-                    // Quoted cells may hold newlines; rows here never do, so a line is a row.
-                    let Some(end) = carry.iter().rposition(|b| *b == b'\n') else { continue };
-                    let rest = carry.split_off(end + 1);
-                    std::mem::replace(&mut carry, rest)
-                }
-                None => {
-                    finished = true;
-                    std::mem::take(&mut carry)
-                }
-            };
-            let lines = text.iter().filter(|b| **b == b'\n').count() as i64;
+            let chunk = stream.message().await?.map(|m| m.chunk);
+            finished = chunk.is_none();
+            // Parsing is CPU work: off the runtime's threads.
             let (moved, good) = tokio::task::spawn_blocking(move || {
-                let good = state.rows(&text, next_line);
+                let good = state.read(chunk.as_deref());
                 (state, good)
             })
             .await
             .map_err(|e| GrpcStatus::internal(e.to_string()))?;
             state = moved;
-            next_line += lines;
             pending.extend(good);
             while pending.len() >= IMPORT_BATCH || (finished && !pending.is_empty()) {
                 let rest = pending.split_off(pending.len().min(IMPORT_BATCH));
@@ -801,11 +820,12 @@ impl ClaimsBackOfficeService for Claims {
             n if n <= 0 => 10_000,
             n => i64::from(n).min(100_000),
         };
-        let execution_date = req
-            .execution_date
-            .as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-            .map_or_else(today, |t| t.date_naive());
+        let asked = req.execution_date.as_ref().map(|t| (t.seconds, t.nanos));
+        let execution_date = sepa::execution_date(asked, today()).map_err(|why| {
+            let mut v = FieldViolations::new();
+            v.add("execution_date", why);
+            ClaimsError::Invalid(v)
+        })?;
         // Named before the batch is made; a claim approved in between is paid under its fiscal
         // code, which the bank's ownership check already tied to the account.
         let creditors = self.store.payable_by_transfer(max).await.map_err(ClaimsError::from)?;

@@ -2,11 +2,12 @@
 //! find stuck requests, validate and re-send, change a contact, revoke, unlock. Each change
 //! commits with its messages and its audit row; refusals and reads are audited in `api`.
 
-use crate::domain::pin_request::{is_email, is_international_phone, Channel};
+use crate::domain::pin_request::Channel;
 use crate::error::IdentityError;
 use crate::notifier::{Delivery, Destination};
 use crate::pins::{parse_fiscal_code, queue_notice, Pins};
 use crate::store::{self, Credential, Half, NewMessage, Outcome, RequestRow, Trail};
+use sportello_domain::{Email, PhoneNumber};
 use sportello_platform::error::FieldViolations;
 use sportello_platform::mask;
 use sportello_platform::now_millis;
@@ -206,10 +207,10 @@ impl Pins {
         if !identity_verified {
             v.add("identity_verified", "check the caller's identity by phone first");
         }
-        let address = address.trim();
-        if !address.is_empty() {
-            check_address(&mut v, channel, address);
-        }
+        let address = match address.trim() {
+            "" => String::new(),
+            given => check_address(&mut v, channel, given),
+        };
         if !v.is_empty() {
             return Err(v.into());
         }
@@ -218,7 +219,7 @@ impl Pins {
         let original = self.stuck(&request).await?;
         let cf = request.fiscal_code.clone();
         let channel = channel.unwrap_or(request.first_half_channel);
-        let address = match address {
+        let address = match address.as_str() {
             "" => self
                 .store
                 .credential(&cf)
@@ -228,7 +229,7 @@ impl Pins {
                     reason: "NO_CONTACT_FOR_CHANNEL",
                     message: "no contact on file for that channel: give a corrected address",
                 })?,
-            corrected => corrected.to_owned(),
+            _ => address,
         };
         let to = Destination::Channel(channel, address);
         let mut tx = self.store.begin().await?;
@@ -276,14 +277,14 @@ impl Pins {
         if !identity_verified {
             v.add("identity_verified", "check the caller's identity by phone first");
         }
-        check_address(&mut v, channel, address.trim());
+        let address = check_address(&mut v, channel, address.trim());
         let (Some(cf), Some(channel), true) = (cf, channel, v.is_empty()) else {
             return Err(v.into());
         };
         let credential = self.store.credential(&cf).await?.ok_or(IdentityError::NotFound("PIN"))?;
         let mut contacts = credential.contacts.clone();
-        contacts.set(channel, address.trim().to_owned());
-        let to = Destination::Channel(channel, address.trim().to_owned());
+        contacts.set(channel, address.clone());
+        let to = Destination::Channel(channel, address);
         let mut tx = self.store.begin().await?;
         store::set_contacts(&mut tx, &cf, &contacts).await?;
         queue_notice(&mut tx, &cf, &credential.contacts, "PIN_CONTACTS_CHANGED").await?;
@@ -359,16 +360,18 @@ impl Pins {
     }
 }
 
-/// Checks a phone or address given for `channel`.
-fn check_address(v: &mut FieldViolations, channel: Option<Channel>, address: &str) {
-    let ok = match channel {
-        Some(Channel::Sms) => is_international_phone(address),
-        Some(Channel::Email | Channel::Pec) => is_email(address),
-        None => false,
+/// Checks a phone or address given for `channel`: the address as kept (a mobile number in
+/// E.164 form, an email address lower-cased), or a violation on `address`.
+fn check_address(v: &mut FieldViolations, channel: Option<Channel>, address: &str) -> String {
+    let parsed = match channel {
+        Some(Channel::Sms) => PhoneNumber::parse_mobile(address).map(String::from).ok(),
+        Some(Channel::Email | Channel::Pec) => Email::parse(address).map(String::from).ok(),
+        None => None,
     };
-    if !ok {
-        v.add("address", "give a channel and a phone in international form or an email address");
-    }
+    parsed.unwrap_or_else(|| {
+        v.add("address", "give a channel and a mobile number or an email address");
+        String::new()
+    })
 }
 
 /// A destination as the audit trail shows it: the channel and the masked address.

@@ -142,19 +142,18 @@ pub struct ImportReport {
     pub unchanged: i64,
     pub rejected: i64,
     pub rejections: Vec<wire::RejectedResident>,
+    pub rejections_not_listed: i64,
 }
 
 impl ImportReport {
     fn reject(&mut self, line: i64, problems: impl IntoIterator<Item = (String, String)>) {
         self.rejected += 1;
-        if self.rejections.len() < MAX_REPORTED {
-            self.rejections.extend(
-                problems.into_iter().map(|(field, description)| wire::RejectedResident {
-                    line,
-                    field,
-                    description,
-                }),
-            );
+        for (field, description) in problems {
+            if self.rejections.len() < MAX_REPORTED {
+                self.rejections.push(wire::RejectedResident { line, field, description });
+            } else {
+                self.rejections_not_listed += 1;
+            }
         }
     }
 }
@@ -277,6 +276,7 @@ impl ResidentsService for Residents {
             unchanged: r.unchanged,
             rejected: r.rejected,
             rejections: r.rejections,
+            rejections_not_listed: r.rejections_not_listed,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! What a message is, checked: the rules that hold before anything is stored.
 
 use crate::error::NotifyError;
+use sportello_domain::{Email, PhoneNumber};
 use sportello_platform::error::FieldViolations;
 use sportello_proto::notify::v1::{
     BatchGetMessagesRequest, Channel, EnqueueMessageRequest, ResendMessageRequest,
@@ -94,9 +95,11 @@ impl TryFrom<EnqueueMessageRequest> for NewMessage {
             }
             Ok(channel) => channel,
         };
-        let address = required(&mut violations, "address", &req.address);
+        let address = address(&mut violations, "address", channel, &req.address);
         let template = required(&mut violations, "template", &req.template);
         let fallback = req.fallback.and_then(|f| fallback(&mut violations, f));
+        printable_params(&mut violations, "params", &req.params);
+        printable_params(&mut violations, "secret_params", &req.secret_params);
         violations.into_result(NewMessage {
             idempotency_key,
             fiscal_code,
@@ -110,23 +113,85 @@ impl TryFrom<EnqueueMessageRequest> for NewMessage {
     }
 }
 
+/// The longest postal address block a letter carries (the addressee's name and up to five
+/// address lines).
+const POST_MAX_CHARS: usize = 600;
+const POST_MAX_LINES: usize = 8;
+
+/// The address a message on `channel` goes to, as delivery will use it: a mobile number in
+/// E.164 form for SMS, a deliverable email address for email and PEC (the same rules as where
+/// identity and claims took it, so that nothing accepted here fails for good when sent), a
+/// printable address block of a few lines for post.
+fn address(violations: &mut FieldViolations, field: &str, channel: Channel, text: &str) -> String {
+    let text = required(violations, field, text);
+    if text.is_empty() {
+        return text;
+    }
+    let parsed = match channel {
+        Channel::Sms => {
+            PhoneNumber::parse_mobile(&text).map(String::from).map_err(|e| e.to_string())
+        }
+        Channel::Email | Channel::Pec => {
+            Email::parse(&text).map(String::from).map_err(|e| e.to_string())
+        }
+        Channel::Post => post_address(&text),
+        // The channel's own violation says what is wrong.
+        Channel::Unspecified => Ok(text.clone()),
+    };
+    parsed.unwrap_or_else(|why| {
+        violations.add(field, why);
+        text
+    })
+}
+
+fn post_address(text: &str) -> Result<String, String> {
+    sportello_domain::text::printable(text, true).map_err(|e| e.to_string())?;
+    if text.chars().count() > POST_MAX_CHARS {
+        Err(format!("must be at most {POST_MAX_CHARS} characters"))
+    } else if text.lines().count() > POST_MAX_LINES {
+        Err(format!("must be at most {POST_MAX_LINES} lines"))
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// Template parameters are printed in messages: no control or invisible characters (newlines
+/// aside).
+fn printable_params<'a>(
+    violations: &mut FieldViolations,
+    field: &str,
+    params: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    for (key, value) in params {
+        if let Err(e) = sportello_domain::text::printable(value, true)
+            .and_then(|()| sportello_domain::text::printable(key, false))
+        {
+            violations.add(format!("{field}[{key:?}]"), e.to_string());
+        }
+    }
+}
+
 /// A fallback as asked: absent when both fields are empty, refused when half given or on post (a
 /// letter is no courtesy channel: it is slow and costs money).
 fn fallback(
     violations: &mut FieldViolations,
     f: sportello_proto::notify::v1::Fallback,
 ) -> Option<Fallback> {
-    let address = f.address.trim().to_owned();
     let channel = Channel::try_from(f.channel).unwrap_or(Channel::Unspecified);
-    if f.channel == Channel::Unspecified as i32 && address.is_empty() {
+    if f.channel == Channel::Unspecified as i32 && f.address.trim().is_empty() {
         return None;
     }
     if !matches!(channel, Channel::Sms | Channel::Email | Channel::Pec) {
         violations.add("fallback.channel", "must be SMS, EMAIL or PEC");
     }
-    if address.is_empty() {
+    let address = if f.address.trim().is_empty() {
         violations.add("fallback.address", "is required with a fallback channel");
-    }
+        String::new()
+    } else if channel == Channel::Post {
+        f.address.trim().to_owned()
+    } else {
+        address(violations, "fallback.address", channel, &f.address)
+    };
     Some(Fallback { channel, address })
 }
 
@@ -265,7 +330,11 @@ impl Resend {
         };
         let channel = self.channel.unwrap_or(original.channel);
         let address = match self.address {
-            Some(address) => address,
+            Some(given) => {
+                let mut violations = FieldViolations::new();
+                let address = address(&mut violations, "address", channel, &given);
+                violations.into_result(address)?
+            }
             None if channel != original.channel => {
                 let mut violations = FieldViolations::new();
                 violations.add("address", "is required when the channel changes");

@@ -15,7 +15,8 @@ pub mod db;
 pub mod error;
 pub mod group_commit;
 pub mod health;
-pub mod mask;
+/// Masking of contacts (moved to the shared domain crate; the path stays for its callers).
+pub use sportello_domain::mask;
 pub mod metrics;
 pub mod panic_guard;
 pub mod pdf;
@@ -26,6 +27,7 @@ pub mod server;
 pub mod service_identity;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text_guard;
 pub mod trace_context;
 
 /// Milliseconds since the Unix epoch: the one timestamp format stored by every service, because it

@@ -145,7 +145,9 @@ pub async fn run(
     settings: &ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_service(name, listener, routes.prepare(), settings, shutdown).await
+    // Every request's text is checked once, before any handler (see `text_guard`).
+    let service = crate::text_guard::TextGuard::new(routes.prepare());
+    run_service(name, listener, service, settings, shutdown).await
 }
 
 /// As [`run`], for any service of gRPC requests: the gateway's, which routes by itself.

@@ -124,7 +124,7 @@ async fn benefit(suite: &Suite, code: &str) -> cl::Benefit {
 }
 
 /// No automatic decision, so that tests see claims as they were accepted.
-fn undecided(c: &mut Configs) {
+pub(crate) fn undecided(c: &mut Configs) {
     c.claims.background = false;
 }
 
@@ -227,7 +227,7 @@ async fn a_thousand_concurrent_claims_against_a_ceiling_for_six_hundred_accept_e
 }
 
 /// claims-svc's store on the test's database, for totals no RPC reports.
-async fn claims_store(suite: &Suite) -> claims_svc::store::Store {
+pub(crate) async fn claims_store(suite: &Suite) -> claims_svc::store::Store {
     let db =
         sportello_platform::db::open(&suite.db.url("claims"), "claims", &claims_svc::MIGRATIONS, 2)
             .await

@@ -189,7 +189,7 @@ async fn an_operator_validates_a_stuck_request_and_resends_the_first_half_to_a_c
     assert_eq!(again.code(), Code::FailedPrecondition);
     let sent = suite.db.messages("PIN_FIRST_HALF").await;
     assert_eq!(sent.len(), 2);
-    assert_eq!(sent[1].address, "+39 347 7654321");
+    assert_eq!(sent[1].address, "+393477654321");
     assert_eq!(sent[1].secret("pin_half"), sent[0].secret("pin_half"), "the same first half");
 
     let listed = cc

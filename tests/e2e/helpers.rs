@@ -502,7 +502,7 @@ pub const PATRONATO_PASSWORD: &str = "mandates are signed on paper";
 
 /// Mario Rossi, born 10/12/1985 in San Giuliano Terme (PI).
 pub const ROSSI: &str = "RSSMRA85T10A562S";
-pub const ROSSI_MOBILE: &str = "+39 333 1234567";
+pub const ROSSI_MOBILE: &str = "+393331234567";
 pub const ROSSI_EMAIL: &str = "mario.rossi@example.it";
 
 /// A complete, valid PIN request for Mario Rossi.

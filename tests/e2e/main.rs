@@ -2,6 +2,7 @@
 //! (SQLite files, or PostgreSQL when `SPORTELLO_TEST_DATABASE_URL` is set), real processes where
 //! the test is about processes.
 
+mod accepted_values;
 mod auth;
 mod backup;
 mod benefits;
@@ -19,6 +20,7 @@ mod gateway_overload;
 mod health;
 mod helpers;
 mod hostile_input;
+mod imports;
 mod instances;
 mod metrics;
 mod notify;

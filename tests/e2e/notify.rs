@@ -14,7 +14,7 @@ use tonic::transport::Channel as Wire;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const PHONE: &str = "+39 333 1234567";
+const PHONE: &str = "+393331234567";
 const SECRET: &str = "K7Q2M9XZ";
 
 /// Calls as an internal service would: with a service token.
@@ -249,7 +249,7 @@ async fn a_resend_to_a_corrected_address_is_a_new_message_with_the_same_secrets(
     let (channel, address, secrets) = stored(&suite, &reply.message_id).await;
     assert_eq!(channel, old_channel, "the original's channel is kept");
     assert_eq!(old_address, PHONE, "the original is untouched");
-    assert_eq!(address, "+39 347 7654321");
+    assert_eq!(address, "+393477654321", "in E.164 form");
     assert_eq!(secrets, old_secrets);
     assert!(secrets.expect("secret params").contains(SECRET));
 

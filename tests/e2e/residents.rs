@@ -217,7 +217,7 @@ async fn a_fiscal_code_not_on_the_register_waits_in_the_queue_with_the_reason_an
     assert_eq!(form.birth_date, Some(id::Date { year: 1980, month: 1, day: 1 }));
     assert_eq!(form.birthplace, "Roma (RM)");
     assert_eq!(form.residence, "Via***\n56017 San Giuliano Terme (PI)");
-    assert_eq!(form.callback_phone, "+39 347 7654321", "in full, and normalised");
+    assert_eq!(form.callback_phone, "+393477654321", "in full, and normalised");
     assert_eq!(form.preferred_time_slot, id::TimeSlot::Evening as i32);
     let masked = form.contacts.as_ref().expect("contacts");
     assert_eq!(masked.email, "m***@e***.it");
@@ -281,7 +281,7 @@ async fn italian_phones_without_prefix_are_accepted_and_normalised() {
     contacts.mobile_phone = "333 1234567".into();
     contacts.home_phone = "050-123456".into();
     identity(&suite).await.request_pin(form).await.expect("accepted");
-    assert_eq!(suite.db.message("PIN_FIRST_HALF").await.address, "+39 333 1234567");
+    assert_eq!(suite.db.message("PIN_FIRST_HALF").await.address, "+393331234567");
     let view = lookup(&suite, ROSSI).await;
     assert_eq!(view.contacts.expect("contacts").home_phone, "+39 *** *** 3456");
 }

@@ -5,8 +5,9 @@ use super::iban::Iban;
 use super::registry::Registered;
 use super::{Benefit, Group};
 use chrono::NaiveDate;
-use identity_svc::domain::codice_fiscale::CodiceFiscale;
 use sha2::{Digest, Sha256};
+use sportello_domain::codice_fiscale::CodiceFiscale;
+use sportello_domain::{Email, PhoneNumber};
 use sportello_platform::auth::Level;
 use sportello_platform::error::FieldViolations;
 use sportello_proto::claims::v1 as wire;
@@ -121,39 +122,25 @@ fn fiscal_code(v: &mut FieldViolations, field: &str, text: &str, today: NaiveDat
     }
 }
 
-fn email(v: &mut FieldViolations, text: &str) -> Option<String> {
+/// An optional contact: `None` when blank, else as `parse` keeps it, or a violation on `field`
+/// (the text kept as given, so that it does not also count as missing).
+fn contact<T: Into<String>, E: ToString>(
+    v: &mut FieldViolations,
+    field: &str,
+    text: &str,
+    parse: fn(&str) -> Result<T, E>,
+) -> Option<String> {
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    let valid = text.len() <= 254
-        && !text.chars().any(char::is_whitespace)
-        && text.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if !valid {
-        v.add("contacts.email", "not an email address");
+    match parse(text) {
+        Ok(value) => Some(value.into()),
+        Err(e) => {
+            v.add(field, e.to_string());
+            Some(text.to_owned())
+        }
     }
-    Some(text.to_owned())
-}
-
-fn mobile(v: &mut FieldViolations, text: &str) -> Option<String> {
-    let compact: String = text.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '/')).collect();
-    if compact.is_empty() {
-        return None;
-    }
-    let national =
-        compact.strip_prefix("+39").or_else(|| compact.strip_prefix("0039")).unwrap_or(&compact);
-    let valid = national.starts_with('3')
-        && (9..=10).contains(&national.len())
-        && national.bytes().all(|b| b.is_ascii_digit());
-    if !valid {
-        v.add("contacts.mobile_phone", "not an Italian mobile number (3xx xxx xxxx)");
-    }
-    Some(format!("+39{national}"))
 }
 
 impl ClaimForm {
@@ -185,8 +172,14 @@ impl ClaimForm {
         let payment = PaymentMethod::parse(&mut v, req.payment.as_ref(), &applicant, today);
         let contacts = req.contacts.clone().unwrap_or_default();
         let contacts = Contacts {
-            email: email(&mut v, &contacts.email),
-            mobile_phone: mobile(&mut v, &contacts.mobile_phone),
+            email: contact(&mut v, "contacts.email", &contacts.email, Email::parse),
+            // The receipt goes by SMS: a landline cannot take it.
+            mobile_phone: contact(
+                &mut v,
+                "contacts.mobile_phone",
+                &contacts.mobile_phone,
+                PhoneNumber::parse_mobile,
+            ),
         };
         if contacts.email.is_none() && contacts.mobile_phone.is_none() {
             v.add("contacts", "give an email or a mobile number for the receipt");
@@ -642,7 +635,7 @@ mod tests {
 
     #[test]
     fn the_baby_sitting_bonus_is_one_per_child_and_larger_for_health_workers() {
-        use identity_svc::domain::codice_fiscale::{compute, Sex};
+        use sportello_domain::codice_fiscale::{compute, Sex};
         let born = day(2015, 3, 1);
         let code = compute("Bianchi", "Laura", born, Sex::Female, "H501");
         let mut req = request("BONUS_BABY_SITTING");

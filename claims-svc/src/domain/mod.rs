@@ -4,8 +4,10 @@ use eligibility::BenefitCode;
 use sportello_platform::auth::Level;
 
 pub mod claim;
+pub mod csv_stream;
 pub mod eligibility;
-pub mod iban;
+// The IBAN lives in the shared domain crate; its old path stays.
+pub use sportello_domain::iban;
 pub mod protocol;
 pub mod registry;
 pub mod sepa;

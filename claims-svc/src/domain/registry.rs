@@ -20,8 +20,9 @@
 
 use super::eligibility::{Child, InsuredPosition, Membership, Period, Scheme, SeasonalEnd};
 use chrono::NaiveDate;
-use identity_svc::domain::codice_fiscale::CodiceFiscale;
 use serde::{Deserialize, Serialize};
+use sportello_domain::codice_fiscale::CodiceFiscale;
+use sportello_domain::text::excerpt;
 
 pub const COLUMNS: [&str; 16] = [
     "fiscal_code",
@@ -173,7 +174,7 @@ impl Problems {
         }
         let parsed = date(text);
         if parsed.is_none() {
-            self.add(column, format!("{text:?} is not a date (2020-02-23 or 23/02/2020)"));
+            self.add(column, format!("{} is not a date (2020-02-23 or 23/02/2020)", excerpt(text)));
         }
         parsed
     }
@@ -204,7 +205,7 @@ impl Problems {
             "" | "0" | "false" | "n" | "no" => false,
             "1" | "true" | "s" | "si" | "sì" | "y" | "yes" => true,
             _ => {
-                self.add(column, format!("{text:?} is not 1 or 0"));
+                self.add(column, format!("{} is not 1 or 0", excerpt(text)));
                 false
             }
         }
@@ -215,7 +216,7 @@ impl Problems {
             return 0;
         }
         text.parse().unwrap_or_else(|_| {
-            self.add(column, format!("{text:?} is not a whole number of at least 0"));
+            self.add(column, format!("{} is not a whole number of at least 0", excerpt(text)));
             0
         })
     }
@@ -225,7 +226,7 @@ impl Problems {
             return 0;
         }
         euro_cents(text).unwrap_or_else(|| {
-            self.add(column, format!("{text:?} is not an amount in euro (12345.67)"));
+            self.add(column, format!("{} is not an amount in euro (12345.67)", excerpt(text)));
             0
         })
     }
@@ -281,15 +282,16 @@ fn scheme(name: &str) -> Option<Scheme> {
 fn membership(text: &str) -> Result<Membership, String> {
     let mut parts = text.split(':');
     let name = parts.next().unwrap_or_default().trim();
-    let scheme = scheme(name).ok_or_else(|| format!("{name:?} is not a scheme"))?;
+    let scheme = scheme(name).ok_or_else(|| format!("{} is not a scheme", excerpt(name)))?;
     let from = parts.next().map(str::trim).and_then(date);
-    let from = from.ok_or_else(|| format!("{text:?}: the enrolment needs a start date"))?;
+    let from =
+        from.ok_or_else(|| format!("{}: the enrolment needs a start date", excerpt(text)))?;
     let to = match parts.next().map(str::trim) {
         None | Some("") => None,
-        Some(to) => Some(date(to).ok_or_else(|| format!("{to:?} is not a date"))?),
+        Some(to) => Some(date(to).ok_or_else(|| format!("{} is not a date", excerpt(to)))?),
     };
     if to.is_some_and(|to| to < from) {
-        return Err(format!("{text:?} ends before it starts"));
+        return Err(format!("{} ends before it starts", excerpt(text)));
     }
     Ok(Membership { scheme, period: Period { from, to } })
 }
@@ -297,15 +299,15 @@ fn membership(text: &str) -> Result<Membership, String> {
 fn child(text: &str, today: NaiveDate) -> Result<(String, Child), String> {
     let mut parts = text.split(':').map(str::trim);
     let code = CodiceFiscale::parse(parts.next().unwrap_or_default(), today)
-        .map_err(|e| format!("{text:?}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", excerpt(text)))?;
     let birth_date = parts
         .next()
         .and_then(date)
-        .ok_or_else(|| format!("{text:?}: the child needs a birth date"))?;
+        .ok_or_else(|| format!("{}: the child needs a birth date", excerpt(text)))?;
     let disabled = match parts.next() {
         None | Some("") => false,
         Some(d) if d.eq_ignore_ascii_case("D") => true,
-        Some(other) => return Err(format!("{other:?} is not D (disabled)")),
+        Some(other) => return Err(format!("{} is not D (disabled)", excerpt(other))),
     };
     Ok((code.canonical(), Child { birth_date, disabled }))
 }
@@ -339,7 +341,7 @@ mod tests {
 
     #[test]
     fn children_keep_their_fiscal_codes_for_the_baby_sitting_bonus() {
-        use identity_svc::domain::codice_fiscale::{compute, Sex};
+        use sportello_domain::codice_fiscale::{compute, Sex};
         let born = NaiveDate::from_ymd_opt(2015, 3, 1).expect("day");
         let laura = compute("Bianchi", "Laura", born, Sex::Female, "H501");
         let row = format!("RSSMRA80A01H501U,{laura}:2015-03-01;");

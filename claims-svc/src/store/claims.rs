@@ -215,7 +215,7 @@ impl Store {
         s.traceparent = sportello_platform::trace_context::current_traceparent();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.submissions.send((s, reply)).await.map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?.map_err(sqlx::Error::Protocol)
+        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 
     /// Records decision `d` on claim `id` if it is in one of `from`.

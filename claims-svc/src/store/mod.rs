@@ -34,7 +34,7 @@ const MAX_BATCH: usize = 64;
 const MAX_SUBMISSIONS: usize = 512;
 
 /// A submission waiting for its batch, and where its answer goes.
-type Queued = (Submission, oneshot::Sender<Result<Submitted, String>>);
+type Queued = (Submission, oneshot::Sender<Result<Submitted, sqlx::Error>>);
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -60,27 +60,53 @@ async fn submitter(
     while queue.recv_many(&mut batch, MAX_SUBMISSIONS).await > 0 {
         let (submissions, replies): (Vec<_>, Vec<_>) =
             std::mem::take(&mut batch).into_iter().unzip();
-        let count = submissions.len();
+        let answers = commit(&writer, backend, submissions).await;
+        last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Commits `submissions` as one batch and answers each, in order. A batch the database refuses
+/// (a value it cannot store, a constraint) is committed again in halves, down to single claims,
+/// so that only the claim at fault fails, with the database's own error (a text it cannot store
+/// is then INVALID_ARGUMENT, not UNAVAILABLE); the others are committed as if it had not been
+/// there. A failure that is not the database's answer (no connection) fails the batch at once.
+async fn commit(
+    writer: &GroupCommit,
+    backend: Backend,
+    submissions: Vec<Submission>,
+) -> Vec<Result<Submitted, sqlx::Error>> {
+    let mut answers = Vec::with_capacity(submissions.len());
+    let mut groups = std::collections::VecDeque::from([Arc::new(submissions)]);
+    while let Some(group) = groups.pop_front() {
+        let shared = group.clone();
         let done = writer
             .run(Box::new(move |conn| {
-                Box::pin(async move { submit::submit_batch(conn, backend, &submissions).await })
+                Box::pin(async move { submit::submit_batch(conn, backend, &shared).await })
             }))
             .await;
-        last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
         match done {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
-                }
+            Ok(committed) => answers.extend(committed.into_iter().map(Ok)),
+            Err(e) if group.len() > 1 && e.as_database_error().is_some() => {
+                tracing::warn!(error = %e, submissions = group.len(), "a batch of submissions failed; committing it in halves");
+                // The job is done with its copy: this takes the submissions back without cloning.
+                let mut left = Arc::unwrap_or_clone(group);
+                let right = left.split_off(left.len() / 2);
+                groups.push_front(Arc::new(right));
+                groups.push_front(Arc::new(left));
             }
             Err(e) => {
-                tracing::warn!(error = %e, submissions = count, "a batch of submissions failed");
-                for reply in replies {
-                    let _ = reply.send(Err(format!("batch failed: {e}")));
-                }
+                tracing::warn!(error = %e, submissions = group.len(), "a batch of submissions failed");
+                let why = e.to_string();
+                answers.push(Err(e));
+                let rest = (1..group.len()).map(|_| Err(sqlx::Error::Protocol(why.clone())));
+                answers.extend(rest);
             }
         }
     }
+    answers
 }
 
 const BENEFIT_COLUMNS: &str = "code, title, legal_basis, amount_cents, ceiling_cents, \

@@ -16,13 +16,14 @@ use sportello_proto::identity::v1::{self as wire, residence::Place as WirePlace,
 
 use super::belfiore::{self, Place};
 use super::codice_fiscale::{name_code_for, surname_code_for, CfError, CodiceFiscale, Sex};
+use sportello_domain::phone::PhoneError;
+use sportello_domain::text::{self, PersonName, PostalAddress};
+use sportello_domain::{Email, PhoneNumber};
 
 /// Longest surname or given name accepted, in characters.
-pub const NAME_MAX_CHARS: usize = 60;
+pub use sportello_domain::text::NAME_MAX_CHARS;
 const STREET_MAX_CHARS: usize = 100;
 const STREET_NUMBER_MAX_CHARS: usize = 10;
-const FOREIGN_ADDRESS_MAX_CHARS: usize = 300;
-const FOREIGN_ADDRESS_MAX_LINES: usize = 5;
 /// Nobody born before this date can still be requesting a PIN; the Belfiore table's foreign
 /// countries start on this date too.
 const EARLIEST_BIRTH: (i32, u32, u32) = (1900, 1, 1);
@@ -369,57 +370,6 @@ pub fn parse_person(
     Some((fiscal_code?, personal_data?, residence?))
 }
 
-/// A phone number in international form: `+`, then 8 to 15 digits (spaces allowed between).
-pub fn is_international_phone(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix('+') else {
-        return false;
-    };
-    let digits: String = rest.chars().filter(|c| *c != ' ').collect();
-    (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit())
-}
-
-/// A phone number as people write it, in international form: `+39 333 1234567` as given;
-/// `0039 333 1234567` with its `00` made `+`; an Italian number without prefix (a mobile
-/// starting with 3, a landline starting with 0: `333 1234567`, `06 1234567`) with `+39` put in
-/// front. Hyphens, dots, slashes and brackets count as spaces; runs of them become one space.
-/// None when it is not a phone number.
-pub fn normalise_phone(raw: &str) -> Option<String> {
-    let spaced = raw
-        .split(|c: char| c.is_whitespace() || matches!(c, '-' | '.' | '/' | '(' | ')'))
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let digits = spaced.chars().filter(char::is_ascii_digit).count();
-    let international = if let Some(rest) = spaced.strip_prefix('+') {
-        format!("+{}", rest.trim_start())
-    } else if let Some(rest) = spaced.strip_prefix("00") {
-        format!("+{}", rest.trim_start())
-    } else if (spaced.starts_with('3') && (9..=10).contains(&digits))
-        || (spaced.starts_with('0') && (6..=11).contains(&digits))
-    {
-        format!("+39 {spaced}")
-    } else {
-        return None;
-    };
-    is_international_phone(&international).then_some(international)
-}
-
-/// An email address of the plain `local@domain.tld` shape (no display names, no spaces).
-pub fn is_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && local.len() <= 64
-        && s.len() <= 254
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && s.chars().all(|c| c.is_ascii_graphic())
-        && !domain.contains('@')
-}
-
 // ---------------------------------------------------------------------------------------------
 // Fiscal code and anagrafica
 
@@ -527,33 +477,9 @@ fn name_agreeing(
     })
 }
 
-/// A surname or given name: letters (accented Latin ones included), spaces, apostrophes and
-/// hyphens, 1 to [`NAME_MAX_CHARS`] characters. Surrounding spaces are dropped, runs of spaces
-/// collapsed and typographic apostrophes (’ ‘ ʼ `) turned into `'`.
+/// A surname or given name: see [`PersonName`].
 fn parse_name(raw: &str) -> Result<String, String> {
-    let name = collapse_spaces(raw)
-        .chars()
-        .map(|c| match c {
-            '\u{2019}' | '\u{2018}' | '\u{02BC}' | '`' => '\'',
-            c => c,
-        })
-        .collect::<String>();
-    if name.is_empty() {
-        return Err("is required".into());
-    }
-    if name.chars().count() > NAME_MAX_CHARS {
-        return Err(format!("must be at most {NAME_MAX_CHARS} characters"));
-    }
-    let allowed = |c: char| is_name_letter(c) || matches!(c, ' ' | '\'' | '-');
-    if !name.chars().all(allowed) || !name.chars().any(is_name_letter) {
-        return Err("may contain only letters, spaces, apostrophes and hyphens".into());
-    }
-    Ok(name)
-}
-
-/// A letter of the Latin script: ASCII, Latin-1 Supplement and Latin Extended-A/B.
-fn is_name_letter(c: char) -> bool {
-    c.is_ascii_alphabetic() || (c.is_alphabetic() && ('\u{C0}'..='\u{24F}').contains(&c))
+    PersonName::parse(raw).map(String::from).map_err(|e| e.to_string())
 }
 
 fn parse_birth_date(date: Option<&wire::Date>, today: NaiveDate) -> Result<NaiveDate, String> {
@@ -720,11 +646,6 @@ fn is_italy(name: &str) -> bool {
     matches!(key.as_str(), "italia" | "italy" | "repubblicaitaliana")
 }
 
-/// Trims and collapses every run of whitespace (newlines and tabs included) into one space.
-fn collapse_spaces(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Residence
 
@@ -831,36 +752,14 @@ fn parse_foreign_address(
     Some(Residence::Abroad { country: country?, address: address? })
 }
 
-/// One line of free text: required, spaces collapsed, no control characters, at most `max`
-/// characters.
+/// One line of free text: required, spaces collapsed, printable, at most `max` characters.
 fn required_line(raw: &str, max: usize) -> Result<String, String> {
-    let line = collapse_spaces(raw);
-    if line.is_empty() {
-        Err("is required".into())
-    } else if line.chars().any(char::is_control) {
-        Err("must not contain control characters".into())
-    } else if line.chars().count() > max {
-        Err(format!("must be at most {max} characters"))
-    } else {
-        Ok(line)
-    }
+    text::line(raw, max).map_err(|e| e.to_string())
 }
 
-/// A free-form foreign address: its non-blank lines, each trimmed and with spaces collapsed.
+/// A free-form foreign address: see [`PostalAddress`].
 fn foreign_address(raw: &str) -> Result<String, String> {
-    let lines: Vec<String> = raw.lines().map(collapse_spaces).filter(|l| !l.is_empty()).collect();
-    let address = lines.join("\n");
-    if lines.is_empty() {
-        Err("is required".into())
-    } else if address.chars().any(|c| c.is_control() && c != '\n') {
-        Err("must not contain control characters".into())
-    } else if lines.len() > FOREIGN_ADDRESS_MAX_LINES {
-        Err(format!("must be at most {FOREIGN_ADDRESS_MAX_LINES} lines"))
-    } else if address.chars().count() > FOREIGN_ADDRESS_MAX_CHARS {
-        Err(format!("must be at most {FOREIGN_ADDRESS_MAX_CHARS} characters"))
-    } else {
-        Ok(address)
-    }
+    PostalAddress::parse(raw).map(String::from).map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,31 +770,43 @@ fn optional(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// An optional email or PEC address, lower-cased; an invalid one is kept as given (so that the
+/// checks below do not also call it missing) and reported.
+fn email(v: &mut FieldViolations, field: &str, raw: &str) -> Option<String> {
+    let given = optional(raw)?;
+    match Email::parse(&given) {
+        Ok(email) => Some(email.into()),
+        Err(e) => {
+            v.add(field, e.to_string());
+            Some(given)
+        }
+    }
+}
+
 fn parse_contacts(wire: Option<&wire::Contacts>, v: &mut FieldViolations) -> Contacts {
     let Some(c) = wire else {
         v.add("contacts", "is required: at least one phone and one of email or PEC");
         return Contacts { home_phone: None, mobile_phone: None, email: None, pec: None };
     };
-    let mut phone = |field: &str, raw: &str| {
+    let mut phone = |field: &str, raw: &str, parse: fn(&str) -> Result<PhoneNumber, PhoneError>| {
         let given = optional(raw)?;
-        let normalised = normalise_phone(&given);
-        if normalised.is_none() {
-            v.add(field, "must be a phone number such as +39 333 1234567 or 333 1234567");
+        match parse(&given) {
+            Ok(number) => Some(String::from(number)),
+            Err(e) => {
+                v.add(field, e.to_string());
+                // An invalid number is kept as given, so the checks below do not also call it
+                // missing.
+                Some(given)
+            }
         }
-        // An invalid number is kept as given, so the checks below do not also call it missing.
-        Some(normalised.unwrap_or(given))
     };
     let contacts = Contacts {
-        home_phone: phone("contacts.home_phone", &c.home_phone),
-        mobile_phone: phone("contacts.mobile_phone", &c.mobile_phone),
-        email: optional(&c.email).map(|e| e.to_ascii_lowercase()),
-        pec: optional(&c.pec).map(|e| e.to_ascii_lowercase()),
+        home_phone: phone("contacts.home_phone", &c.home_phone, PhoneNumber::parse),
+        // The first half of a PIN may go by SMS: a landline cannot take it.
+        mobile_phone: phone("contacts.mobile_phone", &c.mobile_phone, PhoneNumber::parse_mobile),
+        email: email(v, "contacts.email", &c.email),
+        pec: email(v, "contacts.pec", &c.pec),
     };
-    for (field, value) in [("contacts.email", &contacts.email), ("contacts.pec", &contacts.pec)] {
-        if value.as_deref().is_some_and(|e| !is_email(e)) {
-            v.add(field, "is not a valid email address");
-        }
-    }
     if contacts.home_phone.is_none() && contacts.mobile_phone.is_none() {
         v.add("contacts.mobile_phone", "give at least one phone number (home or mobile)");
     }
@@ -1149,7 +1060,7 @@ mod tests {
             }
             Residence::Abroad { .. } => panic!("Italian residence expected"),
         }
-        assert_eq!(parsed.contacts.mobile_phone.as_deref(), Some("+39 333 1234567"));
+        assert_eq!(parsed.contacts.mobile_phone.as_deref(), Some("+393331234567"));
         assert_eq!(parsed.preferred_phone, PhoneKind::Mobile);
         assert_eq!(parsed.preferred_time_slot, TimeSlot::Morning);
         assert_eq!(parsed.first_half_channel, Channel::Sms, "SMS is the default with a mobile");
@@ -1801,34 +1712,39 @@ mod tests {
     }
 
     #[test]
-    fn italian_phones_written_without_prefix_are_accepted_and_normalised() {
+    fn italian_phones_written_without_prefix_are_accepted_in_e164_form() {
         for (given, normalised) in [
-            ("333 1234567", "+39 333 1234567"),
-            ("3331234567", "+39 3331234567"),
-            ("333-123.4567", "+39 333 123 4567"),
-            ("06 164164", "+39 06 164164"),
-            ("(06) 164 164", "+39 06 164 164"),
-            ("0039 333 1234567", "+39 333 1234567"),
-            ("+39 333 1234567", "+39 333 1234567"),
-            ("  +39   333  1234567 ", "+39 333 1234567"),
-            ("+41 44 668 18 00", "+41 44 668 18 00"),
+            ("333 1234567", "+393331234567"),
+            ("333-123.4567", "+393331234567"),
+            ("0039 333 1234567", "+393331234567"),
+            ("  +39   333  1234567 ", "+393331234567"),
         ] {
-            assert_eq!(normalise_phone(given).as_deref(), Some(normalised), "{given}");
+            let mut req = request();
+            contacts(&mut req).mobile_phone = given.into();
+            let parsed = PinRequest::parse(&req, today()).expect("accepted");
+            assert_eq!(parsed.contacts.mobile_phone.as_deref(), Some(normalised), "{given}");
         }
         let mut req = request();
-        contacts(&mut req).mobile_phone = "333 7654321".into();
-        contacts(&mut req).home_phone = "06-164164".into();
+        contacts(&mut req).home_phone = "(06) 164-164".into();
         let parsed = PinRequest::parse(&req, today()).expect("accepted");
-        assert_eq!(parsed.contacts.mobile_phone.as_deref(), Some("+39 333 7654321"));
-        assert_eq!(parsed.contacts.home_phone.as_deref(), Some("+39 06 164164"));
+        assert_eq!(parsed.contacts.home_phone.as_deref(), Some("+3906164164"));
+    }
+
+    #[test]
+    fn a_landline_given_as_the_mobile_phone_is_refused() {
+        let mut req = request();
+        contacts(&mut req).mobile_phone = "06 164164".into();
+        contacts(&mut req).home_phone = "06 164164".into();
+        assert_eq!(violations(&req), ["contacts.mobile_phone"]);
     }
 
     #[test]
     fn malformed_emails_are_rejected() {
         for bad in ["mario", "mario@", "@example.it", "mario@example", "ma rio@example.it"] {
-            assert!(!is_email(bad), "{bad}");
+            let mut req = request();
+            contacts(&mut req).email = bad.into();
+            assert_eq!(violations(&req), ["contacts.email"], "{bad}");
         }
-        assert!(is_email("mario.rossi@pec.example.it"));
         let mut req = request();
         contacts(&mut req).pec = "mario@pec".into();
         assert_eq!(violations(&req), ["contacts.pec"]);
@@ -1843,7 +1759,7 @@ mod tests {
         req.first_half_channel = DeliveryChannel::Email as i32;
         let parsed = accepted(&req);
         assert_eq!(parsed.preferred_phone, PhoneKind::Home);
-        assert_eq!(parsed.contacts.phone(parsed.preferred_phone), Some("+39 06 164164"));
+        assert_eq!(parsed.contacts.phone(parsed.preferred_phone), Some("+3906164164"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::iter;
 
 use chrono::{Datelike, NaiveDate};
 
-use super::belfiore::{self, LookupError, Place};
+use crate::belfiore::{self, LookupError, Place};
 
 const LEN: usize = 16;
 const MONTH_LETTERS: &[u8; 12] = b"ABCDEHLMPRST";
@@ -166,7 +166,7 @@ impl CodiceFiscale {
     /// records apart when reading logs, but the birth date, sex and most of the
     /// birthplace are hidden.
     pub fn masked(&self) -> String {
-        sportello_platform::mask::fiscal_code(&self.code)
+        crate::mask::fiscal_code(&self.code)
     }
 
     /// The three letters derived from the surname (positions 1-3).
@@ -209,8 +209,9 @@ impl Hash for CodiceFiscale {
 }
 
 /// The three surname letters of a codice fiscale: consonants, then vowels,
-/// then `X` padding. Accents are disregarded; spaces, apostrophes and any other
-/// non-letter are skipped, as are letters with no ASCII base.
+/// then `X` padding. Diacritics and strokes are disregarded (`Ł` is `L`, `Ș` is
+/// `S`, see [`belfiore::strip_accent`]); spaces, apostrophes and any other
+/// non-letter are skipped, as are letters of other scripts.
 pub fn surname_code_for(surname: &str) -> String {
     let (consonants, vowels) = split_letters(surname);
     pad_code(consonants.into_iter().chain(vowels))
@@ -390,6 +391,16 @@ mod tests {
     // Terme, PI); the other two are the English Wikipedia "Italian fiscal code"
     // examples (Matteo Moretti, Milan, 9 April 1925; Samantha Miller, USA,
     // 25 September 1982).
+
+    #[test]
+    fn names_with_polish_and_romanian_letters_give_the_letters_of_their_base_letters() {
+        assert_eq!(surname_code_for("Țurcanu"), "TRC");
+        assert_eq!(name_code_for("Ștefan"), "SFN");
+        assert_eq!(surname_code_for("Łukasik"), "LKS");
+        assert_eq!(name_code_for("Łucja"), "LCJ");
+        // Not the code of the name with the letter left out.
+        assert_ne!(surname_code_for("Țurcanu"), surname_code_for("urcanu"));
+    }
 
     #[test]
     fn published_example_rossi_mario_is_valid_male_born_1985() {

@@ -116,22 +116,20 @@ pub fn is_province_in_use(p: &str, on: NaiveDate) -> bool {
         .is_some_and(|indices| indices.iter().any(|&i| table.places[i].valid_on(on)))
 }
 
-/// Maps an accented Latin letter, in either case, to its upper-case ASCII base
-/// letter; any other character is returned unchanged. Shared with the
-/// codice fiscale name rules, which also disregard accents.
-pub(super) fn strip_accent(c: char) -> char {
-    match c {
-        'à' | 'á' | 'â' | 'ä' | 'ã' | 'å' | 'À' | 'Á' | 'Â' | 'Ä' | 'Ã' | 'Å' => 'A',
-        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'E',
-        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
-        'ò' | 'ó' | 'ô' | 'ö' | 'õ' | 'Ò' | 'Ó' | 'Ô' | 'Ö' | 'Õ' => 'O',
-        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
-        'ç' | 'ć' | 'č' | 'Ç' | 'Ć' | 'Č' => 'C',
-        'ñ' | 'Ñ' => 'N',
-        'š' | 'Š' => 'S',
-        'ž' | 'Ž' => 'Z',
-        _ => c,
+/// Maps a Latin letter with diacritics or a stroke, in either case, to its upper-case ASCII
+/// base letter, as the Agenzia delle Entrate does for the fiscal code (`Ł` → `L`, `Ș` → `S`,
+/// `Ț` → `T`, `Ø` → `O`); any other character (a letter of another script, a digit, a space)
+/// is returned unchanged. Covers Latin-1 Supplement, Latin Extended-A and -B and Latin Extended
+/// Additional, by the transliteration of `deunicode`, keeping its first letter (`Æ` → `A`).
+pub fn strip_accent(c: char) -> char {
+    let latin = ('\u{C0}'..='\u{24F}').contains(&c) || ('\u{1E00}'..='\u{1EFF}').contains(&c);
+    if !latin || !c.is_alphabetic() {
+        return c;
     }
+    deunicode::deunicode_char(c)
+        .and_then(|ascii| ascii.chars().next())
+        .filter(char::is_ascii_alphabetic)
+        .map_or(c, |base| base.to_ascii_uppercase())
 }
 
 struct Table {
@@ -341,6 +339,31 @@ mod tests {
     fn find_country_respects_validity_period() {
         assert_eq!(find_country("Jugoslavia", date(1980, 1, 1)).map(|p| p.code), Some("Z118"));
         assert_eq!(find_country("Jugoslavia", date(2010, 1, 1)), None);
+    }
+
+    #[test]
+    fn latin_letters_with_diacritics_or_strokes_fold_to_their_base_letter() {
+        for (given, base) in [
+            ('Ł', 'L'),
+            ('ł', 'L'),
+            ('Ș', 'S'),
+            ('ș', 'S'),
+            ('Ş', 'S'),
+            ('Ț', 'T'),
+            ('ţ', 'T'),
+            ('à', 'A'),
+            ('Ç', 'C'),
+            ('ñ', 'N'),
+            ('Ø', 'O'),
+            ('đ', 'D'),
+            ('ễ', 'E'),
+            ('ß', 'S'),
+        ] {
+            assert_eq!(strip_accent(given), base, "{given}");
+        }
+        for other in ['A', 'z', ' ', '\'', 'Ж', 'Ω', '1'] {
+            assert_eq!(strip_accent(other), other, "{other}");
+        }
     }
 
     #[test]
