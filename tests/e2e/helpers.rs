@@ -96,12 +96,31 @@ impl TestDb {
             .expect("identity pool");
         let backend = sportello_platform::db::Backend::of(&self.url("identity"));
         let db = sportello_platform::db::Database { pool, backend };
-        let store = identity_svc::store::Store::new(db);
+        let store = identity_svc::store::Store::new(db, self.keys());
         let records: Vec<_> =
             forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f)).collect();
         let mut import = identity_svc::residents::Import::new(&store);
         import.batch(records).await.expect("register");
         assert_eq!(import.report.rejected, 0, "{:?}", import.report);
+    }
+
+    /// The data keys the services seal secrets at rest under, in the test's data directory.
+    pub fn keys(&self) -> sportello_platform::sealed::Keyring {
+        sportello_platform::sealed::Keyring::load_or_generate(self.data_dir()).expect("data keys")
+    }
+
+    /// The secret parameters of row `id` of `table` (`outbox`, `messages`), opened from `row`'s
+    /// `secret_params` and `secrets_key`; `None` when it has none (purged).
+    pub fn open_secrets(
+        &self,
+        table: &str,
+        id: &str,
+        row: &sqlx::any::AnyRow,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        use secrecy::ExposeSecret;
+        let sealed = sportello_platform::sealed::Sealed::of_row(row).expect("sealed columns")?;
+        let opened = self.keys().open_params(table, id, Some(&sealed)).expect("secrets open");
+        Some(opened.expose_secret().0.clone())
     }
 
     pub async fn count(&self, svc: &str, table: &str, filter: &str) -> i64 {
@@ -221,6 +240,8 @@ impl Configs {
         // channels received instead.
         notify.dispatch.enabled = false;
         gateway.data_dir = db.data_dir().to_owned();
+        // As `sportello up` does: one data key for the services sharing the directory.
+        db.keys();
         // As `sportello up` does: identity trusts the keys of the services that call it.
         for service in [gateway::NAME, notify_svc::NAME, claims_svc::NAME] {
             let key = ServiceKey::load_or_generate(db.data_dir(), service).expect("service key");
@@ -578,15 +599,15 @@ pub async fn password_hash(password: &str) -> String {
 pub struct StoredMessage {
     pub channel: String,
     pub address: String,
-    pub secret_params: Option<String>,
+    /// Its secret parameters, opened; `None` once purged.
+    pub secrets: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl StoredMessage {
-    /// The value of secret parameter `key` (the messages' secrets are a JSON object).
+    /// The value of secret parameter `key`.
     pub fn secret(&self, key: &str) -> String {
-        let json: serde_json::Value =
-            serde_json::from_str(self.secret_params.as_deref().expect("secrets")).expect("json");
-        json[key].as_str().expect("secret present").to_owned()
+        let secrets = self.secrets.as_ref().expect("secrets");
+        secrets.get(key).expect("secret present").clone()
     }
 }
 
@@ -651,7 +672,7 @@ impl TestDb {
         use sqlx::Row;
         self.outbox_relayed().await;
         let sql = format!(
-            "SELECT channel, address, secret_params FROM {} WHERE template = $1 \
+            "SELECT id, channel, address, secret_params, secrets_key FROM {} WHERE template = $1 \
              ORDER BY created_at, id",
             self.table("notify", "messages")
         );
@@ -665,7 +686,7 @@ impl TestDb {
             .map(|r| StoredMessage {
                 channel: r.get("channel"),
                 address: r.get("address"),
-                secret_params: r.get("secret_params"),
+                secrets: self.open_secrets("messages", r.get("id"), r),
             })
             .collect()
     }
