@@ -389,6 +389,33 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn secrets_an_older_version_kept_in_clear_are_sealed_in_place_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let keys = Keyring::load_or_generate(dir.path()).expect("keys");
+        sqlx::any::install_default_drivers();
+        let url = crate::db::sqlite_url(dir.path(), "svc");
+        let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+        sqlx::query("CREATE TABLE outbox (id TEXT, secret_params TEXT, secrets_key TEXT)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        sqlx::query("INSERT INTO outbox VALUES ('1', '{\"pin_half\":\"AB12CD34\"}', NULL), ('2', NULL, NULL)")
+            .execute(&pool)
+            .await
+            .expect("rows");
+        assert_eq!(seal_cleartext_rows(&pool, &keys, "outbox").await.expect("sealed"), 1);
+        assert_eq!(seal_cleartext_rows(&pool, &keys, "outbox").await.expect("again"), 0);
+        let row = sqlx::query("SELECT secret_params, secrets_key FROM outbox WHERE id = '1'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+        let sealed = Sealed::of_row(&row).expect("columns").expect("sealed");
+        assert!(!sealed.ciphertext.contains("AB12CD34"));
+        let opened = keys.open_params("outbox", "1", Some(&sealed)).expect("opens");
+        assert_eq!(opened.expose_secret().0, params());
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_data_key_is_its_owners_alone() {
