@@ -23,12 +23,31 @@ pub const NOTIFY: &str = "sportello.notify.v1.NotifyService";
 /// database when `SPORTELLO_TEST_DATABASE_URL` points at a server.
 pub struct TestDb {
     dir: tempfile::TempDir,
+    /// The suite's data directory: `dir` itself, or one in it that the suite makes.
+    data: std::path::PathBuf,
     postgres: Option<String>,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_owned();
+        Self::in_dir(dir, data).await
+    }
+
+    /// As [`TestDb::new`], with a data directory that does not exist yet: the suite makes it.
+    pub async fn with_fresh_data_dir() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Self::in_dir(dir, data).await
+    }
+
+    /// The directory the test may use beside the suite's data directory (when it is fresh).
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    async fn in_dir(dir: tempfile::TempDir, data: std::path::PathBuf) -> Self {
         let postgres = match std::env::var("SPORTELLO_TEST_DATABASE_URL") {
             Ok(admin) if !admin.is_empty() => {
                 sqlx::any::install_default_drivers();
@@ -41,7 +60,7 @@ impl TestDb {
             }
             _ => None,
         };
-        Self { dir, postgres }
+        Self { dir, data, postgres }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -49,14 +68,14 @@ impl TestDb {
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
-        self.dir.path()
+        &self.data
     }
 
     /// The database URL to give service `svc`.
     pub fn url(&self, svc: &str) -> String {
         match &self.postgres {
             Some(url) => url.clone(),
-            None => sportello_platform::db::sqlite_url(self.dir.path(), svc),
+            None => sportello_platform::db::sqlite_url(&self.data, svc),
         }
     }
 
@@ -298,7 +317,11 @@ pub async fn spawn_suite() -> Suite {
 
 /// The suite with its configuration adjusted first.
 pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
-    let db = TestDb::new().await;
+    spawn_suite_on(TestDb::new().await, adjust).await
+}
+
+/// The suite on `db`, with its configuration adjusted first.
+pub async fn spawn_suite_on(db: TestDb, adjust: impl FnOnce(&mut Configs)) -> Suite {
     let ports = Ports::reserve().await;
     let mut c =
         Configs::new(&db, [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1]);
@@ -708,16 +731,19 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" (the
-    /// templates say "il suo PIN è AB12CD34." and "il codice … è 123456.").
+    /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" that
+    /// ends a sentence (the templates say "il suo PIN è AB12CD34." and "il codice … è 123456.",
+    /// and may say "il suo PIN è stato ripristinato" before).
     pub fn secret(&self) -> String {
         if self.channel == "POST" {
             // The boxed half closes the letter.
             let last = self.text.lines().rev().map(str::trim).find(|l| !l.is_empty());
             return last.expect("a boxed half").to_owned();
         }
-        let after = self.text.split_once(" è ").expect("a secret in the text").1;
-        after.split(|c: char| c == '.' || c.is_whitespace()).next().expect("a word").to_owned()
+        let words = self.text.split(" è ").skip(1);
+        let secret = words.filter_map(|after| after.split_once('.')).map(|(word, _)| word);
+        let secret = secret.into_iter().find(|word| !word.contains(char::is_whitespace));
+        secret.expect("a secret in the text").to_owned()
     }
 }
 
