@@ -428,7 +428,11 @@ async fn messages_sealed_under_a_key_that_was_rotated_out_are_still_delivered() 
     let data_dir = suite.db.data_dir().to_owned();
     let [old_key] = key_ids(&data_dir).try_into().expect("one data key");
     for template in ["PIN_FIRST_HALF", "PIN_SECOND_HALF_LETTER"] {
-        assert_eq!(sealed_under(&suite.db, template).await, [old_key.clone()], "{template}");
+        assert_eq!(
+            sealed_under(&suite.db, template).await,
+            std::slice::from_ref(&old_key),
+            "{template}"
+        );
     }
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
