@@ -583,7 +583,8 @@ async fn fail(
     if changed {
         // The secrets go along (the fallback carries the same PIN half), sealed again for the
         // fallback's row; the original keeps them too, so the contact center can still resend
-        // it elsewhere. Secrets that do not open stay behind: the fallback fails to render.
+        // it elsewhere. Secrets that do not open (their key is gone) make no fallback: it could
+        // not be rendered either.
         let row = sqlx::query(
             "SELECT secret_params, secrets_key FROM messages \
              WHERE id = $1 AND fallback_message_id = $2",
@@ -600,7 +601,11 @@ async fn fail(
             Ok(secrets) => Some(keys.seal_params(TABLE, &fallback_id, &secrets.expose_secret().0)),
             Err(e) => {
                 tracing::warn!(message_id = %id, error = %e, "secret parameters do not open");
-                None
+                sqlx::query("UPDATE messages SET fallback_message_id = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                return Ok(changed);
             }
         };
         sqlx::query(

@@ -473,3 +473,44 @@ async fn messages_sealed_under_a_key_that_was_rotated_out_are_still_delivered() 
         .await
         .expect("the halves sealed before the rotation are the PIN");
 }
+
+#[tokio::test]
+async fn a_message_whose_data_key_is_gone_fails_naming_the_key_and_goes_nowhere_else() {
+    use sportello_proto::notify::v1::Fallback;
+    let suite = spawn_suite().await;
+    let message = EnqueueMessageRequest {
+        idempotency_key: "test:key-gone".into(),
+        fiscal_code: ROSSI.into(),
+        channel: Channel::Sms as i32,
+        address: ROSSI_MOBILE.into(),
+        template: "PIN_FIRST_HALF".into(),
+        secret_params: [("pin_half".to_owned(), "K7Q2M9XZ".to_owned())].into(),
+        fallback: Some(Fallback { channel: Channel::Email as i32, address: ROSSI_EMAIL.into() }),
+        ..Default::default()
+    };
+    let mut notify = crate::notify::client(&suite).await;
+    let id = notify.enqueue_message(message).await.expect("enqueued").into_inner().message_id;
+
+    // The key it was sealed under is replaced, and the old one lost.
+    let data_dir = suite.db.data_dir().to_owned();
+    let [lost] = key_ids(&data_dir).try_into().expect("one data key");
+    sportello_platform::sealed::Keyring::rotate(&data_dir).expect("rotated");
+    std::fs::remove_file(data_dir.join(format!("keys/secrets-{lost}.key"))).expect("removed");
+    let suite = restart_notify(suite, true).await;
+
+    let sql = format!(
+        "SELECT status, last_error, fallback_message_id FROM {} WHERE id = $1",
+        suite.db.table("notify", "messages")
+    );
+    let pool = suite.db.pool("notify").await;
+    let row = || async { sqlx::query(&sql).bind(&id).fetch_one(&pool).await.expect("message") };
+    eventually("the message settled", Duration::from_secs(20), || async {
+        row().await.get::<String, _>("status") == "FAILED"
+    })
+    .await;
+    let row = row().await;
+    let reason: String = row.get("last_error");
+    assert!(reason.contains(&lost), "{reason}");
+    assert_eq!(row.get::<Option<String>, _>("fallback_message_id"), None, "nothing sent elsewhere");
+    assert_eq!(suite.db.count("notify", "messages", "1 = 1").await, 1);
+}
