@@ -405,6 +405,24 @@ async fn sealed_under(db: &TestDb, template: &str) -> Vec<String> {
     rows.expect("messages").iter().map(|r| r.get("secrets_key")).collect()
 }
 
+/// A message to Mario Rossi carrying one secret parameter, as identity-svc sends them.
+fn secret_message(
+    key: &str,
+    (channel, address): (Channel, &str),
+    template: &str,
+    (name, value): (&str, &str),
+) -> EnqueueMessageRequest {
+    EnqueueMessageRequest {
+        idempotency_key: key.into(),
+        fiscal_code: ROSSI.into(),
+        channel: channel as i32,
+        address: address.into(),
+        template: template.into(),
+        secret_params: [(name.to_owned(), value.to_owned())].into(),
+        ..Default::default()
+    }
+}
+
 /// Stops notify-svc and starts it again on its database and address, dispatching or not.
 async fn restart_notify(mut suite: Suite, dispatch: bool) -> Suite {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -447,15 +465,8 @@ async fn messages_sealed_under_a_key_that_was_rotated_out_are_still_delivered() 
     // A notify-svc started after the rotation seals with the new key...
     let suite = restart_notify(suite, false).await;
     let code = "48151623";
-    let message = EnqueueMessageRequest {
-        idempotency_key: "test:after-rotation".into(),
-        fiscal_code: ROSSI.into(),
-        channel: Channel::Email as i32,
-        address: ROSSI_EMAIL.into(),
-        template: "PIN_RECOVERY_CODE".into(),
-        secret_params: [("code".to_owned(), code.to_owned())].into(),
-        ..Default::default()
-    };
+    let to = (Channel::Email, ROSSI_EMAIL);
+    let message = secret_message("test:after-rotation", to, "PIN_RECOVERY_CODE", ("code", code));
     crate::notify::client(&suite).await.enqueue_message(message).await.expect("enqueued");
     assert_eq!(sealed_under(&suite.db, "PIN_RECOVERY_CODE").await, [new_key]);
 
@@ -478,16 +489,11 @@ async fn messages_sealed_under_a_key_that_was_rotated_out_are_still_delivered() 
 async fn a_message_whose_data_key_is_gone_fails_naming_the_key_and_goes_nowhere_else() {
     use sportello_proto::notify::v1::Fallback;
     let suite = spawn_suite().await;
-    let message = EnqueueMessageRequest {
-        idempotency_key: "test:key-gone".into(),
-        fiscal_code: ROSSI.into(),
-        channel: Channel::Sms as i32,
-        address: ROSSI_MOBILE.into(),
-        template: "PIN_FIRST_HALF".into(),
-        secret_params: [("pin_half".to_owned(), "K7Q2M9XZ".to_owned())].into(),
-        fallback: Some(Fallback { channel: Channel::Email as i32, address: ROSSI_EMAIL.into() }),
-        ..Default::default()
-    };
+    let to = (Channel::Sms, ROSSI_MOBILE);
+    let mut message =
+        secret_message("test:key-gone", to, "PIN_FIRST_HALF", ("pin_half", "K7Q2M9XZ"));
+    message.fallback =
+        Some(Fallback { channel: Channel::Email as i32, address: ROSSI_EMAIL.into() });
     let mut notify = crate::notify::client(&suite).await;
     let id = notify.enqueue_message(message).await.expect("enqueued").into_inner().message_id;
 
