@@ -5,6 +5,11 @@
 //! verifiable) and the upload blobs, which are written before the row that names them and never
 //! change, so copying them after the snapshot finds every one it names. PostgreSQL deployments
 //! use `pg_dump` per schema instead (README).
+//!
+//! The copy holds no secret in clear: the databases keep PIN halves and codes waiting to be sent
+//! only sealed, and the data keys that open them (`keys/secrets-*.key`) are left out, to be kept
+//! apart like any other secret of the deployment (put them back beside a restored copy to send
+//! what was waiting). Like the data directory, the copy is its owner's alone: 0700 and 0600.
 
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -25,8 +30,9 @@ pub struct BackupArgs {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use sportello_platform::files;
     let mut copied = 0;
-    std::fs::create_dir_all(to)?;
+    files::create_dir(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
@@ -36,12 +42,18 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<u64> {
         }
         if source.is_dir() {
             copied += copy_tree(&source, &target)?;
-        } else {
-            std::fs::copy(&source, &target)?;
+        } else if !is_data_key(&entry.file_name()) {
+            let mut out = files::options().write(true).create_new(true).open(&target)?;
+            std::io::copy(&mut std::fs::File::open(&source)?, &mut out)?;
             copied += 1;
         }
     }
     Ok(copied)
+}
+
+/// Whether `name` is a data key of secrets at rest, which a backup leaves out.
+fn is_data_key(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_some_and(|n| n.starts_with("secrets-") && n.ends_with(".key"))
 }
 
 /// Copies one database with `VACUUM INTO`; returns its size.
@@ -54,6 +66,8 @@ async fn copy_database(source: &Path, target: &Path) -> anyhow::Result<u64> {
         .await
         .with_context(|| format!("opening {}", source.display()))?;
     let into = target.to_str().context("a backup path that is not UTF-8")?;
+    // VACUUM INTO fills an empty file as it is, so the copy has this one's mode, not the umask's.
+    sportello_platform::files::options().write(true).create_new(true).open(target)?;
     sqlx::query("VACUUM INTO ?").bind(into).execute(&mut conn).await?;
     Ok(std::fs::metadata(target)?.len())
 }
@@ -61,7 +75,7 @@ async fn copy_database(source: &Path, target: &Path) -> anyhow::Result<u64> {
 pub fn run(args: BackupArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        std::fs::create_dir_all(&args.dir)?;
+        sportello_platform::files::create_dir(&args.dir)?;
         anyhow::ensure!(
             std::fs::read_dir(&args.dir)?.next().is_none(),
             "{} is not empty: a backup goes into a new directory",
@@ -92,7 +106,8 @@ pub fn run(args: BackupArgs) -> anyhow::Result<()> {
             }
         }
         println!(
-            "backup in {}: start a suite on it with --data-dir {}",
+            "backup in {}: start a suite on it with --data-dir {} (the data keys, \
+             keys/secrets-*.key, are not in it: copy them back to send what was waiting)",
             args.dir.display(),
             args.dir.display()
         );

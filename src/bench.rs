@@ -379,14 +379,17 @@ async fn call(
     Ok(())
 }
 
-/// The `n`-th email of the notify scenario (`PIN_CHANGED`, no secret).
+/// The `n`-th email of the notify scenario: the second half of a restored PIN, as identity-svc
+/// sends it, so that what a secret costs (kept until the email is sent, then purged) is measured.
 fn notify_email(n: u64) -> EnqueueMessageRequest {
     EnqueueMessageRequest {
         idempotency_key: format!("bench:notify:{n}"),
         fiscal_code: "RSSMRA85T10A562S".into(),
         channel: NotifyChannel::Email as i32,
         address: format!("cittadino{n}@example.it"),
-        template: "PIN_CHANGED".into(),
+        template: "PIN_RESTORED_SECOND_HALF".into(),
+        secret_params: [("pin_half".to_owned(), format!("{:08X}", n.wrapping_mul(2_654_435_761)))]
+            .into(),
         ..Default::default()
     }
 }

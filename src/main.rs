@@ -60,8 +60,9 @@ enum Command {
     /// Copy a running suite's SQLite databases (one consistent snapshot each), keys and upload
     /// files into a new directory, to start a suite on later.
     Backup(backup::BackupArgs),
-    /// Make (or keep) the session and service keys under DIR/keys and print the environment
-    /// that makes the services trust each other when they run as separate processes.
+    /// Make (or keep) the session, service and data keys under DIR/keys and print the
+    /// environment that makes the services trust each other when they run as separate
+    /// processes; `keys rotate-secrets DIR` adds a new data key for secrets at rest.
     Keys(keys::KeysArgs),
     /// Receive OTLP traces and count the spans each service sends, to measure tracing's cost
     /// (point `OTEL_EXPORTER_OTLP_ENDPOINT` at it).

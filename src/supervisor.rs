@@ -98,19 +98,24 @@ fn server_settings(
 
 /// The public keys of the services that call identity-svc, generated now under each one's data
 /// directory where absent (each child then loads its own), so that identity-svc trusts them
-/// with no configuration.
+/// with no configuration. The data key secrets at rest are sealed under is made here too, in
+/// identity's and notify's data directories, before the services start together: two sharing a
+/// directory then find one key rather than each make their own.
 fn service_keys(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
     let file = sportello_platform::config::file(args.config.as_deref());
     let describe = |e: sportello_platform::config::ConfigError| {
         anyhow::anyhow!("invalid configuration: {}", sportello_platform::config::describe(&e))
     };
     let data_dir = |configured: PathBuf| args.data_dir.clone().unwrap_or(configured);
+    let notify_dir = data_dir(notify_svc::Config::load(&file).map_err(describe)?.store.data_dir);
+    let identity_dir =
+        data_dir(identity_svc::Config::load(&file).map_err(describe)?.store.data_dir);
+    for dir in [&identity_dir, &notify_dir] {
+        sportello_platform::sealed::Keyring::load_or_generate(dir)?;
+    }
     let dirs = [
         (gateway::NAME, data_dir(gateway::Config::load(&file).map_err(describe)?.data_dir)),
-        (
-            notify_svc::NAME,
-            data_dir(notify_svc::Config::load(&file).map_err(describe)?.store.data_dir),
-        ),
+        (notify_svc::NAME, notify_dir),
         (
             claims_svc::NAME,
             data_dir(claims_svc::Config::load(&file).map_err(describe)?.store.data_dir),

@@ -50,8 +50,9 @@ static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 pub async fn unlock_staff(config: &Config, username: &str, by: &str) -> anyhow::Result<bool> {
     let url = config.store.database_url_for("identity")?;
     let db = sportello_platform::db::open(&url, "identity", &MIGRATIONS, 1).await?;
+    let keys = sportello_platform::sealed::Keyring::load_or_generate(&config.store.data_dir)?;
     let username = username.trim().to_ascii_lowercase();
-    Ok(store::Store::new(db).unlock_staff(&username, by).await?)
+    Ok(store::Store::new(db, keys).unlock_staff(&username, by).await?)
 }
 
 /// Runs identity-svc on `listener` until `shutdown` is cancelled and in-flight calls have drained.
@@ -75,6 +76,7 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| config.store.data_dir.join("keys/session-ed25519.der"));
     let signer = keys::Signer::load_or_generate(&key_file)?;
+    let secrets = sportello_platform::sealed::Keyring::load_or_generate(&config.store.data_dir)?;
     let verifier = sportello_platform::auth::Verifier::default();
     verifier.set_jwks(signer.jwks()).map_err(anyhow::Error::msg)?;
     for (service, public_key) in &config.trusted_services {
@@ -108,7 +110,8 @@ pub async fn serve(
         dependencies.into(),
         shutdown,
         move |db| async move {
-            let store = store::Store::new(db);
+            let store = store::Store::new(db, secrets);
+            store.seal_cleartext_outbox().await?;
             let blobs = sportello_platform::blobs::FsBlobs::open(blobs_dir).await?;
             tokio::spawn(conversion::sweep_orphans(store.clone(), blobs.clone(), sweep_stop));
             let conversions = conversion::Conversions {

@@ -12,7 +12,8 @@ use crate::error::IdentityError;
 use crate::hashing::Hasher;
 use crate::notifier::{first_half_destinations, notice_destinations, Destination, Notifier};
 use crate::store::{
-    self, Account, Credential, Entry, Half, NewMessage, NewRequest, Outcome, PinStage, Store,
+    self, Account, Credential, Entry, Half, NewMessage, NewRequest, Outcome, PinStage, Secret,
+    Store,
 };
 use sportello_platform::error::FieldViolations;
 use sportello_platform::now_millis;
@@ -98,7 +99,7 @@ async fn queue_secret(
     fiscal_code: &str,
     to: &Destination,
     template: &str,
-    secret: (&str, &str),
+    secret: Secret<'_>,
     request: Option<(&str, Half)>,
 ) -> Result<(), sqlx::Error> {
     queue_secret_or(conn, fiscal_code, (to, None), template, secret, request).await
@@ -110,7 +111,7 @@ async fn queue_secret_or(
     fiscal_code: &str,
     (to, fallback): (&Destination, Option<&Destination>),
     template: &str,
-    secret: (&str, &str),
+    secret: Secret<'_>,
     request: Option<(&str, Half)>,
 ) -> Result<(), sqlx::Error> {
     let message = NewMessage {
@@ -126,11 +127,12 @@ async fn queue_secret_or(
     Ok(())
 }
 
-/// Queues the two halves of a newly issued PIN, on the transaction that issues it: the first
-/// to the contact of `channel` (falling back to the email on file, see
+/// Queues the two halves of a newly issued PIN, sealed under `store`'s keys, on the transaction
+/// that issues it: the first to the contact of `channel` (falling back to the email on file, see
 /// [`first_half_destinations`]), the second by post to `letter`. Returns where the first goes.
 pub(crate) async fn queue_halves(
     conn: &mut sqlx::AnyConnection,
+    store: &Store,
     request_id: &str,
     cf: &str,
     (contacts, channel): (&Contacts, Channel),
@@ -139,14 +141,19 @@ pub(crate) async fn queue_halves(
 ) -> Result<Destination, sqlx::Error> {
     let (first_to, fallback) = first_half_destinations(contacts, channel);
     let first = (request_id, Half::First);
-    let half = ("pin_half", pin.first_half());
+    let half = pin_half(store, pin.first_half());
     let to = (&first_to, fallback.as_ref());
     queue_secret_or(conn, cf, to, "PIN_FIRST_HALF", half, Some(first)).await?;
     let second = (request_id, Half::Second);
-    let half = ("pin_half", pin.second_half());
+    let half = pin_half(store, pin.second_half());
     let letter = Destination::Post(letter);
     queue_secret(conn, cf, &letter, "PIN_SECOND_HALF_LETTER", half, Some(second)).await?;
     Ok(first_to)
+}
+
+/// A PIN half as a message's secret parameter, sealed under `store`'s keys.
+fn pin_half<'a>(store: &'a Store, half: &'a str) -> Secret<'a> {
+    Secret { keys: store.keys(), name: "pin_half", value: half }
 }
 
 /// The PIN lifecycle, shared by the citizens' and the contact center's RPCs.
@@ -256,7 +263,7 @@ impl Pins {
         let outcome =
             if store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &req.contacts).await? {
                 let first = (&req.contacts, req.first_half_channel);
-                queue_halves(&mut tx, &request_id, &cf, first, &pin, letter).await?;
+                queue_halves(&mut tx, &self.store, &request_id, &cf, first, &pin, letter).await?;
                 Outcome::Issued
             } else {
                 self.already_has_pin(&mut tx, &cf).await?;
@@ -498,7 +505,8 @@ impl Pins {
         let ttl = i64::try_from(self.rules.recovery_code_ttl.as_millis()).unwrap_or(i64::MAX);
         let expires = now_millis().saturating_add(ttl);
         store::put_recovery(conn, cf, code_hash, &targets, expires).await?;
-        queue_secret(conn, cf, &code_to, "PIN_RECOVERY_CODE", ("code", code), None).await?;
+        let code = Secret { keys: self.store.keys(), name: "code", value: code };
+        queue_secret(conn, cf, &code_to, "PIN_RECOVERY_CODE", code, None).await?;
         Ok("CODE_SENT")
     }
 
@@ -541,9 +549,9 @@ impl Pins {
             return Err(recovery_code_not_valid());
         }
         store::end_sessions_of(&mut tx, &cf, None).await?;
-        let first = ("pin_half", pin.first_half());
+        let first = pin_half(&self.store, pin.first_half());
         queue_secret(&mut tx, &cf, first_to, "PIN_RESTORED_FIRST_HALF", first, None).await?;
-        let second = ("pin_half", pin.second_half());
+        let second = pin_half(&self.store, pin.second_half());
         queue_secret(&mut tx, &cf, second_to, "PIN_RESTORED_SECOND_HALF", second, None).await?;
         store::audit(&mut tx, &citizen_action("ConfirmPinRecovery", &cf, "OK", "")).await?;
         self.commit(tx).await

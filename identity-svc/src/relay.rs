@@ -2,11 +2,13 @@
 //! outbox row id as idempotency key, until notify-svc acknowledges each. Rows are claimed with a
 //! lease (`Store::claim_outbox`), so any number of identity instances may relay at once; a relay
 //! that dies mid-send leaves its rows to be claimed again when the lease runs out, and notify-svc
-//! keeps the first copy of a message sent twice.
+//! keeps the first copy of a message sent twice. A row's secret is opened only to be sent; one
+//! that does not open (its key is gone) is refused for good, like any message notify refuses.
 
 use crate::error::IdentityError;
 use crate::notifier::Notifier;
 use crate::store::{Pending, Store};
+use secrecy::ExposeSecret;
 use sportello_platform::now_millis;
 use sportello_platform::trace_context::deferred_span;
 use std::collections::HashMap;
@@ -87,7 +89,8 @@ pub async fn relay_once(store: &Store, notifier: &Notifier) -> Result<i64, sqlx:
         let span = deferred_span("outbox relay", row.traceparent.as_deref());
         sends.spawn(
             async move {
-                let result = match tokio::time::timeout(SEND_TIMEOUT, send(&notifier, &row)).await {
+                let sent = send(&store, &notifier, &row);
+                let result = match tokio::time::timeout(SEND_TIMEOUT, sent).await {
                     Ok(result) => result,
                     Err(_) => Err(IdentityError::Dependency {
                         service: "notify-svc",
@@ -108,13 +111,20 @@ pub async fn relay_once(store: &Store, notifier: &Notifier) -> Result<i64, sqlx:
     Ok(claimed)
 }
 
-async fn send(notifier: &Notifier, row: &Pending) -> Result<String, IdentityError> {
+async fn send(store: &Store, notifier: &Notifier, row: &Pending) -> Result<String, IdentityError> {
     let key = idempotency_key(&row.id);
     match &row.resend_of {
         Some(original) => notifier.resend(key, original, Some(&row.to)).await,
         None => {
+            let opened = store.open_secrets(row).map_err(|e| {
+                tracing::error!(outbox = %row.id, error = %e, "secret parameters do not open");
+                IdentityError::Precondition {
+                    reason: "SECRETS_UNREADABLE",
+                    message: "the message's secret parameters do not open",
+                }
+            })?;
             let secrets: HashMap<String, String> =
-                row.secret_params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                opened.expose_secret().0.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let to = (&row.to, row.fallback.as_ref());
             notifier.enqueue(key, &row.fiscal_code, to, &row.template, secrets).await
         }

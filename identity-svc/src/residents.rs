@@ -134,7 +134,9 @@ impl Pins {
             return Err(not_pending);
         }
         let first = (&form.contacts, request.first_half_channel);
-        let to = crate::pins::queue_halves(&mut tx, &request.id, &cf, first, &pin, letter).await?;
+        let to =
+            crate::pins::queue_halves(&mut tx, &self.store, &request.id, &cf, first, &pin, letter)
+                .await?;
         let detail = format!("request {}", request.id);
         self.commit_done(tx, operator, "ValidatePendingPinRequest", &cf, &detail).await?;
         Ok((cf, to))

@@ -9,6 +9,7 @@ use crate::config::{ChannelRates, DispatchSettings};
 use crate::store::{Due, Outcome, Store};
 use crate::templates::Templates;
 use crate::transport::{Outgoing, SendError, Transports};
+use secrecy::ExposeSecret;
 use sportello_platform::backoff::backoff_ms;
 use sportello_platform::now_millis;
 use sportello_proto::notify::v1::Channel;
@@ -146,7 +147,12 @@ impl Dispatcher {
         if !self.limits.turn(due.channel, patience).await {
             return Outcome::Postponed { at: now_millis() };
         }
-        let sent = match self.templates.render(&due.template, due.channel, &due.params) {
+        let params = match self.store.params_of(due) {
+            Ok(params) => params,
+            Err(e) => return Outcome::Failed { reason: format!("secret parameters: {e}") },
+        };
+        let rendered = self.templates.render(&due.template, due.channel, &params.expose_secret().0);
+        let sent = match rendered {
             Ok(content) => {
                 let Some(transport) = self.transports.for_channel(due.channel) else {
                     return Outcome::Failed { reason: "no transport for the channel".into() };

@@ -85,6 +85,7 @@ pub async fn serve(
     );
     // Built before serving, so that a bad relay URL or provider setting stops the start.
     let transports = transport::build(&config)?;
+    let keys = sportello_platform::sealed::Keyring::load_or_generate(&config.store.data_dir)?;
     let dispatch = config.dispatch.clone();
     let dispatch_shutdown = shutdown.clone();
     let watch_shutdown = shutdown.clone();
@@ -105,7 +106,8 @@ pub async fn serve(
         shutdown,
         |db| async move {
             let templates = std::sync::Arc::new(templates::Templates::builtin());
-            let store = store::Store::new(db);
+            let store = store::Store::new(db, keys);
+            store.seal_cleartext_messages().await?;
             let wake = std::sync::Arc::new(tokio::sync::Notify::new());
             if dispatch.enabled {
                 let dispatcher = dispatch::Dispatcher::new(

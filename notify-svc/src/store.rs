@@ -1,8 +1,12 @@
-//! notify-svc's tables.
+//! notify-svc's tables. A message's secret parameters are sealed for its row before they are
+//! written (`sportello_platform::sealed`), opened only to render the message, and purged once it
+//! is sent.
 
 use crate::domain::{channel_from_name, channel_name, MessageIds, NewMessage, Original, Secrets};
+use secrecy::{ExposeSecret, ExposeSecretMut};
 use sportello_platform::db::{storable, Backend, Database};
 use sportello_platform::group_commit::GroupCommit;
+use sportello_platform::sealed::{Keyring, OpenError, Params, Sealed, SecretParams};
 use sportello_platform::{mask, now_millis};
 use sportello_proto::notify::v1::Channel;
 use sqlx::any::AnyRow;
@@ -24,6 +28,9 @@ pub const DELIVERED: &str = "DELIVERED";
 const SUMMARY_COLUMNS: &str = "id, fiscal_code, channel, address, template, status, last_error, \
     attempts, created_at, updated_at, sent_at, delivered_at, fallback_message_id, fallback_channel";
 
+/// The table, also the associated data of its rows' sealed secrets.
+const TABLE: &str = "messages";
+
 /// A message claimed for sending, with everything its channel needs. Never logged whole.
 pub struct Due {
     pub id: String,
@@ -31,8 +38,10 @@ pub struct Due {
     pub channel: Channel,
     pub address: String,
     pub template: String,
-    /// Its parameters, secret ones included.
+    /// Its parameters, secret ones aside.
     pub params: BTreeMap<String, String>,
+    /// Its secret parameters as stored: sealed (see [`Store::params_of`]).
+    pub secrets: Option<Sealed>,
     /// Attempts before this one.
     pub attempts: i64,
     /// The lease this claim holds: an outcome is recorded only under it.
@@ -65,6 +74,8 @@ pub struct Store {
     /// The hot writes — enqueues, the dispatcher's claims and the outcomes it records — share
     /// transactions (and so fsyncs) through one writer: see `sportello_platform::group_commit`.
     writer: GroupCommit,
+    /// What secret parameters are sealed under.
+    keys: Keyring,
 }
 
 /// The most writes one transaction takes.
@@ -147,29 +158,36 @@ async fn stored_under(
     row.map(|row| Ok(Stored { id: row.try_get("id")?, status: row.try_get("status")? })).transpose()
 }
 
+/// A message to insert: its row id, and its secret parameters sealed for that row.
+struct Insert {
+    id: String,
+    message: NewMessage,
+    secrets: Option<Sealed>,
+}
+
 /// Inserts `message` as QUEUED; does nothing when its idempotency key is already stored.
 async fn insert_unless_known(
     conn: &mut sqlx::AnyConnection,
-    message: &NewMessage,
+    Insert { id, message, secrets }: &Insert,
 ) -> Result<(), sqlx::Error> {
     let now = now_millis();
-    let secrets = (!message.secret_params.is_empty()).then(|| to_json(&message.secret_params));
     let fallback = message.fallback.as_ref();
     sqlx::query(
         "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
-         params, secret_params, status, attempts, next_attempt_at, created_at, updated_at, \
-         fallback_channel, fallback_address) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10, $10, $11, $12) \
+         params, secret_params, secrets_key, status, attempts, next_attempt_at, created_at, \
+         updated_at, fallback_channel, fallback_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11, $11, $12, $13) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(id)
     .bind(&message.idempotency_key)
     .bind(&message.fiscal_code)
     .bind(channel_name(message.channel))
     .bind(&message.address)
     .bind(&message.template)
     .bind(to_json(&message.params))
-    .bind(secrets)
+    .bind(secrets.as_ref().map(|s| s.ciphertext.as_str()))
+    .bind(secrets.as_ref().map(|s| s.key_id.as_str()))
     .bind(QUEUED)
     .bind(now)
     .bind(fallback.map(|f| channel_name(f.channel)))
@@ -194,21 +212,32 @@ impl Store {
             .collect()
     }
 
-    /// The store of `db`, with its writer of enqueues (started here: call within a runtime).
-    pub fn new(db: Database) -> Self {
+    /// The store of `db`, with its writer of enqueues (started here: call within a runtime),
+    /// sealing secret parameters under `keys`.
+    pub fn new(db: Database, keys: Keyring) -> Self {
         let writer = GroupCommit::start(&db, MAX_WRITES_PER_COMMIT);
-        Self { db, writer }
+        Self { db, writer, keys }
+    }
+
+    /// Seals the secrets rows written before sealing kept in clear (see
+    /// [`sportello_platform::sealed::seal_cleartext_rows`]).
+    pub async fn seal_cleartext_messages(&self) -> Result<u64, sqlx::Error> {
+        sportello_platform::sealed::seal_cleartext_rows(&self.db.pool, &self.keys, TABLE).await
     }
 
     /// Stores `message` unless one with the same idempotency key exists; either way returns the
     /// stored message, once it is committed (in a transaction shared with concurrent enqueues).
     pub async fn enqueue(&self, message: &NewMessage) -> Result<Stored, sqlx::Error> {
-        let message = message.clone();
+        // Sealed here, by the caller's task, rather than by the one writer all enqueues share.
+        let id = uuid::Uuid::now_v7().to_string();
+        let secrets = (!message.secret_params.is_empty())
+            .then(|| self.keys.seal_params(TABLE, &id, &message.secret_params));
+        let insert = Insert { id, message: message.clone(), secrets };
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move {
-                    insert_unless_known(conn, &message).await?;
-                    stored_under(conn, &message.idempotency_key)
+                    insert_unless_known(conn, &insert).await?;
+                    stored_under(conn, &insert.message.idempotency_key)
                         .await?
                         .ok_or(sqlx::Error::RowNotFound)
                 })
@@ -267,7 +296,7 @@ impl Store {
     pub async fn original(&self, id: &str) -> Result<Option<Original>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT id, fiscal_code, channel, address, template, params, secret_params, \
-             secrets_purged_at FROM messages WHERE id = $1",
+             secrets_key, secrets_purged_at FROM messages WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.db.pool)
@@ -279,20 +308,22 @@ impl Store {
         let channel = channel_from_name(&stored_channel).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown stored channel {stored_channel:?}").into())
         })?;
+        let id: String = row.try_get("id")?;
         let purged_at: Option<i64> = row.try_get("secrets_purged_at")?;
         let secrets = match purged_at {
             Some(_) => Secrets::Purged,
-            None => {
-                let json: Option<String> = row.try_get("secret_params")?;
-                Secrets::Kept(match json {
-                    Some(json) => from_json("secret_params", &json)?,
-                    None => BTreeMap::new(),
-                })
-            }
+            None => match self.keys.open_params(TABLE, &id, Sealed::of_row(&row)?.as_ref()) {
+                Ok(opened) => Secrets::Kept(opened.expose_secret().0.clone()),
+                // As good as purged: no one can recover them.
+                Err(e) => {
+                    tracing::warn!(message_id = %id, error = %e, "secret parameters do not open");
+                    Secrets::Purged
+                }
+            },
         };
         let params: String = row.try_get("params")?;
         Ok(Some(Original {
-            id: row.try_get("id")?,
+            id,
             fiscal_code: row.try_get("fiscal_code")?,
             channel,
             address: row.try_get("address")?,
@@ -320,7 +351,8 @@ impl Store {
              AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until <= $2) \
              ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
              AND (lease_until IS NULL OR lease_until <= $2) \
-             RETURNING id, fiscal_code, channel, address, template, params, secret_params, attempts"
+             RETURNING id, fiscal_code, channel, address, template, params, secret_params, \
+             secrets_key, attempts"
         );
         let rows = self
             .writer
@@ -337,18 +369,14 @@ impl Store {
                     sqlx::Error::Decode(format!("unknown stored channel {stored_channel:?}").into())
                 })?;
                 let params: String = row.try_get("params")?;
-                let mut params = from_json("params", &params)?;
-                let secrets: Option<String> = row.try_get("secret_params")?;
-                if let Some(secrets) = secrets {
-                    params.extend(from_json("secret_params", &secrets)?);
-                }
                 Ok(Due {
                     id: row.try_get("id")?,
                     fiscal_code: row.try_get("fiscal_code")?,
                     channel,
                     address: row.try_get("address")?,
                     template: row.try_get("template")?,
-                    params,
+                    params: from_json("params", &params)?,
+                    secrets: Sealed::of_row(row)?,
                     attempts: row.try_get("attempts")?,
                     lease_until,
                 })
@@ -356,14 +384,25 @@ impl Store {
             .collect()
     }
 
+    /// All of `due`'s parameters, secret ones opened, to render it with.
+    pub fn params_of(&self, due: &Due) -> Result<SecretParams, OpenError> {
+        let mut all = self.keys.open_params(TABLE, &due.id, due.secrets.as_ref())?;
+        let Params(secrets) = all.expose_secret_mut();
+        for (name, value) in &due.params {
+            secrets.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        Ok(all)
+    }
+
     /// Records how an attempt at `due` ended, if `due`'s lease is still the message's (a
     /// dispatcher whose lease ran out must not overwrite what another has since recorded).
     /// A sent message's secrets are purged in the same statement.
     pub async fn settle(&self, due: &Due, outcome: &Outcome) -> Result<bool, sqlx::Error> {
         let (id, lease, outcome) = (due.id.clone(), due.lease_until, outcome.clone());
+        let keys = self.keys.clone();
         self.writer
             .run(Box::new(move |conn| {
-                Box::pin(async move { record(conn, &id, lease, &outcome).await })
+                Box::pin(async move { record(conn, &keys, &id, lease, &outcome).await })
             }))
             .await
     }
@@ -378,13 +417,15 @@ impl Store {
         receipt: &Receipt,
     ) -> Result<Option<Summary>, sqlx::Error> {
         let (provider, provider_id) = (provider.to_owned(), provider_message_id.to_owned());
-        let receipt = receipt.clone();
+        let (receipt, keys) = (receipt.clone(), self.keys.clone());
         // Through the writer: on SQLite a transaction that reads before it writes would fail at
         // once (not wait) when the writer commits in between.
         let id = self
             .writer
             .run(Box::new(move |conn| {
-                Box::pin(async move { take_receipt(conn, &provider, &provider_id, &receipt).await })
+                Box::pin(async move {
+                    take_receipt(conn, &keys, &provider, &provider_id, &receipt).await
+                })
             }))
             .await?;
         let Some(id) = id else {
@@ -417,6 +458,7 @@ impl Store {
 /// `None` when no message has that provider id.
 async fn take_receipt(
     conn: &mut sqlx::AnyConnection,
+    keys: &Keyring,
     provider: &str,
     provider_id: &str,
     receipt: &Receipt,
@@ -446,7 +488,7 @@ async fn take_receipt(
             .await?;
         }
         Receipt::Failed { reason } => {
-            fail(conn, &id, None, reason).await?;
+            fail(conn, keys, &id, None, reason).await?;
         }
     }
     Ok(Some(id))
@@ -455,6 +497,7 @@ async fn take_receipt(
 /// Records `outcome` for message `id` if `lease` is still its lease; see [`Store::settle`].
 async fn record(
     conn: &mut sqlx::AnyConnection,
+    keys: &Keyring,
     id: &str,
     lease: i64,
     outcome: &Outcome,
@@ -464,7 +507,7 @@ async fn record(
         Outcome::Sent { provider, provider_message_id } => sqlx::query(
             "UPDATE messages SET status = $3, attempts = attempts + 1, lease_until = NULL, \
              provider = $4, provider_message_id = $5, sent_at = $6, updated_at = $6, \
-             last_error = NULL, secret_params = NULL, secrets_purged_at = $6 \
+             last_error = NULL, secret_params = NULL, secrets_key = NULL, secrets_purged_at = $6 \
              WHERE id = $1 AND lease_until = $2",
         )
         .bind(id)
@@ -493,7 +536,7 @@ async fn record(
         .bind(QUEUED)
         .bind(*at)
         .bind(now),
-        Outcome::Failed { reason } => return fail(conn, id, Some(lease), reason).await,
+        Outcome::Failed { reason } => return fail(conn, keys, id, Some(lease), reason).await,
     };
     Ok(query.execute(&mut *conn).await?.rows_affected() == 1)
 }
@@ -505,6 +548,7 @@ async fn record(
 /// whether it changed the message.
 async fn fail(
     tx: &mut sqlx::AnyConnection,
+    keys: &Keyring,
     id: &str,
     lease: Option<i64>,
     reason: &str,
@@ -537,13 +581,39 @@ async fn fail(
         .rows_affected()
         == 1;
     if changed {
-        // The secrets go along (the fallback carries the same PIN half); the original keeps them
-        // too, so the contact center can still resend it elsewhere.
+        // The secrets go along (the fallback carries the same PIN half), sealed again for the
+        // fallback's row; the original keeps them too, so the contact center can still resend
+        // it elsewhere. Secrets that do not open (their key is gone) make no fallback: it could
+        // not be rendered either.
+        let row = sqlx::query(
+            "SELECT secret_params, secrets_key FROM messages \
+             WHERE id = $1 AND fallback_message_id = $2",
+        )
+        .bind(id)
+        .bind(&fallback_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(changed);
+        };
+        let resealed = match keys.open_params(TABLE, id, Sealed::of_row(&row)?.as_ref()) {
+            Ok(secrets) if secrets.expose_secret().0.is_empty() => None,
+            Ok(secrets) => Some(keys.seal_params(TABLE, &fallback_id, &secrets.expose_secret().0)),
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "secret parameters do not open");
+                sqlx::query("UPDATE messages SET fallback_message_id = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                return Ok(changed);
+            }
+        };
         sqlx::query(
             "INSERT INTO messages (id, idempotency_key, fiscal_code, channel, address, template, \
-             params, secret_params, status, attempts, next_attempt_at, created_at, updated_at) \
+             params, secret_params, secrets_key, status, attempts, next_attempt_at, created_at, \
+             updated_at) \
              SELECT $1, 'fallback:' || id, fiscal_code, fallback_channel, fallback_address, \
-             template, params, secret_params, $2, 0, $3, $3, $3 FROM messages \
+             template, params, $5, $6, $2, 0, $3, $3, $3 FROM messages \
              WHERE id = $4 AND fallback_message_id = $1 \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
@@ -551,6 +621,8 @@ async fn fail(
         .bind(QUEUED)
         .bind(now)
         .bind(id)
+        .bind(resealed.as_ref().map(|s| s.ciphertext.as_str()))
+        .bind(resealed.as_ref().map(|s| s.key_id.as_str()))
         .execute(&mut *tx)
         .await?;
     }

@@ -277,7 +277,7 @@ impl FsBlobs {
     /// (untouched for [`STALE_TEMP`]) are removed.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let blobs = Self { root: root.into() };
-        tokio::fs::create_dir_all(blobs.tmp()).await?;
+        crate::files::create_dir(&blobs.tmp())?;
         let swept = blobs.sweep_temp(STALE_TEMP).await?;
         if swept > 0 {
             tracing::info!(swept, root = %blobs.root.display(), "removed abandoned uploads");
@@ -372,13 +372,10 @@ impl BlobStore for FsBlobs {
     fn begin(&self, limit: u64) -> BoxFuture<'_, Result<BlobWriter, BlobError>> {
         Box::pin(async move {
             let temp = self.tmp().join(format!("{:016x}.part", rand::random::<u64>()));
-            let mut options = tokio::fs::OpenOptions::new();
-            // `create_new`: two uploads can never share a temp file, however the names fall.
-            options.write(true).create_new(true);
-            // Identity documents: readable by the service's own user only.
-            #[cfg(unix)]
-            options.mode(0o600);
-            let file = options.open(&temp).await?;
+            // Identity documents: readable by the service's own user only. `create_new`: two
+            // uploads can never share a temp file, however the names fall.
+            let file =
+                crate::files::async_options().write(true).create_new(true).open(&temp).await?;
             let sink = FsSink { file: Some(file), temp, root: self.root.clone() };
             Ok(BlobWriter::new(Box::new(sink), limit))
         })
@@ -465,7 +462,10 @@ impl Drop for FsSink {
 /// directories holding the new names are synced too.
 fn place(temp: &Path, root: &Path, digest: &str) -> std::io::Result<()> {
     let dir = root.join(&digest[..2]);
-    match std::fs::create_dir(&dir) {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, crate::files::DIR_MODE);
+    match builder.create(&dir) {
         Ok(()) => sync_dir(root)?,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),

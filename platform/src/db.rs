@@ -64,6 +64,37 @@ macro_rules! embed_migrations {
     }};
 }
 
+/// The file of a SQLite URL (`sqlite://path?…` or `sqlite:path`), unless it is in memory.
+fn sqlite_file(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| Path::new(path))
+}
+
+/// Makes the database file of `url` its owner's alone before SQLite opens it: created empty and
+/// 0600 when absent (an empty file is an empty database), tightened when an older version left
+/// it readable. SQLite gives the `-wal` and `-shm` files it creates the database file's mode, so
+/// they are 0600 too whatever the umask; existing ones are tightened here as well.
+fn private_sqlite_files(url: &str) -> std::io::Result<()> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(());
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::files::create_dir(dir)?;
+    }
+    match crate::files::options().write(true).create_new(true).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        crate::files::restrict(Path::new(&name))?;
+    }
+    Ok(())
+}
+
 /// The SQLite URL of a service's database file inside `data_dir`.
 pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.sqlite")).display())
@@ -85,6 +116,9 @@ pub async fn open(
 ) -> Result<Database, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of(url);
+    if backend == Backend::Sqlite {
+        private_sqlite_files(url)?;
+    }
     if backend == Backend::Postgres {
         let mut conn = sqlx::AnyConnection::connect(url).await?;
         // Two services starting together may race to create their schemas; the loser's error is
@@ -110,11 +144,13 @@ pub async fn open(
                         // writers share commits: `group_commit`); the busy timeout makes writers
                         // queue instead of failing under load. Pages are read through a memory
                         // map (no copy per read) and 16 MiB of them cached per connection.
+                        // `secure_delete` zeroes what a delete or an update frees, so a purged
+                        // row leaves no bytes behind in the file's free space.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
                              PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384; \
-                             PRAGMA wal_autocheckpoint = 0;",
+                             PRAGMA wal_autocheckpoint = 0; PRAGMA secure_delete = ON;",
                         )
                         .await?;
                     }
@@ -139,21 +175,53 @@ pub async fn open(
 /// would otherwise do it inside the commit that crosses 1,000 pages of log, and that commit's
 /// callers would wait for the copy and its fsync (a stall every few hundred batches on click
 /// day). PASSIVE never waits for readers or writers; it stops when the pool closes.
+///
+/// Once a second passes with nothing written and the log all copied, the log is truncated to
+/// nothing: it keeps old page images (a row before its purge) until overwritten, and an idle
+/// service should leave none on disk.
 async fn checkpoints(pool: AnyPool) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_frames = 0;
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
+        match checkpoint(&pool, last_frames).await {
+            Ok(frames) => last_frames = frames,
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::debug!(error = %e, "WAL checkpoint skipped");
             }
-            tracing::debug!(error = %e, "WAL checkpoint skipped");
         }
     }
+}
+
+/// One pass of [`checkpoints`]: a PASSIVE checkpoint, then a TRUNCATE one when the log holds
+/// the same frames as at the last pass (nothing written since) and all are copied. Returns the
+/// frames the log holds afterwards.
+async fn checkpoint(pool: &AnyPool, last_frames: i64) -> Result<i64, sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await?;
+    let (frames, copied): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+    if frames == 0 || frames != last_frames || copied != frames {
+        return Ok(frames);
+    }
+    // Without a busy timeout: if anyone reads or writes after all, try again when idle rather
+    // than hold the writers up.
+    let mut conn = pool.acquire().await?;
+    conn.execute("PRAGMA busy_timeout = 0").await?;
+    let truncated = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&mut *conn).await;
+    if let Err(e) = conn.execute("PRAGMA busy_timeout = 5000").await {
+        // Not back into the pool without its busy timeout.
+        conn.close_on_drop();
+        return Err(e);
+    }
+    let busy: i64 = truncated?.try_get(0)?;
+    Ok(if busy == 0 { 0 } else { frames })
 }
 
 /// Like [`open`], but keeps trying (the database may come up after the service) until it succeeds
@@ -215,4 +283,43 @@ pub fn is_unstorable_text(e: &sqlx::Error) -> bool {
 /// PostgreSQL refuses, so that recording what a caller sent never fails because of it.
 pub fn storable(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static NONE: Migrator = Migrator::DEFAULT;
+    static NO_MIGRATIONS: Migrations = Migrations { sqlite: &NONE, postgres: &NONE };
+
+    #[tokio::test]
+    async fn an_idle_database_keeps_no_log_and_its_files_are_the_owners_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let db = open(&sqlite_url(&data, "svc"), "svc", &NO_MIGRATIONS, 2).await.expect("open");
+        let on: i64 =
+            sqlx::query_scalar("PRAGMA secure_delete").fetch_one(&db.pool).await.expect("pragma");
+        assert_eq!(on, 1, "freed pages are zeroed");
+        sqlx::query("CREATE TABLE t (secret TEXT)").execute(&db.pool).await.expect("table");
+        sqlx::query("INSERT INTO t VALUES ('AB12CD34')").execute(&db.pool).await.expect("row");
+        sqlx::query("DELETE FROM t").execute(&db.pool).await.expect("purge");
+        let wal = data.join("svc.sqlite-wal");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0 {
+            assert!(std::time::Instant::now() < until, "the log was never truncated");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let file = std::fs::read(data.join("svc.sqlite")).expect("db file");
+        assert!(!file.windows(8).any(|w| w == b"AB12CD34"), "the purged row is gone");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode =
+                |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+            assert_eq!(mode(&data), 0o700);
+            for name in ["svc.sqlite", "svc.sqlite-wal", "svc.sqlite-shm"] {
+                assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod group_commit;
 pub mod health;
 /// Masking of contacts (moved to the shared domain crate; the path stays for its callers).
@@ -23,6 +24,7 @@ pub mod pdf;
 pub mod probe;
 pub mod provider;
 pub mod revocation;
+pub mod sealed;
 pub mod server;
 pub mod service_identity;
 pub mod shutdown;

@@ -112,12 +112,12 @@ impl Default for StoreSettings {
 
 impl StoreSettings {
     /// The database URL of service `name`: the configured one, else its SQLite file in the data
-    /// directory (created if missing).
+    /// directory (created, 0700, if missing).
     pub fn database_url_for(&self, name: &str) -> std::io::Result<String> {
         if !self.database_url.trim().is_empty() {
             return Ok(self.database_url.trim().to_owned());
         }
-        std::fs::create_dir_all(&self.data_dir)?;
+        crate::files::create_dir(&self.data_dir)?;
         Ok(crate::db::sqlite_url(&self.data_dir, name))
     }
 }

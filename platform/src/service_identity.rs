@@ -42,17 +42,10 @@ pub fn load_or_generate_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        crate::files::create_dir(dir)?;
     }
     use std::io::Write;
-    match options.open(path) {
+    match crate::files::options().write(true).create_new(true).open(path) {
         Ok(mut file) => file.write_all(bytes),
         // Another process sharing the data directory generated it first: theirs stands.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

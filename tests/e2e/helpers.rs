@@ -23,12 +23,31 @@ pub const NOTIFY: &str = "sportello.notify.v1.NotifyService";
 /// database when `SPORTELLO_TEST_DATABASE_URL` points at a server.
 pub struct TestDb {
     dir: tempfile::TempDir,
+    /// The suite's data directory: `dir` itself, or one in it that the suite makes.
+    data: std::path::PathBuf,
     postgres: Option<String>,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_owned();
+        Self::in_dir(dir, data).await
+    }
+
+    /// As [`TestDb::new`], with a data directory that does not exist yet: the suite makes it.
+    pub async fn with_fresh_data_dir() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        Self::in_dir(dir, data).await
+    }
+
+    /// The directory the test may use beside the suite's data directory (when it is fresh).
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    async fn in_dir(dir: tempfile::TempDir, data: std::path::PathBuf) -> Self {
         let postgres = match std::env::var("SPORTELLO_TEST_DATABASE_URL") {
             Ok(admin) if !admin.is_empty() => {
                 sqlx::any::install_default_drivers();
@@ -41,7 +60,7 @@ impl TestDb {
             }
             _ => None,
         };
-        Self { dir, postgres }
+        Self { dir, data, postgres }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -49,14 +68,14 @@ impl TestDb {
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
-        self.dir.path()
+        &self.data
     }
 
     /// The database URL to give service `svc`.
     pub fn url(&self, svc: &str) -> String {
         match &self.postgres {
             Some(url) => url.clone(),
-            None => sportello_platform::db::sqlite_url(self.dir.path(), svc),
+            None => sportello_platform::db::sqlite_url(&self.data, svc),
         }
     }
 
@@ -96,7 +115,7 @@ impl TestDb {
             .await
             .expect("identity pool");
         let backend = sportello_platform::db::Backend::of(&self.url("identity"));
-        identity_svc::store::Store::new(sportello_platform::db::Database { pool, backend })
+        identity_svc::store::Store::new(sportello_platform::db::Database { pool, backend }, self.keys())
     }
 
     pub async fn register_residents(&self, forms: &[id::RequestPinRequest]) {
@@ -106,6 +125,25 @@ impl TestDb {
         let mut import = identity_svc::residents::Import::new(&store, "test-register");
         import.batch(records).await.expect("register");
         assert_eq!(import.report.rejected, 0, "{:?}", import.report);
+    }
+
+    /// The data keys the services seal secrets at rest under, in the test's data directory.
+    pub fn keys(&self) -> sportello_platform::sealed::Keyring {
+        sportello_platform::sealed::Keyring::load_or_generate(self.data_dir()).expect("data keys")
+    }
+
+    /// The secret parameters of row `id` of `table` (`outbox`, `messages`), opened from `row`'s
+    /// `secret_params` and `secrets_key`; `None` when it has none (purged).
+    pub fn open_secrets(
+        &self,
+        table: &str,
+        id: &str,
+        row: &sqlx::any::AnyRow,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        use secrecy::ExposeSecret;
+        let sealed = sportello_platform::sealed::Sealed::of_row(row).expect("sealed columns")?;
+        let opened = self.keys().open_params(table, id, Some(&sealed)).expect("secrets open");
+        Some(opened.expose_secret().0.clone())
     }
 
     pub async fn count(&self, svc: &str, table: &str, filter: &str) -> i64 {
@@ -227,6 +265,8 @@ impl Configs {
         // channels received instead.
         notify.dispatch.enabled = false;
         gateway.data_dir = db.data_dir().to_owned();
+        // As `sportello up` does: one data key for the services sharing the directory.
+        db.keys();
         // As `sportello up` does: identity trusts the keys of the services that call it.
         for service in [gateway::NAME, notify_svc::NAME, claims_svc::NAME] {
             let key = ServiceKey::load_or_generate(db.data_dir(), service).expect("service key");
@@ -283,7 +323,11 @@ pub async fn spawn_suite() -> Suite {
 
 /// The suite with its configuration adjusted first.
 pub async fn spawn_suite_with(adjust: impl FnOnce(&mut Configs)) -> Suite {
-    let db = TestDb::new().await;
+    spawn_suite_on(TestDb::new().await, adjust).await
+}
+
+/// The suite on `db`, with its configuration adjusted first.
+pub async fn spawn_suite_on(db: TestDb, adjust: impl FnOnce(&mut Configs)) -> Suite {
     let ports = Ports::reserve().await;
     let mut c =
         Configs::new(&db, [ports.gateway.1, ports.identity.1, ports.claims.1, ports.notify.1]);
@@ -584,15 +628,15 @@ pub async fn password_hash(password: &str) -> String {
 pub struct StoredMessage {
     pub channel: String,
     pub address: String,
-    pub secret_params: Option<String>,
+    /// Its secret parameters, opened; `None` once purged.
+    pub secrets: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl StoredMessage {
-    /// The value of secret parameter `key` (the messages' secrets are a JSON object).
+    /// The value of secret parameter `key`.
     pub fn secret(&self, key: &str) -> String {
-        let json: serde_json::Value =
-            serde_json::from_str(self.secret_params.as_deref().expect("secrets")).expect("json");
-        json[key].as_str().expect("secret present").to_owned()
+        let secrets = self.secrets.as_ref().expect("secrets");
+        secrets.get(key).expect("secret present").clone()
     }
 }
 
@@ -657,7 +701,7 @@ impl TestDb {
         use sqlx::Row;
         self.outbox_relayed().await;
         let sql = format!(
-            "SELECT channel, address, secret_params FROM {} WHERE template = $1 \
+            "SELECT id, channel, address, secret_params, secrets_key FROM {} WHERE template = $1 \
              ORDER BY created_at, id",
             self.table("notify", "messages")
         );
@@ -671,7 +715,7 @@ impl TestDb {
             .map(|r| StoredMessage {
                 channel: r.get("channel"),
                 address: r.get("address"),
-                secret_params: r.get("secret_params"),
+                secrets: self.open_secrets("messages", r.get("id"), r),
             })
             .collect()
     }
@@ -693,16 +737,19 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" (the
-    /// templates say "il suo PIN è AB12CD34." and "il codice … è 123456.").
+    /// The secret the citizen reads in it: a letter's boxed line, or the word after "è" that
+    /// ends a sentence (the templates say "il suo PIN è AB12CD34." and "il codice … è 123456.",
+    /// and may say "il suo PIN è stato ripristinato" before).
     pub fn secret(&self) -> String {
         if self.channel == "POST" {
             // The boxed half closes the letter.
             let last = self.text.lines().rev().map(str::trim).find(|l| !l.is_empty());
             return last.expect("a boxed half").to_owned();
         }
-        let after = self.text.split_once(" è ").expect("a secret in the text").1;
-        after.split(|c: char| c == '.' || c.is_whitespace()).next().expect("a word").to_owned()
+        let words = self.text.split(" è ").skip(1);
+        let secret = words.filter_map(|after| after.split_once('.')).map(|(word, _)| word);
+        let secret = secret.into_iter().find(|word| !word.contains(char::is_whitespace));
+        secret.expect("a secret in the text").to_owned()
     }
 }
 

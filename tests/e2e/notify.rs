@@ -64,10 +64,13 @@ fn resend_request(message_id: &str, key: &str) -> ResendMessageRequest {
     }
 }
 
-/// `(channel, address, secret_params)` of message `id`, as stored.
-async fn stored(suite: &Suite, id: &str) -> (String, String, Option<String>) {
+/// `(channel, address, secret parameters opened)` of message `id`, as stored.
+async fn stored(
+    suite: &Suite,
+    id: &str,
+) -> (String, String, Option<std::collections::BTreeMap<String, String>>) {
     let sql = format!(
-        "SELECT channel, address, secret_params FROM {} WHERE id = $1",
+        "SELECT channel, address, secret_params, secrets_key FROM {} WHERE id = $1",
         suite.db.table("notify", "messages")
     );
     let row = sqlx::query(&sql)
@@ -75,7 +78,8 @@ async fn stored(suite: &Suite, id: &str) -> (String, String, Option<String>) {
         .fetch_one(&suite.db.pool("notify").await)
         .await
         .expect("message row");
-    (row.get("channel"), row.get("address"), row.get("secret_params"))
+    let secrets = suite.db.open_secrets("messages", id, &row);
+    (row.get("channel"), row.get("address"), secrets)
 }
 
 /// What the dispatcher does to a message once it has been sent.
@@ -251,7 +255,7 @@ async fn a_resend_to_a_corrected_address_is_a_new_message_with_the_same_secrets(
     assert_eq!(old_address, PHONE, "the original is untouched");
     assert_eq!(address, "+393477654321", "in E.164 form");
     assert_eq!(secrets, old_secrets);
-    assert!(secrets.expect("secret params").contains(SECRET));
+    assert_eq!(secrets.expect("secret params")["pin_half"], SECRET);
 
     let looked_up = notify
         .batch_get_messages(BatchGetMessagesRequest { message_ids: vec![reply.message_id.clone()] })

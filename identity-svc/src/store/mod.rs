@@ -22,7 +22,7 @@ pub use credentials::{
     claim_initial_pin, credential_on, restore_pin, revoke, set_contacts, set_own_pin, unlock,
     Account, Credential, PinStage,
 };
-pub use outbox::{enqueue, take_allowance, Half, NewMessage, Pending};
+pub use outbox::{enqueue, take_allowance, Half, NewMessage, Pending, Secret};
 pub use recoveries::{cancel_recoveries, consume_recovery, put_recovery, Recovery};
 pub use requests::{record_request, validate_request, NewRequest, Outcome, RequestRow};
 pub use residents::{issue_validated, note_register_check, HeldRequest, Written, BATCH_ROWS};
@@ -31,10 +31,13 @@ pub use staff::StaffRow;
 pub use uploads::Slot;
 
 use sportello_platform::db::Database;
+use sportello_platform::sealed::Keyring;
 
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
+    /// What the outbox's secrets are sealed under.
+    keys: Keyring,
 }
 
 /// A transaction on the service's pool: what must commit together is written through one.
@@ -45,8 +48,13 @@ fn decode_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, sqlx::Er
 }
 
 impl Store {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, keys: Keyring) -> Self {
+        Self { db, keys }
+    }
+
+    /// The data keys the outbox's secrets are sealed under.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
     }
 
     /// Starts a transaction.

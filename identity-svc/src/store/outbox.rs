@@ -1,14 +1,19 @@
 //! The outbox: messages to send, written in the transaction of the change they announce, and
 //! handed to notify-svc by the relay (`crate::relay`). A row is claimed with a lease, so several
 //! identity instances can relay side by side; notify-svc deduplicates by the row id, so a row sent
-//! twice (a relay dying after notify answered) is still one message.
+//! twice (a relay dying after notify answered) is still one message. A message's secret (a PIN
+//! half, a code) is sealed for its row before it is written, and forgotten once notify has it.
 
 use super::Store;
 use crate::domain::pin_request::Channel;
 use crate::notifier::Destination;
 use sportello_platform::now_millis;
+use sportello_platform::sealed::{Keyring, OpenError, Sealed, SecretParams};
 use sqlx::Row;
 use std::collections::BTreeMap;
+
+/// The table, also the associated data of its rows' sealed secrets.
+const TABLE: &str = "outbox";
 
 /// Which half of a PIN request's PIN a message carries: the relay records the message id there,
 /// so the contact center sees the delivery of each half.
@@ -27,13 +32,21 @@ impl Half {
     }
 }
 
+/// A secret parameter of a message (a PIN half, a code), and the keys it is sealed under.
+#[derive(Clone, Copy)]
+pub struct Secret<'a> {
+    pub keys: &'a Keyring,
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
 /// A message to write to the outbox.
 pub struct NewMessage<'a> {
     pub fiscal_code: &'a str,
     pub template: &'a str,
     pub to: &'a Destination,
-    /// A secret parameter (a PIN half, a code): kept only until notify-svc has it.
-    pub secret: Option<(&'a str, &'a str)>,
+    /// A secret parameter: sealed for the row, and kept only until notify-svc has it.
+    pub secret: Option<Secret<'a>>,
     /// Send this stored notify message again (with its own secret) instead of a new one.
     pub resend_of: Option<&'a str>,
     pub request: Option<(&'a str, Half)>,
@@ -58,7 +71,8 @@ pub struct Pending {
     pub fiscal_code: String,
     pub template: String,
     pub to: Destination,
-    pub secret_params: BTreeMap<String, String>,
+    /// The message's secret parameters as stored: sealed (see [`Store::open_secrets`]).
+    pub secrets: Option<Sealed>,
     pub resend_of: Option<String>,
     pub request: Option<(String, Half)>,
     pub fallback: Option<Destination>,
@@ -102,22 +116,23 @@ pub async fn enqueue(
     let id = uuid::Uuid::now_v7().to_string();
     let (channel, address) = channel_name(m.to);
     let fallback = m.fallback.map(channel_name);
-    let secret = m.secret.map(|(k, v)| {
-        serde_json::to_string(&BTreeMap::from([(k, v)])).expect("string maps serialise")
+    let sealed = m.secret.map(|Secret { keys, name, value }| {
+        keys.seal_params(TABLE, &id, &BTreeMap::from([(name, value)]))
     });
     let now = now_millis();
     sqlx::query(
         "INSERT INTO outbox (id, fiscal_code, template, channel, address, secret_params, \
-         resend_of, request_id, request_half, traceparent, next_attempt_at, created_at, \
-         fallback_channel, fallback_address) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
+         secrets_key, resend_of, request_id, request_half, traceparent, next_attempt_at, \
+         created_at, fallback_channel, fallback_address) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)",
     )
     .bind(&id)
     .bind(m.fiscal_code)
     .bind(m.template)
     .bind(channel)
     .bind(address)
-    .bind(secret)
+    .bind(sealed.as_ref().map(|s| s.ciphertext.as_str()))
+    .bind(sealed.as_ref().map(|s| s.key_id.as_str()))
     .bind(m.resend_of)
     .bind(m.request.map(|(r, _)| r))
     .bind(m.request.map(|(_, h)| h.as_str()))
@@ -131,18 +146,10 @@ pub async fn enqueue(
 }
 
 const PENDING_COLUMNS: &str = "id, fiscal_code, template, channel, address, secret_params, \
-    resend_of, request_id, request_half, traceparent, attempts, fallback_channel, fallback_address";
+    secrets_key, resend_of, request_id, request_half, traceparent, attempts, fallback_channel, \
+    fallback_address";
 
 fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
-    let secret: Option<String> = row.try_get("secret_params")?;
-    let secret_params = match secret {
-        None => BTreeMap::new(),
-        // serde_json's message may quote the secret it choked on: say only where.
-        Some(json) => serde_json::from_str(&json).map_err(|_| sqlx::Error::ColumnDecode {
-            index: "secret_params".into(),
-            source: "not a JSON object of strings".into(),
-        })?,
-    };
     let request_id: Option<String> = row.try_get("request_id")?;
     let half: Option<String> = row.try_get("request_half")?;
     let fallback_channel: Option<String> = row.try_get("fallback_channel")?;
@@ -152,7 +159,7 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
         fiscal_code: row.try_get("fiscal_code")?,
         template: row.try_get("template")?,
         to: destination(&row.try_get::<String, _>("channel")?, row.try_get("address")?),
-        secret_params,
+        secrets: Sealed::of_row(row)?,
         resend_of: row.try_get("resend_of")?,
         request: request_id.map(|id| {
             (id, if half.as_deref() == Some("SECOND") { Half::Second } else { Half::First })
@@ -164,6 +171,17 @@ fn pending(row: &sqlx::any::AnyRow) -> Result<Pending, sqlx::Error> {
 }
 
 impl Store {
+    /// The secret parameters of `row`, opened (none when it has none).
+    pub fn open_secrets(&self, row: &Pending) -> Result<SecretParams, OpenError> {
+        self.keys.open_params(TABLE, &row.id, row.secrets.as_ref())
+    }
+
+    /// Seals the secrets rows written before sealing kept in clear (see
+    /// [`sportello_platform::sealed::seal_cleartext_rows`]).
+    pub async fn seal_cleartext_outbox(&self) -> Result<u64, sqlx::Error> {
+        sportello_platform::sealed::seal_cleartext_rows(&self.db.pool, &self.keys, TABLE).await
+    }
+
     /// Claims up to `limit` due rows for `lease_ms`: one statement, so two relays never hold the
     /// same row (PostgreSQL skips rows another relay is claiming; SQLite has one writer).
     pub async fn claim_outbox(
@@ -195,7 +213,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET done_at = $2, message_id = $3, secret_params = NULL, \
-             leased_until = NULL, last_error = NULL WHERE id = $1",
+             secrets_key = NULL, leased_until = NULL, last_error = NULL WHERE id = $1",
         )
         .bind(&row.id)
         .bind(now_millis())
@@ -235,8 +253,8 @@ impl Store {
     /// secret is forgotten.
     pub async fn outbox_failed(&self, id: &str, error: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE outbox SET done_at = $2, secret_params = NULL, leased_until = NULL, \
-             last_error = $3 WHERE id = $1",
+            "UPDATE outbox SET done_at = $2, secret_params = NULL, secrets_key = NULL, \
+             leased_until = NULL, last_error = $3 WHERE id = $1",
         )
         .bind(id)
         .bind(now_millis())

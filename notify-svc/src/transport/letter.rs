@@ -23,7 +23,9 @@ struct ManifestLine {
 
 impl LetterSpool {
     pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        sportello_platform::files::create_dir(&dir)?;
+        // Made readable by an older version: the letters hold PIN halves.
+        sportello_platform::files::restrict(&dir.join("manifest.jsonl"))?;
         let listed = match std::fs::read_to_string(dir.join("manifest.jsonl")) {
             Ok(text) => text
                 .lines()

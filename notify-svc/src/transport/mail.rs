@@ -116,7 +116,7 @@ pub struct MailSink {
 
 impl MailSink {
     pub fn new(provider: &str, dir: PathBuf, sender: Sender) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        sportello_platform::files::create_dir(&dir)?;
         Ok(Self { sender, dir, provider: provider.to_owned() })
     }
 }

@@ -88,7 +88,8 @@ impl Transports {
 }
 
 /// Writes `bytes` to `path` so that a reader never sees half a file, and a second write of the
-/// same message replaces the first. A local disk that fails is worth retrying.
+/// same message replaces the first. A local disk that fails is worth retrying. Sinks hold PIN
+/// halves: their files are the owner's alone (`sportello_platform::files`).
 pub(crate) async fn write_atomically(
     path: &std::path::Path,
     bytes: &[u8],
@@ -96,17 +97,21 @@ pub(crate) async fn write_atomically(
     let failed =
         |e: std::io::Error| SendError::Temporary(format!("writing to the sink: {}", e.kind()));
     let partial = path.with_extension("partial");
-    tokio::fs::write(&partial, bytes).await.map_err(failed)?;
+    sportello_platform::files::write(&partial, bytes).await.map_err(failed)?;
     tokio::fs::rename(&partial, path).await.map_err(failed)
 }
 
-/// Appends `bytes` to `path` (a JSON-lines file of a local sink).
+/// Appends `bytes` to `path` (a JSON-lines file of a local sink, created 0600).
 pub(crate) async fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), SendError> {
     use tokio::io::AsyncWriteExt;
     let failed =
         |e: std::io::Error| SendError::Temporary(format!("writing to the sink: {}", e.kind()));
-    let mut file =
-        tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.map_err(failed)?;
+    let mut file = sportello_platform::files::async_options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(failed)?;
     file.write_all(bytes).await.map_err(failed)?;
     file.flush().await.map_err(failed)
 }

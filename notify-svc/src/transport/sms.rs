@@ -147,8 +147,10 @@ struct Line {
 
 impl SmsSink {
     pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        sportello_platform::files::create_dir(&dir)?;
         let file = dir.join("sms.jsonl");
+        // Made readable by an older version: the texts hold PIN halves.
+        sportello_platform::files::restrict(&file)?;
         let written = match std::fs::read_to_string(&file) {
             Ok(text) => text
                 .lines()
