@@ -8,11 +8,13 @@ mod backup;
 mod bench;
 mod clickday;
 mod cpu;
+mod gateway_addr;
 mod import;
 mod import_registry;
 mod keys;
 mod operator;
 mod otlp_sink;
+mod stdout;
 mod supervisor;
 mod upload_bench;
 
@@ -122,7 +124,7 @@ fn unlock_staff(username: &str, config: Option<std::path::PathBuf>) -> anyhow::R
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let found = runtime.block_on(identity_svc::unlock_staff(&config, username, &by))?;
     anyhow::ensure!(found, "no staff account {username:?}");
-    println!("{username}: unlocked");
+    stdout::outln!("{username}: unlocked");
     Ok(())
 }
 
@@ -134,6 +136,6 @@ fn hash_password() -> anyhow::Result<()> {
     let hasher = identity_svc::hashing::Hasher::new(&identity_svc::hashing::HashParams::default())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let hash = runtime.block_on(hasher.hash(password))?;
-    println!("{}", hash.as_phc());
+    stdout::outln!("{}", hash.as_phc());
     Ok(())
 }

@@ -32,11 +32,6 @@ impl std::fmt::Display for NeedsLogin {
 
 impl std::error::Error for NeedsLogin {}
 
-/// The local suite's gateway, unless $SPORTELLO_GATEWAY or `--gateway` says otherwise.
-pub fn default_gateway() -> String {
-    format!("http://{}", sportello_platform::config::DEFAULT_GATEWAY_LISTEN)
-}
-
 /// Where the session is kept.
 pub struct TokenFile(PathBuf);
 
