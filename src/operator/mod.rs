@@ -16,6 +16,8 @@ mod form;
 mod output;
 mod session;
 
+pub(crate) use session::read_password;
+
 use crate::gateway_addr::Gateway;
 use form::ChannelArg;
 use output::Output;

@@ -32,5 +32,6 @@ mod pin_lifecycle;
 mod pin_request;
 mod reflection;
 mod residents;
+mod staff;
 mod tracing_across_services;
 mod trust;
