@@ -4,6 +4,7 @@
 //! `sportello bench` drives load against any deployment and prints figures; `sportello backup DIR`
 //! copies a running suite's data; `sportello operator …` is the contact center's client.
 
+mod atomic_file;
 mod backup;
 mod bench;
 mod clickday;

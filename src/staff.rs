@@ -93,7 +93,9 @@ pub fn add(args: AddArgs) -> anyhow::Result<()> {
     account.insert("role", toml_edit::value(args.role.as_str()));
     account.insert("password_hash", toml_edit::value(hash(password)?));
     staff.insert(&username, toml_edit::Item::Table(account));
-    replace(&file, doc.to_string().as_bytes())?;
+    // A new file is made 0600: it holds password hashes.
+    let mode = std::fs::metadata(&file).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    crate::atomic_file::replace(&file, doc.to_string().as_bytes(), mode)?;
     outln!(
         "{username}: {} account written to {}; restart the suite to use it",
         args.role.as_str(),
@@ -118,31 +120,6 @@ fn staff_table(doc: &mut toml_edit::DocumentMut) -> anyhow::Result<&mut toml_edi
         })?;
     }
     Ok(table)
-}
-
-/// Replaces `file` with `bytes` at once (a temporary file renamed over it), keeping its mode;
-/// a new file is made 0600, as it holds password hashes.
-fn replace(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(file).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
-    let dir = match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = file.file_name().context("the configuration file needs a file name")?;
-    let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let write = || -> std::io::Result<()> {
-        let mut out =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-        std::fs::rename(&temp, file)
-    };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp);
-        })
-        .with_context(|| format!("writing {}", file.display()))
 }
 
 /// A demo account of `sportello up`.

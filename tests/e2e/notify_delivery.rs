@@ -126,6 +126,30 @@ async fn an_sms_delivery_report_reaches_the_operator_watching_and_the_contact_ce
     assert_eq!(view.requests[0].first_half, id::DeliveryStatus::Delivered as i32);
 }
 
+/// The contact center sees Rossi's first half FAILED and its fallback by email `fallback`;
+/// the failed message `failed_id` as notify-svc keeps it.
+async fn fell_back_to_email(
+    suite: &Suite,
+    failed_id: &str,
+    fallback: id::DeliveryStatus,
+) -> sportello_proto::notify::v1::Message {
+    let view = lookup(suite).await;
+    let request = &view.requests[0];
+    assert_eq!(request.first_half, id::DeliveryStatus::Failed as i32);
+    assert_eq!(request.first_half_fallback_channel, id::DeliveryChannel::Email as i32);
+    assert_eq!(request.first_half_fallback, fallback as i32);
+    client(suite)
+        .await
+        .batch_get_messages(sportello_proto::notify::v1::BatchGetMessagesRequest {
+            message_ids: vec![failed_id.to_owned()],
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+        .messages
+        .remove(0)
+}
+
 #[tokio::test]
 async fn a_first_half_whose_sms_is_refused_for_good_goes_to_the_email_on_file() {
     let sms = FakeSmsProvider::start().await;
@@ -147,21 +171,7 @@ async fn a_first_half_whose_sms_is_refused_for_good_goes_to_the_email_on_file() 
     .await;
     let both = stored(&suite, "PIN_FIRST_HALF").await;
     assert_eq!((both[0].1.as_str(), both[1].1.as_str()), ("SMS", "EMAIL"));
-    let view = lookup(&suite).await;
-    let request = &view.requests[0];
-    assert_eq!(request.first_half, id::DeliveryStatus::Failed as i32);
-    assert_eq!(request.first_half_fallback_channel, id::DeliveryChannel::Email as i32);
-    assert_eq!(request.first_half_fallback, id::DeliveryStatus::Sent as i32);
-    let original = client(&suite)
-        .await
-        .batch_get_messages(sportello_proto::notify::v1::BatchGetMessagesRequest {
-            message_ids: vec![both[0].0.clone()],
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
-        .messages
-        .remove(0);
+    let original = fell_back_to_email(&suite, &both[0].0, id::DeliveryStatus::Sent).await;
     assert_eq!(original.fallback_message_id, both[1].0);
     assert_eq!(original.fallback_channel, Channel::Email as i32);
     assert!(original.failure_reason.contains("400"), "{}", original.failure_reason);
@@ -409,21 +419,7 @@ async fn on_the_local_sinks_a_failing_number_falls_back_to_the_email_on_file() {
 
     let states = watched_to_the_end(&suite, &both[1].0).await;
     assert_eq!(states.last(), Some(&(MessageStatus::Delivered as i32)), "{states:?}");
-    let view = lookup(&suite).await;
-    let request = &view.requests[0];
-    assert_eq!(request.first_half, id::DeliveryStatus::Failed as i32);
-    assert_eq!(request.first_half_fallback_channel, id::DeliveryChannel::Email as i32);
-    assert_eq!(request.first_half_fallback, id::DeliveryStatus::Delivered as i32);
-    let original = client(&suite)
-        .await
-        .batch_get_messages(sportello_proto::notify::v1::BatchGetMessagesRequest {
-            message_ids: vec![both[0].0.clone()],
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
-        .messages
-        .remove(0);
+    let original = fell_back_to_email(&suite, &both[0].0, id::DeliveryStatus::Delivered).await;
     assert!(original.failure_reason.contains("fail_addresses"), "{}", original.failure_reason);
     assert!(!original.failure_reason.contains("9999"), "no address in the reason");
 }
