@@ -80,6 +80,12 @@ enum Command {
     /// Administer staff accounts in identity-svc's database.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Print the text of a letter from the print spool (`data/spool/<id>.pdf`), as the citizen
+    /// reads it: on `sportello up`, how the second half of a PIN arrives.
+    Letter {
+        /// The letter's PDF file.
+        file: std::path::PathBuf,
+    },
     /// Read one uploaded file from standard input under hard limits and say what it is (run by
     /// identity-svc as a child process, never by hand).
     #[command(name = "file-probe", hide = true)]
@@ -117,6 +123,13 @@ fn main() -> anyhow::Result<()> {
         Command::Staff(StaffCommand::Add(args)) => staff::add(args),
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)
+        }
+        Command::Letter { file } => {
+            let pdf = std::fs::read(&file)?;
+            let text = sportello_platform::pdf::text_of(&pdf)
+                .map_err(|e| anyhow::anyhow!("{}: not a readable PDF: {e}", file.display()))?;
+            println!("{}", text.trim_end());
+            Ok(())
         }
         Command::FileProbe => std::process::exit(sportello_platform::probe::child_main()),
     }

@@ -31,8 +31,9 @@ pub struct UpArgs {
     /// `postgres://…` to keep every service in PostgreSQL (one schema each) instead of SQLite.
     #[arg(long)]
     database_url: Option<String>,
-    /// Do not load the demo register of residents (`identity-svc/data/demo-residents.csv`),
-    /// which `up` otherwise loads so that a first RequestPin works end to end.
+    /// Do not load the demo register of residents (`identity-svc/data/demo-residents.csv`) and
+    /// the demo insured-positions registry (`claims-svc/data/demo-registry.csv`), which `up`
+    /// otherwise loads so that a first RequestPin and a first claim work end to end.
     #[arg(long)]
     no_demo_register: bool,
     /// Do not make demo staff accounts. On embedded defaults (no `[identity.staff]`
@@ -43,6 +44,7 @@ pub struct UpArgs {
 }
 
 const DEMO_REGISTER_ENV: &str = "SPORTELLO_IDENTITY__DEMO_REGISTER";
+const DEMO_REGISTRY_ENV: &str = "SPORTELLO_CLAIMS__DEMO_REGISTRY";
 
 /// The services `sportello up` runs on one runtime thread by default (see `start`).
 const ONE_THREAD_UNDER_UP: [&str; 3] = ["gateway", "identity", "claims"];
@@ -206,9 +208,10 @@ async fn start(
         cmd.env(format!("SPORTELLO_{section}__WORKER_THREADS"), "1");
     }
     // Loading it is idempotent, so every start may; a variable set by the user wins.
-    if name == "identity" && !args.no_demo_register && std::env::var_os(DEMO_REGISTER_ENV).is_none()
-    {
-        cmd.env(DEMO_REGISTER_ENV, "true");
+    for (service, variable) in [("identity", DEMO_REGISTER_ENV), ("claims", DEMO_REGISTRY_ENV)] {
+        if name == service && !args.no_demo_register && std::env::var_os(variable).is_none() {
+            cmd.env(variable, "true");
+        }
     }
     if name == "identity" {
         cmd.envs(demo_staff.iter().map(|(k, v)| (k, v)));

@@ -91,7 +91,7 @@ async fn convert(
     let bytes = (signed.len() + scan.len()) as u64;
     let metadata = id::UploadConversionDocumentsRequest {
         part: Some(Part::Metadata(id::UploadMetadata {
-            request_id: started.request_id,
+            request_id: started.request_id.clone(),
             document: Some(document),
         })),
     };
@@ -109,10 +109,17 @@ async fn convert(
         futures::StreamExt::chain(futures::stream::iter(messages), futures::stream::iter(pieces));
     let done = client.upload_conversion_documents(bearer(token, all)?).await?.into_inner();
     let status = done.conversion.map(|c| c.status).unwrap_or_default();
-    anyhow::ensure!(
-        status == id::PinConversionStatus::Approved as i32,
-        "upload not approved at once: {status}"
-    );
+    // Without a document registry (as on `sportello up`) a person decides: the request is
+    // withdrawn, its files deleted, so that the citizen may start again.
+    if status == id::PinConversionStatus::InReview as i32 {
+        let withdraw = id::WithdrawPinConversionRequest { request_id: started.request_id };
+        client.withdraw_pin_conversion(bearer(token, withdraw)?).await.context("withdraw")?;
+    } else {
+        anyhow::ensure!(
+            status == id::PinConversionStatus::Approved as i32,
+            "upload neither approved nor waiting for the back office: {status}"
+        );
+    }
     Ok(bytes)
 }
 
@@ -184,7 +191,7 @@ pub async fn run(args: &BenchArgs, prepared: &Prepared, first: u64) -> anyhow::R
             .unwrap_or_default()
     };
     println!(
-        "upload {} {} requests of {} MB each, approved at once, in {:.2} s: {:.1} MB/s accepted, per request p50 {:.0} ms, p99 {:.0} ms",
+        "upload {} {} requests of {} MB each, accepted and read (then approved, or withdrawn from the back office queue), in {:.2} s: {:.1} MB/s accepted, per request p50 {:.0} ms, p99 {:.0} ms",
         args.gateway,
         uploads.len(),
         args.upload_mb,

@@ -13,8 +13,8 @@ use crate::domain::Benefit;
 use crate::error::ClaimsError;
 use crate::register::Register;
 use crate::store::{
-    BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer, MandateRecord, PaymentChange,
-    Store, Submission, Submitted, Written,
+    BatchAnswer, BatchState, BenefitChange, ClaimRecord, ClaimsOf, Debtor, Decided, Filer,
+    MandateRecord, PaymentChange, Store, Submission, Submitted, Written,
 };
 use sportello_domain::codice_fiscale::CodiceFiscale;
 use sportello_domain::text::truncated;
@@ -865,10 +865,53 @@ impl ClaimsBackOfficeService for Claims {
     ) -> Answer<wire::ConfirmPaymentBatchResponse> {
         let p = backoffice(&request)?;
         let id = request.into_inner().batch_id.trim().to_owned();
-        let paid =
-            self.store.confirm_payment_batch(&id, &p.sub).await.map_err(ClaimsError::from)?;
-        let paid = paid.ok_or(ClaimsError::NotFound("payment batch"))?;
+        let answer = self.store.confirm_payment_batch(&id, &p.sub).await;
+        let paid = batch_answer(answer)?;
         self.wake();
         Ok(Response::new(wire::ConfirmPaymentBatchResponse { batch_id: id, claims_paid: paid }))
+    }
+
+    async fn cancel_payment_batch(
+        &self,
+        request: Request<wire::CancelPaymentBatchRequest>,
+    ) -> Answer<wire::CancelPaymentBatchResponse> {
+        let p = backoffice(&request)?;
+        let req = request.into_inner();
+        let (id, reason) = (req.batch_id.trim().to_owned(), req.reason.trim());
+        let mut v = FieldViolations::new();
+        if id.is_empty() {
+            v.add("batch_id", "the id CreatePaymentBatch gave");
+        }
+        if reason.is_empty() {
+            v.add("reason", "say why the batch is taken back");
+        } else if reason.chars().count() > MAX_CANCEL_REASON {
+            v.add("reason", format!("at most {MAX_CANCEL_REASON} characters"));
+        }
+        v.into_result(()).map_err(ClaimsError::Invalid)?;
+        let answer = self.store.cancel_payment_batch(&id, &p.sub, reason).await;
+        let returned = batch_answer(answer)?;
+        Ok(Response::new(wire::CancelPaymentBatchResponse {
+            batch_id: id,
+            claims_returned: returned,
+        }))
+    }
+}
+
+/// The longest reason a cancelled payment batch keeps.
+const MAX_CANCEL_REASON: usize = 500;
+
+/// A batch step's answer as the RPC gives it: the claims it moved, or why not.
+fn batch_answer(answer: Result<BatchAnswer, sqlx::Error>) -> Result<i64, ClaimsError> {
+    match answer? {
+        BatchAnswer::Done(claims) => Ok(claims),
+        BatchAnswer::NotFound => Err(ClaimsError::NotFound("payment batch")),
+        BatchAnswer::Refused(BatchState::Confirmed) => Err(ClaimsError::Precondition {
+            reason: "BATCH_CONFIRMED",
+            message: "the batch was confirmed paid: it can no longer be taken back".into(),
+        }),
+        BatchAnswer::Refused(_) => Err(ClaimsError::Precondition {
+            reason: "BATCH_CANCELLED",
+            message: "the batch was taken back: its claims wait for another batch".into(),
+        }),
     }
 }

@@ -31,6 +31,11 @@ pub struct Config {
     pub background: bool,
     /// The institute's account the benefits are paid from (the debtor of the SEPA files).
     pub payments: crate::store::Debtor,
+    /// Load the demo insured-positions registry (`claims-svc/data/demo-registry.csv`: the demo
+    /// citizen Mario Rossi, a professional in the Gestione separata), as `sportello up` does so
+    /// that a first claim works end to end.
+    #[serde(default)]
+    pub demo_registry: bool,
 }
 
 impl Default for Config {
@@ -54,6 +59,7 @@ impl Default for Config {
                 iban: "IT60X0542811101000000123456".into(),
                 bic: None,
             },
+            demo_registry: false,
         }
     }
 }

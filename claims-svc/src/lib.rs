@@ -70,6 +70,9 @@ pub async fn serve(
         shutdown.clone(),
         |db| async move {
             let store = store::Store::new(db);
+            if config.demo_registry {
+                register::load_demo(&store).await?;
+            }
             let catalogue = catalogue::Catalogue::load(store.clone()).await?;
             tokio::spawn(catalogue.clone().refresh(config.catalogue_refresh, shutdown.clone()));
             let (relay_wake, decide_wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));

@@ -40,3 +40,22 @@ impl Register {
         Ok(names)
     }
 }
+
+/// The demo insured-positions registry `sportello up` loads for its demo citizens.
+const DEMO_REGISTRY: &str = include_str!("../data/demo-registry.csv");
+
+/// Loads the demo registry: idempotent, so every start of `sportello up` may do it.
+pub async fn load_demo(store: &crate::store::Store) -> anyhow::Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    let mut rows = csv::Reader::from_reader(DEMO_REGISTRY.as_bytes());
+    let layout = crate::domain::registry::Layout::from_header(rows.headers()?)
+        .map_err(|p| anyhow::anyhow!("demo registry header: {}", p.description))?;
+    let mut positions = Vec::new();
+    for row in rows.records() {
+        let parsed = layout.parse(&row?, today);
+        positions.push(parsed.map_err(|p| anyhow::anyhow!("demo registry: {p:?}"))?);
+    }
+    store.put_positions(positions, "demo").await?;
+    tracing::info!("demo insured-positions registry loaded");
+    Ok(())
+}

@@ -614,12 +614,20 @@ impl Conversions {
         file: wire::ConversionFile,
         stored: &Stored,
     ) -> Result<Option<Probed>, IdentityError> {
-        let content = self
-            .blobs
-            .open(&stored.digest)
-            .await
-            .map_err(|e| IdentityError::Internal(format!("blob store: {e}")))?;
-        match self.prober.probe(content).await {
+        let local = self.blobs.local_path(&stored.digest).and_then(|p| std::fs::File::open(p).ok());
+        let probed = match local {
+            // The child reads the stored file itself: no byte of it passes through here.
+            Some(file) => self.prober.probe_file(file).await,
+            None => {
+                let content = self
+                    .blobs
+                    .open(&stored.digest)
+                    .await
+                    .map_err(|e| IdentityError::Internal(format!("blob store: {e}")))?;
+                self.prober.probe(content).await
+            }
+        };
+        match probed {
             Ok(probed) => Ok(Some(probed)),
             Err(ProbeError::Unreadable(why)) => {
                 let mut v = FieldViolations::new();

@@ -77,7 +77,9 @@ impl Pins {
 impl Pins {
     /// The contact center's validation of a request the register held back (issue 8 §6): the
     /// operator has checked the caller's identity and residence by phone, so the PIN is issued —
-    /// first half by the channel the form chose, the letter to the residence on the form.
+    /// first half by the channel the form chose, the letter to the registered residence if the
+    /// citizen is on the register by now (it may have been loaded since the request was held),
+    /// else to the residence on the form.
     /// Returns the fiscal code and where the first half went.
     pub async fn validate_pending(
         &self,
@@ -115,6 +117,12 @@ impl Pins {
             self.hasher.hash(pin.expose().to_owned()),
             self.hasher.hash(pin.first_half().to_owned()),
         )?;
+        // Read before the transaction: a re-import racing the validation moves the letter at
+        // worst to the address it replaced, which the citizen is told of (RESIDENCE_CHANGED).
+        let letter = match self.store.resident(&cf).await? {
+            Some(entry) => entry.postal_lines(),
+            None => format!("{} {}\n{}", form.given_name, form.surname, form.residence),
+        };
         let mut tx = self.store.begin().await?;
         if !store::claim_initial_pin(&mut tx, &cf, &full, &simplified, &form.contacts).await? {
             return Err(IdentityError::Precondition {
@@ -125,7 +133,6 @@ impl Pins {
         if !store::issue_validated(&mut tx, &request.id, operator).await? {
             return Err(not_pending);
         }
-        let letter = format!("{} {}\n{}", form.given_name, form.surname, form.residence);
         let first = (&form.contacts, request.first_half_channel);
         let to = crate::pins::queue_halves(&mut tx, &request.id, &cf, first, &pin, letter).await?;
         let detail = format!("request {}", request.id);
@@ -164,13 +171,15 @@ impl ImportReport {
 #[derive(Debug)]
 pub struct Import<'a> {
     store: &'a Store,
+    /// Who loads the register: the audit rows of the citizens whose entries change name them.
+    actor: &'a str,
     seen: HashMap<String, i64>,
     pub report: ImportReport,
 }
 
 impl<'a> Import<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Self { store, seen: HashMap::new(), report: ImportReport::default() }
+    pub fn new(store: &'a Store, actor: &'a str) -> Self {
+        Self { store, actor, seen: HashMap::new(), report: ImportReport::default() }
     }
 
     pub async fn batch(&mut self, records: Vec<wire::ResidentRecord>) -> Result<(), IdentityError> {
@@ -202,18 +211,21 @@ impl<'a> Import<'a> {
                 ),
             }
         }
-        let written = self.store.put_residents(&good).await?;
+        let written = self.store.put_residents(&good, self.actor).await?;
         self.report.written += written.written as i64;
         self.report.unchanged += written.unchanged as i64;
         Ok(())
     }
 }
 
+/// Who the audit trail names for changes the demo register makes.
+const DEMO_ACTOR: &str = "demo-register";
+
 /// Loads the demo register: idempotent, so every start of `sportello up` may do it.
 pub async fn load_demo(store: &Store) -> anyhow::Result<()> {
     let (records, problems) = csv::parse(DEMO_REGISTER.as_bytes());
     anyhow::ensure!(problems.is_empty(), "demo register: {problems:?}");
-    let mut import = Import::new(store);
+    let mut import = Import::new(store, DEMO_ACTOR);
     for chunk in records.chunks(MAX_BATCH) {
         import.batch(chunk.to_vec()).await?;
     }
@@ -246,7 +258,7 @@ impl ResidentsService for Residents {
             return Err(Status::permission_denied("the register is loaded by the back office"));
         }
         let mut stream = request.into_inner();
-        let mut import = Import::new(&self.store);
+        let mut import = Import::new(&self.store, &claims.sub);
         while let Some(message) = stream.message().await? {
             if message.residents.len() > MAX_BATCH {
                 let mut v = FieldViolations::new();

@@ -70,6 +70,12 @@ const SPECS: &[Spec] = &[
     spec!("PIN_CONTACTS_CHANGED", "The contacts of the citizen's PIN were changed", &[], ANY),
     spec!("PIN_REVOKED", "The citizen's PIN was revoked", &[], ANY),
     spec!("PIN_UNLOCKED", "The citizen's PIN was unlocked", &[], ANY),
+    spec!(
+        "RESIDENCE_CHANGED",
+        "The register of residents changed the citizen's residence or anagrafica",
+        &[],
+        ANY
+    ),
     spec!("CLAIM_RECEIPT", "A claim was received, with its protocol number", &[], ANY),
     spec!("CLAIM_DECISION", "A claim was approved or rejected", &[], ANY),
     spec!("CLAIM_PAYMENT_DETAILS_CHANGED", "How a claim is paid was changed", &[], ANY),

@@ -101,6 +101,12 @@ pub trait BlobStore: Send + Sync {
     /// Whether blob `digest` is stored (never, for a digest that is not valid).
     fn exists<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, BlobError>>;
 
+    /// Where blob `digest` is on this machine's filesystem, when the store keeps it there (so
+    /// that another process can be handed the file itself).
+    fn local_path(&self, _digest: &str) -> Option<PathBuf> {
+        None
+    }
+
     /// Removes blob `digest`, if it is there.
     fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
 
@@ -386,6 +392,10 @@ impl BlobStore for FsBlobs {
                 Err(e) => Err(e.into()),
             }
         })
+    }
+
+    fn local_path(&self, digest: &str) -> Option<PathBuf> {
+        self.path(digest).ok()
     }
 
     fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), BlobError>> {

@@ -271,7 +271,21 @@ impl Prober {
     }
 
     /// Reads what `file` yields in a child. Dropping the future kills the child.
-    pub async fn probe(&self, mut file: impl AsyncRead + Unpin) -> Result<Probed, ProbeError> {
+    pub async fn probe(&self, file: impl AsyncRead + Send + Unpin) -> Result<Probed, ProbeError> {
+        self.run(std::process::Stdio::piped(), Some(Box::new(file))).await
+    }
+
+    /// Reads `file` in a child that is handed the file itself as its standard input: not a byte
+    /// of it passes through this process.
+    pub async fn probe_file(&self, file: std::fs::File) -> Result<Probed, ProbeError> {
+        self.run(std::process::Stdio::from(file), None).await
+    }
+
+    async fn run(
+        &self,
+        stdin: std::process::Stdio,
+        feed: Option<Box<dyn AsyncRead + Send + Unpin + '_>>,
+    ) -> Result<Probed, ProbeError> {
         let unavailable = |e: std::io::Error| ProbeError::Unavailable(e.to_string());
         // A short wait for a reader, then a refusal: a queue of readers is only a slower refusal.
         let permit =
@@ -286,21 +300,22 @@ impl Prober {
             .current_dir("/")
             // A small arena reservation, so that the address-space limit is spent on the file.
             .env("MIMALLOC_ARENA_RESERVE", "16384")
-            .stdin(std::process::Stdio::piped())
+            .stdin(stdin)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(unavailable)?;
-        let mut stdin =
-            child.stdin.take().ok_or_else(|| ProbeError::Unavailable("stdin".into()))?;
+        let stdin = child.stdin.take();
         let mut stdout =
             child.stdout.take().ok_or_else(|| ProbeError::Unavailable("stdout".into()))?;
         let run = async move {
             let feed = async move {
-                // The child may stop reading early (a file too big): not our error.
-                let _ = tokio::io::copy(&mut file, &mut stdin).await;
-                let _ = stdin.shutdown().await;
+                if let (Some(mut file), Some(mut stdin)) = (feed, stdin) {
+                    // The child may stop reading early (a file too big): not our error.
+                    let _ = tokio::io::copy(&mut file, &mut stdin).await;
+                    let _ = stdin.shutdown().await;
+                }
             };
             let mut out = Vec::new();
             let mut limited = (&mut stdout).take(MAX_ANSWER_BYTES);

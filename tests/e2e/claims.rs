@@ -1282,3 +1282,166 @@ async fn the_back_office_cannot_approve_a_claim_the_automatic_checks_have_not_se
         cl::ClaimStatus::Rejected as i32
     );
 }
+
+/// A cash claim of citizen `cf`, approved (cash needs no bank check).
+async fn approved_cash_claim(suite: &Suite, cf: &str) -> (String, String) {
+    suite.import_registry(&registry([professional_row(cf)])).await.expect("registry");
+    let token = suite.citizen_token(cf, Level::Simplified);
+    let form = cash(claim_form("AGRICOLI", cf, "k"));
+    let receipt = submit(suite.gateway_channel().await, &token, form).await.expect("filed");
+    wait_for_claim_status(suite, &token, &receipt.claim_id, cl::ClaimStatus::Approved).await;
+    (token, receipt.claim_id)
+}
+
+fn cancel_batch(batch_id: &str, reason: &str) -> cl::CancelPaymentBatchRequest {
+    cl::CancelPaymentBatchRequest { batch_id: batch_id.into(), reason: reason.into() }
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_returns_its_claims_to_approved_and_they_can_be_batched_again() {
+    let suite = spawn_suite().await;
+    let cf = nth_cf(31);
+    let (citizen, claim_id) = approved_cash_claim(&suite, &cf).await;
+    let (mut bo, token) = backoffice(&suite).await;
+    let order = || with_token(&token, cl::CreatePaymentBatchRequest::default());
+    let first = bo.create_payment_batch(order()).await.expect("ordered").into_inner();
+    assert_eq!(
+        status_of(&suite, &citizen, &claim_id).await,
+        cl::ClaimStatus::PaymentOrdered as i32
+    );
+
+    let unexplained =
+        bo.cancel_payment_batch(with_token(&token, cancel_batch(&first.batch_id, " ")));
+    assert_eq!(violated_fields(&unexplained.await.expect_err("no reason")), ["reason"]);
+    let long = "x".repeat(501);
+    let rambling =
+        bo.cancel_payment_batch(with_token(&token, cancel_batch(&first.batch_id, &long)));
+    assert_eq!(violated_fields(&rambling.await.expect_err("too long")), ["reason"]);
+    let unknown = bo.cancel_payment_batch(with_token(&token, cancel_batch("no-such-batch", "x")));
+    assert_eq!(unknown.await.expect_err("unknown").code(), Code::NotFound);
+    // An operator or the citizen may not take a batch back.
+    let by_operator =
+        bo.cancel_payment_batch(suite.as_operator(cancel_batch(&first.batch_id, "x")));
+    assert_eq!(by_operator.await.expect_err("an operator").code(), Code::PermissionDenied);
+
+    let why = "the bank refused the file";
+    let cancel = || with_token(&token, cancel_batch(&first.batch_id, why));
+    let cancelled = bo.cancel_payment_batch(cancel()).await.expect("taken back").into_inner();
+    assert_eq!(cancelled.claims_returned, 1);
+    assert_eq!(status_of(&suite, &citizen, &claim_id).await, cl::ClaimStatus::Approved as i32);
+    let again = bo.cancel_payment_batch(cancel()).await.expect_err("once");
+    assert_eq!(reason(&again), "BATCH_CANCELLED");
+    let confirm =
+        |id: &str| with_token(&token, cl::ConfirmPaymentBatchRequest { batch_id: id.into() });
+    let paid_anyway = bo.confirm_payment_batch(confirm(&first.batch_id)).await;
+    assert_eq!(reason(&paid_anyway.expect_err("taken back")), "BATCH_CANCELLED");
+    let filter = format!(
+        "action = 'CancelPaymentBatch' AND operator_id = '{BACKOFFICE_ID}' \
+         AND detail LIKE '%{why}%'"
+    );
+    assert_eq!(
+        suite.db.count("claims", "audit_events", &filter).await,
+        1,
+        "audited with the reason"
+    );
+
+    // The next batch takes the claim again, and once confirmed it stays paid.
+    let second = bo.create_payment_batch(order()).await.expect("ordered again").into_inner();
+    assert_ne!(second.batch_id, first.batch_id);
+    assert_eq!(
+        second.cash.iter().map(|c| c.claim_id.as_str()).collect::<Vec<_>>(),
+        [claim_id.as_str()]
+    );
+    let paid = bo.confirm_payment_batch(confirm(&second.batch_id)).await.expect("confirmed");
+    assert_eq!(paid.into_inner().claims_paid, 1);
+    let too_late = bo.cancel_payment_batch(with_token(&token, cancel_batch(&second.batch_id, why)));
+    assert_eq!(reason(&too_late.await.expect_err("confirmed")), "BATCH_CONFIRMED");
+    assert_eq!(status_of(&suite, &citizen, &claim_id).await, cl::ClaimStatus::Paid as i32);
+}
+
+#[tokio::test]
+async fn the_decider_never_asks_the_bank_about_a_withdrawn_claim() {
+    let (withdrawn, marker) = (nth_cf(41), nth_cf(42));
+    // The bank check is down for the first citizen: an answer it cannot read, late enough for
+    // the claim to be withdrawn while the question is out. The second citizen's account checks.
+    let slow = withdrawn.clone();
+    let (provider, asked) = fake_authority(move |q| match q["fiscal_code"].as_str() {
+        Some(cf) if cf == slow => ("BROKEN", Duration::from_millis(1_500)),
+        _ => ("MATCH", Duration::ZERO),
+    })
+    .await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    let rows = [&withdrawn, &marker].map(|cf| professional_row(cf));
+    suite.import_registry(&registry(rows)).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let questions_about =
+        |cf: &str| asked.lock().expect("lock").iter().filter(|q| q["fiscal_code"] == cf).count();
+
+    let token = suite.citizen_token(&withdrawn, Level::Simplified);
+    let filed = submit(gateway.clone(), &token, claim_form("AGRICOLI", &withdrawn, "k"))
+        .await
+        .expect("filed");
+    eventually("the bank asked", Duration::from_secs(10), || async {
+        questions_about(&withdrawn) == 1
+    })
+    .await;
+    let withdraw = cl::WithdrawClaimRequest { claim_id: filed.claim_id.clone() };
+    claims(gateway.clone()).withdraw_claim(with_token(&token, withdraw)).await.expect("withdrawn");
+
+    // The decider takes one batch at a time: once a later claim is decided, the batch that
+    // asked about the withdrawn one is over, its failed answer handled.
+    let marker_token = suite.citizen_token(&marker, Level::Simplified);
+    let later =
+        submit(gateway, &marker_token, claim_form("AGRICOLI", &marker, "k")).await.expect("filed");
+    wait_for_claim_status(&suite, &marker_token, &later.claim_id, cl::ClaimStatus::Approved).await;
+    let waiting = format!("id = '{}' AND decide_at IS NOT NULL", filed.claim_id);
+    assert_eq!(suite.db.count("claims", "claims", &waiting).await, 0, "no further attempt due");
+    let store = claims_store(&suite).await;
+    assert!(store.claim_undecided(100, 0).await.expect("lease").is_empty(), "nothing to decide");
+    assert_eq!(questions_about(&withdrawn), 1, "asked once, before the withdrawal");
+    assert_eq!(status_of(&suite, &token, &filed.claim_id).await, cl::ClaimStatus::Withdrawn as i32);
+}
+
+#[tokio::test]
+async fn execution_dates_outside_the_next_thirty_business_days_are_refused() {
+    use chrono::Datelike;
+    use claims_svc::domain::sepa::{is_business_day, next_business_day};
+    let suite = spawn_suite().await;
+    approved_cash_claim(&suite, &nth_cf(51)).await;
+    let (mut bo, token) = backoffice(&suite).await;
+    let today = chrono::Utc::now().date_naive();
+    let at = |day: chrono::NaiveDate| {
+        let seconds = day.and_hms_opt(12, 0, 0).expect("noon").and_utc().timestamp();
+        prost_types::Timestamp { seconds, nanos: 0 }
+    };
+    let days = |n: u64| today + chrono::Days::new(n);
+    let weekend =
+        (1..=7).map(days).find(|d| d.weekday().number_from_monday() >= 6).expect("a Saturday");
+    let refused = [
+        ("yesterday", at(today - chrono::Days::new(1))),
+        ("today + 31", at(days(31))),
+        ("a weekend day", at(weekend)),
+        ("year 10000", prost_types::Timestamp { seconds: 253_402_300_800, nanos: 0 }),
+        ("seconds = 2^63-1", prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+        ("negative nanos", prost_types::Timestamp { seconds: at(days(1)).seconds, nanos: -1 }),
+    ];
+    for (what, date) in refused {
+        let order = cl::CreatePaymentBatchRequest { max_claims: 0, execution_date: Some(date) };
+        let status = bo.create_payment_batch(with_token(&token, order)).await.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+        assert_eq!(violated_fields(&status), ["execution_date"], "{what}");
+    }
+    assert_eq!(suite.db.count("claims", "payment_batches", "1 = 1").await, 0, "nothing ordered");
+
+    let last = (0..=30).rev().map(days).find(|d| is_business_day(*d)).expect("a business day");
+    for day in [next_business_day(today), last] {
+        let order = cl::CreatePaymentBatchRequest { max_claims: 0, execution_date: Some(at(day)) };
+        let batch = bo.create_payment_batch(with_token(&token, order)).await.expect("accepted");
+        let batch_id = batch.into_inner().batch_id;
+        let filter = format!("id = '{batch_id}' AND execution_date = '{day}'");
+        assert_eq!(suite.db.count("claims", "payment_batches", &filter).await, 1, "{day}");
+        // Taken back, so the same claim can be ordered on the next date.
+        let cancel = cancel_batch(&batch_id, "trying the dates");
+        bo.cancel_payment_batch(with_token(&token, cancel)).await.expect("taken back");
+    }
+}

@@ -103,7 +103,7 @@ impl TestDb {
         let store = self.identity_store().await;
         let records: Vec<_> =
             forms.iter().enumerate().map(|(i, f)| resident_record(i as i64 + 2, f)).collect();
-        let mut import = identity_svc::residents::Import::new(&store);
+        let mut import = identity_svc::residents::Import::new(&store, "test-register");
         import.batch(records).await.expect("register");
         assert_eq!(import.report.rejected, 0, "{:?}", import.report);
     }

@@ -41,8 +41,8 @@ async fn lookup(suite: &Suite, cf: &str) -> id::LookupCredentialResponse {
     contact_center(suite).await.lookup_credential(request).await.expect("lookup").into_inner()
 }
 
-/// The outcomes of the register checks in the audit trail of `cf`, oldest first.
-async fn register_checks(suite: &Suite, cf: &str) -> Vec<(String, String)> {
+/// The audit rows of `action` in the trail of `cf`, oldest first.
+async fn audit_rows(suite: &Suite, cf: &str, action: &str) -> Vec<id::AuditEvent> {
     let request = suite.as_operator(id::ListAuditEventsRequest {
         fiscal_code: cf.into(),
         page_size: 100,
@@ -50,13 +50,13 @@ async fn register_checks(suite: &Suite, cf: &str) -> Vec<(String, String)> {
     });
     let events =
         contact_center(suite).await.list_audit_events(request).await.expect("audit").into_inner();
-    events
-        .events
-        .into_iter()
-        .rev()
-        .filter(|e| e.action == "RegisterCheck")
-        .map(|e| (e.operator_id, e.outcome))
-        .collect()
+    events.events.into_iter().rev().filter(|e| e.action == action).collect()
+}
+
+/// The outcomes of the register checks in the audit trail of `cf`, oldest first.
+async fn register_checks(suite: &Suite, cf: &str) -> Vec<(String, String)> {
+    let rows = audit_rows(suite, cf, "RegisterCheck").await;
+    rows.into_iter().map(|e| (e.operator_id, e.outcome)).collect()
 }
 
 async fn messages_for(suite: &Suite, cf: &str) -> i64 {
@@ -406,4 +406,76 @@ async fn the_registers_names_are_told_only_to_sportellos_own_services() {
         .await
         .expect_err("internal");
     assert_eq!(through_gateway.code(), Code::PermissionDenied, "{through_gateway:?}");
+}
+
+#[tokio::test]
+async fn a_reimport_that_moves_a_citizen_is_audited_and_notified() {
+    let suite = spawn_suite().await;
+    let (cf, form) = verdi();
+    // Laura Bianchi is on the register too, but holds no PIN: nobody to tell.
+    let (bianchi_cf, bianchi) = citizen_request("Bianchi", "Laura", (1990, 1, 1), id::Sex::Female);
+    suite.register_residents(&[&form, &bianchi]).await;
+    identity(&suite).await.request_pin(form.clone()).await.expect("issued");
+    assert!(suite.db.messages("RESIDENCE_CHANGED").await.is_empty());
+
+    let mut moved = form.clone();
+    living_in_milan(&mut moved);
+    let mut renamed = bianchi.clone();
+    renamed.personal_data.as_mut().expect("anagrafica").given_name = "Lara".into();
+    let reply = suite.register_residents(&[&moved, &renamed]).await;
+    assert_eq!((reply.written, reply.unchanged), (2, 0));
+
+    let [change] = audit_rows(&suite, &cf, "RegisterChange").await.try_into().expect("one row");
+    assert_eq!(change.operator_id, BACKOFFICE_ID, "the importer, under the citizen's code");
+    assert_eq!(change.outcome, "RESIDENCE_CHANGED");
+    assert_eq!(
+        change.detail,
+        "residence: Via***, 56017 San Giuliano Terme (PI) → Via***, 20121 Milano (MI)",
+        "old and new, the streets masked"
+    );
+    let mut told: Vec<_> = suite
+        .db
+        .messages("RESIDENCE_CHANGED")
+        .await
+        .into_iter()
+        .map(|m| (m.channel, m.address))
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [("EMAIL".into(), ROSSI_EMAIL.into()), ("SMS".into(), ROSSI_MOBILE.into())],
+        "every contact on file, and only the PIN holder's"
+    );
+    let [renaming] =
+        audit_rows(&suite, &bianchi_cf, "RegisterChange").await.try_into().expect("one row");
+    assert_eq!(renaming.outcome, "ANAGRAFICA_CHANGED");
+    assert_eq!(renaming.detail, "given_name: Lau*** → Lar***");
+
+    // The same file again changes nothing, so it tells nobody anything.
+    suite.register_residents(&[&moved, &renamed]).await;
+    assert_eq!(audit_rows(&suite, &cf, "RegisterChange").await.len(), 1);
+    assert_eq!(suite.db.messages("RESIDENCE_CHANGED").await.len(), 2);
+}
+
+#[tokio::test]
+async fn validating_a_held_request_uses_the_registers_residence_once_the_citizen_is_on_it() {
+    let suite = spawn_suite().await;
+    let (cf, form) = verdi();
+    let held = identity(&suite).await.request_pin(form.clone()).await.expect("held").into_inner();
+    assert_eq!(register_checks(&suite, &cf).await, [("citizen".into(), "NOT_ON_REGISTER".into())]);
+    // Put on the register afterwards, living elsewhere than the form says.
+    let mut registered = form;
+    living_in_milan(&mut registered);
+    suite.register_residents(&[&registered]).await;
+
+    contact_center(&suite)
+        .await
+        .validate_pending_pin_request(suite.as_operator(id::ValidatePendingPinRequestRequest {
+            request_id: held.request_id,
+            identity_verified: true,
+        }))
+        .await
+        .expect("issued");
+    let letter = suite.db.message("PIN_SECOND_HALF_LETTER").await;
+    assert_eq!(letter.address, "Giuseppe Verdi\nVia Dante 12\n20121 Milano (MI)");
 }

@@ -346,7 +346,13 @@ impl Store {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimRecord>, sqlx::Error> {
-        let due = ("claims", "decide_attempts = decide_attempts + 1", "decide_at <= $2");
+        // Only a claim still submitted is decided: one withdrawn (or decided by a person) while
+        // the bank check was failing is never asked about again.
+        let due = (
+            "claims",
+            "decide_attempts = decide_attempts + 1",
+            "status = 'SUBMITTED' AND decide_at <= $2",
+        );
         self.lease(due, "decide_at, id", CLAIM_COLUMNS, (limit, lease_ms), claim).await
     }
 
@@ -378,14 +384,16 @@ impl Store {
             .await
     }
 
-    /// Puts an undecided claim back for a later attempt (the provider did not answer).
+    /// Puts an undecided claim back for a later attempt (the provider did not answer), if it
+    /// is still submitted: a withdrawal while the bank was asked ended its wait for good.
     pub async fn decide_later(&self, id: &str, at: i64) -> Result<(), sqlx::Error> {
         let id = id.to_owned();
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "UPDATE claims SET decide_at = $2, leased_until = NULL WHERE id = $1",
+                        "UPDATE claims SET decide_at = $2, leased_until = NULL \
+                         WHERE id = $1 AND status = 'SUBMITTED'",
                     )
                     .bind(&id)
                     .bind(at)

@@ -14,7 +14,7 @@ mod submit;
 pub use claims::{ClaimRecord, ClaimsOf, Decided, Filer, PaymentChange, Submission, Submitted};
 pub use mandates::MandateRecord;
 pub use outbox::{Notice, Pending, Settled};
-pub use payments::{Debtor, OrderedBatch};
+pub use payments::{BatchAnswer, BatchState, Debtor, OrderedBatch};
 pub use registry::Written;
 
 use crate::domain::eligibility::BenefitCode;

@@ -179,25 +179,25 @@ impl Store {
             .await
     }
 
-    /// Marks batch `id` paid and tells its citizens; the number of its claims paid, or `None`
-    /// when there is no such batch. Confirming again changes nothing.
+    /// Marks batch `id` paid and tells its citizens; the number of its claims paid. Confirming
+    /// again changes nothing; a batch taken back is not confirmed.
     pub async fn confirm_payment_batch(
         &self,
         id: &str,
         by: &str,
-    ) -> Result<Option<i64>, sqlx::Error> {
+    ) -> Result<BatchAnswer, sqlx::Error> {
         let (id, by) = (id.to_owned(), by.to_owned());
         self.writer
             .run(Box::new(move |conn| {
                 Box::pin(async move {
-                    let exists = sqlx::query("SELECT confirmed_at FROM payment_batches WHERE id = $1")
-                        .bind(&id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    let Some(row) = exists else { return Ok(None) };
-                    let confirmed: Option<i64> = row.try_get("confirmed_at")?;
-                    if confirmed.is_none() {
-                        let now = now_millis();
+                    let now = now_millis();
+                    if !settle(conn, &id, "confirmed_at = $2", now).await? {
+                        match batch_state(conn, &id).await? {
+                            None => return Ok(BatchAnswer::NotFound),
+                            Some(BatchState::Confirmed) => {}
+                            Some(state) => return Ok(BatchAnswer::Refused(state)),
+                        }
+                    } else {
                         let sql = format!(
                             "UPDATE claims SET status = 'PAID', updated_at = $2 \
                              WHERE payment_batch_id = $1 AND status = 'PAYMENT_ORDERED' \
@@ -211,11 +211,6 @@ impl Store {
                             .to_string();
                         let notices: Vec<Notice<'_>> = paid.iter().map(|c| payment_notice(c, &day)).collect();
                         queue_all(conn, &notices).await?;
-                        sqlx::query("UPDATE payment_batches SET confirmed_at = $2 WHERE id = $1")
-                            .bind(&id)
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
                         let detail = format!("batch {id}: {} claims paid", paid.len());
                         let entry = Entry {
                             operator_id: &by,
@@ -232,9 +227,120 @@ impl Store {
                     .bind(&id)
                     .fetch_one(&mut *conn)
                     .await?;
-                    Ok(Some(paid))
+                    Ok(BatchAnswer::Done(paid))
                 })
             }))
             .await
     }
+
+    /// Takes back batch `id`, not yet confirmed, for `reason`: its claims return to APPROVED
+    /// and leave it, with the audit row, in one transaction of the writer. The number of
+    /// claims returned.
+    pub async fn cancel_payment_batch(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<BatchAnswer, sqlx::Error> {
+        let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
+        self.writer
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let now = now_millis();
+                    let cancelled = "cancelled_at = $2, cancelled_by = $3, cancel_reason = $4";
+                    let settled = sqlx::query(&settle_sql(cancelled))
+                        .bind(&id)
+                        .bind(now)
+                        .bind(&by)
+                        .bind(&reason)
+                        .execute(&mut *conn)
+                        .await?;
+                    if settled.rows_affected() == 0 {
+                        return Ok(match batch_state(conn, &id).await? {
+                            None => BatchAnswer::NotFound,
+                            Some(state) => BatchAnswer::Refused(state),
+                        });
+                    }
+                    let returned = sqlx::query(
+                        "UPDATE claims SET status = 'APPROVED', payment_batch_id = NULL, \
+                         updated_at = $2 WHERE payment_batch_id = $1 AND status = 'PAYMENT_ORDERED'",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected() as i64;
+                    let detail = format!("batch {id}: {returned} claims back to APPROVED; {reason}");
+                    let entry = Entry {
+                        operator_id: &by,
+                        action: "CancelPaymentBatch",
+                        fiscal_code: "",
+                        outcome: "OK",
+                        detail: &detail,
+                    };
+                    append(conn, &entry).await?;
+                    Ok(BatchAnswer::Done(returned))
+                })
+            }))
+            .await
+    }
+}
+
+/// Where a payment batch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchState {
+    /// Ordered, neither confirmed nor taken back.
+    Ordered,
+    Confirmed,
+    Cancelled,
+}
+
+/// What confirming or taking back a batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchAnswer {
+    /// The claims it paid, or returned.
+    Done(i64),
+    NotFound,
+    /// The batch's state allows no such step.
+    Refused(BatchState),
+}
+
+/// Ends an ordered batch's wait (`set` its confirmation or cancellation) only if it is still
+/// neither: the one conditional update that also locks the batch, so a confirmation and a
+/// cancellation racing on two instances cannot both happen.
+fn settle_sql(set: &str) -> String {
+    format!(
+        "UPDATE payment_batches SET {set} WHERE id = $1 \
+         AND confirmed_at IS NULL AND cancelled_at IS NULL"
+    )
+}
+
+/// [`settle_sql`] for a confirmation at `now`; whether this call settled the batch.
+async fn settle(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    set: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&settle_sql(set)).bind(id).bind(now).execute(conn).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The state of batch `id`, read on the writer's transaction; `None` when there is none.
+async fn batch_state(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<BatchState>, sqlx::Error> {
+    let row = sqlx::query("SELECT confirmed_at, cancelled_at FROM payment_batches WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let confirmed: Option<i64> = row.try_get("confirmed_at")?;
+    let cancelled: Option<i64> = row.try_get("cancelled_at")?;
+    Ok(Some(match (confirmed, cancelled) {
+        (Some(_), _) => BatchState::Confirmed,
+        (None, Some(_)) => BatchState::Cancelled,
+        (None, None) => BatchState::Ordered,
+    }))
 }

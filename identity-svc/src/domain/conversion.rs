@@ -344,7 +344,7 @@ pub fn form_pdf(f: &Form<'_>) -> Vec<u8> {
                 dispositivo, per i servizi che lo richiedono, e allega copia di un documento di \
                 riconoscimento in corso di validità. Dichiara, consapevole delle sanzioni per le \
                 dichiarazioni mendaci (DPR 445/2000, art. 76), che i dati indicati sono veri.";
-    blocks.extend(pdf::wrap(text, pdf::WRAP).into_iter().map(Block::body));
+    blocks.push(Block::body(text));
     blocks.push(Block::blank());
     blocks.push(Block::body("Firma del richiedente"));
     blocks.push(Block::Boxed { text: String::new(), height: 60.0, width: Some(260.0) });

@@ -231,6 +231,18 @@ impl Residence {
     }
 }
 
+/// Address lines (`\n`-separated) as operators and the audit trail show them: the town (or
+/// country) in full, the lines before it masked.
+pub fn masked_address(lines: &str) -> String {
+    let lines: Vec<&str> = lines.lines().collect();
+    let (last, rest) = lines.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+    rest.iter()
+        .map(|l| sportello_platform::mask::postal(l))
+        .chain(std::iter::once(last.to_owned()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What a request form said, kept with the request so that an operator can verify a caller
 /// against it and call back (DOMAIN.md §4.2); PIN-free, and never logged.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,13 +271,7 @@ impl FormRecord {
     /// The residence as an operator sees it: the town (or country) in full, to compare with
     /// what the caller says, the lines before it masked.
     pub fn masked_residence(&self) -> String {
-        let lines: Vec<&str> = self.residence.lines().collect();
-        let (last, rest) = lines.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
-        rest.iter()
-            .map(|l| sportello_platform::mask::postal(l))
-            .chain(std::iter::once(last.to_owned()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        masked_address(&self.residence)
     }
 
     /// The number to call back on, in full: the operator dials it.

@@ -14,7 +14,8 @@ use sportello_proto::identity::v1 as wire;
 
 use super::belfiore::{self, Place};
 use super::codice_fiscale::Sex;
-use super::pin_request::{parse_person, PersonalData, PinRequest, Residence};
+use super::pin_request::{masked_address, parse_person, PersonalData, PinRequest, Residence};
+use sportello_platform::mask;
 
 /// One entry of the register, checked like a PIN request's form.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,79 @@ impl Resident {
     /// The address block of the letter: the registered name at the registered residence.
     pub fn postal_lines(&self) -> String {
         self.residence.postal_lines(&self.personal_data.surname, &self.personal_data.given_name)
+    }
+}
+
+/// What a re-import changed in a citizen's entry: a citizen's event, recorded in their audit
+/// trail and told to them, because the next PIN letter goes where the register says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterChange {
+    pub residence: bool,
+    pub anagrafica: bool,
+    /// Old and new values of what changed, masked as for the audit trail (`old → new`, one
+    /// field a line; the town or country in full, street and names reduced to their start).
+    pub detail: String,
+}
+
+impl RegisterChange {
+    /// What changed from `old` to `new` (the same fiscal code), if anything the citizen should
+    /// know of did.
+    pub fn between(old: &Resident, new: &Resident) -> Option<Self> {
+        let (was, is) = (&old.personal_data, &new.personal_data);
+        let year = |d: NaiveDate| format!("{}-**-**", d.format("%Y"));
+        // (field, changed, old masked, new masked). A change only in a masked part still shows
+        // as a line: the mask hides the value, not the fact.
+        let fields = [
+            (
+                "surname",
+                was.surname != is.surname,
+                mask::postal(&was.surname),
+                mask::postal(&is.surname),
+            ),
+            (
+                "given_name",
+                was.given_name != is.given_name,
+                mask::postal(&was.given_name),
+                mask::postal(&is.given_name),
+            ),
+            (
+                "birth_date",
+                was.birth_date != is.birth_date,
+                year(was.birth_date),
+                year(is.birth_date),
+            ),
+            ("sex", was.sex != is.sex, sex_letter(was.sex).into(), sex_letter(is.sex).into()),
+            (
+                "birthplace",
+                was.birthplace.code != is.birthplace.code,
+                was.birthplace.code.into(),
+                is.birthplace.code.into(),
+            ),
+        ];
+        let anagrafica = fields.iter().any(|f| f.1);
+        let (old_lines, new_lines) = (old.residence.address_lines(), new.residence.address_lines());
+        let residence = old_lines != new_lines;
+        if !anagrafica && !residence {
+            return None;
+        }
+        let mut lines: Vec<String> = Vec::new();
+        if residence {
+            let flat = |l: &str| masked_address(l).replace('\n', ", ");
+            lines.push(format!("residence: {} → {}", flat(&old_lines), flat(&new_lines)));
+        }
+        for (field, _, before, after) in fields.into_iter().filter(|f| f.1) {
+            lines.push(format!("{field}: {before} → {after}"));
+        }
+        Some(RegisterChange { residence, anagrafica, detail: lines.join("\n") })
+    }
+
+    /// The outcome the audit row records.
+    pub fn outcome(&self) -> &'static str {
+        match (self.residence, self.anagrafica) {
+            (true, true) => "RESIDENCE_AND_ANAGRAFICA_CHANGED",
+            (true, false) => "RESIDENCE_CHANGED",
+            _ => "ANAGRAFICA_CHANGED",
+        }
     }
 }
 
@@ -288,5 +362,23 @@ mod tests {
         let paths: Vec<&str> = v.iter().map(|(p, _)| p).collect();
         assert!(paths.contains(&"personal_data.surname"), "{paths:?}");
         assert!(paths.contains(&"residence.italy.postal_code"), "{paths:?}");
+    }
+
+    #[test]
+    fn a_move_is_a_change_shown_masked_and_the_same_entry_none() {
+        let old = resident("Rossi", italy("Via Roma"));
+        assert_eq!(RegisterChange::between(&old, &old), None);
+        let moved = resident("Rossi", abroad());
+        let change = RegisterChange::between(&old, &moved).expect("moved");
+        assert_eq!((change.residence, change.anagrafica), (true, false));
+        assert_eq!(change.outcome(), "RESIDENCE_CHANGED");
+        assert_eq!(
+            change.detail,
+            "residence: Via***, 56017 San Giuliano Terme (PI) → 1 r***, 750***, FRANCIA"
+        );
+        let renamed = resident("Rossini", italy("Via Roma"));
+        let change = RegisterChange::between(&old, &renamed).expect("renamed");
+        assert_eq!(change.outcome(), "ANAGRAFICA_CHANGED");
+        assert_eq!(change.detail, "surname: Ros*** → Ros***");
     }
 }

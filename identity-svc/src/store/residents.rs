@@ -3,7 +3,7 @@
 use super::Store;
 use crate::domain::codice_fiscale::Sex;
 use crate::domain::pin_request::{FormRecord, PersonalData, Residence};
-use crate::domain::residents::{place, sex_letter, RegisterCheck, Resident};
+use crate::domain::residents::{place, sex_letter, RegisterChange, RegisterCheck, Resident};
 use chrono::NaiveDate;
 use sportello_platform::now_millis;
 use sqlx::any::AnyRow;
@@ -137,6 +137,47 @@ fn resident(row: &AnyRow) -> Result<Resident, sqlx::Error> {
     })
 }
 
+/// The entries already on the register for the fiscal codes of `batch`, read on `conn` (the
+/// import's transaction) before they are overwritten.
+async fn residents_on(
+    conn: &mut sqlx::AnyConnection,
+    batch: &[Resident],
+) -> Result<HashMap<String, Resident>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {} FROM residents WHERE fiscal_code IN ({})",
+        COLUMNS.join(", "),
+        sportello_platform::db::numbered(1, batch.len())
+    );
+    let mut query = sqlx::query(&sql);
+    for r in batch {
+        query = query.bind(&r.fiscal_code);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|row| resident(row).map(|r| (r.fiscal_code.clone(), r))).collect()
+}
+
+/// The audit row and the notice of a changed entry, on the import's transaction.
+async fn record_change(
+    conn: &mut sqlx::AnyConnection,
+    fiscal_code: &str,
+    actor: &str,
+    change: &RegisterChange,
+) -> Result<(), sqlx::Error> {
+    let entry = super::Entry {
+        operator_id: actor,
+        action: "RegisterChange",
+        fiscal_code,
+        outcome: change.outcome(),
+        detail: &change.detail,
+    };
+    super::audit(&mut *conn, &entry).await?;
+    if let Some(credential) = super::credential_on(&mut *conn, fiscal_code).await? {
+        crate::pins::queue_notice(conn, fiscal_code, &credential.contacts, "RESIDENCE_CHANGED")
+            .await?;
+    }
+    Ok(())
+}
+
 /// A PIN request that issued nothing (pending the contact center's validation, or refused on
 /// the register's word), to record with its form.
 #[derive(Debug)]
@@ -158,12 +199,19 @@ fn form_json(form: &FormRecord) -> String {
 impl Store {
     /// Writes a batch of entries in one transaction; returns how many changed the register.
     /// The batch must not name a fiscal code twice (PostgreSQL refuses to update a row twice in
-    /// one statement).
-    pub async fn put_residents(&self, batch: &[Resident]) -> Result<Written, sqlx::Error> {
+    /// one statement). An entry whose residence or anagrafica changed is the citizen's event:
+    /// on the same transaction, an audit row under their fiscal code (by `actor`, old and new
+    /// masked) and a `RESIDENCE_CHANGED` notice to their contacts on file, if they hold a PIN.
+    pub async fn put_residents(
+        &self,
+        batch: &[Resident],
+        actor: &str,
+    ) -> Result<Written, sqlx::Error> {
         let mut tx = self.begin().await?;
         let now = now_millis();
         let mut written = 0;
         for chunk in batch.chunks(BATCH_ROWS) {
+            let before = residents_on(&mut tx, chunk).await?;
             let sql = upsert_sql(chunk.len());
             let mut query = sqlx::query(&sql);
             for r in chunk {
@@ -173,6 +221,12 @@ impl Store {
                 query = query.bind(now);
             }
             written += query.execute(&mut *tx).await?.rows_affected();
+            for r in chunk {
+                let Some(old) = before.get(&r.fiscal_code) else { continue };
+                if let Some(change) = RegisterChange::between(old, r) {
+                    record_change(&mut tx, &r.fiscal_code, actor, &change).await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(Written { written, unchanged: batch.len() as u64 - written })

@@ -40,7 +40,7 @@ impl LetterSpool {
 /// The letter as printed: institute header, addressee block, place and date, subject, body, and
 /// the boxed part (a PIN half) in a frame of its own.
 pub fn render_pdf(message: &Outgoing<'_>, date: &str) -> Vec<u8> {
-    use sportello_platform::pdf::{letterhead, render, wrap, Block, Font, BODY_SIZE, WRAP};
+    use sportello_platform::pdf::{letterhead, render, Block, Font, BODY_SIZE};
     let content = message.content;
     let mut blocks = letterhead();
     for line in message.address.split([',', '\n']).map(str::trim).filter(|l| !l.is_empty()) {
@@ -56,9 +56,8 @@ pub fn render_pdf(message: &Outgoing<'_>, date: &str) -> Vec<u8> {
     blocks.push(Block::blank());
     blocks.push(Block::bold(format!("Oggetto: {}", content.subject), BODY_SIZE));
     blocks.push(Block::blank());
-    for paragraph in content.text.lines() {
-        blocks.extend(wrap(paragraph, WRAP).into_iter().map(Block::body));
-    }
+    // Every line is wrapped to the page as it is rendered: the address block's too.
+    blocks.extend(content.text.lines().map(Block::body));
     if let Some(boxed) = &content.boxed {
         blocks.push(Block::Boxed { text: boxed.clone(), height: 40.0, width: None });
     }
@@ -174,5 +173,40 @@ mod tests {
             .get_pages()
             .len();
         assert!(pages >= 2, "{pages} pages");
+    }
+
+    #[test]
+    fn a_letter_prints_names_and_addresses_in_any_european_script_as_written() {
+        let long = "Via del Pellegrino della Santissima Annunziata dei Servi di Maria 123 scala B \
+                    interno 456 00186 Roma (RM) Itali";
+        assert_eq!(long.chars().count(), 111);
+        let names =
+            ["Jürgen Müller", "Çelik Núñez", "Łucja", "Ștefan Țurcanu", "Αικατερίνη Νικολάου"];
+        let street = "улица Тверская 13 кв 268";
+        let address = format!("{}\n{street}\n{long}", names.join("\n"));
+        let content = Rendered {
+            subject: "Seconda parte del PIN INPS".into(),
+            text: format!("Gentile {}, le inviamo la seconda parte del PIN.", names[3]),
+            boxed: Some("EF56GH78".into()),
+            ..Default::default()
+        };
+        let letter = Outgoing {
+            message_id: "0190-names",
+            channel: Channel::Post,
+            address: &address,
+            fiscal_code: "RSSMRA85T10A562S",
+            content: &content,
+        };
+        let text = text_of_pdf(&render_pdf(&letter, "01/04/2020")).expect("readable");
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for line in names.iter().chain([&street]) {
+            assert!(lines.contains(line), "{line:?} not a line of {text}");
+        }
+        assert!(text.contains("Gentile Ștefan Țurcanu, le inviamo"), "{text}");
+        // The long line is wrapped within the page: all its words, in order, on several lines.
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let wanted: Vec<&str> = long.split_whitespace().collect();
+        assert!(words.windows(wanted.len()).any(|w| w == wanted.as_slice()), "{text}");
+        assert!(!lines.contains(&long), "wrapped: {text}");
     }
 }
