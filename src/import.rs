@@ -7,6 +7,8 @@
 //! `claims_svc::domain::registry`) the same way, streaming the file itself to
 //! `ClaimsBackOfficeService/ImportRegistry`, which parses it.
 
+use crate::gateway_addr::Gateway;
+use crate::stdout::outln;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use identity_svc::domain::residents::Resident;
@@ -48,9 +50,9 @@ enum What {
 pub(crate) struct ResidentsArgs {
     /// The CSV file.
     pub(crate) file: PathBuf,
-    /// The gateway.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub(crate) gateway: String,
+    /// The gateway, as host:port or http://host:port.
+    #[arg(long, env = "SPORTELLO_GATEWAY", default_value_t = Gateway::local())]
+    pub(crate) gateway: Gateway,
     /// A back-office username; the password is read from $SPORTELLO_PASSWORD, else from the
     /// first line of standard input.
     #[arg(long, env = "SPORTELLO_USERNAME")]
@@ -123,13 +125,13 @@ pub(crate) fn print_problems(mut problems: Vec<Problem>, not_listed: i64) {
     problems.sort_by_key(|p| p.line);
     for p in &problems {
         if p.column.is_empty() {
-            println!("line {}: {}", p.line, p.description);
+            outln!("line {}: {}", p.line, p.description);
         } else {
-            println!("line {}, {}: {}", p.line, p.column, p.description);
+            outln!("line {}, {}: {}", p.line, p.column, p.description);
         }
     }
     if not_listed > 0 {
-        println!("… and {not_listed} more problems not listed");
+        outln!("… and {not_listed} more problems not listed");
     }
 }
 
@@ -139,7 +141,7 @@ pub(crate) async fn start(
     args: &ResidentsArgs,
 ) -> anyhow::Result<(tonic::transport::Channel, wire::Session, ProgressBar)> {
     let rows = count_rows(&args.file)?;
-    let channel = tonic::transport::Endpoint::from_shared(args.gateway.clone())?
+    let channel = tonic::transport::Endpoint::from_shared(args.gateway.url().to_owned())?
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.gateway))?;
@@ -234,7 +236,7 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         .collect();
     print_problems(problems, reply.rejections_not_listed);
     let rate = reply.received as f64 / took.as_secs_f64().max(1e-3);
-    println!(
+    outln!(
         "{} rows read, {} sent: {} written, {} unchanged, {} rejected, {} unreadable ({:.1} s, {:.0} rows/s)",
         rows,
         reply.received,
@@ -245,6 +247,16 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
         took.as_secs_f64(),
         rate
     );
+    outcome(refused, reply.rejected + rejected_here, unreadable as i64)
+}
+
+/// How an import ends: refused, or some rows not taken (status 1, said on stderr, so a script
+/// can tell), or every row taken (status 0).
+pub(crate) fn outcome(
+    refused: Option<tonic::Status>,
+    rejected: i64,
+    unreadable: i64,
+) -> anyhow::Result<()> {
     if let Some(s) = refused {
         anyhow::bail!(
             "import refused: {:?} {} (the rows above were written before it)",
@@ -252,6 +264,10 @@ async fn residents(args: ResidentsArgs) -> anyhow::Result<()> {
             s.message()
         );
     }
+    anyhow::ensure!(
+        rejected == 0 && unreadable == 0,
+        "not every row was taken: {rejected} rejected, {unreadable} unreadable (listed above)"
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! file's) and never overwrites the first.
 
 use crate::import::{print_problems, Problem, ResidentsArgs};
+use crate::stdout::outln;
 use anyhow::Context as _;
 use claims_svc::domain::csv_stream::{CsvStream, Item};
 use sportello_domain::CodiceFiscale;
@@ -179,7 +180,7 @@ pub async fn registry(args: ResidentsArgs) -> anyhow::Result<()> {
         description: e.description.clone(),
     }));
     print_problems(problems.collect(), total.errors_not_listed);
-    println!(
+    outln!(
         "{} rows read: {} changed, {} unchanged, {} rejected, {} lines unreadable ({:.1} s, {:.0} rows/s)",
         total.rows_read + rejected_here,
         total.rows_changed,
@@ -189,12 +190,5 @@ pub async fn registry(args: ResidentsArgs) -> anyhow::Result<()> {
         took.as_secs_f64(),
         total.rows_read as f64 / took.as_secs_f64().max(1e-3)
     );
-    if let Some(s) = refused {
-        anyhow::bail!(
-            "import refused: {:?} {} (the rows above were written before it)",
-            s.code(),
-            s.message()
-        );
-    }
-    Ok(())
+    crate::import::outcome(refused, total.rows_rejected + rejected_here, total.lines_unreadable)
 }

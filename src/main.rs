@@ -4,15 +4,19 @@
 //! `sportello bench` drives load against any deployment and prints figures; `sportello backup DIR`
 //! copies a running suite's data; `sportello operator …` is the contact center's client.
 
+mod atomic_file;
 mod backup;
 mod bench;
 mod clickday;
 mod cpu;
+mod gateway_addr;
 mod import;
 mod import_registry;
 mod keys;
 mod operator;
 mod otlp_sink;
+mod staff;
+mod stdout;
 mod supervisor;
 mod upload_bench;
 
@@ -67,8 +71,9 @@ enum Command {
     /// Receive OTLP traces and count the spans each service sends, to measure tracing's cost
     /// (point `OTEL_EXPORTER_OTLP_ENDPOINT` at it).
     OtlpSink(otlp_sink::SinkArgs),
-    /// Read a staff password from standard input and print its argon2id hash, for
-    /// `[identity.staff.<username>] password_hash` in the configuration.
+    /// Read a staff password from standard input and print only its argon2id hash, the value
+    /// of `password_hash` under `[identity.staff.<username>]` (`sportello staff add` writes the
+    /// whole account into the configuration instead).
     HashPassword,
     /// The contact center's work through the gateway: log in, file a caller's PIN request,
     /// look a credential up, the 12-hour queue, re-send, revoke, unlock, the audit trail.
@@ -90,6 +95,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum StaffCommand {
+    /// Add (or with --force replace) the account USERNAME with ROLE in the configuration file,
+    /// the password read from the terminal or standard input; the suite uses it once restarted.
+    Add(staff::AddArgs),
     /// Lift the lockout of USERNAME at once; the audit trail records who did it.
     Unlock {
         username: String,
@@ -112,7 +120,8 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Operator(args) => operator::run(args),
         Command::OtlpSink(args) => otlp_sink::run(args),
-        Command::HashPassword => hash_password(),
+        Command::HashPassword => staff::hash_password(),
+        Command::Staff(StaffCommand::Add(args)) => staff::add(args),
         Command::Staff(StaffCommand::Unlock { username, config }) => {
             unlock_staff(&username, config)
         }
@@ -136,18 +145,6 @@ fn unlock_staff(username: &str, config: Option<std::path::PathBuf>) -> anyhow::R
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let found = runtime.block_on(identity_svc::unlock_staff(&config, username, &by))?;
     anyhow::ensure!(found, "no staff account {username:?}");
-    println!("{username}: unlocked");
-    Ok(())
-}
-
-fn hash_password() -> anyhow::Result<()> {
-    let mut password = String::new();
-    std::io::stdin().read_line(&mut password)?;
-    let password = password.trim_end_matches(['\r', '\n']).to_owned();
-    anyhow::ensure!(password.chars().count() >= 12, "use a password of 12 characters or more");
-    let hasher = identity_svc::hashing::Hasher::new(&identity_svc::hashing::HashParams::default())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let hash = runtime.block_on(hasher.hash(password))?;
-    println!("{}", hash.as_phc());
+    stdout::outln!("{username}: unlocked");
     Ok(())
 }

@@ -36,6 +36,11 @@ pub struct UpArgs {
     /// otherwise loads so that a first RequestPin and a first claim work end to end.
     #[arg(long)]
     no_demo_register: bool,
+    /// Do not make demo staff accounts. On embedded defaults (no `[identity.staff]`
+    /// configured), `up` otherwise makes an operator, a patronato and a back-office account
+    /// with random passwords, written once to `<data dir>/demo-staff.txt` (mode 0600).
+    #[arg(long)]
+    no_demo_staff: bool,
 }
 
 const DEMO_REGISTER_ENV: &str = "SPORTELLO_IDENTITY__DEMO_REGISTER";
@@ -126,11 +131,45 @@ fn service_keys(args: &UpArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
         .collect()
 }
 
+/// Variables to set for a child, name and value.
+type Environment = Vec<(String, String)>;
+
+/// The demo staff, when no staff is configured and `--no-demo-staff` is not given: the
+/// environment that gives them to identity-svc, and what to print at start (the passwords the
+/// first time, else where they are).
+fn demo_staff(args: &UpArgs) -> anyhow::Result<(Environment, Vec<String>)> {
+    let file = sportello_platform::config::file(args.config.as_deref());
+    let identity = identity_svc::Config::load(&file).map_err(|e| {
+        anyhow::anyhow!(
+            "identity: invalid configuration: {}",
+            sportello_platform::config::describe(&e)
+        )
+    })?;
+    if args.no_demo_staff || !identity.staff.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let data_dir = args.data_dir.clone().unwrap_or(identity.store.data_dir);
+    let (accounts, made_now) = crate::staff::demo_accounts(&data_dir)?;
+    let path = crate::staff::demo_file(&data_dir);
+    let mut said = vec![String::new()];
+    if made_now {
+        said.push(format!("Demo staff (shown once; kept in {}, mode 0600):", path.display()));
+        for a in &accounts {
+            said.push(format!("  {:<17} {}", a.username, a.password));
+        }
+        said.push("  sportello operator login --username demo-operator".into());
+    } else {
+        said.push(format!("Demo staff: usernames and passwords in {}", path.display()));
+    }
+    Ok((crate::staff::demo_env(&accounts)?, said))
+}
+
 async fn start(
     name: &'static str,
     args: &UpArgs,
     plan: &[(&'static str, SocketAddr)],
     trusted: &[(&'static str, String)],
+    demo_staff: &[(String, String)],
 ) -> anyhow::Result<Running> {
     let exe = std::env::current_exe().context("locating the sportello binary")?;
     let mut cmd = Command::new(exe);
@@ -179,6 +218,9 @@ async fn start(
             cmd.env(variable, "true");
         }
     }
+    if name == "identity" {
+        cmd.envs(demo_staff.iter().map(|(k, v)| (k, v)));
+    }
     for (option, value) in crate::ALLOCATOR_ENV {
         if std::env::var_os(option).is_none() {
             cmd.env(option, value);
@@ -216,7 +258,7 @@ async fn start(
     Ok(Running { name, addr, child })
 }
 
-fn print_banner(running: &[Running]) {
+fn print_banner(running: &[Running], demo_staff: &[String]) {
     for r in running {
         println!("{LISTENING} {} {}", r.name, r.addr);
     }
@@ -233,6 +275,9 @@ fn print_banner(running: &[Running]) {
         println!("  grpcurl -plaintext {gw} list");
         println!("  grpcurl -plaintext {gw} sportello.claims.v1.ClaimsService/ListBenefits");
         println!("  grpcurl -plaintext {gw} grpc.health.v1.Health/Check");
+    }
+    for line in demo_staff {
+        println!("{line}");
     }
     println!();
     println!("Ctrl-C stops everything.");
@@ -267,13 +312,15 @@ async fn first_exit(
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Hashed before the suite's runtime starts (hashing runs one of its own).
+    let (demo_env, demo_said) = demo_staff(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let plan = plan_addresses(&args)?;
         let trusted = service_keys(&args)?;
         let mut running: Vec<Running> = Vec::new();
         for name in ORDER {
-            match start(name, &args, &plan, &trusted).await {
+            match start(name, &args, &plan, &trusted, &demo_env).await {
                 Ok(r) => running.push(r),
                 Err(e) => {
                     stop_all(&mut running).await;
@@ -281,7 +328,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        print_banner(&running);
+        print_banner(&running, &demo_said);
         let outcome = tokio::select! {
             _ = sportello_platform::shutdown::signal() => Ok(()),
             (name, status) = first_exit(&mut running) => {

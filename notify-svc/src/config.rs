@@ -27,6 +27,9 @@ pub struct Config {
     /// SMS providers; without one, JSON lines in `<data_dir>/outbox/sms.jsonl`.
     #[serde(default)]
     pub sms: Option<SmsSettings>,
+    /// What the local SMS and email sinks report after writing a message, as a provider would.
+    #[serde(default)]
+    pub sinks: SinkSettings,
     /// Who the institute's emails come from, and the domain of their `Message-ID`s.
     #[serde(default = "default_from")]
     pub mail_from: String,
@@ -71,6 +74,34 @@ pub struct DispatchSettings {
     /// Messages per second each channel may send (`[notify.dispatch.rate_limits]`), as agreed
     /// with its provider; a channel left out is not limited.
     pub rate_limits: ChannelRates,
+}
+
+/// The local sinks' delivery receipts (`[notify.sinks]`): on embedded defaults the SMS and
+/// email sinks report each message DELIVERED `receipt_delay` after it was written, or FAILED when
+/// its address matches one of `fail_addresses`, through the path `ReportDelivery` takes; so
+/// WatchMessage ends, and the 12-hour queue, the contact center's views and the fallback to email
+/// work on `sportello up` as with real providers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SinkSettings {
+    /// `false`: the sinks report nothing, and messages stay SENT as with a provider that never
+    /// sends receipts.
+    pub report_delivery: bool,
+    #[serde(with = "humantime_serde")]
+    pub receipt_delay: Duration,
+    /// Glob patterns (`*` any run of characters) on the full address: a phone number as stored
+    /// (`+39…`) or an email address.
+    pub fail_addresses: Vec<String>,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        Self {
+            report_delivery: true,
+            receipt_delay: Duration::from_secs(2),
+            fail_addresses: vec!["*@fallisce.example".into(), "*9999999".into()],
+        }
+    }
 }
 
 /// Messages per second, per channel.
@@ -152,6 +183,7 @@ impl Default for Config {
             email: None,
             pec: None,
             sms: None,
+            sinks: SinkSettings::default(),
             mail_from: default_from(),
             message_id_domain: default_message_id_domain(),
             trusted_services: Default::default(),

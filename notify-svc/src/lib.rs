@@ -84,12 +84,13 @@ pub async fn serve(
         shutdown.clone(),
     );
     // Built before serving, so that a bad relay URL or provider setting stops the start.
-    let transports = transport::build(&config)?;
+    let (transports, sink_receipts) = transport::build(&config)?;
     let keys = sportello_platform::sealed::Keyring::load_or_generate(&config.store.data_dir)?;
     let dispatch = config.dispatch.clone();
     let dispatch_shutdown = shutdown.clone();
     let watch_shutdown = shutdown.clone();
     let queues_shutdown = shutdown.clone();
+    let receipts_shutdown = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
         &[notify_service_server::SERVICE_NAME],
@@ -117,6 +118,15 @@ pub async fn serve(
                     dispatch,
                 );
                 tokio::spawn(dispatcher.run(wake.clone(), dispatch_shutdown));
+                if let Some(owing) = sink_receipts {
+                    let report = transport::sink_receipts::report(
+                        owing,
+                        store.clone(),
+                        wake.clone(),
+                        receipts_shutdown,
+                    );
+                    tokio::spawn(report);
+                }
             } else {
                 tracing::warn!(
                     "dispatch is paused (notify.dispatch.enabled = false): messages wait in QUEUED"

@@ -16,6 +16,9 @@ mod form;
 mod output;
 mod session;
 
+pub(crate) use session::read_password;
+
+use crate::gateway_addr::Gateway;
 use form::ChannelArg;
 use output::Output;
 use session::{Operator, TokenFile};
@@ -26,10 +29,10 @@ use tonic::Status;
 
 #[derive(Debug, clap::Args)]
 pub struct OperatorArgs {
-    /// The gateway, e.g. http://127.0.0.1:50051. `login` defaults to $SPORTELLO_GATEWAY, else
-    /// the local suite; the other commands use the gateway of the session.
+    /// The gateway, as host:port or http://host:port. `login` defaults to $SPORTELLO_GATEWAY,
+    /// else the local suite (127.0.0.1:50051); the other commands use the gateway of the session.
     #[arg(long, env = "SPORTELLO_GATEWAY", global = true, help_heading = "Global options")]
-    gateway: Option<String>,
+    gateway: Option<Gateway>,
     /// Where the session is kept; default `$XDG_CONFIG_HOME/sportello/operator-token` (or
     /// `~/.config/sportello/operator-token`).
     #[arg(
@@ -168,9 +171,9 @@ async fn execute(args: OperatorArgs) -> anyhow::Result<()> {
     let out = Output { json: args.json };
     match args.command {
         Command::Login { username, password_stdin } => {
-            let gateway = args.gateway.unwrap_or_else(session::default_gateway);
+            let gateway = args.gateway.unwrap_or_else(Gateway::local);
             let password = session::read_password(&username, password_stdin)?;
-            let saved = session::login(&file, &gateway, &username, password).await?;
+            let saved = session::login(&file, gateway.url(), &username, password).await?;
             out.logged_in(&saved)
         }
         Command::Logout => {
@@ -178,7 +181,7 @@ async fn execute(args: OperatorArgs) -> anyhow::Result<()> {
             out.logged_out(&file, ended)
         }
         Command::Desk(desk) => {
-            let operator = Operator::open(&file, args.gateway.as_deref()).await?;
+            let operator = Operator::open(&file, args.gateway.as_ref().map(Gateway::url)).await?;
             work(desk, &operator, out).await
         }
     }

@@ -6,6 +6,7 @@
 //! session's tokens are never printed.
 
 use super::session::{Saved, TokenFile};
+use crate::stdout::outln;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use sportello_proto::identity::v1 as id;
 use std::sync::OnceLock;
@@ -74,7 +75,7 @@ impl Output {
         if self.json {
             return print_json(reply);
         }
-        println!("{said}");
+        outln!("{said}");
         Ok(())
     }
 
@@ -87,11 +88,12 @@ impl Output {
                 "gateway": saved.gateway,
                 "sessionEndsAt": rfc3339(saved.refresh_token_expires_at),
             });
-            println!("{json}");
+            outln!("{json}");
         } else {
-            println!(
+            outln!(
                 "Logged in as {} at {}; the session lasts until {until}.",
-                saved.username, saved.gateway
+                saved.username,
+                saved.gateway
             );
         }
         Ok(())
@@ -99,18 +101,18 @@ impl Output {
 
     pub fn logged_out(self, file: &TokenFile, ended: bool) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::json!({ "sessionEnded": ended }));
+            outln!("{}", serde_json::json!({ "sessionEnded": ended }));
         } else if ended {
-            println!("Logged out; {} removed.", file.path().display());
+            outln!("Logged out; {} removed.", file.path().display());
         } else {
-            println!("No session was going on; {} removed.", file.path().display());
+            outln!("No session was going on; {} removed.", file.path().display());
         }
         Ok(())
     }
 }
 
 fn print_json<R: Named>(reply: &R) -> anyhow::Result<()> {
-    println!("{}", json_text(reply, &format!("sportello.identity.v1.{}", R::NAME))?);
+    outln!("{}", json_text(reply, &format!("sportello.identity.v1.{}", R::NAME))?);
     Ok(())
 }
 
@@ -159,7 +161,7 @@ fn fields(pairs: &[(&str, String)]) {
         pairs.iter().filter(|(_, v)| !v.is_empty() && v != "-").collect();
     let width = shown.iter().map(|(label, _)| label.chars().count()).max().unwrap_or(0);
     for (label, value) in shown {
-        println!("{label:<width$}  {}", printable(value));
+        outln!("{label:<width$}  {}", printable(value));
     }
 }
 
@@ -195,7 +197,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> =
             cells.iter().zip(&widths).map(|(cell, &width)| format!("{cell:<width$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -220,13 +222,24 @@ fn first_half(r: &id::PinRequestSummary) -> String {
     }
 }
 
+/// Why a request of the queue waits: the reason identity-svc gave for holding it for
+/// validation, else the first half not delivered within the grace period.
+fn waits_because(r: &id::PinRequestSummary) -> String {
+    match r.pending_reason.trim() {
+        "" => {
+            "first half undelivered past the grace period: verify the caller, then `resend`".into()
+        }
+        reason => reason.to_owned(),
+    }
+}
+
 fn name_on(form: Option<&id::RequestForm>) -> String {
     form.map_or_else(|| "-".into(), |f| or_dash(&format!("{} {}", f.given_name, f.surname)))
 }
 
 fn next_page(token: &str) {
     if !token.is_empty() {
-        println!("More: --page-token {token} (or --all)");
+        outln!("More: --page-token {token} (or --all)");
     }
 }
 
@@ -277,12 +290,12 @@ impl Reply for id::LookupCredentialResponse {
             ("PEC", contacts.pec),
         ]);
         if self.requests.is_empty() {
-            println!("\nNo PIN request.");
+            outln!("\nNo PIN request.");
             return;
         }
         // The form of the newest request: what to check with the caller on the line.
         if let Some(form) = self.requests[0].form.as_ref() {
-            println!("\nLatest form:");
+            outln!("\nLatest form:");
             let born = form
                 .birth_date
                 .as_ref()
@@ -296,7 +309,7 @@ impl Reply for id::LookupCredentialResponse {
                 ("time slot", label(form.preferred_time_slot, id::TimeSlot::as_str_name)),
             ]);
         }
-        println!();
+        outln!();
         let rows: Vec<Vec<String>> = self
             .requests
             .iter()
@@ -325,7 +338,7 @@ impl Reply for id::LookupCredentialResponse {
             &rows,
         );
         for r in self.requests.iter().filter(|r| !r.pending_reason.is_empty()) {
-            println!("{} waits for validation: {}", r.request_id, r.pending_reason);
+            outln!("{} waits for validation: {}", r.request_id, r.pending_reason);
         }
     }
 }
@@ -337,7 +350,7 @@ impl Named for id::ListUndeliveredPinRequestsResponse {
 impl Reply for id::ListUndeliveredPinRequestsResponse {
     fn show(&self) {
         if self.requests.is_empty() {
-            println!("No request is waiting past the grace period.");
+            outln!("No request is waiting past the grace period.");
             return next_page(&self.next_page_token);
         }
         let rows: Vec<Vec<String>> = self
@@ -353,10 +366,14 @@ impl Reply for id::ListUndeliveredPinRequestsResponse {
                     form.map_or_else(|| "-".into(), |f| or_dash(&f.callback_phone)),
                     label(form.map_or(0, |f| f.preferred_time_slot), id::TimeSlot::as_str_name),
                     first_half(r),
+                    waits_because(r),
                 ]
             })
             .collect();
-        table(&["REQUEST", "FILED", "FISCAL CODE", "NAME", "CALL", "WHEN", "FIRST HALF"], &rows);
+        table(
+            &["REQUEST", "FILED", "FISCAL CODE", "NAME", "CALL", "WHEN", "FIRST HALF", "WHY"],
+            &rows,
+        );
         next_page(&self.next_page_token);
     }
 }
@@ -368,7 +385,7 @@ impl Named for id::ResendFirstHalfResponse {
 impl Reply for id::ResendFirstHalfResponse {
     fn show(&self) {
         let channel = label(self.channel, id::DeliveryChannel::as_str_name);
-        println!("Validated; first half sent again by {channel} to {}.", self.masked_address);
+        outln!("Validated; first half sent again by {channel} to {}.", self.masked_address);
     }
 }
 
@@ -379,7 +396,7 @@ impl Named for id::UpdateContactsResponse {
 impl Reply for id::UpdateContactsResponse {
     fn show(&self) {
         let channel = label(self.channel, id::DeliveryChannel::as_str_name);
-        println!(
+        outln!(
             "{channel} contact now {}; the contacts on file before were told.",
             self.masked_address
         );
@@ -392,7 +409,7 @@ impl Named for id::ValidatePendingPinRequestResponse {
 
 impl Reply for id::ValidatePendingPinRequestResponse {
     fn show(&self) {
-        println!(
+        outln!(
             "Validated; PIN issued: first half sent to {}, the letter to the residence on the form.",
             self.masked_address
         );
@@ -414,7 +431,7 @@ impl Named for id::ListAuditEventsResponse {
 impl Reply for id::ListAuditEventsResponse {
     fn show(&self) {
         if self.events.is_empty() {
-            println!("No audit event.");
+            outln!("No audit event.");
             return next_page(&self.next_page_token);
         }
         let rows: Vec<Vec<String>> = self

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::{IsTerminal as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::fs::DirBuilder;
+use std::io::IsTerminal as _;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -31,11 +31,6 @@ impl std::fmt::Display for NeedsLogin {
 }
 
 impl std::error::Error for NeedsLogin {}
-
-/// The local suite's gateway, unless $SPORTELLO_GATEWAY or `--gateway` says otherwise.
-pub fn default_gateway() -> String {
-    format!("http://{}", sportello_platform::config::DEFAULT_GATEWAY_LISTEN)
-}
 
 /// Where the session is kept.
 pub struct TokenFile(PathBuf);
@@ -78,36 +73,16 @@ impl TokenFile {
         })
     }
 
-    /// Replaces the file at once: written in full under a temporary name in the same directory
-    /// (created 0600, so the tokens are never readable by others, not even for a moment), then
-    /// renamed over the old one, so a crash leaves the old session or the new, never half.
+    /// Replaces the file at once, created 0600: the tokens are never readable by others.
     fn save(&self, saved: &Saved) -> anyhow::Result<()> {
-        let dir = match self.0.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let name = self.0.file_name().context("the token file needs a file name")?;
-        let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-        // A leftover of a crashed run with our pid; `create_new` below never follows a link
-        // someone planted under the temporary name.
-        let _ = std::fs::remove_file(&temp);
-        let write = || -> std::io::Result<()> {
-            let mut file =
-                OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-            file.write_all(&serde_json::to_vec_pretty(saved)?)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.0)
-        };
-        write()
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&temp);
-            })
-            .with_context(|| format!("writing {}", self.0.display()))
+        if let Some(dir) = self.0.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::atomic_file::replace(&self.0, &serde_json::to_vec_pretty(saved)?, 0o600)
     }
 
     fn remove(&self) -> anyhow::Result<()> {

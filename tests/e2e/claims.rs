@@ -754,7 +754,10 @@ async fn sportello_import_registry_loads_a_file_over_several_calls_and_reports_b
     };
     let out = run().await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // A row not taken: status 1, said on stderr, so a script can tell.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("not every row was taken"), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 5, pensioner: \"maybe\" is not 1 or 0", "{stdout}");
     assert!(lines[1].starts_with("5 rows read: 4 changed, 0 unchanged, 1 rejected"), "{stdout}");

@@ -25,25 +25,55 @@ async fn import_chunks(
     Ok(reply.into_inner())
 }
 
-/// Runs `sportello import <what> <path>` as the back office; what it printed.
+/// How `sportello import` ended.
+struct Imported {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Imported {
+    /// Some rows were not taken: status 1, said on stderr, the rows listed on stdout.
+    fn with_rows_not_taken(self) -> String {
+        assert_eq!(self.code, Some(1), "{}\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.contains("not every row was taken"), "{}", self.stderr);
+        self.stdout
+    }
+}
+
+/// Runs `sportello import <what> <path>` as the back office, at the suite's gateway as `gateway`
+/// names it (`--gateway …`, or in $SPORTELLO_GATEWAY).
+async fn sportello_import_at(
+    gateway: &[(&str, String)],
+    what: &str,
+    path: &std::path::Path,
+    extra: &[&str],
+) -> Imported {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
+    command.args(["import", what]).arg(path).args(["--username", BACKOFFICE_ID]).args(extra);
+    command.env_remove("SPORTELLO_GATEWAY").env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD);
+    for (flag_or_variable, value) in gateway {
+        match flag_or_variable.strip_prefix("--") {
+            Some(_) => command.args([*flag_or_variable, value.as_str()]),
+            None => command.env(flag_or_variable, value),
+        };
+    }
+    let out = command.output().await.expect("sportello runs");
+    Imported {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `sportello import <what> <path>` as the back office with `--gateway`.
 async fn sportello_import(
     suite: &Suite,
     what: &str,
     path: &std::path::Path,
     extra: &[&str],
-) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"))
-        .args(["import", what])
-        .arg(path)
-        .args(["--gateway", &url(suite.gateway.addr), "--username", BACKOFFICE_ID])
-        .args(extra)
-        .env("SPORTELLO_PASSWORD", BACKOFFICE_PASSWORD)
-        .output()
-        .await
-        .expect("sportello runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
+) -> Imported {
+    sportello_import_at(&[("--gateway", url(suite.gateway.addr))], what, path, extra).await
 }
 
 async fn backoffice_token(suite: &Suite) -> String {
@@ -136,7 +166,8 @@ async fn sportello_import_registry_rejects_a_code_named_again_in_a_later_call() 
     let file = format!("{pensioner}{}\n{}\n", professional_row(&nth_cf(3)), professional_row(&cf));
     let path = suite.db.data_dir().join("registry.csv");
     std::fs::write(&path, file).expect("file");
-    let stdout = sportello_import(&suite, "registry", &path, &["--rows-per-call", "2"]).await;
+    let imported = sportello_import(&suite, "registry", &path, &["--rows-per-call", "2"]).await;
+    let stdout = imported.with_rows_not_taken();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 7, fiscal_code: the same fiscal code is already on line 3");
     assert!(lines[1].starts_with("5 rows read: 4 changed, 0 unchanged, 1 rejected"), "{stdout}");
@@ -169,11 +200,42 @@ async fn a_duplicate_fiscal_code_at_row_20001_of_the_residents_file_is_rejected(
     csv.push_str(&row(0, "Via Appia"));
     let path = suite.db.data_dir().join("register.csv");
     std::fs::write(&path, csv).expect("file");
-    let stdout = sportello_import(&suite, "residents", &path, &[]).await;
+    let stdout = sportello_import(&suite, "residents", &path, &[]).await.with_rows_not_taken();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 20002, fiscal_code: the same fiscal code is already on line 2");
     assert!(lines[1].contains("20000 written, 0 unchanged, 1 rejected"), "{stdout}");
     let cf = compute("Esposito", "Luca", first_day, Sex::Male, "H501");
     let filter = format!("fiscal_code = '{cf}' AND street = 'Via Cavour'");
     assert_eq!(suite.db.count("identity", "residents", &filter).await, 1, "the first stands");
+}
+
+/// `sportello import` finds the gateway in $SPORTELLO_GATEWAY, as `host:port` or as a URL, and
+/// ends with status 0 only when every row was taken.
+#[tokio::test]
+async fn sportello_import_honours_sportello_gateway_and_succeeds_when_every_row_is_taken() {
+    let suite = spawn_suite().await;
+    let rows: Vec<String> = (1..=3).map(|n| professional_row(&nth_cf(n))).collect();
+    let path = suite.db.data_dir().join("registry.csv");
+    std::fs::write(&path, format!("{REGISTRY_HEADER}\n{}\n", rows.join("\n"))).expect("file");
+    for gateway in [suite.gateway.addr.to_string(), url(suite.gateway.addr)] {
+        let env = [("SPORTELLO_GATEWAY", gateway.clone())];
+        let imported = sportello_import_at(&env, "registry", &path, &[]).await;
+        assert_eq!(imported.code, Some(0), "{gateway}: {}\n{}", imported.stdout, imported.stderr);
+        assert!(imported.stdout.starts_with("3 rows read: "), "{}", imported.stdout);
+    }
+
+    // One row the registry refuses: the rest are written, and the status says not all were.
+    let file = format!("{REGISTRY_HEADER}\n{}\nnot a fiscal code,,,,,,,\n", rows[0]);
+    std::fs::write(&path, file).expect("file");
+    let stdout = sportello_import(&suite, "registry", &path, &[]).await.with_rows_not_taken();
+    assert!(stdout.contains("1 rejected"), "{stdout}");
+
+    // A residents file alike.
+    let residents = suite.db.data_dir().join("register.csv");
+    let register = "fiscal_code,surname,given_name,birth_date,sex,birth_province,\
+                    birth_municipality,street,street_number,postal_code,province,municipality\n\
+                    NOTAFISCALCODE00,Rossi,Mario,10/12/1985,M,RM,Roma,Via Appia,1,00184,RM,Roma\n";
+    std::fs::write(&residents, register).expect("file");
+    let env = [("SPORTELLO_GATEWAY", suite.gateway.addr.to_string())];
+    sportello_import_at(&env, "residents", &residents, &[]).await.with_rows_not_taken();
 }

@@ -64,6 +64,8 @@ impl Seconds {
             .env("SPORTELLO_NOTIFY__IDENTITY_URL", both(a.identity[0], a.identity[1]))
             .env("SPORTELLO_NOTIFY__DISPATCH__ENABLED", "true")
             .env("SPORTELLO_NOTIFY__DISPATCH__LEASE", LEASE)
+            // As the first instance (the tests' configuration): sent messages stay SENT.
+            .env("SPORTELLO_NOTIFY__SINKS__REPORT_DELIVERY", "false")
             .env("SPORTELLO_NOTIFY__TRUSTED_SERVICES__CLAIMS", key(claims_svc::NAME));
         Self {
             identity: identity.spawn().expect("sportello identity"),

@@ -33,5 +33,6 @@ mod pin_request;
 mod reflection;
 mod residents;
 mod secrets_at_rest;
+mod staff;
 mod tracing_across_services;
 mod trust;

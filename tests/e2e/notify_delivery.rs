@@ -126,6 +126,30 @@ async fn an_sms_delivery_report_reaches_the_operator_watching_and_the_contact_ce
     assert_eq!(view.requests[0].first_half, id::DeliveryStatus::Delivered as i32);
 }
 
+/// The contact center sees Rossi's first half FAILED and its fallback by email `fallback`;
+/// the failed message `failed_id` as notify-svc keeps it.
+async fn fell_back_to_email(
+    suite: &Suite,
+    failed_id: &str,
+    fallback: id::DeliveryStatus,
+) -> sportello_proto::notify::v1::Message {
+    let view = lookup(suite).await;
+    let request = &view.requests[0];
+    assert_eq!(request.first_half, id::DeliveryStatus::Failed as i32);
+    assert_eq!(request.first_half_fallback_channel, id::DeliveryChannel::Email as i32);
+    assert_eq!(request.first_half_fallback, fallback as i32);
+    client(suite)
+        .await
+        .batch_get_messages(sportello_proto::notify::v1::BatchGetMessagesRequest {
+            message_ids: vec![failed_id.to_owned()],
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+        .messages
+        .remove(0)
+}
+
 #[tokio::test]
 async fn a_first_half_whose_sms_is_refused_for_good_goes_to_the_email_on_file() {
     let sms = FakeSmsProvider::start().await;
@@ -147,21 +171,7 @@ async fn a_first_half_whose_sms_is_refused_for_good_goes_to_the_email_on_file() 
     .await;
     let both = stored(&suite, "PIN_FIRST_HALF").await;
     assert_eq!((both[0].1.as_str(), both[1].1.as_str()), ("SMS", "EMAIL"));
-    let view = lookup(&suite).await;
-    let request = &view.requests[0];
-    assert_eq!(request.first_half, id::DeliveryStatus::Failed as i32);
-    assert_eq!(request.first_half_fallback_channel, id::DeliveryChannel::Email as i32);
-    assert_eq!(request.first_half_fallback, id::DeliveryStatus::Sent as i32);
-    let original = client(&suite)
-        .await
-        .batch_get_messages(sportello_proto::notify::v1::BatchGetMessagesRequest {
-            message_ids: vec![both[0].0.clone()],
-        })
-        .await
-        .expect("lookup")
-        .into_inner()
-        .messages
-        .remove(0);
+    let original = fell_back_to_email(&suite, &both[0].0, id::DeliveryStatus::Sent).await;
     assert_eq!(original.fallback_message_id, both[1].0);
     assert_eq!(original.fallback_channel, Channel::Email as i32);
     assert!(original.failure_reason.contains("400"), "{}", original.failure_reason);
@@ -333,4 +343,83 @@ async fn a_citizen_cannot_use_the_operators_message_lookups_through_the_gateway_
     ] {
         assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     }
+}
+
+/// The suite with dispatch on and the local sinks reporting deliveries, as on `sportello up`.
+async fn suite_on_the_local_sinks() -> Suite {
+    spawn_suite_with(|c| {
+        c.notify.dispatch.enabled = true;
+        c.notify.sinks.report_delivery = true;
+        c.notify.sinks.receipt_delay = Duration::from_millis(200);
+    })
+    .await
+}
+
+/// Every state WatchMessage streams for `message_id`, until it ends the stream itself.
+async fn watched_to_the_end(suite: &Suite, message_id: &str) -> Vec<i32> {
+    let mut watching = NotifyServiceClient::new(suite.gateway_channel().await)
+        .watch_message(suite.as_operator(WatchMessageRequest { message_id: message_id.into() }))
+        .await
+        .expect("operators may watch")
+        .into_inner();
+    let mut states = Vec::new();
+    let watch = async {
+        while let Some(change) = watching.message().await.expect("a state") {
+            states.push(change.message.expect("message").status);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), watch).await.expect("the watch ends");
+    states
+}
+
+/// On `sportello up`'s sinks an SMS is DELIVERED shortly after SENT, as a provider's report
+/// would say: the operator's WatchMessage ends, and the contact center sees it delivered.
+#[tokio::test]
+async fn on_the_local_sinks_an_sms_is_delivered_and_the_watch_of_it_ends() {
+    let suite = suite_on_the_local_sinks().await;
+    IdentityServiceClient::new(suite.gateway_channel().await)
+        .request_pin(pin_request(ROSSI))
+        .await
+        .expect("request accepted");
+    suite.db.outbox_relayed().await;
+    eventually("the first half written", Duration::from_secs(20), || async {
+        !stored(&suite, "PIN_FIRST_HALF").await.is_empty()
+    })
+    .await;
+    let (message_id, channel, _, _) = stored(&suite, "PIN_FIRST_HALF").await.remove(0);
+    assert_eq!(channel, "SMS");
+
+    let states = watched_to_the_end(&suite, &message_id).await;
+    assert_eq!(states.last(), Some(&(MessageStatus::Delivered as i32)), "{states:?}");
+    let view = lookup(&suite).await;
+    assert_eq!(view.requests[0].first_half, id::DeliveryStatus::Delivered as i32);
+    assert_eq!(view.requests[0].first_half_fallback_channel, 0, "no fallback needed");
+}
+
+/// A mobile number matching `notify.sinks.fail_addresses` is refused by the SMS sink as a
+/// provider refuses an invalid number: the first half goes to the email on file, which is
+/// delivered.
+#[tokio::test]
+async fn on_the_local_sinks_a_failing_number_falls_back_to_the_email_on_file() {
+    let suite = suite_on_the_local_sinks().await;
+    let mut form = pin_request(ROSSI);
+    form.contacts.as_mut().expect("contacts").mobile_phone = "+39 333 9999999".into();
+    IdentityServiceClient::new(suite.gateway_channel().await)
+        .request_pin(form)
+        .await
+        .expect("request accepted");
+    suite.db.outbox_relayed().await;
+    eventually("the SMS failed and the email went", Duration::from_secs(20), || async {
+        stored(&suite, "PIN_FIRST_HALF").await.len() == 2
+    })
+    .await;
+    let both = stored(&suite, "PIN_FIRST_HALF").await;
+    assert_eq!((both[0].1.as_str(), both[0].2.as_str()), ("SMS", "FAILED"));
+    assert_eq!(both[1].1, "EMAIL");
+
+    let states = watched_to_the_end(&suite, &both[1].0).await;
+    assert_eq!(states.last(), Some(&(MessageStatus::Delivered as i32)), "{states:?}");
+    let original = fell_back_to_email(&suite, &both[0].0, id::DeliveryStatus::Delivered).await;
+    assert!(original.failure_reason.contains("fail_addresses"), "{}", original.failure_reason);
+    assert!(!original.failure_reason.contains("9999"), "no address in the reason");
 }

@@ -311,7 +311,10 @@ async fn sportello_import_residents_loads_a_file_and_reports_bad_rows_by_line_an
     };
     let out = run().await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // A row not taken: status 1, said on stderr, so a script can tell.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("not every row was taken"), "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "line 3, postal_code: must be exactly 5 digits", "{stdout}");
     assert_eq!(lines[1], "line 4, sex: must be M or F", "{stdout}");

@@ -14,15 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// A running `sportello up` and everything it wrote to stderr (all four services' logs).
-struct Up {
+pub struct Up {
     child: tokio::process::Child,
-    gateway: SocketAddr,
+    pub gateway: SocketAddr,
     logs: Arc<Mutex<String>>,
 }
 
 impl Up {
     /// Stops the suite as Ctrl-C/SIGTERM would, and says whether it exited cleanly.
-    async fn stop(mut self) -> (bool, String) {
+    pub async fn stop(mut self) -> (bool, String) {
         let pid = self.child.id().expect("pid") as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
             .expect("signal");
@@ -39,6 +39,16 @@ impl Up {
 
 /// `sportello up` as a user runs it, on free ports, exporting to `otlp`.
 async fn sportello_up(db: &TestDb, otlp: SocketAddr, log_filter: &str) -> Up {
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", log_filter.into()),
+    ];
+    sportello_up_with(db, &env).await
+}
+
+/// `sportello up` as a user runs it, on embedded defaults and free ports, with `env` besides.
+pub async fn sportello_up_with(db: &TestDb, env: &[(&str, String)]) -> Up {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sportello"));
     cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(db.data_dir());
     if db.is_postgres() {
@@ -48,9 +58,7 @@ async fn sportello_up(db: &TestDb, otlp: SocketAddr, log_filter: &str) -> Up {
         cmd.env(format!("SPORTELLO_{svc}__LISTEN"), "127.0.0.1:0");
     }
     cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", log_filter)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

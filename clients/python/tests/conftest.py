@@ -7,7 +7,10 @@ import time
 import grpc
 import pytest
 
-GATEWAY = os.environ.get("SPORTELLO_GATEWAY", "127.0.0.1:50051")
+from sportello_client import gateway_target
+
+# `host:port` or `http://host:port`, as the `sportello` CLIs take it.
+GATEWAY, _ = gateway_target(os.environ.get("SPORTELLO_GATEWAY", "127.0.0.1:50051"))
 # grpc.health.v1.HealthCheckResponse{status: SERVING}, encoded.
 SERVING = b"\x08\x01"
 

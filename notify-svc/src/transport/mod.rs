@@ -3,6 +3,7 @@
 
 pub mod letter;
 pub mod mail;
+pub mod sink_receipts;
 pub mod sms;
 
 use crate::templates::Rendered;
@@ -117,9 +118,11 @@ pub(crate) async fn append(path: &std::path::Path, bytes: &[u8]) -> Result<(), S
 }
 
 /// The transports the configuration asks for: relays and providers where configured, local
-/// sinks under the data directory otherwise (said once at start, paths only).
-pub fn build(config: &crate::Config) -> anyhow::Result<Transports> {
+/// sinks under the data directory otherwise (said once at start, paths only); and the receipts
+/// the SMS and email sinks will owe, for [`sink_receipts::report`].
+pub fn build(config: &crate::Config) -> anyhow::Result<(Transports, Option<sink_receipts::Owing>)> {
     use secrecy::ExposeSecret;
+    let (as_providers, owing) = sink_receipts::AsProviders::new(&config.sinks)?;
     let sender = mail::Sender {
         from: config.mail_from.parse().map_err(|e| anyhow::anyhow!("notify.mail_from: {e}"))?,
         message_id_domain: config.message_id_domain.clone(),
@@ -136,7 +139,11 @@ pub fn build(config: &crate::Config) -> anyhow::Result<Transports> {
         )?),
         None => {
             tracing::info!(dir = %outbox.join("email").display(), "emails go to local .eml files");
-            Arc::new(mail::MailSink::new("sink:email", outbox.join("email"), sender.clone())?)
+            as_providers.wrap(mail::MailSink::new(
+                "sink:email",
+                outbox.join("email"),
+                sender.clone(),
+            )?)
         }
     };
     let pec: Arc<dyn Transport> = match &config.pec {
@@ -171,10 +178,12 @@ pub fn build(config: &crate::Config) -> anyhow::Result<Transports> {
         }
         None => {
             tracing::info!(file = %outbox.join("sms.jsonl").display(), "SMS go to a local JSON-lines file");
-            Arc::new(sms::SmsSink::new(outbox.clone())?)
+            as_providers.wrap(sms::SmsSink::new(outbox.clone())?)
         }
     };
     tracing::info!(dir = %config.spool_dir().display(), "letters go to the print spool");
     let post: Arc<dyn Transport> = Arc::new(letter::LetterSpool::new(config.spool_dir())?);
-    Ok(Transports { sms, email, pec, post })
+    // Receipts owed only by sinks in use.
+    let owing = owing.filter(|_| config.sms.is_none() || config.email.is_none());
+    Ok((Transports { sms, email, pec, post }, owing))
 }

@@ -8,6 +8,8 @@ import sys
 # The generated modules import each other by their proto packages (`sportello.identity.v1`).
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_gen"))
 
-from .client import Message, Session, Sportello, SportelloError  # noqa: E402
+from .client import (  # noqa: E402
+    Message, Session, Sportello, SportelloError, gateway_target,
+)
 
-__all__ = ["Message", "Session", "Sportello", "SportelloError"]
+__all__ = ["Message", "Session", "Sportello", "SportelloError", "gateway_target"]

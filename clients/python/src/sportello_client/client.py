@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 from typing import Iterable, Optional
 
 import grpc
@@ -75,17 +76,49 @@ def _time(ts) -> Optional[datetime.datetime]:
     return ts.ToDatetime(tzinfo=datetime.timezone.utc)
 
 
-class Sportello:
-    """Sportello through its gateway (`host:port`, plaintext on loopback, or TLS when
-    `credentials` are given)."""
+LOCAL_GATEWAY = "127.0.0.1:50051"
 
-    def __init__(self, target: str = "127.0.0.1:50051", *, timeout: float = 10.0,
+
+def gateway_target(gateway: str) -> tuple[str, bool]:
+    """The gateway as the `sportello` CLIs name it (`--gateway`, `SPORTELLO_GATEWAY`):
+    `host:port`, or a URL `http://host:port` / `https://host:port`. Returns the `host:port` gRPC
+    dials and whether the URL asked for TLS; anything else raises ValueError."""
+    text = gateway.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "http", text
+    scheme = scheme.lower()
+    rest = rest[:-1] if rest.endswith("/") else rest
+    host, colon, port = rest.rpartition(":")
+    bare_without_port = not sep and not (colon and port.isdigit())
+    if (scheme not in ("http", "https") or not rest or any(c in rest for c in "/?#@")
+            or bare_without_port or (colon and not port.isdigit()) or (colon and not host)):
+        raise ValueError(f"{gateway!r} is not a gateway: give host:port or http://host:port")
+    if not colon:
+        rest = f"{rest}:{443 if scheme == 'https' else 80}"
+    return rest, scheme == "https"
+
+
+class Sportello:
+    """Sportello through its gateway: `host:port` or `http://host:port` (plaintext, as on
+    loopback), or `https://host:port` or `credentials` for TLS. `Sportello.from_env()` takes
+    `SPORTELLO_GATEWAY`, as the `sportello` CLIs do."""
+
+    def __init__(self, target: str = LOCAL_GATEWAY, *, timeout: float = 10.0,
                  credentials: Optional[grpc.ChannelCredentials] = None) -> None:
-        self._channel = (grpc.secure_channel(target, credentials) if credentials
-                         else grpc.insecure_channel(target))
+        address, tls = gateway_target(target)
+        if tls and credentials is None:
+            credentials = grpc.ssl_channel_credentials()
+        self._channel = (grpc.secure_channel(address, credentials) if credentials
+                         else grpc.insecure_channel(address))
         self._identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self._notify = notify_pb2_grpc.NotifyServiceStub(self._channel)
         self._timeout = timeout
+
+    @classmethod
+    def from_env(cls, **kwargs) -> "Sportello":
+        """The gateway `SPORTELLO_GATEWAY` names, else the local suite's."""
+        return cls(os.environ.get("SPORTELLO_GATEWAY", LOCAL_GATEWAY), **kwargs)
 
     def close(self) -> None:
         self._channel.close()
