@@ -208,6 +208,12 @@ impl Store {
         actor: &str,
     ) -> Result<Written, sqlx::Error> {
         let mut tx = self.begin().await?;
+        // A write first, so that SQLite takes its write lock before the reads below: a
+        // transaction that has read and then writes fails at once (the busy timeout does not
+        // apply) when another connection wrote in between.
+        sqlx::query("UPDATE residents SET fiscal_code = fiscal_code WHERE 1 = 0")
+            .execute(&mut *tx)
+            .await?;
         let now = now_millis();
         let mut written = 0;
         for chunk in batch.chunks(BATCH_ROWS) {
