@@ -40,7 +40,8 @@ impl PhoneNumber {
             Some(rest) => format!("+{rest}"),
             None => compact,
         };
-        if international[1..].contains('+') {
+        // Only digits and '+' are left, but maybe none of them ("-", "()"); a '+' only leads.
+        if international.is_empty() || international.chars().skip(1).any(|c| c == '+') {
             return Err(PhoneError::NotANumber);
         }
         let number = phonenumber::parse(Some(phonenumber::country::Id::IT), &international)
@@ -103,6 +104,13 @@ impl fmt::Debug for PhoneNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn punctuation_without_a_digit_is_not_a_number_and_does_not_panic() {
+        for text in ["-", "()", " . / ", "+"] {
+            assert!(PhoneNumber::parse(text).is_err(), "{text:?}");
+        }
+    }
 
     #[test]
     fn numbers_as_people_write_them_are_kept_in_e164_form() {
