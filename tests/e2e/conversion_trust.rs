@@ -527,3 +527,34 @@ async fn the_sweep_running_beside_uploads_never_deletes_a_file_a_request_names()
     })
     .await;
 }
+
+#[tokio::test]
+async fn revoke_conversion_refuses_bad_input_by_field_and_is_for_operators_only() {
+    let suite = spawn_suite().await;
+    let (cf, _, citizen_token) = ordinary(&suite, "Campi", (1972, 2, 2)).await;
+    let mut cc = ContactCenterServiceClient::new(suite.gateway_channel().await);
+    for (fiscal_code, reason, field) in [
+        ("RSSMRA85T10A56", "non l'ho chiesta io", "fiscal_code"),
+        (cf.as_str(), "", "reason"),
+        (cf.as_str(), "   ", "reason"),
+    ] {
+        let request =
+            id::RevokeConversionRequest { fiscal_code: fiscal_code.into(), reason: reason.into() };
+        let refused = cc
+            .revoke_conversion(with_token(&suite.operator_token, request))
+            .await
+            .expect_err(field);
+        assert_eq!(
+            (refused.code(), violated_fields(&refused)),
+            (Code::InvalidArgument, vec![field.to_owned()])
+        );
+    }
+    // A citizen — the thief with one PIN among them — cannot take a grant back, theirs or another's.
+    for target in [cf.as_str(), "RSSMRA85T10A562S"] {
+        let request =
+            id::RevokeConversionRequest { fiscal_code: target.into(), reason: "io".into() };
+        let refused =
+            cc.revoke_conversion(with_token(&citizen_token, request)).await.expect_err("citizen");
+        assert_eq!(refused.code(), Code::PermissionDenied, "{target}");
+    }
+}
