@@ -107,6 +107,27 @@ pub struct Database {
     pub backend: Backend,
 }
 
+impl Database {
+    /// Starts a transaction; see [`begin`].
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        begin(&self.pool).await
+    }
+}
+
+/// Starts a transaction that a caller who goes away cannot leave open. sqlx 0.8 counts a
+/// PostgreSQL transaction as begun only once `BEGIN` has been answered: a future dropped while
+/// waiting for that answer (tonic drops a handler's future when its client hangs up) sends the
+/// connection back to the pool inside a transaction nobody will end, and every later borrower's
+/// statements run in it and keep their row locks forever (sqlx issue #4393, fixed after 0.8).
+/// Begun in a task of its own, the transaction is always known to sqlx, and a caller that is
+/// gone drops it, which rolls it back.
+pub async fn begin(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("beginning a transaction failed: {e}")))?
+}
+
 /// Connects to `url` and runs the migrations. `schema` is the PostgreSQL schema of the service.
 pub async fn open(
     url: &str,

@@ -91,7 +91,7 @@ impl GroupCommit {
                 answer.await.map_err(|_| sqlx::Error::PoolClosed)?
             }
             GroupCommit::Direct(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = crate::db::begin(pool).await?;
                 let result = work(&mut tx).await?;
                 tx.commit().await?;
                 Ok(result)

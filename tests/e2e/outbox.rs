@@ -195,3 +195,41 @@ async fn two_identity_instances_relay_one_outbox_each_row_once() {
     assert_eq!(claimed_twice, 0, "no row was claimed by both relays");
     other.shut_down().await;
 }
+
+/// Whether the pool's one connection is inside a transaction nobody holds: on PostgreSQL two
+/// statements then share one transaction id, on SQLite `BEGIN` fails inside another.
+async fn inside_a_stale_transaction(db: &sportello_platform::db::Database) -> bool {
+    use sportello_platform::db::Backend;
+    match db.backend {
+        Backend::Postgres => {
+            let xid = || sqlx::query_scalar::<_, i64>("SELECT txid_current()").fetch_one(&db.pool);
+            xid().await.expect("xid") == xid().await.expect("xid")
+        }
+        Backend::Sqlite => sqlx::raw_sql("BEGIN; ROLLBACK").execute(&db.pool).await.is_err(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_while_its_transaction_begins_leaves_no_transaction_open() {
+    let test = TestDb::new().await;
+    let url = test.url("identity");
+    sqlx::any::install_default_drivers();
+    let pool =
+        sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("pool");
+    let db = sportello_platform::db::Database {
+        pool,
+        backend: sportello_platform::db::Backend::of(&url),
+    };
+    assert!(!inside_a_stale_transaction(&db).await, "a fresh connection is in no transaction");
+    // Hang up at every moment of the round trip, as a client's deadline would.
+    for micros in (0..400).step_by(5) {
+        let begun = tokio::time::timeout(Duration::from_micros(micros), db.begin()).await;
+        drop(begun);
+        // Whatever the caller left behind has been let go of by now.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(
+            !inside_a_stale_transaction(&db).await,
+            "a caller gone after {micros} µs left its connection in a transaction"
+        );
+    }
+}

@@ -59,6 +59,6 @@ impl Store {
 
     /// Starts a transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.db.pool.begin().await
+        self.db.begin().await
     }
 }
