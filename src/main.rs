@@ -7,6 +7,7 @@
 mod atomic_file;
 mod backup;
 mod bench;
+mod chaos;
 mod clickday;
 mod cpu;
 mod gateway_addr;
@@ -61,6 +62,9 @@ enum Command {
     Import(import::ImportArgs),
     /// Drive load against a running deployment and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// The reliability harness: start a suite of its own and put it through overload, crashes,
+    /// hostile input or an isolation check; prints figures, exits non-zero on a violation.
+    Chaos(chaos::ChaosArgs),
     /// Copy a running suite's SQLite databases (one consistent snapshot each), keys and upload
     /// files into a new directory, to start a suite on later.
     Backup(backup::BackupArgs),
@@ -115,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Command::Claims(args) => run_service_with(&args, claims_svc::serve),
         Command::Notify(args) => run_service_with(&args, notify_svc::serve),
         Command::Import(args) => import::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Keys(args) => keys::run(args),

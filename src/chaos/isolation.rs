@@ -1,0 +1,7 @@
+//! The `isolation` scenario (to be written).
+
+use super::{Options, Report};
+
+pub async fn run(_options: &Options) -> anyhow::Result<Report> {
+    anyhow::bail!("the isolation scenario is not written yet")
+}
