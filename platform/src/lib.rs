@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod deadline;
 pub mod error;
 pub mod files;
 pub mod group_commit;

@@ -187,6 +187,9 @@ where
         .layer(PanicGuardLayer)
         // Inside the guard, so a call that panicked is counted with its INTERNAL answer.
         .layer(crate::metrics::MetricsLayer::new(name))
+        // Innermost, so the call is counted and traced with its DEADLINE_EXCEEDED, and so its
+        // timer starts before tonic's (which would answer CANCELLED).
+        .layer(crate::deadline::DeadlineLayer)
         .serve_with_incoming_shutdown(service, incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(server);
     let drain = settings.drain_timeout;

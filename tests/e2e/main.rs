@@ -13,6 +13,7 @@ mod collector;
 mod contact_center;
 mod conversion;
 mod conversion_trust;
+mod deadlines;
 mod delivery;
 mod error_details;
 mod gateway_contract;
