@@ -1,7 +1,11 @@
 //! `sportello up`: starts one child process per service, in dependency order, wires each to the
 //! addresses the others actually got, prints where everything listens, and on Ctrl-C/SIGTERM
-//! stops them all, letting each drain. If any child dies, the others are stopped too: a suite
-//! with a missing part must not look healthy.
+//! stops them all, letting each drain. A child that dies (a crash, a kill, or an exit of its own
+//! while the suite is not stopping) is started again on the same address after a backoff, while
+//! the others keep serving (the gateway answers UNAVAILABLE for it, and its health shows the
+//! gap, until it is back); one that dies more than `--max-restarts` times within
+//! `--restart-window` stops the whole suite, and `up` exits non-zero naming it: a part that
+//! cannot stay up is a fault to look at, not to hide.
 
 use anyhow::{bail, Context as _};
 use nix::sys::signal::{kill, Signal};
@@ -12,9 +16,11 @@ use sportello_platform::service_identity::ServiceKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `sportello up`; each overrides the configuration file and `SPORTELLO_*` variables.
 #[derive(Debug, clap::Args)]
@@ -41,7 +47,26 @@ pub struct UpArgs {
     /// with random passwords, written once to `<data dir>/demo-staff.txt` (mode 0600).
     #[arg(long)]
     no_demo_staff: bool,
+    /// How many times one service may be restarted within `--restart-window`; one crash more
+    /// stops the suite.
+    #[arg(long, env = "SPORTELLO_UP__MAX_RESTARTS", default_value_t = 5)]
+    max_restarts: usize,
+    /// The window `--max-restarts` counts crashes in (e.g. `60s`, `5m`).
+    #[arg(
+        long,
+        env = "SPORTELLO_UP__RESTART_WINDOW",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
+    restart_window: Duration,
 }
+
+/// The first wait before a restart, doubled per crash in a row (each wait a random point in its
+/// upper half: 250–500 ms, 500 ms–1 s, …), up to [`RESTART_BACKOFF_MAX_MS`].
+const RESTART_BACKOFF_BASE_MS: i64 = 500;
+const RESTART_BACKOFF_MAX_MS: i64 = 30_000;
+/// A child that ran this long before it died starts its backoff over: it was healthy.
+const RAN_WELL: Duration = Duration::from_secs(30);
 
 const DEMO_REGISTER_ENV: &str = "SPORTELLO_IDENTITY__DEMO_REGISTER";
 const DEMO_REGISTRY_ENV: &str = "SPORTELLO_CLAIMS__DEMO_REGISTRY";
@@ -164,13 +189,16 @@ fn demo_staff(args: &UpArgs) -> anyhow::Result<(Environment, Vec<String>)> {
     Ok((crate::staff::demo_env(&accounts)?, said))
 }
 
-async fn start(
-    name: &'static str,
-    args: &UpArgs,
-    plan: &[(&'static str, SocketAddr)],
-    trusted: &[(&'static str, String)],
-    demo_staff: &[(String, String)],
-) -> anyhow::Result<Running> {
+/// Everything a child is started with, the first time and at each restart.
+struct Launch {
+    args: UpArgs,
+    plan: Vec<(&'static str, SocketAddr)>,
+    trusted: Vec<(&'static str, String)>,
+    demo_staff: Environment,
+}
+
+async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
+    let Launch { args, plan, trusted, demo_staff } = launch;
     let exe = std::env::current_exe().context("locating the sportello binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg(name);
@@ -285,42 +313,151 @@ fn print_banner(running: &[Running], demo_staff: &[String]) {
 
 async fn stop_all(running: &mut [Running]) {
     for r in running.iter() {
-        if let Some(pid) = r.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-        }
+        terminate(r);
     }
     for r in running.iter_mut() {
-        match tokio::time::timeout(Duration::from_secs(15), r.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("{} did not stop in time; killing it", r.name);
-                let _ = r.child.kill().await;
-            }
-        }
+        reap(r).await;
     }
 }
 
-/// Waits until some child exits; returns its name and status.
-async fn first_exit(
-    running: &mut [Running],
-) -> (&'static str, std::io::Result<std::process::ExitStatus>) {
-    let waits = running.iter_mut().map(|r| {
-        let name = r.name;
-        Box::pin(async move { (name, r.child.wait().await) })
-    });
-    futures::future::select_all(waits).await.0
+/// Asks child `r` to stop (SIGTERM: it drains its calls first).
+fn terminate(r: &Running) {
+    if let Some(pid) = r.child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+}
+
+/// Waits for child `r` to stop, killing it if it takes too long.
+async fn reap(r: &mut Running) {
+    if tokio::time::timeout(Duration::from_secs(15), r.child.wait()).await.is_err() {
+        eprintln!("{} did not stop in time; killing it", r.name);
+        let _ = r.child.kill().await;
+    }
+}
+
+/// How a child ended, as the log says it: "signal 9", "status 0".
+fn describe_exit(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("status {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            (None, None) => format!("{s}"),
+        },
+        Err(e) => format!("not waitable: {e}"),
+    }
+}
+
+/// The restart budget of one service: its crashes within the window, and how many came in a
+/// row (each doubling the wait before the next start).
+struct Budget {
+    max_restarts: usize,
+    window: Duration,
+    crashes: std::collections::VecDeque<Instant>,
+    in_a_row: i64,
+}
+
+impl Budget {
+    fn new(args: &UpArgs) -> Self {
+        Self {
+            max_restarts: args.max_restarts,
+            window: args.restart_window,
+            crashes: Default::default(),
+            in_a_row: 0,
+        }
+    }
+
+    /// Counts a crash of `name` (which had run for `ran`) and says how long to wait before
+    /// starting it again, or, when the budget is spent, the error that stops the suite.
+    fn crashed(&mut self, name: &str, why: &str, ran: Duration) -> anyhow::Result<Duration> {
+        let now = Instant::now();
+        self.crashes.push_back(now);
+        while self.crashes.front().is_some_and(|&t| now.duration_since(t) > self.window) {
+            self.crashes.pop_front();
+        }
+        let window = format!("{} s", self.window.as_secs());
+        let crashes = self.crashes.len();
+        if crashes > self.max_restarts {
+            let message = format!(
+                "{name} crashed {crashes} times within {window} (last: {why}); stopping the suite"
+            );
+            eprintln!("{message}");
+            bail!(message);
+        }
+        self.in_a_row = if ran >= RAN_WELL { 1 } else { self.in_a_row + 1 };
+        let wait = Duration::from_millis(sportello_platform::backoff::backoff_ms(
+            self.in_a_row,
+            RESTART_BACKOFF_BASE_MS,
+            RESTART_BACKOFF_MAX_MS,
+        ) as u64);
+        eprintln!(
+            "{name} exited ({why}); restart {crashes} of {} within {window} in {} ms",
+            self.max_restarts,
+            wait.as_millis()
+        );
+        Ok(wait)
+    }
+}
+
+/// Keeps child `r` running until `stop`: each time it dies, starts it again on the same
+/// address after its backoff. Returns `Ok` once stopped (the child drained), or the error that
+/// says its restart budget is spent (the child is gone then).
+async fn supervise(
+    mut r: Running,
+    launch: Arc<Launch>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = r.name;
+    let mut budget = Budget::new(&launch.args);
+    loop {
+        let started = Instant::now();
+        let status = tokio::select! {
+            status = r.child.wait() => status,
+            _ = stop.cancelled() => {
+                terminate(&r);
+                reap(&mut r).await;
+                return Ok(());
+            }
+        };
+        // Exiting at all while the suite is not stopping is a crash, whatever the status.
+        let mut why = describe_exit(&status);
+        let mut ran = started.elapsed();
+        r = loop {
+            let wait = budget.crashed(name, &why, ran)?;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return Ok(()),
+            }
+            // Dropped when the suite stops meanwhile: the half-started child is killed.
+            let restarted = tokio::select! {
+                restarted = start(name, &launch) => restarted,
+                _ = stop.cancelled() => return Ok(()),
+            };
+            match restarted {
+                Ok(r) => {
+                    eprintln!("{name} restarted on {}", r.addr);
+                    break r;
+                }
+                Err(e) => {
+                    why = format!("failed to restart: {e:#}");
+                    ran = Duration::ZERO;
+                }
+            }
+        };
+    }
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     // Hashed before the suite's runtime starts (hashing runs one of its own).
-    let (demo_env, demo_said) = demo_staff(&args)?;
+    let (demo_staff, demo_said) = demo_staff(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let plan = plan_addresses(&args)?;
         let trusted = service_keys(&args)?;
+        let launch = Arc::new(Launch { args, plan, trusted, demo_staff });
         let mut running: Vec<Running> = Vec::new();
         for name in ORDER {
-            match start(name, &args, &plan, &trusted, &demo_env).await {
+            match start(name, &launch).await {
                 Ok(r) => running.push(r),
                 Err(e) => {
                     stop_all(&mut running).await;
@@ -329,13 +466,24 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }
         print_banner(&running, &demo_said);
-        let outcome = tokio::select! {
+        let stop = CancellationToken::new();
+        let mut supervisors = tokio::task::JoinSet::new();
+        for r in running {
+            supervisors.spawn(supervise(r, launch.clone(), stop.clone()));
+        }
+        let mut outcome = tokio::select! {
             _ = sportello_platform::shutdown::signal() => Ok(()),
-            (name, status) = first_exit(&mut running) => {
-                Err(anyhow::anyhow!("{name} stopped unexpectedly ({status:?}); stopping the suite"))
+            Some(done) = supervisors.join_next() => {
+                done.unwrap_or_else(|e| Err(anyhow::anyhow!("a supervisor failed: {e}")))
             }
         };
-        stop_all(&mut running).await;
+        // Every other child stops (and drains) now, whether asked to or because one is gone.
+        stop.cancel();
+        while let Some(done) = supervisors.join_next().await {
+            if let (Ok(()), Ok(Err(e))) = (&outcome, done) {
+                outcome = Err(e);
+            }
+        }
         println!("Sportello stopped.");
         outcome
     })

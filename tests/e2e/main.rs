@@ -35,5 +35,6 @@ mod reflection;
 mod residents;
 mod secrets_at_rest;
 mod staff;
+mod supervisor;
 mod tracing_across_services;
 mod trust;

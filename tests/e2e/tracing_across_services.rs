@@ -21,6 +21,26 @@ pub struct Up {
 }
 
 impl Up {
+    /// The process id of `sportello up` itself.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// What the suite has written to stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("lock").clone()
+    }
+
+    /// Waits (at most `within`) for `up` to exit by itself; its status and its logs.
+    pub async fn exits_within(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (status, self.logs())
+    }
+
     /// Stops the suite as Ctrl-C/SIGTERM would, and says whether it exited cleanly.
     pub async fn stop(mut self) -> (bool, String) {
         let pid = self.child.id().expect("pid") as i32;
