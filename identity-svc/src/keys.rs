@@ -120,4 +120,35 @@ mod tests {
         tampered.push('x');
         assert!(verifier.verify(&tampered).is_err());
     }
+
+    #[test]
+    fn a_process_that_has_no_signing_keys_yet_asks_to_retry_rather_than_refusing_a_valid_token() {
+        // As a claims-svc or gateway just restarted answers before its first GetSigningKeys.
+        let dir = tempfile::tempdir().expect("dir");
+        let signer = Signer::load_or_generate(&dir.path().join("k.der")).expect("key");
+        let now = chrono::Utc::now().timestamp();
+        let claims = sportello_platform::auth::Claims {
+            iss: sportello_platform::auth::ISSUER.into(),
+            sub: "RSSMRA85T10A562S".into(),
+            role: sportello_platform::auth::Role::Citizen,
+            level: sportello_platform::auth::Level::Simplified,
+            amr: sportello_platform::auth::Amr::Pin,
+            sid: "s2".into(),
+            iat: now,
+            exp: now + 60,
+            acr: None,
+        };
+        let token = signer.sign(&claims).expect("signed");
+        let verifier = sportello_platform::auth::Verifier::default();
+        let refusal = verifier.verify(&token).expect_err("no keys to check it with");
+        assert_eq!(refusal, sportello_platform::auth::AuthError::KeysUnknown);
+        let status = tonic::Status::from(refusal);
+        assert_eq!(status.code(), tonic::Code::Unavailable, "a retry, not a new login");
+        // Once the keys are known, the same token is valid; a token under another key is not.
+        verifier.set_jwks(signer.jwks()).expect("jwks");
+        assert_eq!(verifier.verify(&token).expect("valid"), claims);
+        let other = Signer::load_or_generate(&dir.path().join("other.der")).expect("key");
+        let forged = other.sign(&claims).expect("signed");
+        assert_eq!(verifier.verify(&forged), Err(sportello_platform::auth::AuthError::Invalid));
+    }
 }

@@ -96,10 +96,24 @@ pub enum AuthError {
     Invalid,
     #[error("session token expired")]
     Expired,
+    /// This process has not yet learnt identity-svc's signing keys (it has just started, or
+    /// identity-svc has not answered yet): the token may well be valid, so the caller is to
+    /// try again shortly, not to log in again.
+    #[error("the signing keys are not known yet; retry shortly")]
+    KeysUnknown,
 }
 
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
+        if e == AuthError::KeysUnknown {
+            return crate::error::retry_later(
+                tonic::Code::Unavailable,
+                e.to_string(),
+                "SIGNING_KEYS_UNKNOWN",
+                "auth.sportello",
+                std::time::Duration::from_millis(500),
+            );
+        }
         crate::error::with_reason(
             tonic::Code::Unauthenticated,
             e.to_string(),
@@ -107,6 +121,7 @@ impl From<AuthError> for Status {
                 AuthError::Missing => "TOKEN_MISSING",
                 AuthError::Invalid => "TOKEN_INVALID",
                 AuthError::Expired => "TOKEN_EXPIRED",
+                AuthError::KeysUnknown => "SIGNING_KEYS_UNKNOWN",
             },
             "auth.sportello",
         )
@@ -204,7 +219,11 @@ impl Verifier {
             return own.then_some(claims).ok_or(AuthError::Invalid);
         }
         let keys = self.keys.read().map_err(|_| AuthError::Invalid)?;
-        let key = keys.get(&kid).ok_or(AuthError::Invalid)?;
+        let Some(key) = keys.get(&kid) else {
+            // Without any key yet, nothing can be told of the token (a process just restarted
+            // must not send its callers to log in again); with keys, an unknown one is forged.
+            return Err(if keys.is_empty() { AuthError::KeysUnknown } else { AuthError::Invalid });
+        };
         let claims: Claims = decode(token, key, ISSUER)?;
         if self.revoked.contains(&claims.sid) {
             return Err(AuthError::Invalid);
