@@ -30,7 +30,7 @@ fn registry_row(cf: &str, n: u64) -> String {
     format!("{cf},GESTIONE_SEPARATA:2012-01-01:,2012-01-01,,{pensioner}\n")
 }
 
-fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
     Ok(request)
@@ -50,7 +50,7 @@ where
         .collect()
 }
 
-async fn import_registry(
+pub(crate) async fn import_registry(
     channel: Channel,
     token: &str,
     citizens: &[(u64, String)],
@@ -182,7 +182,7 @@ async fn population(args: &BenchArgs, from: u64) -> anyhow::Result<Vec<(String, 
     Ok(sessions)
 }
 
-fn claim(cf: &str) -> cl::SubmitClaimRequest {
+pub(crate) fn claim(cf: &str) -> cl::SubmitClaimRequest {
     cl::SubmitClaimRequest {
         benefit_code: "PROFESSIONISTI_COCOCO".into(),
         fiscal_code: String::new(),

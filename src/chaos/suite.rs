@@ -54,6 +54,10 @@ impl Suite {
             cmd.arg("--database-url").arg(url);
         }
         cmd.env("RUST_LOG", "warn");
+        // Every service on a free port: others on the machine may hold the default ones.
+        for service in ["IDENTITY", "CLAIMS", "NOTIFY"] {
+            cmd.env(format!("SPORTELLO_{service}__LISTEN"), "127.0.0.1:0");
+        }
         tweak(&mut cmd);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut up = cmd.spawn().context("starting sportello up")?;
