@@ -96,24 +96,29 @@ mod tests {
         }
     }
 
+    /// A citizen's PIN session `sid`, valid for a minute.
+    fn citizen_session(sid: &str) -> sportello_platform::auth::Claims {
+        let now = chrono::Utc::now().timestamp();
+        sportello_platform::auth::Claims {
+            iss: sportello_platform::auth::ISSUER.into(),
+            sub: "RSSMRA85T10A562S".into(),
+            role: sportello_platform::auth::Role::Citizen,
+            level: sportello_platform::auth::Level::Ordinary,
+            amr: sportello_platform::auth::Amr::Pin,
+            sid: sid.into(),
+            iat: now,
+            exp: now + 60,
+            acr: None,
+        }
+    }
+
     #[test]
     fn tokens_signed_verify_with_the_published_keys() {
         let dir = tempfile::tempdir().expect("dir");
         let signer = Signer::load_or_generate(&dir.path().join("k.der")).expect("key");
         let verifier = sportello_platform::auth::Verifier::default();
         verifier.set_jwks(signer.jwks()).expect("jwks");
-        let now = chrono::Utc::now().timestamp();
-        let claims = sportello_platform::auth::Claims {
-            iss: sportello_platform::auth::ISSUER.into(),
-            sub: "RSSMRA85T10A562S".into(),
-            role: sportello_platform::auth::Role::Citizen,
-            level: sportello_platform::auth::Level::Ordinary,
-            amr: sportello_platform::auth::Amr::Pin,
-            sid: "s1".into(),
-            iat: now,
-            exp: now + 60,
-            acr: None,
-        };
+        let claims = citizen_session("s1");
         let token = signer.sign(&claims).expect("signed");
         assert_eq!(verifier.verify(&token).expect("valid"), claims);
         let mut tampered = token.clone();
@@ -126,18 +131,7 @@ mod tests {
         // As a claims-svc or gateway just restarted answers before its first GetSigningKeys.
         let dir = tempfile::tempdir().expect("dir");
         let signer = Signer::load_or_generate(&dir.path().join("k.der")).expect("key");
-        let now = chrono::Utc::now().timestamp();
-        let claims = sportello_platform::auth::Claims {
-            iss: sportello_platform::auth::ISSUER.into(),
-            sub: "RSSMRA85T10A562S".into(),
-            role: sportello_platform::auth::Role::Citizen,
-            level: sportello_platform::auth::Level::Simplified,
-            amr: sportello_platform::auth::Amr::Pin,
-            sid: "s2".into(),
-            iat: now,
-            exp: now + 60,
-            acr: None,
-        };
+        let claims = citizen_session("s2");
         let token = signer.sign(&claims).expect("signed");
         let verifier = sportello_platform::auth::Verifier::default();
         let refusal = verifier.verify(&token).expect_err("no keys to check it with");

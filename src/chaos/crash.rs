@@ -511,15 +511,26 @@ fn crash_claim(cf: &str) -> cl::SubmitClaimRequest {
     form
 }
 
-async fn file_claim(tally: &Tally, answers: &Answers, gateway: Channel, cf: &str, token: &str) {
-    let claims = ClaimsServiceClient::new(gateway);
-    let answer = tally
-        .settle("SubmitClaim", || {
+/// Files `cf`'s claim (always the same request and key) until the suite answers it.
+async fn submit_settled(
+    tally: &Tally,
+    kind: &'static str,
+    gateway: &Channel,
+    cf: &str,
+    token: &str,
+) -> Result<tonic::Response<cl::SubmitClaimResponse>, tonic::Status> {
+    let claims = ClaimsServiceClient::new(gateway.clone());
+    tally
+        .settle(kind, || {
             let request = authorized(token, crash_claim(cf));
             let mut claims = claims.clone();
             async move { claims.submit_claim(request?).await }
         })
-        .await;
+        .await
+}
+
+async fn file_claim(tally: &Tally, answers: &Answers, gateway: Channel, cf: &str, token: &str) {
+    let answer = submit_settled(tally, "SubmitClaim", &gateway, cf, token).await;
     let outcome = match answer {
         Ok(reply) => Ok(reply.into_inner().receipt.map(|r| r.claim_id).into_iter().collect()),
         Err(status) => Err(format!("{:?} {}", status.code(), status.message())),
@@ -704,14 +715,7 @@ async fn converge(
 ) {
     let mut converged = 0;
     for (cf, token) in claimants {
-        let claims = ClaimsServiceClient::new(gateway.clone());
-        let again = tally
-            .settle("SubmitClaim retry", || {
-                let request = authorized(token, crash_claim(cf));
-                let mut claims = claims.clone();
-                async move { claims.submit_claim(request?).await }
-            })
-            .await;
+        let again = submit_settled(tally, "SubmitClaim retry", gateway, cf, token).await;
         let mut all = answers.claims.lock().unwrap_or_else(|e| e.into_inner());
         match (all.get_mut(cf), again) {
             (Some(Ok(ids)), Ok(reply)) => {
