@@ -11,6 +11,7 @@ use crate::pins::{parse_fiscal_code, FiledBy, Pins};
 use crate::sessions::{login_description, Issued};
 use crate::store::{Credential, Entry, Outcome, PinStage};
 use sportello_platform::auth::{principal, require_service, Amr, Level, Role};
+use sportello_platform::error::FieldViolations;
 use sportello_platform::mask;
 use sportello_platform::service_identity::{CNS_ASSERTION_HEADER, CNS_CERTIFICATE_HEADER};
 use sportello_proto::identity::v1::contact_center_service_server::ContactCenterService;
@@ -37,6 +38,21 @@ fn timestamp(millis: i64) -> prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
         nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
     }
+}
+
+/// ListRevokedSessions' `since` in milliseconds since the epoch (0 when absent). A timestamp
+/// outside what protobuf allows (years 1 to 9999, nanos below a second) is refused by field:
+/// the millisecond count of an arbitrary `seconds` overflows.
+fn revoked_since(since: Option<prost_types::Timestamp>) -> Result<i64, FieldViolations> {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, protobuf's Timestamp range.
+    const SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+    let Some(t) = since else { return Ok(0) };
+    if !SECONDS.contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+        let mut v = FieldViolations::new();
+        v.add("since", "must be a timestamp between years 1 and 9999");
+        return Err(v);
+    }
+    Ok(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
 fn wire_channel(channel: Channel) -> DeliveryChannel {
@@ -286,10 +302,8 @@ impl IdentityService for Identity {
         request: Request<wire::ListRevokedSessionsRequest>,
     ) -> Result<Response<wire::ListRevokedSessionsResponse>, Status> {
         require_service(&request)?;
-        let since = request
-            .into_inner()
-            .since
-            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        let since =
+            revoked_since(request.into_inner().since).map_err(FieldViolations::into_status)?;
         let (session_ids, as_of) = self.logins.sessions.revoked_since(since).await?;
         Ok(Response::new(wire::ListRevokedSessionsResponse {
             session_ids,
@@ -667,5 +681,33 @@ impl ContactCenterService for ContactCenter {
             format!("operator {}", r.operator_id)
         };
         self.read(&who, "ListAuditEvents", &r.fiscal_code, &detail, result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos })
+    }
+
+    #[test]
+    fn sessions_revoked_since_a_time_beyond_protobufs_range_are_refused_by_field_not_a_panic() {
+        // Found by `sportello chaos hostile`: `seconds * 1000` overflowed and the handler panicked.
+        for since in [at(i64::MIN, 0), at(i64::MAX, 0), at(253_402_300_800, 0), at(0, -1)] {
+            let refused = revoked_since(since).expect_err("out of range");
+            assert_eq!(refused.iter().map(|(f, _)| f).collect::<Vec<_>>(), ["since"]);
+        }
+    }
+
+    #[test]
+    fn sessions_revoked_since_a_time_are_asked_for_in_milliseconds() {
+        assert_eq!(revoked_since(None).expect("absent"), 0);
+        assert_eq!(
+            revoked_since(at(1_790_000_000, 250_000_000)).expect("valid"),
+            1_790_000_000_250
+        );
+        assert_eq!(revoked_since(at(-62_135_596_800, 0)).expect("year 1"), -62_135_596_800_000);
     }
 }

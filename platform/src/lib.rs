@@ -24,6 +24,7 @@ pub mod panic_guard;
 pub mod pdf;
 pub mod probe;
 pub mod provider;
+pub mod request_faults;
 pub mod revocation;
 pub mod sealed;
 pub mod server;

@@ -145,8 +145,11 @@ pub async fn run(
     settings: &ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Every request's text is checked once, before any handler (see `text_guard`).
-    let service = crate::text_guard::TextGuard::new(routes.prepare());
+    // Every request's text is checked once, before any handler (see `text_guard`); a request
+    // tonic cannot read is answered INVALID_ARGUMENT, not INTERNAL (see `request_faults`).
+    let service = crate::request_faults::RequestFaults::new(crate::text_guard::TextGuard::new(
+        routes.prepare(),
+    ));
     run_service(name, listener, service, settings, shutdown).await
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Only unary and server-streaming calls are read: a client stream (an import) is checked by
 //! its handler message by message. The request is decoded against the contract's descriptors;
-//! a body that does not decode is passed on for tonic to refuse.
+//! a body that does not decode is passed on for tonic to refuse (INVALID_ARGUMENT, through
+//! [`crate::request_faults`]).
 
 use crate::error::FieldViolations;
 use bytes::Bytes;

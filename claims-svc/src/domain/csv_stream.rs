@@ -55,7 +55,13 @@ pub struct CsvStream {
     consumed: u64,
     last_end: u64,
     last_line: i64,
+    /// The file's first bytes while they may still be the start of a byte-order mark: csv-core
+    /// drops a BOM only when its first read sees all three bytes, and a stream may cut anywhere.
+    head: Vec<u8>,
 }
+
+/// The UTF-8 byte-order mark spreadsheets write at the start of a CSV file.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 impl std::fmt::Debug for CsvStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,11 +92,25 @@ impl CsvStream {
             consumed: 0,
             last_end: 0,
             last_line: 0,
+            head: Vec::new(),
         }
     }
 
     /// Reads `chunk`, pushing the rows it completes onto `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Item>) {
+        if self.consumed == 0 && !chunk.is_empty() {
+            let head = [self.head.as_slice(), chunk].concat();
+            if head.len() < BOM.len() && BOM.starts_with(&head) {
+                self.head = head;
+                return;
+            }
+            self.head.clear();
+            return self.read(&head, out);
+        }
+        self.read(chunk, out);
+    }
+
+    fn read(&mut self, chunk: &[u8], out: &mut Vec<Item>) {
         let mut input = chunk;
         while !input.is_empty() {
             let (result, nin) = self.step(input);
@@ -109,6 +129,8 @@ impl CsvStream {
 
     /// The end of the file: pushes the last row, if it had no newline after it, onto `out`.
     pub fn finish(&mut self, out: &mut Vec<Item>) {
+        let head = std::mem::take(&mut self.head);
+        self.read(&head, out);
         loop {
             match self.step(&[]).0 {
                 ReadRecordResult::Record => {
@@ -233,6 +255,22 @@ mod tests {
     fn row(line: i64, lines: i64, cells: &[&str]) -> Item {
         let cells = Ok(cells.iter().map(|c| (*c).to_owned()).collect());
         Item::Row { line, lines, bytes: 0..0, cells }
+    }
+
+    #[test]
+    fn a_byte_order_mark_cut_by_the_stream_is_dropped_as_when_it_arrives_whole() {
+        // Found by the registry CSV proptest: csv-core drops a BOM only when its first read
+        // holds all of it, so a file cut after one or two bytes began with a stray U+FEFF.
+        let whole = read(&[b"\xef\xbb\xbffiscal_code\nRSSMRA85T10A562S\n"]);
+        assert_eq!(whole, [row(1, 1, &["fiscal_code"]), row(2, 1, &["RSSMRA85T10A562S"])]);
+        for cut in [
+            &[&b"\xef"[..], b"\xbb\xbffiscal_code\n", b"RSSMRA85T10A562S\n"][..],
+            &[b"\xef\xbb", b"", b"\xbf", b"fiscal_code\nRSSMRA85T10A562S\n"],
+        ] {
+            assert_eq!(read(cut), whole);
+        }
+        assert_eq!(read(&[b"\xef", b"\xbb"]), read(&[b"\xef\xbb"]), "a file of half a BOM");
+        assert_eq!(read(&[b"\xef", b"\xbb\xbf"]), [], "a file of a BOM alone is empty");
     }
 
     const FILE: &[u8] = b"a,b\n1,\"x\ny\"\n\n2,\"q\"\"uote\"\r\n3,z";
