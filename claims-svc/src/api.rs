@@ -1,6 +1,7 @@
 //! The `sportello.claims.v1` handlers: who the caller is and what they may see, then the store.
 //! Ownership is enforced here, whatever the gateway did: a citizen reaches only their own
-//! claims (NOT_FOUND for anyone else's), a patronato those it filed; staff reads are audited.
+//! claims (NOT_FOUND for anyone else's), a patronato those it filed for citizens whose mandate
+//! it still holds; staff reads are audited.
 
 use crate::catalogue::Catalogue;
 use crate::domain::claim::{ClaimForm, Filing, PaymentMethod, Status};
@@ -227,13 +228,18 @@ impl Claims {
         action: &str,
     ) -> Result<ClaimRecord, ClaimsError> {
         let found = self.store.claim(id).await?;
-        let visible = found.filter(|c| match p.role {
-            Role::Citizen => c.fiscal_code == p.sub,
-            Role::Patronato => c.filer_role == "PATRONATO" && c.filer_id == p.sub,
-            Role::Operator | Role::Backoffice => true,
-            Role::Service => false,
-        });
-        let claim = visible.ok_or(ClaimsError::NotFound("claim"))?;
+        let visible = match (&found, p.role) {
+            (Some(c), Role::Citizen) => c.fiscal_code == p.sub,
+            // Only while the citizen's mandate lasts: a revoked one ends the office's view too.
+            (Some(c), Role::Patronato) => {
+                c.filer_role == "PATRONATO"
+                    && c.filer_id == p.sub
+                    && self.store.holds_mandate(&p.sub, &c.fiscal_code).await?
+            }
+            (Some(_), Role::Operator | Role::Backoffice) => true,
+            _ => false,
+        };
+        let claim = found.filter(|_| visible).ok_or(ClaimsError::NotFound("claim"))?;
         if is_staff(p) {
             self.audit_read(p, action, &claim.fiscal_code, &claim.protocol_number).await?;
         }

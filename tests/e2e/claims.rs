@@ -473,6 +473,53 @@ async fn a_patronato_files_only_under_a_live_mandate_and_the_citizen_sees_who_fi
     assert!(trail.contains(&(PATRONATO_ID.to_owned(), "SubmitClaim".to_owned())), "{trail:?}");
 }
 
+/// The claims a patronato's session lists.
+async fn filed_by(channel: Channel, token: &str) -> Vec<cl::Claim> {
+    let list = cl::ListClaimsRequest {
+        fiscal_code: String::new(),
+        page_size: 50,
+        page_token: String::new(),
+    };
+    claims(channel).list_claims(with_token(token, list)).await.expect("list").into_inner().claims
+}
+
+/// Found by `sportello chaos isolation`: the office kept reading the claims it had filed after
+/// the citizen revoked its mandate.
+#[tokio::test]
+async fn a_patronato_without_a_mandate_cannot_read_a_citizens_claim() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let office = suite.login_staff(PATRONATO_ID, PATRONATO_PASSWORD).await.access_token;
+    let citizen = suite.citizen_token(ROSSI, Level::Simplified);
+    let gateway = suite.gateway_channel().await;
+    let mandate = cl::RegisterMandateRequest {
+        fiscal_code: ROSSI.into(),
+        signed_form_reference: "INCA/2020/0077".into(),
+    };
+    let mandate = claims(gateway.clone())
+        .register_mandate(with_token(&office, mandate))
+        .await
+        .expect("mandate")
+        .into_inner()
+        .mandate
+        .expect("mandate");
+    let mut form = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "pat-revoked");
+    form.fiscal_code = ROSSI.into();
+    let receipt = submit(gateway.clone(), &office, form).await.expect("filed under the mandate");
+    get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect("while mandated");
+    assert_eq!(filed_by(gateway.clone(), &office).await.len(), 1);
+
+    let revoke = cl::RevokeMandateRequest { mandate_id: mandate.mandate_id };
+    claims(gateway.clone()).revoke_mandate(with_token(&citizen, revoke)).await.expect("revoked");
+
+    let refused =
+        get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert!(filed_by(gateway.clone(), &office).await.is_empty());
+    // The citizen's own view does not change.
+    get_claim(gateway, &citizen, &receipt.claim_id).await.expect("the citizen's claim");
+}
+
 /// The bank's account check, as a fake provider on 127.0.0.1: answers by fiscal code.
 async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
     fake_account_check_asked(verdicts).await.0
