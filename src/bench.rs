@@ -260,7 +260,7 @@ pub(crate) fn delivered_sms_half(data_dir: &std::path::Path, id: &str) -> anyhow
 }
 
 /// The PIN half printed in the box of the spooled letter `id`: the last line of its text.
-fn spooled_letter_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
+pub(crate) fn spooled_letter_half(data_dir: &std::path::Path, id: &str) -> anyhow::Result<String> {
     let letter = std::fs::read(data_dir.join(format!("spool/{id}.pdf")))?;
     let text = notify_svc::transport::letter::text_of_pdf(&letter)?;
     let boxed = text

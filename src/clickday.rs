@@ -37,7 +37,7 @@ fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
 }
 
 /// Runs `each` over `items` with [`PREPARING`] calls in flight, failing on the first error.
-async fn in_parallel<T, F, Fut, R>(items: Vec<T>, each: F) -> anyhow::Result<Vec<R>>
+pub(crate) async fn in_parallel<T, F, Fut, R>(items: Vec<T>, each: F) -> anyhow::Result<Vec<R>>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<R>>,
@@ -50,7 +50,7 @@ where
         .collect()
 }
 
-async fn import_registry(
+pub(crate) async fn import_registry(
     channel: Channel,
     token: &str,
     citizens: &[(u64, String)],
