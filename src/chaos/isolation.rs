@@ -18,7 +18,7 @@ use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
-use sportello_platform::auth::{Level, Role};
+use sportello_platform::auth::Role;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -203,14 +203,14 @@ async fn drive(suite: &Suite, options: &Options, report: &mut Report) -> anyhow:
             _ => Caller::Staff(Role::Backoffice),
         };
         let level = match caller {
-            Caller::Citizen(_) => Level::Ordinary,
+            Caller::Citizen(i) => runner.world.citizens[i].level,
             Caller::Staff(role) => runner.world.staff[&role].level,
         };
         let mut call: Call = runner.call(rpc, caller).await;
         let access = gateway::policy::access(&format!("/{rpc}"));
         if !gateway::policy::allows(access, caller.role(), level) {
             call.expect = DENIED;
-            call.audit = None;
+            call.audits.clear();
         }
         let method = rpc.rsplit('/').next().unwrap_or(rpc);
         *tally.entry(method).or_default().entry(code_name(call.code)).or_default() += 1;
@@ -255,7 +255,7 @@ async fn drive(suite: &Suite, options: &Options, report: &mut Report) -> anyhow:
                 }
             }
         }
-        if let Some(audit) = call.audit {
+        for audit in call.audits {
             if call.code == Code::Ok || audit.always {
                 let username = match caller {
                     Caller::Staff(role) => runner.world.staff[&role].username.clone(),
@@ -316,7 +316,7 @@ async fn after(
     let patronato = world.staff[&Role::Patronato].username.clone();
 
     let sql = format!(
-        "SELECT id, fiscal_code, filed_by_role, filed_by_id, status FROM {}",
+        "SELECT id, fiscal_code, filed_by_role, filed_by_id, status, iban FROM {}",
         db.table("claims", "claims")
     );
     let rows = sqlx::query(&sql).fetch_all(db.pool("claims")).await?;
@@ -349,17 +349,21 @@ async fn after(
         if status == "WITHDRAWN" && !world.withdrawn_claims.contains(&id) {
             problems.add("a claim withdrawn by someone other than its citizen".into(), id.clone());
         }
+        let iban: Option<String> = row.try_get("iban")?;
+        if iban.is_none() && !world.paid_in_cash.contains(&id) {
+            problems.add("a claim's payment changed by someone other than its citizen".into(), id);
+        }
     }
     let sql = format!(
-        "SELECT COUNT(*) FROM {} WHERE action = 'UpdatePaymentDetails'",
+        "SELECT operator_id, fiscal_code FROM {} WHERE action = 'UpdatePaymentDetails'",
         db.table("claims", "audit_events")
     );
-    let changed: i64 = sqlx::query_scalar(&sql).fetch_one(db.pool("claims")).await?;
-    if changed > 0 {
-        problems.add(
-            "a claim's payment changed without a dispositive session".into(),
-            format!("{changed} changes"),
-        );
+    for row in sqlx::query(&sql).fetch_all(db.pool("claims")).await? {
+        let (by, cf): (String, String) = (row.try_get("operator_id")?, row.try_get("fiscal_code")?);
+        if by != cf {
+            problems
+                .add("a claim's payment changed by another citizen".into(), format!("{by} → {cf}"));
+        }
     }
 
     let sql = format!("SELECT id, fiscal_code, revoked_at FROM {}", db.table("claims", "mandates"));

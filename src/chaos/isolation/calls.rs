@@ -86,7 +86,7 @@ pub struct Audit {
 pub struct Call {
     pub expect: Expect,
     pub scope: Scope,
-    pub audit: Option<Audit>,
+    pub audits: Vec<Audit>,
     pub code: Code,
     /// The answer (OK) or the status message, as text the checks search for fiscal codes.
     pub answer: String,
@@ -119,12 +119,12 @@ async fn drained<T: std::fmt::Debug>(
     (Code::Ok, out)
 }
 
-fn audit(service: &'static str, action: &'static str, cf: Option<&str>) -> Option<Audit> {
-    Some(Audit { service, action, fiscal_code: cf.map(str::to_owned), always: false })
+fn audit(service: &'static str, action: &'static str, cf: Option<&str>) -> Vec<Audit> {
+    vec![Audit { service, action, fiscal_code: cf.map(str::to_owned), always: false }]
 }
 
-fn audit_always(action: &'static str, cf: Option<&str>) -> Option<Audit> {
-    Some(Audit { service: "identity", action, fiscal_code: cf.map(str::to_owned), always: true })
+fn audit_always(action: &'static str, cf: Option<&str>) -> Vec<Audit> {
+    vec![Audit { service: "identity", action, fiscal_code: cf.map(str::to_owned), always: true }]
 }
 
 /// The RPCs the scenario calls, each with someone's id or fiscal code (or, for listings,
@@ -161,6 +161,7 @@ pub const CALLED: &[&str] = &[
     "sportello.identity.v1.PinConversionService/UploadConversionDocuments",
     "sportello.identity.v1.PinConversionService/GetPinConversion",
     "sportello.identity.v1.PinConversionService/WithdrawPinConversion",
+    "sportello.identity.v1.PinConversionBackOfficeService/ListPendingConversions",
     "sportello.identity.v1.PinConversionBackOfficeService/DownloadConversionFile",
     "sportello.identity.v1.PinConversionBackOfficeService/ApproveConversion",
     "sportello.identity.v1.PinConversionBackOfficeService/RejectConversion",
@@ -290,7 +291,7 @@ impl Runner {
         let staff = matches!(role, Role::Operator | Role::Backoffice);
         let method = rpc.rsplit('/').next().unwrap_or_default();
         let mut scope = Scope::Caller;
-        let mut audit_row = None;
+        let mut audit_row = Vec::new();
         let (expect, (code, text)) = match method {
             "SubmitClaim" => {
                 let key = format!("iso-call-{}", self.unique());
@@ -385,20 +386,18 @@ impl Runner {
                 let claim_id = self.pick(&claims);
                 let expect =
                     if own && claims.contains(&claim_id) { Expect::Allowed } else { NOT_YOURS };
-                let holder = match caller {
-                    Caller::Citizen(me) => self.world.citizens[me].cf.clone(),
-                    Caller::Staff(_) => cf.clone(),
-                };
+                // To cash at the post office: a dispositive session moves someone's money.
                 let request = cl::UpdatePaymentDetailsRequest {
-                    claim_id,
+                    claim_id: claim_id.clone(),
                     payment: Some(cl::Payment {
-                        method: Some(cl::payment::Method::BankTransfer(cl::BankTransfer {
-                            iban: "IT02L1234512345123456789012".into(),
-                            holder_fiscal_code: holder,
-                        })),
+                        method: Some(cl::payment::Method::PostOfficeCash(cl::PostOfficeCash {})),
                     }),
                 };
-                (expect, answer(self.claims.update_payment_details(bearer(&token, request)).await))
+                let result = self.claims.update_payment_details(bearer(&token, request)).await;
+                if result.is_ok() && expect == Expect::Allowed {
+                    self.world.paid_in_cash.insert(claim_id);
+                }
+                (expect, answer(result))
             }
             "RegisterMandate" => {
                 let expect = if role == Role::Patronato { Expect::Allowed } else { DENIED };
@@ -629,10 +628,38 @@ impl Runner {
                     fiscal_code: cf.clone(),
                     reason: "non l'ho chiesta io".into(),
                 };
-                (
-                    Expect::Allowed,
-                    answer(self.contact.revoke_conversion(bearer(&token, request)).await),
-                )
+                let result = self.contact.revoke_conversion(bearer(&token, request)).await;
+                // The citizen's dispositive sessions end with their PIN dispositivo.
+                if result.is_ok() {
+                    if let Err(e) = self.world.login(t).await {
+                        return Call {
+                            expect: Expect::Allowed,
+                            scope,
+                            audits: audit_row,
+                            code: Code::Internal,
+                            answer: format!("logging in again after RevokeConversion: {e:#}"),
+                        };
+                    }
+                }
+                (Expect::Allowed, answer(result))
+            }
+            "ListPendingConversions" => {
+                scope = Scope::Any;
+                let request =
+                    id::ListPendingConversionsRequest { page_size: 100, page_token: String::new() };
+                let result =
+                    self.conversion_back.list_pending_conversions(bearer(&token, request)).await;
+                // One audit row per citizen shown.
+                if let Ok(reply) = &result {
+                    for c in &reply.get_ref().conversions {
+                        audit_row.extend(audit(
+                            "identity",
+                            "ListPendingConversions",
+                            Some(&c.fiscal_code),
+                        ));
+                    }
+                }
+                (Expect::Allowed, answer(result))
             }
             "BatchGetResidentNames" => {
                 let request = id::BatchGetResidentNamesRequest { fiscal_codes: vec![cf.clone()] };
@@ -809,6 +836,6 @@ impl Runner {
             }
             other => unreachable!("no call for {other}"),
         };
-        Call { expect, scope, audit: audit_row, code, answer: text }
+        Call { expect, scope, audits: audit_row, code, answer: text }
     }
 }

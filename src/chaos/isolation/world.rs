@@ -14,6 +14,7 @@ use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOf
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use sportello_proto::identity::v1::pin_conversion_back_office_service_client::PinConversionBackOfficeServiceClient as ConversionBackOffice;
 use sportello_proto::identity::v1::pin_conversion_service_client::PinConversionServiceClient;
 use sportello_proto::notify::v1 as nt;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
@@ -28,6 +29,8 @@ pub struct Citizen {
     /// Their own 8-character PIN (nobody else may change it).
     pub pin: String,
     pub token: String,
+    /// The level of their session: dispositive once the back office granted a PIN dispositivo.
+    pub level: Level,
     pub pin_request: String,
     /// The PIN request form they filed (what the contact center files again for them).
     pub form: id::RequestPinRequest,
@@ -63,6 +66,8 @@ pub struct World {
     pub owner: HashMap<String, usize>,
     pub batches: Vec<String>,
     pub confirmed_batches: HashSet<String>,
+    /// Claims whose citizen moved their payment to cash at the post office.
+    pub paid_in_cash: HashSet<String>,
     /// Writes that their owner made (or, for decisions, the back office): anything else found
     /// changed in the databases afterwards is a cross-citizen write.
     pub withdrawn_claims: HashSet<String>,
@@ -288,6 +293,7 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
             let session = identity.login_with_pin(login).await.context("PIN login")?;
             let session = session.into_inner().session.context("session")?;
             Ok(Citizen {
+                level: level_of(&session),
                 cf,
                 pin,
                 token: session.access_token,
@@ -313,6 +319,7 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
         owner: HashMap::new(),
         batches: Vec::new(),
         confirmed_batches: HashSet::new(),
+        paid_in_cash: HashSet::new(),
         withdrawn_claims: HashSet::new(),
         withdrawn_conversions: HashSet::new(),
         revoked_mandates: HashSet::new(),
@@ -322,6 +329,10 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
     // the others file themselves. Half ask for a PIN dispositivo.
     let mut claims = ClaimsServiceClient::new(channel.clone());
     let mut conversions = PinConversionServiceClient::new(channel.clone());
+    // A small photo of the document: a real JPEG, which identity-svc decodes.
+    let photo = image::RgbImage::from_fn(320, 200, |x, y| image::Rgb([x as u8, y as u8, 90]));
+    let mut scan = Vec::new();
+    photo.write_to(&mut std::io::Cursor::new(&mut scan), image::ImageFormat::Jpeg)?;
     for i in 0..world.citizens.len() {
         let cf = world.citizens[i].cf.clone();
         let token = world.citizens[i].token.clone();
@@ -366,9 +377,20 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
             let request = id::StartPinConversionRequest { guardian_fiscal_code: String::new() };
             let started = conversions.start_pin_conversion(bearer(&token, request)).await;
             let conversion = started.context("a PIN dispositivo request")?.into_inner();
-            let conversion = conversion.conversion.context("conversion")?.request_id;
-            world.owner.insert(conversion.clone(), i);
-            world.citizens[i].conversion = Some(conversion);
+            let conversion = conversion.conversion.context("conversion")?;
+            let form = world.citizens[i].form.clone();
+            upload(&mut conversions, &token, &form, &conversion, &scan).await?;
+            world.owner.insert(conversion.request_id.clone(), i);
+            world.citizens[i].conversion = Some(conversion.request_id.clone());
+            // Every other one is granted: their PIN becomes dispositivo.
+            if i % 4 == 1 {
+                let request = id::ApproveConversionRequest { request_id: conversion.request_id };
+                ConversionBackOffice::new(channel.clone())
+                    .approve_conversion(bearer(&backoffice, request))
+                    .await
+                    .context("granting a PIN dispositivo")?;
+                world.login(i).await?;
+            }
         }
     }
 
@@ -412,9 +434,11 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
         }
     }
     println!(
-        "  population: {} citizens with a PIN of their own, {} claims ({} by the patronato, {} \
-         mandates revoked), {} PIN dispositivo requests, {} messages, {} payment batch(es) in {:.0} s",
+        "  population: {} citizens with a PIN of their own ({} dispositivo), {} claims ({} by the \
+         patronato, {} mandates revoked), {} PIN dispositivo requests, {} messages, {} payment \
+         batch(es) in {:.0} s",
         world.citizens.len(),
+        world.citizens.iter().filter(|c| c.level == Level::Dispositive).count(),
         world.citizens.iter().map(|c| c.claims.len()).sum::<usize>(),
         world.patronato_claims.len(),
         world.revoked_mandates.len(),
@@ -424,6 +448,72 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
         started.elapsed().as_secs_f64()
     );
     Ok(world)
+}
+
+impl World {
+    /// Citizen `i` logs in again with their PIN (their sessions ended, or their level changed).
+    pub async fn login(&mut self, i: usize) -> anyhow::Result<()> {
+        let c = &self.citizens[i];
+        let login = id::LoginWithPinRequest { fiscal_code: c.cf.clone(), pin: c.pin.clone() };
+        let mut identity = IdentityServiceClient::new(self.channel.clone());
+        let session = identity.login_with_pin(login).await.context("PIN login")?;
+        let session = session.into_inner().session.context("session")?;
+        self.citizens[i].level = level_of(&session);
+        self.citizens[i].token = session.access_token;
+        Ok(())
+    }
+}
+
+/// The signed form and a scan of the identity document, uploaded as the citizen would: the
+/// request then waits for the back office (`sportello up` has no document registry).
+async fn upload(
+    client: &mut PinConversionServiceClient<Channel>,
+    token: &str,
+    form: &id::RequestPinRequest,
+    conversion: &id::PinConversion,
+    scan: &[u8],
+) -> anyhow::Result<()> {
+    use id::upload_conversion_documents_request::Part;
+    let signed = sportello_platform::pdf::render(&[
+        sportello_platform::pdf::Block::body(format!(
+            "Numero di richiesta: {}",
+            conversion.request_number
+        )),
+        sportello_platform::pdf::Block::body("Firmato"),
+    ]);
+    let person = form.personal_data.clone().context("personal data")?;
+    let document = id::IdentityDocument {
+        r#type: id::IdentityDocumentType::CartaIdentita as i32,
+        number: "CA00000AA".into(),
+        issuer: "Comune di Roma".into(),
+        issued_on: Some(id::Date { year: 2022, month: 1, day: 10 }),
+        expires_on: Some(id::Date { year: 2032, month: 1, day: 10 }),
+        holder_surname: person.surname,
+        holder_given_name: person.given_name,
+        holder_birth_date: person.birth_date,
+    };
+    let chunk = |file: id::ConversionFile, data: &[u8]| id::UploadConversionDocumentsRequest {
+        part: Some(Part::Chunk(id::FileChunk { file: file as i32, data: data.to_vec() })),
+    };
+    let mut messages = vec![id::UploadConversionDocumentsRequest {
+        part: Some(Part::Metadata(id::UploadMetadata {
+            request_id: conversion.request_id.clone(),
+            document: Some(document),
+        })),
+    }];
+    messages.extend(signed.chunks(64 * 1024).map(|c| chunk(id::ConversionFile::SignedForm, c)));
+    messages.extend(scan.chunks(64 * 1024).map(|c| chunk(id::ConversionFile::IdentityDocument, c)));
+    let done = client
+        .upload_conversion_documents(bearer(token, futures::stream::iter(messages)))
+        .await
+        .context("uploading the signed form and the document")?
+        .into_inner();
+    let status = done.conversion.map(|c| c.status()).unwrap_or_default();
+    anyhow::ensure!(
+        status == id::PinConversionStatus::InReview,
+        "an upload left its request {status:?}, not waiting for the back office"
+    );
+    Ok(())
 }
 
 fn id_of_mandate(reply: cl::RegisterMandateResponse) -> anyhow::Result<String> {
