@@ -742,7 +742,18 @@ impl ClaimsBackOfficeService for Claims {
             .claims_where(ClaimsOf::Status, Status::InReview.as_str(), before, limit)
             .await
             .map_err(ClaimsError::from)?;
-        self.audit_read(&p, "ListReviewQueue", "", &format!("{} claims", page.len())).await?;
+        // The queue shows citizens' claims: each is on its citizen's trail, as a GetClaim is.
+        let shown: Vec<Entry<'_>> = page
+            .iter()
+            .map(|c| Entry {
+                operator_id: &p.sub,
+                action: "ListReviewQueue",
+                fiscal_code: &c.fiscal_code,
+                outcome: "OK",
+                detail: &c.protocol_number,
+            })
+            .collect();
+        self.store.audit_all(&shown).await.map_err(ClaimsError::from)?;
         Ok(Response::new(wire::ListReviewQueueResponse {
             next_page_token: next_token(&page, limit),
             claims: page.iter().map(wire_claim).collect(),

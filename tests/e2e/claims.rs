@@ -520,6 +520,37 @@ async fn a_patronato_without_a_mandate_cannot_read_a_citizens_claim() {
     get_claim(gateway, &citizen, &receipt.claim_id).await.expect("the citizen's claim");
 }
 
+/// Found by `sportello chaos isolation`: the queue showed citizens' claims to the back office
+/// with a single row on the officer's own trail, none on the citizens'.
+#[tokio::test]
+async fn the_back_office_reading_the_review_queue_is_on_each_citizens_audit_trail() {
+    let provider = fake_account_check(HashMap::new()).await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    let (first, second) = (nth_cf(1), nth_cf(2));
+    let rows = [&first, &second].map(|cf| professional_row(cf));
+    suite.import_registry(&registry(rows)).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    for cf in [&first, &second] {
+        let token = suite.citizen_token(cf, Level::Simplified);
+        let receipt = submit(gateway.clone(), &token, claim_form("PROFESSIONISTI_COCOCO", cf, "q"))
+            .await
+            .expect("filed");
+        wait_for_claim_status(&suite, &token, &receipt.claim_id, cl::ClaimStatus::InReview).await;
+    }
+    let (mut bo, token) = backoffice(&suite).await;
+    let queue = bo
+        .list_review_queue(with_token(&token, cl::ListReviewQueueRequest::default()))
+        .await
+        .expect("queue");
+    assert_eq!(queue.into_inner().claims.len(), 2);
+    let store = claims_store(&suite).await;
+    for cf in [&first, &second] {
+        let trail = store.audit_of(cf).await.expect("audit");
+        let read = (BACKOFFICE_ID.to_owned(), "ListReviewQueue".to_owned());
+        assert!(trail.contains(&read), "{cf}: {trail:?}");
+    }
+}
+
 /// The bank's account check, as a fake provider on 127.0.0.1: answers by fiscal code.
 async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
     fake_account_check_asked(verdicts).await.0
