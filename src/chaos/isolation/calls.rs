@@ -445,13 +445,16 @@ impl Runner {
             }
             "ListReviewQueue" => {
                 scope = Scope::Any;
-                audit_row = audit("claims", "ListReviewQueue", None);
                 let request =
                     cl::ListReviewQueueRequest { page_size: 50, page_token: String::new() };
-                (
-                    Expect::Allowed,
-                    answer(self.back.list_review_queue(bearer(&token, request)).await),
-                )
+                let result = self.back.list_review_queue(bearer(&token, request)).await;
+                // A read of citizens' claims: on each one's trail.
+                if let Ok(reply) = &result {
+                    for c in &reply.get_ref().claims {
+                        audit_row.extend(audit("claims", "ListReviewQueue", Some(&c.fiscal_code)));
+                    }
+                }
+                (Expect::Allowed, answer(result))
             }
             "DecideClaim" => {
                 let claims = self.world.citizens[t].claims.clone();
