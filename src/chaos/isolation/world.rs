@@ -45,6 +45,7 @@ pub struct Citizen {
 #[derive(Debug)]
 pub struct Staff {
     pub username: String,
+    pub password: String,
     pub token: String,
     pub level: Level,
 }
@@ -227,8 +228,12 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
             crate::staff::StaffRole::Backoffice => Role::Backoffice,
         };
         let level = level_of(&session);
-        let member =
-            Staff { username: account.username.clone(), token: session.access_token, level };
+        let member = Staff {
+            username: account.username.clone(),
+            password: account.password.clone(),
+            token: session.access_token,
+            level,
+        };
         staff.insert(role, member);
     }
     for role in [Role::Operator, Role::Patronato, Role::Backoffice] {
@@ -451,6 +456,23 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
 }
 
 impl World {
+    /// Everyone logs in again: session tokens last minutes, a full run longer.
+    pub async fn refresh_sessions(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.citizens.len() {
+            self.login(i).await?;
+        }
+        let mut identity = IdentityServiceClient::new(self.channel.clone());
+        for member in self.staff.values_mut() {
+            let login = id::LoginStaffRequest {
+                username: member.username.clone(),
+                password: member.password.clone(),
+            };
+            let reply = identity.login_staff(login).await.context("staff login")?;
+            member.token = reply.into_inner().session.context("session")?.access_token;
+        }
+        Ok(())
+    }
+
     /// Citizen `i` logs in again with their PIN (their sessions ended, or their level changed).
     pub async fn login(&mut self, i: usize) -> anyhow::Result<()> {
         let c = &self.citizens[i];
