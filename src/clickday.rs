@@ -37,7 +37,7 @@ pub(crate) fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Reques
 }
 
 /// Runs `each` over `items` with [`PREPARING`] calls in flight, failing on the first error.
-async fn in_parallel<T, F, Fut, R>(items: Vec<T>, each: F) -> anyhow::Result<Vec<R>>
+pub(crate) async fn in_parallel<T, F, Fut, R>(items: Vec<T>, each: F) -> anyhow::Result<Vec<R>>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<R>>,

@@ -1,6 +1,7 @@
 //! The `sportello.claims.v1` handlers: who the caller is and what they may see, then the store.
 //! Ownership is enforced here, whatever the gateway did: a citizen reaches only their own
-//! claims (NOT_FOUND for anyone else's), a patronato those it filed; staff reads are audited.
+//! claims (NOT_FOUND for anyone else's), a patronato those it filed for citizens whose mandate
+//! it still holds; staff reads are audited.
 
 use crate::catalogue::Catalogue;
 use crate::domain::claim::{ClaimForm, Filing, PaymentMethod, Status};
@@ -227,13 +228,18 @@ impl Claims {
         action: &str,
     ) -> Result<ClaimRecord, ClaimsError> {
         let found = self.store.claim(id).await?;
-        let visible = found.filter(|c| match p.role {
-            Role::Citizen => c.fiscal_code == p.sub,
-            Role::Patronato => c.filer_role == "PATRONATO" && c.filer_id == p.sub,
-            Role::Operator | Role::Backoffice => true,
-            Role::Service => false,
-        });
-        let claim = visible.ok_or(ClaimsError::NotFound("claim"))?;
+        let visible = match (&found, p.role) {
+            (Some(c), Role::Citizen) => c.fiscal_code == p.sub,
+            // Only while the citizen's mandate lasts: a revoked one ends the office's view too.
+            (Some(c), Role::Patronato) => {
+                c.filer_role == "PATRONATO"
+                    && c.filer_id == p.sub
+                    && self.store.holds_mandate(&p.sub, &c.fiscal_code).await?
+            }
+            (Some(_), Role::Operator | Role::Backoffice) => true,
+            _ => false,
+        };
+        let claim = found.filter(|_| visible).ok_or(ClaimsError::NotFound("claim"))?;
         if is_staff(p) {
             self.audit_read(p, action, &claim.fiscal_code, &claim.protocol_number).await?;
         }
@@ -736,7 +742,18 @@ impl ClaimsBackOfficeService for Claims {
             .claims_where(ClaimsOf::Status, Status::InReview.as_str(), before, limit)
             .await
             .map_err(ClaimsError::from)?;
-        self.audit_read(&p, "ListReviewQueue", "", &format!("{} claims", page.len())).await?;
+        // The queue shows citizens' claims: each is on its citizen's trail, as a GetClaim is.
+        let shown: Vec<Entry<'_>> = page
+            .iter()
+            .map(|c| Entry {
+                operator_id: &p.sub,
+                action: "ListReviewQueue",
+                fiscal_code: &c.fiscal_code,
+                outcome: "OK",
+                detail: &c.protocol_number,
+            })
+            .collect();
+        self.store.audit_all(&shown).await.map_err(ClaimsError::from)?;
         Ok(Response::new(wire::ListReviewQueueResponse {
             next_page_token: next_token(&page, limit),
             claims: page.iter().map(wire_claim).collect(),

@@ -473,6 +473,84 @@ async fn a_patronato_files_only_under_a_live_mandate_and_the_citizen_sees_who_fi
     assert!(trail.contains(&(PATRONATO_ID.to_owned(), "SubmitClaim".to_owned())), "{trail:?}");
 }
 
+/// The claims a patronato's session lists.
+async fn filed_by(channel: Channel, token: &str) -> Vec<cl::Claim> {
+    let list = cl::ListClaimsRequest {
+        fiscal_code: String::new(),
+        page_size: 50,
+        page_token: String::new(),
+    };
+    claims(channel).list_claims(with_token(token, list)).await.expect("list").into_inner().claims
+}
+
+/// Found by `sportello chaos isolation`: the office kept reading the claims it had filed after
+/// the citizen revoked its mandate.
+#[tokio::test]
+async fn a_patronato_without_a_mandate_cannot_read_a_citizens_claim() {
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let office = suite.login_staff(PATRONATO_ID, PATRONATO_PASSWORD).await.access_token;
+    let citizen = suite.citizen_token(ROSSI, Level::Simplified);
+    let gateway = suite.gateway_channel().await;
+    let mandate = cl::RegisterMandateRequest {
+        fiscal_code: ROSSI.into(),
+        signed_form_reference: "INCA/2020/0077".into(),
+    };
+    let mandate = claims(gateway.clone())
+        .register_mandate(with_token(&office, mandate))
+        .await
+        .expect("mandate")
+        .into_inner()
+        .mandate
+        .expect("mandate");
+    let mut form = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "pat-revoked");
+    form.fiscal_code = ROSSI.into();
+    let receipt = submit(gateway.clone(), &office, form).await.expect("filed under the mandate");
+    get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect("while mandated");
+    assert_eq!(filed_by(gateway.clone(), &office).await.len(), 1);
+
+    let revoke = cl::RevokeMandateRequest { mandate_id: mandate.mandate_id };
+    claims(gateway.clone()).revoke_mandate(with_token(&citizen, revoke)).await.expect("revoked");
+
+    let refused =
+        get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert!(filed_by(gateway.clone(), &office).await.is_empty());
+    // The citizen's own view does not change.
+    get_claim(gateway, &citizen, &receipt.claim_id).await.expect("the citizen's claim");
+}
+
+/// Found by `sportello chaos isolation`: the queue showed citizens' claims to the back office
+/// with a single row on the officer's own trail, none on the citizens'.
+#[tokio::test]
+async fn the_back_office_reading_the_review_queue_is_on_each_citizens_audit_trail() {
+    let provider = fake_account_check(HashMap::new()).await;
+    let suite = spawn_suite_with(|c| c.claims.account_verification_url = provider).await;
+    let (first, second) = (nth_cf(1), nth_cf(2));
+    let rows = [&first, &second].map(|cf| professional_row(cf));
+    suite.import_registry(&registry(rows)).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    for cf in [&first, &second] {
+        let token = suite.citizen_token(cf, Level::Simplified);
+        let receipt = submit(gateway.clone(), &token, claim_form("PROFESSIONISTI_COCOCO", cf, "q"))
+            .await
+            .expect("filed");
+        wait_for_claim_status(&suite, &token, &receipt.claim_id, cl::ClaimStatus::InReview).await;
+    }
+    let (mut bo, token) = backoffice(&suite).await;
+    let queue = bo
+        .list_review_queue(with_token(&token, cl::ListReviewQueueRequest::default()))
+        .await
+        .expect("queue");
+    assert_eq!(queue.into_inner().claims.len(), 2);
+    let store = claims_store(&suite).await;
+    for cf in [&first, &second] {
+        let trail = store.audit_of(cf).await.expect("audit");
+        let read = (BACKOFFICE_ID.to_owned(), "ListReviewQueue".to_owned());
+        assert!(trail.contains(&read), "{cf}: {trail:?}");
+    }
+}
+
 /// The bank's account check, as a fake provider on 127.0.0.1: answers by fiscal code.
 async fn fake_account_check(verdicts: HashMap<String, &'static str>) -> String {
     fake_account_check_asked(verdicts).await.0

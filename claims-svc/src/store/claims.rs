@@ -423,7 +423,12 @@ impl Store {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
         let filter = match column {
             ClaimsOf::Citizen => "fiscal_code = $1",
-            ClaimsOf::Filer => "filed_by_id = $1 AND filed_by_role = 'PATRONATO'",
+            // A patronato's view of a citizen ends with the citizen's mandate.
+            ClaimsOf::Filer => {
+                "filed_by_id = $1 AND filed_by_role = 'PATRONATO' AND EXISTS (SELECT 1 FROM \
+                 mandates m WHERE m.patronato_id = claims.filed_by_id AND m.fiscal_code = \
+                 claims.fiscal_code AND m.revoked_at IS NULL)"
+            }
             ClaimsOf::Status => "status = $1",
         };
         let order = match column {

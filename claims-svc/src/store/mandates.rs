@@ -90,6 +90,23 @@ impl Store {
             .await
     }
 
+    /// Whether office `patronato_id` holds a live mandate of `fiscal_code`.
+    pub async fn holds_mandate(
+        &self,
+        patronato_id: &str,
+        fiscal_code: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let live: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM mandates WHERE patronato_id = $1 AND fiscal_code = $2 \
+             AND revoked_at IS NULL LIMIT 1",
+        )
+        .bind(patronato_id)
+        .bind(fiscal_code)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(live.is_some())
+    }
+
     /// Mandates of a citizen (`of_citizen`) or registered by an office, newest first.
     pub async fn mandates(
         &self,

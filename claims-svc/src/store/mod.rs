@@ -261,6 +261,18 @@ impl Store {
         sportello_platform::audit::append(&mut conn, entry).await
     }
 
+    /// Appends audit events together (a staff read that shows several citizens' claims).
+    pub async fn audit_all(&self, entries: &[Entry<'_>]) -> Result<(), sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = sportello_platform::db::begin(&self.db.pool).await?;
+        for entry in entries {
+            sportello_platform::audit::append(&mut tx, entry).await?;
+        }
+        tx.commit().await
+    }
+
     /// Audit events concerning `fiscal_code`, oldest first (for tests and operators).
     pub async fn audit_of(&self, fiscal_code: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
         let rows = sqlx::query(
