@@ -107,3 +107,20 @@ async fn a_service_that_keeps_dying_spends_its_budget_and_up_exits_non_zero_nami
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_in_a_terminal_stops_every_child_without_restarting_any() {
+    let db = TestDb::new().await;
+    let up = sportello_up_with(&db, &[]).await;
+    wait_for_status(up.gateway, "", ServingStatus::Serving).await;
+    // A terminal's Ctrl-C reaches the whole process group: here the children hear it first.
+    for name in ["gateway", "identity", "claims", "notify"] {
+        let pid = service_pid(up.pid(), name).expect("the service runs");
+        kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    kill(Pid::from_raw(up.pid() as i32), Signal::SIGINT).expect("SIGINT");
+    let (status, logs) = up.exits_within(Duration::from_secs(30)).await;
+    assert!(status.success(), "stopped cleanly: {status:?}\n{logs}");
+    assert!(!logs.contains("restart"), "nothing was restarted:\n{logs}");
+}
