@@ -419,6 +419,12 @@ async fn supervise(
                 return Ok(());
             }
         };
+        // Ctrl-C in a terminal reaches the children too, and one may exit before `up` has
+        // told the supervisors: that child is stopping with the suite, not crashing.
+        let stopping = Duration::from_millis(200);
+        if tokio::time::timeout(stopping, stop.cancelled()).await.is_ok() {
+            return Ok(());
+        }
         // Exiting at all while the suite is not stopping is a crash, whatever the status.
         let mut why = describe_exit(&status);
         let mut ran = started.elapsed();

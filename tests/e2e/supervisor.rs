@@ -107,3 +107,44 @@ async fn a_service_that_keeps_dying_spends_its_budget_and_up_exits_non_zero_nami
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_in_a_terminal_stops_every_child_without_restarting_any() {
+    let db = TestDb::new().await;
+    let up = sportello_up_with(&db, &[]).await;
+    wait_for_status(up.gateway, "", ServingStatus::Serving).await;
+    // A terminal's Ctrl-C reaches the whole process group: here the children hear it first.
+    for name in ["gateway", "identity", "claims", "notify"] {
+        let pid = service_pid(up.pid(), name).expect("the service runs");
+        kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    kill(Pid::from_raw(up.pid() as i32), Signal::SIGINT).expect("SIGINT");
+    let (status, logs) = up.exits_within(Duration::from_secs(30)).await;
+    assert!(status.success(), "stopped cleanly: {status:?}\n{logs}");
+    assert!(!logs.contains("restart"), "nothing was restarted:\n{logs}");
+}
+
+#[tokio::test]
+async fn while_a_killed_backend_is_down_the_gateway_answers_unavailable_for_it_and_serves_the_rest()
+{
+    use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
+    use sportello_proto::claims::v1::ListBenefitsRequest;
+    let db = TestDb::new().await;
+    let up = sportello_up_with(&db, &[]).await;
+    wait_for_status(up.gateway, "", ServingStatus::Serving).await;
+    let mut claims = ClaimsServiceClient::new(connect(up.gateway).await);
+    claims.list_benefits(ListBenefitsRequest {}).await.expect("served before the kill");
+    kill_service(&up, "claims");
+    // The restart waits at least 250 ms: a call now finds no claims-svc.
+    let status = claims.list_benefits(ListBenefitsRequest {}).await.expect_err("claims is down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(a_citizen_is_served(up.gateway).await, "identity still serves through the gateway");
+    eventually("the catalogue to be served again", Duration::from_secs(60), || {
+        let mut claims = claims.clone();
+        async move { claims.list_benefits(ListBenefitsRequest {}).await.is_ok() }
+    })
+    .await;
+    let (clean, logs) = up.stop().await;
+    assert!(clean, "{logs}");
+}
