@@ -158,13 +158,23 @@ pub fn plausible(descriptor: &MessageDescriptor, rng: &mut StdRng, depth: usize)
     message
 }
 
+/// How often a value is one of the giant ones (4 MB strings and bytes, huge lists): each costs
+/// the suite as much as a hundred small ones, and the short run has two minutes.
+const GIANT: f64 = 0.03;
+
 /// Hostile strings, by what they are.
 fn hostile_string(rng: &mut StdRng) -> (&'static str, String) {
     type Make = fn() -> String;
-    let choices: [(&str, Make); 19] = [
+    if rng.random_bool(GIANT) {
+        let giants: [(&str, Make); 2] = [
+            ("4 MB string", || "A".repeat(4_000_000)),
+            ("string over the 4 MiB limit", || "A".repeat(SIZE_LIMIT + 1)),
+        ];
+        let (what, make) = giants.choose(rng).expect("choices");
+        return (what, make());
+    }
+    let choices: [(&str, Make); 17] = [
         ("empty string", String::new),
-        ("4 MB string", || "A".repeat(4_000_000)),
-        ("string over the 4 MiB limit", || "A".repeat(SIZE_LIMIT + 1)),
         ("64 KiB of four-byte characters", || "😀".repeat(16 << 10)),
         ("NUL", || "\0".into()),
         ("NUL inside a value", || "BNCGLI90\0C55H501W".into()),
@@ -187,9 +197,11 @@ fn hostile_string(rng: &mut StdRng) -> (&'static str, String) {
 }
 
 fn hostile_bytes(rng: &mut StdRng) -> (&'static str, Bytes) {
+    if rng.random_bool(GIANT) {
+        return ("4 MB of random bytes", random_bytes(rng, 4_000_000));
+    }
     match rng.random_range(0..7) {
-        0 => ("empty bytes", Bytes::new()),
-        1 => ("4 MB of random bytes", random_bytes(rng, 4_000_000)),
+        0 | 1 => ("empty bytes", Bytes::new()),
         2 => ("random bytes", random_bytes(rng, 1024)),
         3 => ("a PDF header and garbage", {
             let mut b = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 9 0 R >>\n".to_vec();
@@ -416,13 +428,13 @@ fn mutate_at(
         message.set_field(field, Value::Map([(MapKey::String(key), value)].into_iter().collect()));
         return what;
     }
-    if field.is_list() && rng.random_bool(0.25) {
-        return match rng.random_range(0..3) {
-            0 => {
+    if field.is_list() && rng.random_bool(0.1) {
+        return match rng.random_bool(GIANT * 10.0) {
+            false => {
                 message.clear_field(field);
                 "empty list"
             }
-            _ => {
+            true => {
                 // Huge, but within the size limit: 100,000 scalars or 20,000 small messages.
                 let one = plausible_value(field, rng, 4);
                 let n = match &one {

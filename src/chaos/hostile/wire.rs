@@ -177,7 +177,7 @@ async fn send(
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Raw connections that are not HTTP/2, or break it after the preface; each is closed by the
-/// server or left after two seconds. Returns how each ended.
+/// server or left after a second. Returns how each ended.
 pub async fn garbage(addr: SocketAddr, rng: &mut StdRng) -> Vec<String> {
     let random: Vec<u8> = (0..4096).map(|_| rng.random()).collect();
     let mut cases: Vec<Vec<u8>> = vec![
@@ -219,7 +219,7 @@ pub async fn garbage(addr: SocketAddr, rng: &mut StdRng) -> Vec<String> {
                 }
             }
         };
-        let what = match tokio::time::timeout(Duration::from_secs(2), ended).await {
+        let what = match tokio::time::timeout(Duration::from_secs(1), ended).await {
             Ok(Ok(what)) => what,
             Ok(Err(_)) => "reset by the server",
             Err(_) => "left open",
