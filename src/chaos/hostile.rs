@@ -579,7 +579,7 @@ async fn fuzz(
     // next): every method's door is tried and at least its first cases sent; the rest of its
     // cases are made (so that a seed replays the same messages) but sent only in its time.
     let budget = options.duration.unwrap_or(if options.short {
-        Duration::from_secs(70)
+        Duration::from_secs(50)
     } else {
         Duration::from_secs(900)
     });
