@@ -579,7 +579,7 @@ async fn fuzz(
     // next): every method's door is tried and at least its first cases sent; the rest of its
     // cases are made (so that a seed replays the same messages) but sent only in its time.
     let budget = options.duration.unwrap_or(if options.short {
-        Duration::from_secs(70)
+        Duration::from_secs(50)
     } else {
         Duration::from_secs(900)
     });
@@ -632,13 +632,13 @@ async fn fuzz(
                 }
                 // The cases, a few at a time (the messages were all made first, in order, so
                 // that a seed replays them).
-                let (method, path) = (&method, &path);
+                let (m, p) = (&method, &path);
                 let answers: Vec<Option<Answer>> = futures::stream::iter(
                     calls.iter().enumerate().map(|(i, (_, _, messages, token))| async move {
                         if i >= CONCURRENCY && Instant::now() > method_deadline {
                             return None;
                         }
-                        Some(send(channel, method, path, messages.clone(), token.as_deref()).await)
+                        Some(send(channel, m, p, messages.clone(), token.as_deref()).await)
                     }),
                 )
                 .buffered(CONCURRENCY)

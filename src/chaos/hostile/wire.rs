@@ -67,6 +67,7 @@ pub async fn http_cases(channel: &Channel, path: &str, rng: &mut StdRng) -> Vec<
         ("an empty body (no message)", Some(grpc), vec![], Bytes::new()),
         ("half a frame header", Some(grpc), vec![], Bytes::from_static(&[0, 0, 0])),
         ("a frame cut short", Some(grpc), vec![], frame(0, 1000, &junk[..10])),
+        ("a message announced and never sent", Some(grpc), vec![], frame(0, 40, b"")),
         ("a frame declaring 4 GiB", Some(grpc), vec![], frame(0, u32::MAX, &junk)),
         ("a compressed frame without grpc-encoding", Some(grpc), vec![], frame(1, 32, &junk)),
         ("compression flag 7", Some(grpc), vec![], frame(7, 0, b"")),
