@@ -8,6 +8,7 @@ use crate::stack::{client_address, Gate, Reply};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use sportello_platform::admission::parse_grpc_timeout;
 use sportello_platform::auth::Claims;
 use sportello_platform::error::retry_later;
 use std::collections::{HashMap, HashSet};
@@ -34,24 +35,6 @@ impl Deadline {
         let value = format!("{}m", left.as_millis().max(1));
         http::HeaderValue::from_str(&value).expect("digits and a unit are a valid header")
     }
-}
-
-/// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// The caller's deadline, capped; the cap when the caller gave none.
@@ -362,17 +345,6 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
-
-    #[test]
-    fn grpc_timeouts_parse_in_every_unit() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
-        assert_eq!(parse_grpc_timeout("123456789S"), None, "at most 8 digits");
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
-    }
 
     #[test]
     fn deadlines_are_capped_and_defaulted() {
