@@ -167,7 +167,9 @@ impl Store {
         let writer = GroupCommit::start_batched(&db, MAX_BATCH);
         let (submissions, queue) = mpsc::channel(MAX_SUBMISSIONS * 8);
         let last_batch = Arc::new(AtomicI64::new(0));
-        let admission = Admission::new(MAX_WAIT, MAX_BATCH, MAX_SUBMISSIONS * 8);
+        // At least a few batches' worth before any rate is known; a slow machine (or a debug
+        // build) commits a batch of 64 in seconds, so the floor stays below a batch.
+        let admission = Admission::new(MAX_WAIT, MAX_BATCH / 4, MAX_SUBMISSIONS * 8);
         tokio::spawn(submitter(
             writer.clone(),
             db.backend,
