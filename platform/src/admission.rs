@@ -41,8 +41,9 @@ impl Drop for Ticket {
 
 impl Admission {
     /// Admits while the jobs in flight would be done within `max_wait`; always at least
-    /// `floor` (so that a batch can form, and before any rate is known), never more than
-    /// `ceiling`.
+    /// `floor` (so that a batch can form), never more than `ceiling` (which is also the bound
+    /// until a first job is done: before anything is measured, nothing is refused that a
+    /// bounded queue would take).
     pub fn new(max_wait: Duration, floor: usize, ceiling: usize) -> Self {
         Self(Arc::new(Inner {
             in_flight: AtomicUsize::new(0),
@@ -57,6 +58,9 @@ impl Admission {
     pub fn bound(&self, deadline: Option<Duration>) -> usize {
         let wait = deadline.map_or(self.0.max_wait, |d| self.0.max_wait.min(d / 2));
         let rate = f64::from_bits(self.0.rate.load(Ordering::Relaxed));
+        if rate == 0.0 {
+            return self.0.ceiling;
+        }
         let by_time = (rate * wait.as_secs_f64()) as usize;
         by_time.clamp(self.0.floor, self.0.ceiling)
     }
@@ -122,11 +126,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn before_any_rate_is_known_the_floor_is_admitted() {
-        let admission = Admission::new(Duration::from_secs(1), 2, 100);
+    fn before_any_rate_is_known_up_to_the_ceiling_is_admitted_and_after_it_the_floor_at_least() {
+        let admission = Admission::new(Duration::from_secs(1), 2, 3);
         let _a = admission.admit(None).expect("first");
         let _b = admission.admit(None).expect("second");
-        assert!(admission.admit(None).is_none(), "the floor is full");
+        let c = admission.admit(None).expect("third");
+        assert!(admission.admit(None).is_none(), "the ceiling is reached");
+        drop(c);
+        admission.done(1, Duration::from_secs(10)); // 0.1 a second: a second's wait is 0 jobs
+        assert_eq!(admission.bound(None), 2, "the floor");
+        assert!(admission.admit(None).is_none(), "two are in flight");
     }
 
     #[test]

@@ -167,9 +167,10 @@ impl Store {
         let writer = GroupCommit::start_batched(&db, MAX_BATCH);
         let (submissions, queue) = mpsc::channel(MAX_SUBMISSIONS * 8);
         let last_batch = Arc::new(AtomicI64::new(0));
-        // At least a few batches' worth before any rate is known; a slow machine (or a debug
-        // build) commits a batch of 64 in seconds, so the floor stays below a batch.
-        let admission = Admission::new(MAX_WAIT, MAX_BATCH / 4, MAX_SUBMISSIONS * 8);
+        // At least one full set of submissions: small batches commit far fewer claims a second
+        // than the writer can with large ones, and the rate measured on small batches would
+        // otherwise refuse the very burst that makes batches large.
+        let admission = Admission::new(MAX_WAIT, MAX_SUBMISSIONS, MAX_SUBMISSIONS * 8);
         tokio::spawn(submitter(
             writer.clone(),
             db.backend,
