@@ -261,6 +261,7 @@ impl Claims {
         &self,
         p: Principal,
         req: wire::SubmitClaimRequest,
+        deadline: Option<std::time::Duration>,
     ) -> Result<wire::ClaimReceipt, ClaimsError> {
         let (filing, filer) = match p.role {
             Role::Citizen => (Filing::Citizen(&p.sub), Filer::Citizen(p.sub.clone())),
@@ -272,10 +273,11 @@ impl Claims {
             }
         };
         let form = ClaimForm::parse(&req, filing, today())?;
-        let submitted = self
-            .store
-            .submit(Submission { form, filer, level: p.level, traceparent: None })
-            .await?;
+        // A form that is wrong is told so whatever the load; a right one waits for the writer
+        // only while the wait is short.
+        let ticket = self.store.admit(deadline).ok_or(ClaimsError::Overloaded)?;
+        let submission = Submission { form, filer, level: p.level, traceparent: None };
+        let submitted = self.store.submit_admitted(submission, Some(ticket)).await?;
         match submitted {
             Submitted::Accepted(record) => {
                 self.wake();
@@ -312,7 +314,8 @@ impl ClaimsService for Claims {
         request: Request<wire::SubmitClaimRequest>,
     ) -> Answer<wire::SubmitClaimResponse> {
         let p = principal(&request)?;
-        let receipt = self.submit(p, request.into_inner()).await?;
+        let deadline = sportello_platform::admission::deadline_of(&request);
+        let receipt = self.submit(p, request.into_inner(), deadline).await?;
         Ok(Response::new(wire::SubmitClaimResponse { receipt: Some(receipt) }))
     }
 

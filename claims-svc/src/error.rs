@@ -4,7 +4,9 @@ use crate::domain::claim::Refusal;
 use crate::domain::level_name;
 use sportello_platform::auth::Level;
 use sportello_platform::db::is_unstorable_text;
-use sportello_platform::error::{unstorable_text, with_info, with_reason, FieldViolations};
+use sportello_platform::error::{
+    retry_later, unstorable_text, with_info, with_reason, FieldViolations,
+};
 use std::collections::HashMap;
 use tonic::{Code, Status};
 
@@ -31,6 +33,9 @@ pub enum ClaimsError {
     /// A service this call needs did not answer.
     #[error("{0} is not available")]
     Unavailable(&'static str),
+    /// More claims are being filed than can be committed within the time a caller waits.
+    #[error("too many claims being filed")]
+    Overloaded,
 }
 
 impl From<FieldViolations> for ClaimsError {
@@ -88,6 +93,13 @@ impl From<ClaimsError> for Status {
             ClaimsError::Unavailable(what) => {
                 Status::unavailable(format!("{what} is temporarily unavailable; retry"))
             }
+            ClaimsError::Overloaded => retry_later(
+                Code::ResourceExhausted,
+                "more claims are being filed than can be taken now; retry shortly",
+                "TOO_MANY_SUBMISSIONS",
+                DOMAIN,
+                std::time::Duration::from_secs(1),
+            ),
             ClaimsError::Storage(e) if is_unstorable_text(&e) => unstorable_text(),
             ClaimsError::Storage(e) => {
                 // The cause stays in our logs; callers learn only that they may retry.

@@ -6,6 +6,7 @@ use sportello_platform::config::{
     DEFAULT_NOTIFY_LISTEN,
 };
 use sportello_platform::server::ServerSettings;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,6 +28,39 @@ pub struct Config {
     /// first run), with which it proves itself to identity-svc and vouches for CNS cards (which
     /// also need `tls.client_ca_file`).
     pub data_dir: PathBuf,
+    /// The calling systems the gateway knows (a portal backend, a patronato's software), by
+    /// name: each is the unit of fairness for the calls it forwards, with a bound of its own,
+    /// instead of the address it calls from.
+    pub callers: BTreeMap<String, Caller>,
+}
+
+/// A calling system, recognised by its client credential (`x-sportello-caller: <name>:<secret>`)
+/// or, where the gateway terminates TLS and asks for client certificates, by its certificate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Caller {
+    /// SHA-256 (hex) of the secret it sends. The secret is a random 256-bit value made for the
+    /// calling system (`openssl rand -hex 32`), not a human password: a fast hash is as hard to
+    /// reverse as argon2 there, and argon2 on every call would cost the gateway milliseconds of
+    /// CPU per call.
+    pub secret_sha256: Option<String>,
+    /// SHA-256 fingerprint (hex) of the DER client certificate it presents.
+    pub certificate_sha256: Option<String>,
+    /// Calls it may hold open at once; default `limits.max_in_flight_per_caller`.
+    pub max_in_flight: Option<usize>,
+}
+
+impl Caller {
+    /// A calling system that sends `secret`, configured as its digest.
+    pub fn with_secret(secret: &str) -> Self {
+        Self { secret_sha256: Some(sha256_hex(secret.as_bytes())), ..Self::default() }
+    }
+}
+
+/// SHA-256 of `bytes` in lowercase hex, as `secret_sha256` and `certificate_sha256` take it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bounds that keep the gateway answering under overload.
@@ -35,9 +69,16 @@ pub struct Limits {
     /// Calls in flight at once across all clients; beyond it calls are refused at once with
     /// RESOURCE_EXHAUSTED rather than queued.
     pub max_in_flight: usize,
-    /// Calls open at once from one client address, whatever they wait for; beyond it calls from
-    /// that address are refused at once with RESOURCE_EXHAUSTED.
+    /// Calls open at once from one client address, whatever they wait for, for callers that are
+    /// neither a known calling system nor a logged-in principal; beyond it such calls from that
+    /// address are refused at once with RESOURCE_EXHAUSTED `TOO_MANY_CALLS_IN_FLIGHT_FROM_ADDRESS`.
     pub max_in_flight_per_address: usize,
+    /// Calls one logged-in principal (a citizen, a staff member) may hold open at once, whatever
+    /// address or calling system they come through (`TOO_MANY_CALLS_IN_FLIGHT_FOR_CITIZEN`).
+    pub max_in_flight_per_principal: usize,
+    /// Calls a known calling system may hold open at once unless its own entry says otherwise
+    /// (`TOO_MANY_CALLS_IN_FLIGHT_FOR_CALLER`).
+    pub max_in_flight_per_caller: usize,
     /// The largest request message accepted, in bytes (gRPC framing included).
     pub max_request_bytes: usize,
     /// How long a request message may take to arrive once its call has started.
@@ -66,6 +107,13 @@ impl Default for Limits {
             // A quarter of the gateway: a carrier-grade NAT in front of many citizens still gets
             // far more than it needs, and one attacker's address cannot hold the rest.
             max_in_flight_per_address: 512,
+            // A person has a page or an app open, a few calls at once: a few dozen is more than
+            // anyone honest holds, and far below what would crowd the others out.
+            max_in_flight_per_principal: 32,
+            // A portal backend forwards a whole population's calls over a few connections: it
+            // may hold as many as the gateway itself works on at once, and then some, so that
+            // the gateway-wide bound, not its own, is what it meets under load.
+            max_in_flight_per_caller: 4096,
             // What the services accept (tonic's default decoding limit).
             max_request_bytes: 4 * 1024 * 1024,
             // A request message is a form, a few kilobytes: seconds are generous even on a
@@ -92,6 +140,7 @@ impl Default for Config {
             resolve_every: Duration::from_secs(5),
             limits: Limits::default(),
             data_dir: PathBuf::from("data"),
+            callers: BTreeMap::new(),
         }
     }
 }

@@ -48,7 +48,7 @@ pub async fn serve(
         config.server.health_interval,
         shutdown.clone(),
     ));
-    let guard = guard::Guard::new(&config.limits);
+    let guard = guard::Guard::new(&config)?;
     let identity = sportello_platform::client::backend(
         "sportello.identity.v1.IdentityService",
         &config.identity_url,

@@ -1,12 +1,15 @@
 //! What keeps the gateway answering when clients ask too much of it: a capped deadline on every
-//! call, a bound on the calls one client address keeps open, a bounded wait for the request
-//! message, and a gateway-wide bound on the calls being worked on. Every refusal is immediate;
-//! nothing queues.
+//! call, a bound on the calls one citizen, one calling system or (for callers who are neither)
+//! one client address keeps open, a bounded wait for the request message, and a gateway-wide
+//! bound on the calls being worked on. Every refusal is immediate; nothing queues.
 
+use crate::guard::KnownCaller;
 use crate::stack::{client_address, Gate, Reply};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use sportello_platform::admission::parse_grpc_timeout;
+use sportello_platform::auth::Claims;
 use sportello_platform::error::retry_later;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -92,60 +95,109 @@ where
     }
 }
 
-/// Calls open at once per client address; see [`InFlightByAddress::new`].
+/// Whose share of the gateway a call is counted in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Unit {
+    /// A logged-in principal (a citizen, a staff member), by the subject of its token.
+    Principal(String),
+    /// A known calling system (a portal backend), by its configured name.
+    Caller(Arc<str>),
+    /// A client address, for calls of nobody known.
+    Address(IpAddr),
+}
+
+/// Calls open at once per citizen, per calling system and, for callers that are neither, per
+/// client address; see [`InFlightFair::new`].
+///
+/// The unit of fairness is whoever the call is for, not where it comes from: a portal backend
+/// forwards a whole population's calls over a few connections from one address, and many
+/// citizens share one address behind a carrier-grade NAT, so an address bound would throttle
+/// all of them for the sake of any one. A citizen is bounded as a citizen, whichever address or
+/// calling system it comes through; a calling system by a bound sized for it; an address only
+/// when nobody is known.
 #[derive(Clone, Debug)]
-pub struct InFlightByAddress {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max: usize,
+pub struct InFlightFair {
+    open: Arc<Mutex<HashMap<Unit, usize>>>,
+    per_principal: usize,
+    per_address: usize,
 }
 
-impl InFlightByAddress {
-    /// At most `max` calls open at once from one address.
-    pub fn new(max: usize) -> Self {
-        Self { open: Arc::default(), max: max.max(1) }
-    }
-}
-
-/// One open call of an address, counted until it is dropped.
-#[derive(Debug)]
-pub struct AddressSlot {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    address: IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(n) = open.get_mut(&self.address) {
-            *n -= 1;
-            // Forgotten at zero, so that the map holds only addresses with calls open.
-            if *n == 0 {
-                open.remove(&self.address);
-            }
+impl InFlightFair {
+    /// At most `per_principal` calls open at once for one principal, at most `per_address` from
+    /// one address for anonymous callers; a calling system's bound is its own
+    /// ([`KnownCaller::max_in_flight`]).
+    pub fn new(per_principal: usize, per_address: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            per_principal: per_principal.max(1),
+            per_address: per_address.max(1),
         }
     }
-}
 
-impl Gate for InFlightByAddress {
-    type Held = Option<AddressSlot>;
-
-    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
-        let Some(address) = client_address(req) else { return Ok(None) };
+    /// Takes one slot of `unit`, or says which bound refused it.
+    fn take(&self, unit: Unit, max: usize) -> Result<Slot, Status> {
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let n = open.entry(address).or_insert(0);
-        if *n >= self.max {
-            metrics::counter!("sportello_gateway_refused_total", "reason" => "TOO_MANY_CALLS_IN_FLIGHT")
-                .increment(1);
+        let n = open.entry(unit.clone()).or_insert(0);
+        if *n >= max {
+            let (reason, whose) = match unit {
+                Unit::Principal(_) => ("TOO_MANY_CALLS_IN_FLIGHT_FOR_CITIZEN", "for this citizen"),
+                Unit::Caller(_) => {
+                    ("TOO_MANY_CALLS_IN_FLIGHT_FOR_CALLER", "for this calling system")
+                }
+                Unit::Address(_) => ("TOO_MANY_CALLS_IN_FLIGHT_FROM_ADDRESS", "from this address"),
+            };
+            metrics::counter!("sportello_gateway_refused_total", "reason" => reason).increment(1);
             return Err(retry_later(
                 Code::ResourceExhausted,
-                "too many calls in flight from this address; retry shortly",
-                "TOO_MANY_CALLS_IN_FLIGHT",
+                format!("too many calls in flight {whose}; retry shortly"),
+                reason,
                 DOMAIN,
                 Duration::from_millis(500),
             ));
         }
         *n += 1;
-        Ok(Some(AddressSlot { open: self.open.clone(), address }))
+        Ok(Slot { open: self.open.clone(), unit })
+    }
+}
+
+/// One open call of a unit, counted until it is dropped.
+#[derive(Debug)]
+pub struct Slot {
+    open: Arc<Mutex<HashMap<Unit, usize>>>,
+    unit: Unit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = open.get_mut(&self.unit) {
+            *n -= 1;
+            // Forgotten at zero, so that the map holds only units with calls open.
+            if *n == 0 {
+                open.remove(&self.unit);
+            }
+        }
+    }
+}
+
+impl Gate for InFlightFair {
+    /// The citizen's slot and the calling system's, as the call has them.
+    type Held = (Option<Slot>, Option<Slot>);
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
+        let principal = req.extensions().get::<Claims>().map(|c| c.sub.clone());
+        let caller = req.extensions().get::<KnownCaller>().cloned();
+        if principal.is_none() && caller.is_none() {
+            let Some(address) = client_address(req) else { return Ok((None, None)) };
+            return Ok((Some(self.take(Unit::Address(address), self.per_address)?), None));
+        }
+        // The citizen first: one citizen over its bound must not take its calling system's
+        // slot for a call that is refused anyway.
+        let citizen =
+            principal.map(|p| self.take(Unit::Principal(p), self.per_principal)).transpose()?;
+        let caller =
+            caller.map(|c| self.take(Unit::Caller(c.name), c.max_in_flight)).transpose()?;
+        Ok((citizen, caller))
     }
 }
 
@@ -363,24 +415,91 @@ mod tests {
         assert_eq!(message_of(&reply).0, (Code::DeadlineExceeded as i32).to_string());
     }
 
+    fn from(ip: [u8; 4]) -> http::Request<()> {
+        let mut req = http::Request::new(());
+        let addr = std::net::SocketAddr::from((ip, 4000));
+        req.extensions_mut().insert(tonic::transport::server::TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(addr),
+        });
+        req
+    }
+
+    fn of_citizen(mut req: http::Request<()>, cf: &str) -> http::Request<()> {
+        use sportello_platform::auth::{Amr, Level, Role};
+        req.extensions_mut().insert(Claims {
+            iss: "sportello".into(),
+            sub: cf.into(),
+            role: Role::Citizen,
+            level: Level::Simplified,
+            amr: Amr::Pin,
+            sid: format!("session of {cf}"),
+            iat: 0,
+            exp: 0,
+            acr: None,
+        });
+        req
+    }
+
+    fn through(mut req: http::Request<()>, caller: &str, max: usize) -> http::Request<()> {
+        req.extensions_mut().insert(KnownCaller { name: caller.into(), max_in_flight: max });
+        req
+    }
+
+    fn reason(status: &Status) -> String {
+        use tonic_types::StatusExt;
+        status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
+    }
+
     #[test]
-    fn an_address_holds_at_most_its_share_of_calls_and_gets_them_back() {
-        let bound = InFlightByAddress::new(2);
-        let from = |ip: [u8; 4]| {
-            let mut req = http::Request::new(());
-            let addr = std::net::SocketAddr::from((ip, 4000));
-            req.extensions_mut().insert(tonic::transport::server::TcpConnectInfo {
-                local_addr: None,
-                remote_addr: Some(addr),
-            });
-            req
-        };
+    fn an_anonymous_address_holds_at_most_its_share_of_calls_and_gets_them_back() {
+        let bound = InFlightFair::new(100, 2);
         let first = bound.admit(&mut from([10, 0, 0, 1])).expect("first");
         let _second = bound.admit(&mut from([10, 0, 0, 1])).expect("second");
         let refused = bound.admit(&mut from([10, 0, 0, 1])).expect_err("third");
         assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&refused), "TOO_MANY_CALLS_IN_FLIGHT_FROM_ADDRESS");
         bound.admit(&mut from([10, 0, 0, 2])).expect("another address is not affected");
         drop(first);
         bound.admit(&mut from([10, 0, 0, 1])).expect("a slot came back");
+    }
+
+    #[test]
+    fn citizens_behind_one_address_are_each_bounded_as_citizens_not_as_their_address() {
+        let bound = InFlightFair::new(2, 1);
+        let nat = [100, 64, 0, 1];
+        let mut held = Vec::new();
+        for n in 0..50 {
+            let cf = format!("CITIZEN{n:09}");
+            held.push(bound.admit(&mut of_citizen(from(nat), &cf)).expect("first call"));
+            held.push(bound.admit(&mut of_citizen(from(nat), &cf)).expect("second call"));
+        }
+        let refused =
+            bound.admit(&mut of_citizen(from(nat), "CITIZEN000000007")).expect_err("third");
+        assert_eq!(reason(&refused), "TOO_MANY_CALLS_IN_FLIGHT_FOR_CITIZEN");
+        bound.admit(&mut of_citizen(from(nat), "SOMEONEELSE00000")).expect("someone else");
+    }
+
+    #[test]
+    fn a_calling_system_is_bounded_by_its_own_share_and_a_citizen_through_it_by_theirs() {
+        let bound = InFlightFair::new(1, 1);
+        let portal = [10, 1, 1, 1];
+        let one = bound.admit(&mut through(of_citizen(from(portal), "A"), "portal", 3)).expect("A");
+        let refused = bound
+            .admit(&mut through(of_citizen(from(portal), "A"), "portal", 3))
+            .expect_err("A's second");
+        assert_eq!(reason(&refused), "TOO_MANY_CALLS_IN_FLIGHT_FOR_CITIZEN");
+        // A's refusal took none of the portal's share: B, C and a login (no principal yet) fit.
+        let _b = bound.admit(&mut through(of_citizen(from(portal), "B"), "portal", 3)).expect("B");
+        let _login = bound.admit(&mut through(from(portal), "portal", 3)).expect("a login");
+        let refused = bound
+            .admit(&mut through(of_citizen(from(portal), "C"), "portal", 3))
+            .expect_err("the portal's fourth");
+        assert_eq!(reason(&refused), "TOO_MANY_CALLS_IN_FLIGHT_FOR_CALLER");
+        // And the refusal of the caller gave back the slot C had taken as a citizen.
+        drop(one);
+        bound.admit(&mut through(of_citizen(from(portal), "C"), "portal", 3)).expect("C");
+        // The portal's address is not bounded as an anonymous address is.
+        bound.admit(&mut from(portal)).expect("an anonymous call from the portal's address");
     }
 }

@@ -4,8 +4,8 @@
 //! what differs between them is only their rule.
 
 use crate::config::Config;
-use crate::guard::{Authenticate, Guard, RateLimitByAddress, RateLimitByPrincipal};
-use crate::overload::{DeadlineCapLayer, InFlightByAddress, ReceiveMessageLayer, Shed};
+use crate::guard::{Authenticate, Guard, IdentifyCaller, RateLimitByAddress, RateLimitByPrincipal};
+use crate::overload::{DeadlineCapLayer, InFlightFair, ReceiveMessageLayer, Shed};
 use crate::policy::Policy;
 use crate::proxy::{Backends, Forward, Route, StripInternalHeaders, VouchForCns};
 use bytes::Bytes;
@@ -49,13 +49,13 @@ where
         // message, for the backend) then ends when the caller's deadline does, and a call
         // without a deadline gets the cap rather than holding anything forever.
         .layer(DeadlineCapLayer::new(limits.max_deadline))
-        // A flood is refused by its rate before it costs anything else, counters included.
+        // Which calling system the call comes through, if any (its credential or certificate,
+        // checked in constant time; a wrong one is refused here): the bounds below count a
+        // portal's calls as its citizens' and its own, not as its address's.
+        .layer(GateLayer::new(IdentifyCaller::new(guard)))
+        // A flood of anonymous calls is refused by its rate before it costs anything else,
+        // counters included.
         .layer(GateLayer::new(RateLimitByAddress::new(guard)))
-        // Calls open per client address: one address cannot hold more than its share of the
-        // gateway, whatever its calls wait for (a body that never ends, a slow backend). It sits
-        // before the request message is received, because holding calls open while sending
-        // nothing is exactly what it bounds.
-        .layer(GateLayer::new(InFlightByAddress::new(limits.max_in_flight_per_address)))
         // A call for no backend is UNIMPLEMENTED, not PERMISSION_DENIED: the caller learns it has
         // the wrong address, not that it lacks rights.
         .layer(GateLayer::new(Route::new(backends)))
@@ -67,9 +67,19 @@ where
         .layer(GateLayer::new(Authenticate::new(guard)))
         // Per principal only once we know who the principal is.
         .layer(GateLayer::new(RateLimitByPrincipal::new(guard)))
+        // Calls open per citizen, per calling system, and per address for callers who are
+        // neither: nobody can hold more than their share of the gateway, whatever their calls
+        // wait for (a body that never ends, a slow backend). After authentication, because the
+        // unit is whom the call is for (its principal, known from the token, and its calling
+        // system), not where it comes from; before the request message is received, because
+        // holding calls open while sending nothing is exactly what it bounds.
+        .layer(GateLayer::new(InFlightFair::new(
+            limits.max_in_flight_per_principal,
+            limits.max_in_flight_per_address,
+        )))
         // The request message, bounded in size and in the time it may take to arrive, is
         // received before a gateway-wide slot is taken, so that a client whose message never
-        // ends holds no slot (only its own address's, above).
+        // ends holds no slot (only its own share, above).
         .layer(ReceiveMessageLayer::new(
             limits.max_request_bytes,
             limits.max_receive_time,

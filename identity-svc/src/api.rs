@@ -220,8 +220,9 @@ impl IdentityService for Identity {
         &self,
         request: Request<wire::LoginWithPinRequest>,
     ) -> Result<Response<wire::LoginWithPinResponse>, Status> {
+        let deadline = sportello_platform::admission::deadline_of(&request);
         let r = request.into_inner();
-        let issued = self.logins.with_pin(&r.fiscal_code, &r.pin).await?;
+        let issued = self.logins.with_pin(&r.fiscal_code, &r.pin, deadline).await?;
         Ok(Response::new(wire::LoginWithPinResponse { session: session(issued) }))
     }
 

@@ -7,6 +7,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
+use sportello_platform::admission::{Admission, Ticket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -74,7 +75,13 @@ pub struct Hasher {
     params: Params,
     jobs: crossbeam_channel::Sender<Job>,
     abandoned: Arc<AtomicU64>,
+    /// Logins admitted by the time they would wait for a hashing thread.
+    admission: Admission,
 }
+
+/// How long a login may wait for a hashing thread before new ones are refused: a few hashes'
+/// worth, far shorter than a citizen's patience or a portal's deadline.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +163,7 @@ impl Worker {
         params: Params,
         jobs: crossbeam_channel::Receiver<Job>,
         abandoned: &AtomicU64,
+        (admission, workers): (Admission, usize),
     ) {
         loop {
             let job = match jobs.recv_timeout(KEEP_MEMORY_WHILE_IDLE) {
@@ -174,6 +182,7 @@ impl Worker {
                 abandoned.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let started = std::time::Instant::now();
             match job {
                 Job::Hash { secret, reply } => {
                     let _ = reply.send(self.hash(&params, &secret));
@@ -182,6 +191,9 @@ impl Worker {
                     let _ = reply.send(self.verify(&secret, &phc));
                 }
             }
+            // The threads hash side by side: one hash in `took` here is `workers` of them in
+            // `took` for the pool.
+            admission.done(workers, started.elapsed());
         }
     }
 }
@@ -193,16 +205,32 @@ impl Hasher {
             .map_err(failed)?;
         let (jobs, queue) = crossbeam_channel::bounded(config.max_queued.max(1));
         let abandoned = Arc::new(AtomicU64::new(0));
-        for i in 0..config.workers.max(1) {
+        let workers = config.workers.max(1);
+        let admission = Admission::new(MAX_WAIT, workers, config.max_queued.max(1) + workers);
+        for i in 0..workers {
             let queue = queue.clone();
             let params = params.clone();
             let abandoned = abandoned.clone();
+            let admission = (admission.clone(), workers);
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || Worker { blocks: Vec::new() }.run(params, queue, &abandoned))
+                .spawn(move || {
+                    Worker { blocks: Vec::new() }.run(params, queue, &abandoned, admission)
+                })
                 .map_err(failed)?;
         }
-        Ok(Self { params, jobs, abandoned })
+        Ok(Self { params, jobs, abandoned, admission })
+    }
+
+    /// Admission of a login for a caller with `deadline` left: refused at once when the
+    /// hashes already admitted would not be done within a second (or half the deadline) at the
+    /// rate the threads have lately hashed. Taken before anything is counted against the
+    /// citizen, and held until the verdict.
+    pub fn admit(&self, deadline: Option<std::time::Duration>) -> Result<Ticket, HashError> {
+        self.admission.admit(deadline).ok_or_else(|| {
+            metrics::counter!("sportello_hash_refused_total").increment(1);
+            HashError::Overloaded
+        })
     }
 
     /// How many queued jobs were dropped unrun because their caller had gone.

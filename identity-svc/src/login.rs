@@ -46,12 +46,19 @@ pub struct Logins {
 }
 
 impl Logins {
-    pub async fn with_pin(&self, cf_raw: &str, pin: &str) -> Result<Issued, IdentityError> {
+    /// A PIN login of a caller with `deadline` left (see `Pins::verify`).
+    pub async fn with_pin(
+        &self,
+        cf_raw: &str,
+        pin: &str,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<Issued, IdentityError> {
         let cf = parse_fiscal_code(cf_raw)?.canonical();
         let pin = pin.trim().to_ascii_uppercase();
+        let len = pin.len();
         let credential = self
             .pins
-            .verify("LoginWithPin", &cf, &pin, |c| pin_use(c, pin.len()).map(|(_, h)| h))
+            .verify("LoginWithPin", &cf, &pin, deadline, move |c| pin_use(c, len).map(|(_, h)| h))
             .await?;
         let level = match pin_use(&credential, pin.len()).map(|(u, _)| u) {
             Some(PinUse::Simplified) => Level::Simplified,

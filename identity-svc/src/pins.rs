@@ -319,7 +319,31 @@ impl Pins {
     /// `Store::reserve_attempt`), locking the PIN when the attempts run out. Every refusal is the
     /// same [`IdentityError::BadCredentials`]; its real reason goes to the audit trail under
     /// `action`, where operators see it.
+    ///
+    /// A caller with `deadline` left is admitted first (see [`Hasher::admit`]): a check refused
+    /// for load counts nothing against the citizen. Once admitted, the attempt is decided in a
+    /// task of its own: tonic drops a handler's future when its caller hangs up (or its
+    /// deadline passes), and an attempt reserved and then never decided would count as a wrong
+    /// PIN, until an honest citizen retrying under load locked themselves out.
     pub(crate) async fn verify(
+        &self,
+        action: &'static str,
+        cf: &str,
+        pin: &str,
+        deadline: Option<std::time::Duration>,
+        check: impl Fn(&Credential) -> Option<&PinHash> + Send + 'static,
+    ) -> Result<Credential, IdentityError> {
+        let ticket = self.hasher.admit(deadline)?;
+        let (this, cf, pin) = (self.clone(), cf.to_owned(), pin.to_owned());
+        let decided = tokio::spawn(async move {
+            let verdict = this.decide(action, &cf, &pin, check).await;
+            drop(ticket);
+            verdict
+        });
+        decided.await.map_err(|e| IdentityError::Internal(format!("a PIN check failed: {e}")))?
+    }
+
+    async fn decide(
         &self,
         action: &str,
         cf: &str,
@@ -338,7 +362,15 @@ impl Pins {
             return self.refuse(action, cf, reason).await;
         };
         let hash = check(&credential).unwrap_or(&self.decoy).clone();
-        if self.hasher.verify(pin.to_owned(), &hash).await? && check(&credential).is_some() {
+        let matches = match self.hasher.verify(pin.to_owned(), &hash).await {
+            Ok(matches) => matches,
+            Err(e) => {
+                // No verdict: the attempt is not the citizen's to lose.
+                self.store.attempt_released(Account::Citizen(cf)).await?;
+                return Err(e.into());
+            }
+        };
+        if matches && check(&credential).is_some() {
             self.store.attempt_succeeded(Account::Citizen(cf)).await?;
             Ok(credential)
         } else {
@@ -377,7 +409,7 @@ impl Pins {
             .extend(initial.halves().map(|(first, second)| [first, second]).into_iter().flatten());
         let new = Self::new_pin(new, &previous)?;
         let credential = self
-            .verify("CompleteFirstAccess", &cf, initial.expose(), |c| {
+            .verify("CompleteFirstAccess", &cf, initial.expose(), None, |c| {
                 c.stage.awaits_first_access().then_some(&c.pin_hash)
             })
             .await?;
@@ -404,7 +436,7 @@ impl Pins {
         let current = PinAttempt::new(current);
         let new = Self::new_pin(new, &[current.expose()])?;
         let credential = self
-            .verify("ChangePin", &cf, current.expose(), |c| {
+            .verify("ChangePin", &cf, current.expose(), None, |c| {
                 (c.stage == PinStage::Active).then_some(&c.pin_hash)
             })
             .await?;

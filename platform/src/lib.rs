@@ -3,6 +3,7 @@
 //! readiness of dependencies, storage connection and migrations, layered configuration, and the
 //! helpers that turn domain errors into rich `tonic::Status` values.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod backoff;

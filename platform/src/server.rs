@@ -153,6 +153,9 @@ pub async fn run(
     run_service(name, listener, service, settings, shutdown).await
 }
 
+/// See `http2_max_pending_accept_reset_streams` in [`run_service`].
+const MAX_PENDING_ACCEPT_RESETS: usize = 1024;
+
 /// As [`run`], for any service of gRPC requests: the gateway's, which routes by itself.
 pub async fn run_service<S>(
     name: &'static str,
@@ -177,7 +180,14 @@ where
         tokio::spawn(crate::metrics::serve(metrics, shutdown.clone()));
     }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        // Streams a peer may reset before this server accepted them, per connection, before h2
+        // ends the connection (its guard against "rapid reset" floods). h2's default of 20 is
+        // met by an honest gateway under overload: callers give up (their deadline passes)
+        // while their calls wait to be accepted, the gateway resets each one, and the one
+        // connection every call of that backend shares was torn down, failing all of them.
+        // Still a bound: a peer cannot make a server hold more than this many.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS));
     if let Some(tls) = &settings.tls {
         let config = tls.server_config().map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
         builder = builder.tls_config(config)?;

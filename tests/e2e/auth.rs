@@ -131,9 +131,17 @@ async fn a_hundred_parallel_wrong_pins_never_count_more_than_the_limit() {
             let mut client = IdentityServiceClient::new(channel.clone());
             tokio::spawn(async move {
                 let pin = format!("GUESS{i:03}");
-                client
-                    .login_with_pin(id::LoginWithPinRequest { fiscal_code: ROSSI.into(), pin })
-                    .await
+                loop {
+                    let request =
+                        id::LoginWithPinRequest { fiscal_code: ROSSI.into(), pin: pin.clone() };
+                    match client.login_with_pin(request).await {
+                        // Refused for load, counting nothing: the guesser tries again.
+                        Err(status) if status.code() == Code::ResourceExhausted => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        answer => break answer,
+                    }
+                }
             })
         })
         .collect();
@@ -612,4 +620,68 @@ async fn a_providers_keys_can_come_from_its_jwks_url() {
         .expect("session");
     let seen = profile(&suite, &session.access_token).await.expect("profile");
     assert_eq!(seen.login_description, "autenticato con SPID L3");
+}
+
+#[tokio::test]
+async fn logins_refused_for_load_never_count_as_wrong_pins() {
+    // One hashing thread, three hashes waiting at most (so that fewer right PINs are checked
+    // at once than the five attempts allowed): of many right PINs at once, most are refused
+    // for load. None of them may cost the citizen an attempt.
+    let suite = spawn_suite_with(|c| {
+        c.identity.pin_hash.workers = 1;
+        c.identity.pin_hash.max_queued = 3;
+    })
+    .await;
+    active_citizen(&suite, pin_request(ROSSI)).await;
+    let channel = suite.gateway_channel().await;
+    let logins: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = IdentityServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let request =
+                    id::LoginWithPinRequest { fiscal_code: ROSSI.into(), pin: OWN_PIN.into() };
+                client.login_with_pin(request).await.map(|_| ())
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for login in logins {
+        if let Err(status) = login.await.expect("task") {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(status.get_details_retry_info().is_some(), "it says when to retry");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "the load was refused ({refused} of 20)");
+    suite.login_with_pin(ROSSI, OWN_PIN).await.expect("the PIN is not locked");
+}
+
+#[tokio::test]
+async fn logins_the_citizen_gave_up_on_never_count_as_wrong_pins() {
+    let suite = spawn_suite_with(|c| c.identity.pins.max_failed_attempts = 2).await;
+    active_citizen(&suite, pin_request(ROSSI)).await;
+    let mut client = identity(&suite).await;
+    // Deadlines that end while the PIN is being checked: the caller is gone before the verdict.
+    for ms in (1..=20).step_by(2) {
+        let mut request = tonic::Request::new(id::LoginWithPinRequest {
+            fiscal_code: ROSSI.into(),
+            pin: OWN_PIN.into(),
+        });
+        request.set_timeout(Duration::from_millis(ms));
+        let _ = client.login_with_pin(request).await;
+    }
+    // Every abandoned login was decided all the same (right PIN: no attempt counted).
+    eventually("the abandoned logins to be decided", Duration::from_secs(10), || async {
+        suite.login_with_pin(ROSSI, OWN_PIN).await.is_ok()
+    })
+    .await;
+    let locked: i64 = suite
+        .db
+        .count(
+            "identity",
+            "citizens",
+            &format!("fiscal_code = '{ROSSI}' AND locked_at IS NOT NULL"),
+        )
+        .await;
+    assert_eq!(locked, 0, "the PIN was never locked");
 }

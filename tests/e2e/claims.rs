@@ -206,7 +206,17 @@ async fn a_thousand_concurrent_claims_against_a_ceiling_for_six_hundred_accept_e
         let token = suite.citizen_token(cf, Level::Simplified);
         let form = claim_form("PROFESSIONISTI_COCOCO", cf, "click-day");
         let channel = channel.clone();
-        calls.spawn(async move { submit(channel, &token, form).await.map_err(|s| reason(&s)) });
+        calls.spawn(async move {
+            loop {
+                match submit(channel.clone(), &token, form.clone()).await {
+                    // Refused at once for load, nothing written: retried as RetryInfo says.
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    answer => break answer.map_err(|s| reason(&s)),
+                }
+            }
+        });
     }
     let mut outcomes: HashMap<String, usize> = HashMap::new();
     while let Some(done) = calls.join_next().await {

@@ -211,10 +211,20 @@ async fn transition(
 impl Store {
     /// Files a submission once it is durably committed (or refused, writing nothing), in a
     /// batch with those submitted meanwhile (`crate::store::submit`).
-    pub async fn submit(&self, mut s: Submission) -> Result<Submitted, sqlx::Error> {
+    pub async fn submit(&self, s: Submission) -> Result<Submitted, sqlx::Error> {
+        self.submit_admitted(s, None).await
+    }
+
+    /// [`Store::submit`] of a submission admitted with `ticket` (see [`Store::admit`]), which
+    /// is given back once it is answered.
+    pub async fn submit_admitted(
+        &self,
+        mut s: Submission,
+        ticket: Option<sportello_platform::admission::Ticket>,
+    ) -> Result<Submitted, sqlx::Error> {
         s.traceparent = sportello_platform::trace_context::current_traceparent();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.submissions.send((s, reply)).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        self.submissions.send((s, reply, ticket)).await.map_err(|_| sqlx::Error::PoolClosed)?;
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 

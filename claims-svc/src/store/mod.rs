@@ -19,6 +19,7 @@ pub use registry::Written;
 
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::{parse_level, Benefit, Group};
+use sportello_platform::admission::{Admission, Ticket};
 use sportello_platform::audit::Entry;
 use sportello_platform::db::{Backend, Database};
 use sportello_platform::group_commit::GroupCommit;
@@ -26,6 +27,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Jobs committed together at most.
@@ -33,8 +35,13 @@ const MAX_BATCH: usize = 64;
 /// Submissions decided and committed as one set at most.
 const MAX_SUBMISSIONS: usize = 512;
 
-/// A submission waiting for its batch, and where its answer goes.
-type Queued = (Submission, oneshot::Sender<Result<Submitted, sqlx::Error>>);
+/// A submission waiting for its batch, where its answer goes, and its admission (given back
+/// when it is answered, whether or not its caller still waits).
+type Queued = (Submission, oneshot::Sender<Result<Submitted, sqlx::Error>>, Option<Ticket>);
+
+/// How long a submission may wait for its batch before new ones are refused (see
+/// [`Store::admit`]): long enough for a few batches, far shorter than any caller's patience.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -43,6 +50,8 @@ pub struct Store {
     submissions: mpsc::Sender<Queued>,
     /// When the last batch of submissions committed (Unix ms).
     last_batch: Arc<AtomicI64>,
+    /// Submissions admitted by the time they would wait for the writer.
+    admission: Admission,
 }
 
 /// How recently submissions must have committed for claims to be arriving in a rush.
@@ -55,14 +64,21 @@ async fn submitter(
     backend: Backend,
     mut queue: mpsc::Receiver<Queued>,
     last_batch: Arc<AtomicI64>,
+    admission: Admission,
 ) {
     let mut batch = Vec::with_capacity(MAX_SUBMISSIONS);
     while queue.recv_many(&mut batch, MAX_SUBMISSIONS).await > 0 {
-        let (submissions, replies): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut batch).into_iter().unzip();
+        let mut submissions = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (submission, reply, ticket) in batch.drain(..) {
+            submissions.push(submission);
+            replies.push((reply, ticket));
+        }
+        let started = Instant::now();
         let answers = commit(&writer, backend, submissions).await;
+        admission.done(answers.len(), started.elapsed());
         last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
-        for (reply, answer) in replies.into_iter().zip(answers) {
+        for ((reply, _ticket), answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
     }
@@ -151,8 +167,27 @@ impl Store {
         let writer = GroupCommit::start_batched(&db, MAX_BATCH);
         let (submissions, queue) = mpsc::channel(MAX_SUBMISSIONS * 8);
         let last_batch = Arc::new(AtomicI64::new(0));
-        tokio::spawn(submitter(writer.clone(), db.backend, queue, last_batch.clone()));
-        Self { db, writer, submissions, last_batch }
+        // At least one full set of submissions: small batches commit far fewer claims a second
+        // than the writer can with large ones, and the rate measured on small batches would
+        // otherwise refuse the very burst that makes batches large.
+        let admission = Admission::new(MAX_WAIT, MAX_SUBMISSIONS, MAX_SUBMISSIONS * 8);
+        tokio::spawn(submitter(
+            writer.clone(),
+            db.backend,
+            queue,
+            last_batch.clone(),
+            admission.clone(),
+        ));
+        Self { db, writer, submissions, last_batch, admission }
+    }
+
+    /// Admission of one more submission for a caller with `deadline` left: refused (`None`)
+    /// when those already waiting would not all be committed within a second (or half the
+    /// caller's deadline) at the rate batches have lately been committed. Under more claims
+    /// than the database can take, the excess is then refused at once, and the claims admitted
+    /// are answered in about a second rather than after every caller has given up.
+    pub fn admit(&self, deadline: Option<Duration>) -> Option<Ticket> {
+        self.admission.admit(deadline)
     }
 
     /// Whether claims are arriving in a rush (a batch committed within the last 250 ms): the

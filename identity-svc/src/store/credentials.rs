@@ -159,6 +159,18 @@ impl Store {
     }
 
     /// A reserved attempt succeeded: the count of consecutive failures starts again.
+    /// A reserved attempt got no verdict (the PIN could not be checked): it is given back, so
+    /// that what the service could not do never counts against the citizen as a wrong PIN.
+    pub async fn attempt_released(&self, account: Account<'_>) -> Result<(), sqlx::Error> {
+        let (table, key, id) = account.parts();
+        let sql = format!(
+            "UPDATE {table} SET failed_attempts = failed_attempts - 1 \
+             WHERE {key} = $1 AND failed_attempts > 0"
+        );
+        sqlx::query(&sql).bind(id).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
     pub async fn attempt_succeeded(&self, account: Account<'_>) -> Result<(), sqlx::Error> {
         let (table, key, id) = account.parts();
         let sql = format!("UPDATE {table} SET failed_attempts = 0 WHERE {key} = $1");
