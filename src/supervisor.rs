@@ -257,6 +257,9 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     // Each child names itself in traces (sportello-identity, …); one name for all would hide
     // the hops.
     cmd.env_remove("OTEL_SERVICE_NAME");
+    // A group of its own: a terminal's Ctrl-C reaches `up` alone, which stops the children in
+    // order; had they heard it too, one exiting first would look like a crash.
+    cmd.process_group(0);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     // One terminal, four services: each log line says whose it is.
@@ -419,10 +422,8 @@ async fn supervise(
                 return Ok(());
             }
         };
-        // Ctrl-C in a terminal reaches the children too, and one may exit before `up` has
-        // told the supervisors: that child is stopping with the suite, not crashing.
-        let stopping = Duration::from_millis(200);
-        if tokio::time::timeout(stopping, stop.cancelled()).await.is_ok() {
+        // A child told to stop by someone else while the suite stops too is not a crash.
+        if stop.is_cancelled() {
             return Ok(());
         }
         // Exiting at all while the suite is not stopping is a crash, whatever the status.

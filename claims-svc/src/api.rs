@@ -230,11 +230,12 @@ impl Claims {
         let found = self.store.claim(id).await?;
         let visible = match (&found, p.role) {
             (Some(c), Role::Citizen) => c.fiscal_code == p.sub,
-            // Only while the citizen's mandate lasts: a revoked one ends the office's view too.
+            // Only while the mandate it was filed under lasts: a revoked one ends the office's
+            // view too, and a mandate registered again later does not bring it back.
             (Some(c), Role::Patronato) => {
                 c.filer_role == "PATRONATO"
                     && c.filer_id == p.sub
-                    && self.store.holds_mandate(&p.sub, &c.fiscal_code).await?
+                    && self.store.holds_mandate(&p.sub, &c.fiscal_code, c.submitted_at).await?
             }
             (Some(_), Role::Operator | Role::Backoffice) => true,
             _ => false,

@@ -8,7 +8,6 @@ use crate::stack::{client_address, Gate, Reply};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use sportello_platform::admission::parse_grpc_timeout;
 use sportello_platform::auth::Claims;
 use sportello_platform::error::retry_later;
 use std::collections::{HashMap, HashSet};

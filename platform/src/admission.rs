@@ -94,31 +94,13 @@ impl Admission {
     }
 }
 
-/// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The time the caller of `request` has left, as its `grpc-timeout` says; `None` without one.
 pub fn deadline_of<T>(request: &tonic::Request<T>) -> Option<Duration> {
     request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
+        .and_then(crate::deadline::parse_grpc_timeout)
 }
 
 #[cfg(test)]
@@ -157,16 +139,5 @@ mod tests {
         drop(ticket);
         assert_eq!(admission.in_flight(), 0);
         admission.admit(None).expect("after the first is done");
-    }
-
-    #[test]
-    fn grpc_timeouts_parse_in_every_unit() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
-        assert_eq!(parse_grpc_timeout("123456789S"), None, "at most 8 digits");
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
     }
 }

@@ -10,6 +10,10 @@ use tower::{Layer, Service};
 
 /// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`): at most 8 digits and a unit.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    // Byte positions below are characters only in ASCII.
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -100,6 +104,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5é"), None, "a unit outside ASCII is no unit, not a panic");
     }
 
     #[tokio::test]

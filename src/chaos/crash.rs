@@ -235,12 +235,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let suite = Suite::start(options, |_| {}).await?;
     let outcome = scenario(&suite, &plan).await;
     if outcome.as_ref().map_or(true, |r| !r.violations.is_empty()) {
-        let log = std::fs::read_to_string(suite.log()).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        eprintln!("last lines of the suite's log:");
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
+        suite.print_log_tail(40);
     }
     suite.stop().await?;
     outcome

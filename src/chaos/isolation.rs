@@ -39,7 +39,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let suite = Suite::start(options, |_| {}).await?;
     let outcome = drive(&suite, options, &mut report).await;
     if outcome.is_err() {
-        println!("  (the suite's log: {})", suite.log().display());
+        suite.print_log_tail(40);
     }
     let stopped = suite.stop().await;
     outcome?;

@@ -118,6 +118,17 @@ impl Suite {
         self.dir.path().join("up.log")
     }
 
+    /// Prints the last `lines` lines of the suite's log (which goes with the suite's temporary
+    /// directory when it stops), for a failed run to be looked into.
+    pub fn print_log_tail(&self, lines: usize) {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!("last lines of the suite's log:");
+        for line in tail.into_iter().rev() {
+            eprintln!("  {line}");
+        }
+    }
+
     /// The demo staff accounts (operator, patronato, back office) and their passwords.
     pub fn staff(&self) -> &[DemoAccount] {
         &self.staff
@@ -151,12 +162,31 @@ impl Suite {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
         if tokio::time::timeout(Duration::from_secs(30), self.up.wait()).await.is_err() {
-            let _ = self.up.kill().await;
+            self.kill_all();
         }
         if let Some((url, admin)) = &self.postgres {
             drop_database(admin, url).await?;
         }
         Ok(())
+    }
+
+    /// SIGKILL to the services and then to `up` (which cannot pass on a SIGKILL of its own).
+    fn kill_all(&mut self) {
+        if let Some(up) = self.up.id() {
+            for pid in children(up) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = self.up.start_kill();
+    }
+}
+
+impl Drop for Suite {
+    /// A scenario that failed or panicked leaves no service running.
+    fn drop(&mut self) {
+        if matches!(self.up.try_wait(), Ok(None)) {
+            self.kill_all();
+        }
     }
 }
 

@@ -526,6 +526,23 @@ async fn a_patronato_without_a_mandate_cannot_read_a_citizens_claim() {
         get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect_err("revoked");
     assert_eq!(refused.code(), Code::NotFound);
     assert!(filed_by(gateway.clone(), &office).await.is_empty());
+    // Nor does filing it again with the same key answer with the claim.
+    let mut again = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "pat-revoked");
+    again.fiscal_code = ROSSI.into();
+    let refused = submit(gateway.clone(), &office, again.clone()).await.expect_err("no mandate");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    // A mandate the office registers again does not bring back what was filed under the
+    // revoked one.
+    let renewed = cl::RegisterMandateRequest {
+        fiscal_code: ROSSI.into(),
+        signed_form_reference: "INCA/2020/0078".into(),
+    };
+    claims(gateway.clone()).register_mandate(with_token(&office, renewed)).await.expect("renewed");
+    let refused = get_claim(gateway.clone(), &office, &receipt.claim_id).await.expect_err("old");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert!(filed_by(gateway.clone(), &office).await.is_empty());
+    let refused = submit(gateway.clone(), &office, again).await.expect_err("filed before it");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
     // The citizen's own view does not change.
     get_claim(gateway, &citizen, &receipt.claim_id).await.expect("the citizen's claim");
 }

@@ -13,15 +13,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The process id of service `name` as `up` (process `up`) runs it now.
 fn service_pid(up: u32, name: &str) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{up}/task")).ok()?;
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<_>>())
-        .find(|pid: &u32| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmdline.split(|&b| b == 0).nth(1) == Some(name.as_bytes())
-        })
+    crate::tracing_across_services::children_of(up).into_iter().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.split(|&b| b == 0).nth(1) == Some(name.as_bytes())
+    })
 }
 
 fn kill_9(pid: u32) {
@@ -113,13 +108,8 @@ async fn ctrl_c_in_a_terminal_stops_every_child_without_restarting_any() {
     let db = TestDb::new().await;
     let up = sportello_up_with(&db, &[]).await;
     wait_for_status(up.gateway, "", ServingStatus::Serving).await;
-    // A terminal's Ctrl-C reaches the whole process group: here the children hear it first.
-    for name in ["gateway", "identity", "claims", "notify"] {
-        let pid = service_pid(up.pid(), name).expect("the service runs");
-        kill(Pid::from_raw(pid as i32), Signal::SIGINT).expect("SIGINT");
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    kill(Pid::from_raw(up.pid() as i32), Signal::SIGINT).expect("SIGINT");
+    // A terminal's Ctrl-C reaches the whole foreground process group, which `up` leads here.
+    nix::sys::signal::killpg(Pid::from_raw(up.pid() as i32), Signal::SIGINT).expect("SIGINT");
     let (status, logs) = up.exits_within(Duration::from_secs(30)).await;
     assert!(status.success(), "stopped cleanly: {status:?}\n{logs}");
     assert!(!logs.contains("restart"), "nothing was restarted:\n{logs}");

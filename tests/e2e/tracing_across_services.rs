@@ -57,6 +57,29 @@ impl Up {
     }
 }
 
+impl Drop for Up {
+    /// A test that fails leaves no service running: SIGKILL to the services, then to `up`.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            for pid in self.child.id().map(children_of).unwrap_or_default() {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+/// The process ids of `pid`'s children.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<_>>())
+        .collect()
+}
+
 /// `sportello up` as a user runs it, on free ports, exporting to `otlp`.
 async fn sportello_up(db: &TestDb, otlp: SocketAddr, log_filter: &str) -> Up {
     let env = [
@@ -77,6 +100,8 @@ pub async fn sportello_up_with(db: &TestDb, env: &[(&str, String)]) -> Up {
     for svc in ["IDENTITY", "CLAIMS", "NOTIFY"] {
         cmd.env(format!("SPORTELLO_{svc}__LISTEN"), "127.0.0.1:0");
     }
+    // Leading a process group of its own, as in a terminal (tests may signal the group).
+    cmd.process_group(0);
     cmd.env("SPORTELLO_CONFIG", db.data_dir().join("absent.toml"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -433,11 +433,13 @@ impl Store {
         let (at, id) = before.unwrap_or((i64::MAX, String::new()));
         let filter = match column {
             ClaimsOf::Citizen => "fiscal_code = $1",
-            // A patronato's view of a citizen ends with the citizen's mandate.
+            // A patronato's view of a claim ends with the mandate it was filed under (one
+            // registered again later does not bring it back).
             ClaimsOf::Filer => {
                 "filed_by_id = $1 AND filed_by_role = 'PATRONATO' AND EXISTS (SELECT 1 FROM \
                  mandates m WHERE m.patronato_id = claims.filed_by_id AND m.fiscal_code = \
-                 claims.fiscal_code AND m.revoked_at IS NULL)"
+                 claims.fiscal_code AND m.revoked_at IS NULL \
+                 AND m.registered_at <= claims.submitted_at)"
             }
             ClaimsOf::Status => "status = $1",
         };

@@ -90,18 +90,21 @@ impl Store {
             .await
     }
 
-    /// Whether office `patronato_id` holds a live mandate of `fiscal_code`.
+    /// Whether office `patronato_id` holds a live mandate of `fiscal_code` registered by `since`
+    /// (milliseconds): the one a claim filed then was filed under.
     pub async fn holds_mandate(
         &self,
         patronato_id: &str,
         fiscal_code: &str,
+        since: i64,
     ) -> Result<bool, sqlx::Error> {
         let live: Option<String> = sqlx::query_scalar(
             "SELECT id FROM mandates WHERE patronato_id = $1 AND fiscal_code = $2 \
-             AND revoked_at IS NULL LIMIT 1",
+             AND revoked_at IS NULL AND registered_at <= $3 LIMIT 1",
         )
         .bind(patronato_id)
         .bind(fiscal_code)
+        .bind(since)
         .fetch_optional(&self.db.pool)
         .await?;
         Ok(live.is_some())

@@ -45,7 +45,8 @@ struct Known {
     /// filed it.
     by_key: HashMap<KeyOf, (ClaimRecord, String)>,
     taken: HashSet<String>,
-    mandates: HashSet<(String, String)>,
+    /// Live mandates by office and citizen: when the earliest of them was registered.
+    mandates: HashMap<(String, String), i64>,
     benefits: HashMap<BenefitCode, Benefit>,
     positions: HashMap<String, Registered>,
 }
@@ -94,7 +95,7 @@ async fn known(
         let key = (record.fiscal_code.clone(), row.try_get("idempotency_key")?);
         by_key.insert(key, (record, row.try_get("request_digest")?));
     }
-    let mut mandates = HashSet::new();
+    let mut mandates: HashMap<(String, String), i64> = HashMap::new();
     let represented: Vec<&str> = batch
         .iter()
         .filter(|s| matches!(s.filer, Filer::Patronato(_)))
@@ -102,7 +103,7 @@ async fn known(
         .collect();
     if !represented.is_empty() {
         let sql = format!(
-            "SELECT patronato_id, fiscal_code FROM mandates WHERE revoked_at IS NULL \
+            "SELECT patronato_id, fiscal_code, registered_at FROM mandates WHERE revoked_at IS NULL \
              AND fiscal_code IN ({})",
             params(conn, 1, represented.len())
         );
@@ -111,7 +112,11 @@ async fn known(
             query = query.bind(*cf);
         }
         for row in query.fetch_all(&mut *conn).await? {
-            mandates.insert((row.try_get("patronato_id")?, row.try_get("fiscal_code")?));
+            let at: i64 = row.try_get("registered_at")?;
+            let since = mandates
+                .entry((row.try_get("patronato_id")?, row.try_get("fiscal_code")?))
+                .or_insert(at);
+            *since = (*since).min(at);
         }
     }
     let sql = format!(
@@ -162,6 +167,12 @@ pub(super) async fn submit_batch(
                 in_batch.get(&key).map(|i| (&accepted[*i].record, &accepted[*i].digest))
             });
         if let Some((record, was)) = earlier {
+            // A patronato whose mandate has ended learns nothing more of the claim, not even
+            // by filing it again.
+            if let Err(refusal) = mandate_holds(s, &known, record.submitted_at) {
+                answers.push(Submitted::Refused(refusal));
+                continue;
+            }
             answers.push(if *was == digest {
                 Submitted::Existing(record.clone())
             } else {
@@ -247,6 +258,16 @@ pub(super) async fn submit_batch(
     Ok(answers)
 }
 
+/// A patronato files only for a citizen whose mandate it holds now, and sees a claim filed at
+/// `filed` only under a mandate it held then.
+fn mandate_holds(s: &Submission, known: &Known, filed: i64) -> Result<(), Refusal> {
+    let Filer::Patronato(office) = &s.filer else { return Ok(()) };
+    match known.mandates.get(&(office.clone(), s.form.applicant.clone())) {
+        Some(&since) if since <= filed => Ok(()),
+        _ => Err(Refusal::NoMandate),
+    }
+}
+
 /// Whether `s` is accepted given what is known and what the batch reserved before it: the
 /// benefit, the amount and the claim's place in its group.
 fn decide_one(
@@ -255,11 +276,7 @@ fn decide_one(
     reserved: &BTreeMap<BenefitCode, i64>,
     now: i64,
 ) -> Result<(BenefitCode, i64, String), Refusal> {
-    if let Filer::Patronato(office) = &s.filer {
-        if !known.mandates.contains(&(office.clone(), s.form.applicant.clone())) {
-            return Err(Refusal::NoMandate);
-        }
-    }
+    mandate_holds(s, known, now)?;
     // Every code of the domain has a row (the migrations insert all six).
     let benefit = known.benefits.get(&s.form.benefit).ok_or(Refusal::NotOpenYet)?;
     let acceptance =
