@@ -36,7 +36,8 @@ pub async fn serve(
     let exposed = reflection::service_names(&contract);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness {
-        own: vec![String::new()],
+        // The privacy service is the gateway's own, and needs every backend: SERVING with them.
+        own: vec![String::new(), privacy::SERVICE_NAME.to_owned()],
         // Every service the gateway exposes has a health entry, asked of its backend.
         dependencies: backends.dependencies(exposed.iter().map(String::as_str)),
         mirror: true,

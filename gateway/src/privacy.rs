@@ -28,6 +28,8 @@ use tonic::{Request, Response, Status};
 
 type Traced = sportello_platform::trace_context::RpcTrace<Channel>;
 
+pub use sportello_proto::privacy::v1::privacy_service_server::SERVICE_NAME;
+
 /// The package the gateway serves itself, as the router names packages.
 pub const DOMAIN: &str = "sportello.privacy";
 
