@@ -278,3 +278,42 @@ async fn the_export_holds_everything_about_the_citizen_and_no_secret_and_is_audi
         export(&suite, &suite.citizen_token(&other, Level::Ordinary)).await.expect("theirs");
     assert!(!serde_json::to_string(&theirs).expect("json").contains(ROSSI));
 }
+
+#[tokio::test]
+async fn claims_part_shows_the_back_offices_reads_and_the_export_holds_the_claim_with_its_history()
+{
+    use crate::claims::{claim_form, professional_row, registry, submit, undecided};
+    use sportello_proto::claims::v1 as cl;
+    use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
+    let suite = spawn_suite_with(undecided).await;
+    suite.import_registry(&registry([professional_row(ROSSI)])).await.expect("registry");
+    let citizen = suite.citizen_token(ROSSI, Level::Ordinary);
+    let form = claim_form("PROFESSIONISTI_COCOCO", ROSSI, "my-data-1");
+    let receipt = submit(suite.gateway_channel().await, &citizen, form).await.expect("filed");
+    let backoffice = suite.login_staff(BACKOFFICE_ID, BACKOFFICE_PASSWORD).await.access_token;
+    let read = cl::GetClaimRequest { claim_id: receipt.claim_id.clone() };
+    ClaimsServiceClient::new(suite.gateway_channel().await)
+        .get_claim(with_token(&backoffice, read))
+        .await
+        .expect("the back office reads the claim");
+    let request = pv::ListMyDataAccessRequest {
+        sources: vec![pv::Source::Claims as i32],
+        page_size: 500,
+        ..Default::default()
+    };
+    let list = access_list(&suite, &citizen, request).await.expect("claims' part").entries;
+    let read = list.iter().find(|e| e.action == "GET_CLAIM").expect("the read is listed");
+    assert_eq!(read.actor_role, pv::ActorRole::Backoffice as i32);
+    assert_eq!(read.office, "Sede INPS - back office");
+    assert!(read.operator_pseudonym.starts_with("OP-"));
+    assert!(!format!("{list:?}").contains(BACKOFFICE_ID), "the back office is not named");
+    // A citizen's own filing is not a look by anyone else (only a patronato's is audited).
+    assert!(!list.iter().any(|e| e.action == "SUBMIT_CLAIM"));
+    let records = export(&suite, &citizen).await.expect("exported");
+    let claim = records.iter().find(|r| r["kind"] == "claim").expect("the claim");
+    assert_eq!(claim["source"], "claims");
+    assert_eq!(claim["protocol_number"], receipt.protocol_number.as_str());
+    assert_eq!(claim["status"], "SUBMITTED");
+    assert!(claim["submitted_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{claim}");
+    assert!(records.iter().any(|r| r["kind"] == "insured_position"));
+}
