@@ -38,8 +38,8 @@ const PART_SERVICE: &str = "sportello.privacy.v1.CitizenDataService";
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
-/// How many entries the export reads per page of the access list.
-const EXPORT_PAGE: i64 = 200;
+/// How many entries the export reads per page of the access list (the most a part answers).
+const EXPORT_PAGE: i64 = MAX_PAGE;
 
 /// Where the pseudonym key lives under the data directory (shared by the gateway's instances,
 /// like every other key).

@@ -317,3 +317,45 @@ async fn claims_part_shows_the_back_offices_reads_and_the_export_holds_the_claim
     assert!(claim["submitted_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{claim}");
     assert!(records.iter().any(|r| r["kind"] == "insured_position"));
 }
+
+#[tokio::test]
+async fn the_services_automatic_steps_show_as_the_system_sending_and_delivering_a_message() {
+    let suite = spawn_suite_with(|c| {
+        c.notify.dispatch.enabled = true;
+        c.notify.sinks.report_delivery = true;
+    })
+    .await;
+    let message = nt::EnqueueMessageRequest {
+        idempotency_key: "test:my-data:notice".into(),
+        fiscal_code: ROSSI.into(),
+        channel: nt::Channel::Email as i32,
+        address: ROSSI_EMAIL.into(),
+        template: "PIN_CHANGED".into(),
+        ..Default::default()
+    };
+    NotifyServiceClient::new(connect(suite.notify.addr).await)
+        .enqueue_message(with_token(&suite.service_token(), message))
+        .await
+        .expect("accepted");
+    let citizen = suite.citizen_token(ROSSI, Level::Simplified);
+    let steps = || async {
+        let list = whole_list(&suite, &citizen, 50).await;
+        list.into_iter().filter(|e| e.actor_role == pv::ActorRole::System as i32).collect()
+    };
+    eventually("the message sent and delivered", std::time::Duration::from_secs(15), || async {
+        let steps: Vec<pv::DataAccess> = steps().await;
+        steps.iter().any(|e| e.action == "MESSAGE_DELIVERED")
+            && steps.iter().any(|e| e.action == "MESSAGE_SENT")
+    })
+    .await;
+    let steps: Vec<pv::DataAccess> = steps().await;
+    let sent = steps.iter().find(|e| e.action == "MESSAGE_SENT").expect("sent");
+    assert_eq!(sent.actor_role_label, "sistema");
+    assert_eq!(sent.office, "Sistema - comunicazioni");
+    assert_eq!(sent.action_label, "Invio di un messaggio");
+    assert_eq!(sent.reason, "PIN_CHANGED via EMAIL");
+    assert!(sent.operator_pseudonym.is_empty(), "a step of the system has no operator");
+    let delivered = steps.iter().find(|e| e.action == "MESSAGE_DELIVERED").expect("delivered");
+    let seconds = |e: &pv::DataAccess| e.at.map(|t| (t.seconds, t.nanos));
+    assert!(seconds(delivered) >= seconds(sent), "delivered after it was sent");
+}
