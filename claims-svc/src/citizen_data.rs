@@ -4,8 +4,7 @@
 //! their history, mandates). For the gateway only.
 
 use crate::store::Store;
-use sportello_platform::auth::require_service;
-use sportello_platform::citizen_data::{self as data, Kind, TrailQuery};
+use sportello_platform::citizen_data::{self as data, unavailable, Kind};
 use sportello_proto::privacy::v1::citizen_data_service_server::CitizenDataService;
 use sportello_proto::privacy::v1::{
     ActorRole, ExportCitizenDataRequest, ListAccessEntriesRequest, ListAccessEntriesResponse,
@@ -70,29 +69,16 @@ fn role(row: &data::AuditRow, fiscal_code: &str) -> ActorRole {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> Status {
-    tracing::warn!(error = %e, "citizen data: database error");
-    Status::unavailable("the service is temporarily unavailable; retry")
-}
-
 #[tonic::async_trait]
 impl CitizenDataService for CitizenData {
     async fn list_access_entries(
         &self,
         request: Request<ListAccessEntriesRequest>,
     ) -> Result<Response<ListAccessEntriesResponse>, Status> {
-        require_service(&request)?;
-        let q = TrailQuery::parse(request.get_ref())?;
+        let q = data::trail_query(&request)?;
         let rows =
             data::audit_rows(self.store.db(), &q, Source::Claims).await.map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(|row| {
-                let role = role(row, &q.fiscal_code);
-                let actor = if data::is_staff(role) { row.operator_id.as_str() } else { "" };
-                data::entry(row, Source::Claims, role, actor)
-            })
-            .collect();
+        let entries = data::entries(&rows, Source::Claims, |row| role(row, &q.fiscal_code));
         Ok(Response::new(ListAccessEntriesResponse { entries }))
     }
 
@@ -102,20 +88,12 @@ impl CitizenDataService for CitizenData {
         &self,
         request: Request<ExportCitizenDataRequest>,
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
-        require_service(&request)?;
-        let fiscal_code = request.into_inner().fiscal_code.trim().to_ascii_uppercase();
-        if fiscal_code.is_empty() {
-            return Err(Status::invalid_argument("fiscal_code is required"));
-        }
+        let fiscal_code = data::export_of(&request)?;
         let db = self.store.db().clone();
         Ok(Response::new(data::export(move |mut lines| async move {
-            for kind in [&INSURED_POSITION, &CLAIMS, &MANDATES] {
-                let done = data::stream_kind(&db, &mut lines, SOURCE, &fiscal_code, kind, None);
-                if let Err(e) = done.await {
-                    return (lines, Err(e));
-                }
-            }
-            (lines, Ok(()))
+            let kinds = [(&INSURED_POSITION, None), (&CLAIMS, None), (&MANDATES, None)];
+            let done = data::stream_kinds(&db, &mut lines, SOURCE, &fiscal_code, &kinds).await;
+            (lines, done)
         })))
     }
 }

@@ -6,8 +6,7 @@
 
 use crate::pins::{queue_notice, Pins, SELF_SERVICE};
 use crate::store::{self, Entry};
-use sportello_platform::auth::require_service;
-use sportello_platform::citizen_data::{self as data, Kind, TrailQuery};
+use sportello_platform::citizen_data::{self as data, unavailable, Kind};
 use sportello_proto::privacy::v1::citizen_data_service_server::CitizenDataService;
 use sportello_proto::privacy::v1::{
     ActorRole, ExportCitizenDataRequest, ListAccessEntriesRequest, ListAccessEntriesResponse,
@@ -123,33 +122,21 @@ impl CitizenData {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> Status {
-    tracing::warn!(error = %e, "citizen data: database error");
-    Status::unavailable("the service is temporarily unavailable; retry")
-}
-
 #[tonic::async_trait]
 impl CitizenDataService for CitizenData {
     async fn list_access_entries(
         &self,
         request: Request<ListAccessEntriesRequest>,
     ) -> Result<Response<ListAccessEntriesResponse>, Status> {
-        require_service(&request)?;
-        let q = TrailQuery::parse(request.get_ref())?;
+        let q = data::trail_query(&request)?;
         let db = self.pins.store.db();
         let rows = data::audit_rows(db, &q, Source::Identity).await.map_err(unavailable)?;
         let mut actors: Vec<&str> = rows.iter().map(|r| r.operator_id.as_str()).collect();
         actors.sort_unstable();
         actors.dedup();
         let staff = self.pins.store.staff_roles(&actors).await.map_err(unavailable)?;
-        let entries = rows
-            .iter()
-            .map(|row| {
-                let role = Self::role(row, &q.fiscal_code, &staff);
-                let actor = if data::is_staff(role) { row.operator_id.as_str() } else { "" };
-                data::entry(row, Source::Identity, role, actor)
-            })
-            .collect();
+        let entries =
+            data::entries(&rows, Source::Identity, |row| Self::role(row, &q.fiscal_code, &staff));
         Ok(Response::new(ListAccessEntriesResponse { entries }))
     }
 
@@ -159,11 +146,7 @@ impl CitizenDataService for CitizenData {
         &self,
         request: Request<ExportCitizenDataRequest>,
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
-        require_service(&request)?;
-        let fiscal_code = request.into_inner().fiscal_code.trim().to_ascii_uppercase();
-        if fiscal_code.is_empty() {
-            return Err(Status::invalid_argument("fiscal_code is required"));
-        }
+        let fiscal_code = data::export_of(&request)?;
         self.record_export(&fiscal_code).await?;
         let db = self.pins.store.db().clone();
         let since = sportello_platform::now_millis() - LOGINS_KEPT_MS;
@@ -176,13 +159,8 @@ impl CitizenDataService for CitizenData {
                 (&CONVERSIONS, None),
                 (&LOGINS, Some(since)),
             ];
-            for (kind, since) in kinds {
-                let done = data::stream_kind(&db, &mut lines, SOURCE, &fiscal_code, kind, since);
-                if let Err(e) = done.await {
-                    return (lines, Err(e));
-                }
-            }
-            (lines, Ok(()))
+            let done = data::stream_kinds(&db, &mut lines, SOURCE, &fiscal_code, &kinds).await;
+            (lines, done)
         })))
     }
 }

@@ -7,8 +7,9 @@ use crate::domain::channel_from_name;
 use crate::store::Store;
 use crate::templates::Templates;
 use futures::TryStreamExt;
-use sportello_platform::auth::require_service;
-use sportello_platform::citizen_data::{self as data, Failed, Kind, Lines, Tie, TrailQuery};
+use sportello_platform::citizen_data::{
+    self as data, unavailable, Failed, Kind, Lines, Tie, TrailQuery,
+};
 use sportello_proto::notify::v1::Channel;
 use sportello_proto::privacy::v1::citizen_data_service_server::CitizenDataService;
 use sportello_proto::privacy::v1::{
@@ -153,30 +154,19 @@ impl CitizenData {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> Status {
-    tracing::warn!(error = %e, "citizen data: database error");
-    Status::unavailable("the service is temporarily unavailable; retry")
-}
-
 #[tonic::async_trait]
 impl CitizenDataService for CitizenData {
     async fn list_access_entries(
         &self,
         request: Request<ListAccessEntriesRequest>,
     ) -> Result<Response<ListAccessEntriesResponse>, Status> {
-        require_service(&request)?;
-        let q = TrailQuery::parse(request.get_ref())?;
+        let q = data::trail_query(&request)?;
         let rows =
             data::audit_rows(self.store.db(), &q, Source::Notify).await.map_err(unavailable)?;
-        let mut entries: Vec<AccessEntry> = rows
-            .iter()
-            .map(|row| {
-                // Only the contact center looks messages up.
-                let role = data::recorded_role(row).unwrap_or(ActorRole::Operator);
-                let actor = if data::is_staff(role) { row.operator_id.as_str() } else { "" };
-                data::entry(row, Source::Notify, role, actor)
-            })
-            .collect();
+        // Only the contact center looks messages up.
+        let mut entries = data::entries(&rows, Source::Notify, |row| {
+            data::recorded_role(row).unwrap_or(ActorRole::Operator)
+        });
         for step in STEPS {
             entries.extend(self.steps(&q, step).await.map_err(unavailable)?);
         }
@@ -190,11 +180,7 @@ impl CitizenDataService for CitizenData {
         &self,
         request: Request<ExportCitizenDataRequest>,
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
-        require_service(&request)?;
-        let fiscal_code = request.into_inner().fiscal_code.trim().to_ascii_uppercase();
-        if fiscal_code.is_empty() {
-            return Err(Status::invalid_argument("fiscal_code is required"));
-        }
+        let fiscal_code = data::export_of(&request)?;
         let (store, templates) = (self.store.clone(), self.templates.clone());
         Ok(Response::new(data::export(move |mut lines| async move {
             let done = Self::messages(&store, &templates, &mut lines, &fiscal_code).await;

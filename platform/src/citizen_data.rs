@@ -153,6 +153,48 @@ pub async fn audit_rows(
         .collect()
 }
 
+/// `rows` as `source`'s entries, each with the role `role_of` tells for it; the account that
+/// acted is kept only for staff (the gateway shows it as a pseudonym).
+pub fn entries(
+    rows: &[AuditRow],
+    source: wire::Source,
+    role_of: impl Fn(&AuditRow) -> wire::ActorRole,
+) -> Vec<wire::AccessEntry> {
+    rows.iter()
+        .map(|row| {
+            let role = role_of(row);
+            let actor = if is_staff(role) { row.operator_id.as_str() } else { "" };
+            entry(row, source, role, actor)
+        })
+        .collect()
+}
+
+/// A service's part of a request: only for Sportello's own services. The query, checked.
+pub fn trail_query(
+    request: &tonic::Request<wire::ListAccessEntriesRequest>,
+) -> Result<TrailQuery, Status> {
+    crate::auth::require_service(request)?;
+    TrailQuery::parse(request.get_ref())
+}
+
+/// A service's part of an export: only for Sportello's own services. The fiscal code asked.
+pub fn export_of(
+    request: &tonic::Request<wire::ExportCitizenDataRequest>,
+) -> Result<String, Status> {
+    crate::auth::require_service(request)?;
+    let fiscal_code = request.get_ref().fiscal_code.trim().to_ascii_uppercase();
+    if fiscal_code.is_empty() {
+        return Err(Status::invalid_argument("fiscal_code is required"));
+    }
+    Ok(fiscal_code)
+}
+
+/// A database error as the gateway sees it: retry later.
+pub fn unavailable(e: sqlx::Error) -> Status {
+    tracing::warn!(error = %e, "citizen data: database error");
+    Status::unavailable("the service is temporarily unavailable; retry")
+}
+
 /// `action` as a stable UPPER_SNAKE code: `DecideClaim` → `DECIDE_CLAIM`.
 pub fn action_code(action: &str) -> String {
     let mut out = String::with_capacity(action.len() + 4);
@@ -374,6 +416,20 @@ pub async fn stream_kind<T>(
     while let Some(row) = rows.try_next().await? {
         let record = record(&row, source, kind);
         lines.push(&record).await?;
+    }
+    Ok(())
+}
+
+/// [`stream_kind`] for each of `kinds` (with the start of its period, if it has one), in order.
+pub async fn stream_kinds<T>(
+    db: &Database,
+    lines: &mut Lines<T>,
+    source: &str,
+    fiscal_code: &str,
+    kinds: &[(&Kind, Option<i64>)],
+) -> Result<(), Failed> {
+    for (kind, since) in kinds {
+        stream_kind(db, lines, source, fiscal_code, kind, *since).await?;
     }
     Ok(())
 }
