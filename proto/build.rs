@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "sportello/identity/v1/conversion.proto",
     "sportello/claims/v1/claims.proto",
     "sportello/notify/v1/notify.proto",
+    "sportello/privacy/v1/privacy.proto",
 ];
 
 /// Not generated into Rust (tonic-types has them) but served by reflection, so that clients such as

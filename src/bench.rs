@@ -104,6 +104,10 @@ pub(crate) enum Scenario {
     /// and upload it signed with a `--upload-mb` scan, `--concurrency` at a time; prints the MB/s
     /// of accepted uploads, identity-svc's RSS growth while they stream, and CPU per upload.
     Upload,
+    /// PrivacyService/ExportMyData through the gateway for one citizen (prepared as for
+    /// pin-login) with 1,000 audit rows and 50 messages, then 10,000 audit rows: time per
+    /// export, CPU per export and each process's memory (see `crate::export_bench`).
+    Export,
 }
 
 impl Scenario {
@@ -113,7 +117,7 @@ impl Scenario {
             Scenario::RequestPin | Scenario::PinLogin | Scenario::LoginFlood | Scenario::Upload => {
                 "http://127.0.0.1:50052"
             }
-            Scenario::Notify => "http://127.0.0.1:50054",
+            Scenario::Notify | Scenario::Export => "http://127.0.0.1:50054",
             Scenario::Clickday => "http://127.0.0.1:50053",
         }
     }
@@ -358,7 +362,7 @@ async fn call(
         }
         // Clickday and Upload run their own loops (`crate::clickday`, `crate::upload_bench`):
         // here they are a catalogue read.
-        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload => {
+        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload | Scenario::Export => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
         Scenario::RequestPin => {
@@ -395,7 +399,7 @@ fn notify_email(n: u64) -> EnqueueMessageRequest {
 }
 
 /// A service token signed with identity-svc's key under `--data-dir`, as the services' own.
-fn service_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn service_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let key = data_dir.join("keys/session-ed25519.der");
     anyhow::ensure!(key.exists(), "no identity key at {} (see --data-dir)", key.display());
     let signer = identity_svc::keys::Signer::load_or_generate(&key)?;
@@ -602,6 +606,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         // `prepare` takes the citizens from here on, in order.
         let first = next.load(Ordering::Relaxed);
+        if args.scenario == Scenario::Export {
+            register(&args, first, 1).await?;
+            let prepared = prepare(&args, 1, &next).await?;
+            return crate::export_bench::run(&args, &prepared).await;
+        }
         if !matches!(args.scenario, Scenario::ListBenefits | Scenario::Notify) {
             register(&args, next.load(Ordering::Relaxed), args.citizens as u64 + 30_000).await?;
         }

@@ -1,8 +1,8 @@
 //! `sportello keys DIR`: the keys a deployment of separate processes needs, made once and shared
 //! (a Kubernetes Secret mounted at each service's `data_dir/keys`): identity-svc's session
 //! signing key, each calling service's own key, and the data key that secrets at rest are sealed
-//! under (`secrets-<id>.key`). Prints the environment lines that make identity-svc and notify-svc
-//! trust the services' public keys, which `sportello up` sets by itself.
+//! under (`secrets-<id>.key`). Prints the environment lines that make identity-svc, claims-svc
+//! and notify-svc trust the services' public keys, which `sportello up` sets by itself.
 //!
 //! `sportello keys rotate-secrets DIR` adds a new data key and makes it the one that seals: the
 //! services take it within 30 seconds, and open rows sealed under the older keys for as long as
@@ -48,6 +48,11 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
         let upper = name.to_ascii_uppercase();
         lines.push(format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__{upper}={key}"));
         if name == claims_svc::NAME {
+            lines.push(format!("SPORTELLO_NOTIFY__TRUSTED_SERVICES__{upper}={key}"));
+        }
+        // The gateway asks claims and notify for a citizen's own data (PrivacyService).
+        if name == gateway::NAME {
+            lines.push(format!("SPORTELLO_CLAIMS__TRUSTED_SERVICES__{upper}={key}"));
             lines.push(format!("SPORTELLO_NOTIFY__TRUSTED_SERVICES__{upper}={key}"));
         }
     }

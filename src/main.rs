@@ -10,6 +10,7 @@ mod bench;
 mod chaos;
 mod clickday;
 mod cpu;
+mod export_bench;
 mod gateway_addr;
 mod import;
 mod import_registry;

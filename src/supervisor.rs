@@ -219,11 +219,13 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     if let Some(dir) = &args.data_dir {
         cmd.env("SPORTELLO_DATA_DIR", dir);
     }
-    // identity trusts every service that calls it; notify trusts claims-svc (its receipts).
+    // identity trusts every service that calls it; notify trusts claims-svc (its receipts);
+    // claims and notify trust the gateway, which asks them for a citizen's own data.
     for (service, public_key) in trusted {
         let section = match name {
             "identity" => "IDENTITY",
             "notify" if *service == claims_svc::NAME => "NOTIFY",
+            "notify" | "claims" if *service == gateway::NAME => &*section,
             _ => continue,
         };
         let service = service.to_ascii_uppercase();

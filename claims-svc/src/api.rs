@@ -255,7 +255,7 @@ impl Claims {
         detail: &str,
     ) -> Result<(), ClaimsError> {
         let entry = Entry { operator_id: &p.sub, action, fiscal_code: cf, outcome: "OK", detail };
-        Ok(self.store.audit(&entry).await?)
+        Ok(self.store.audit(&entry, p.role).await?)
     }
 
     async fn submit(

@@ -36,6 +36,10 @@ pub struct Config {
     /// that a first claim works end to end.
     #[serde(default)]
     pub demo_registry: bool,
+    /// Services whose own Ed25519 keys (base64url) claims-svc trusts, by name: the gateway, which
+    /// asks for a citizen's own data on the citizen's behalf.
+    #[serde(default)]
+    pub trusted_services: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
                 bic: None,
             },
             demo_registry: false,
+            trusted_services: Default::default(),
         }
     }
 }

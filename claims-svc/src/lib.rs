@@ -5,6 +5,7 @@
 pub mod api;
 pub mod background;
 pub mod catalogue;
+pub mod citizen_data;
 pub mod config;
 pub mod decider;
 pub mod domain;
@@ -26,6 +27,9 @@ use sportello_proto::claims::v1::claims_back_office_service_server::{
 use sportello_proto::claims::v1::claims_service_server::{self, ClaimsServiceServer};
 use sportello_proto::identity::v1::residents_service_client::ResidentsServiceClient;
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::privacy::v1::citizen_data_service_server::{
+    self as citizen_data_service_server, CitizenDataServiceServer,
+};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -46,6 +50,12 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Callers' tokens are checked with identity-svc's keys and list of ended sessions.
     let verifier = Verifier::default();
+    // The gateway asks for a citizen's own data with a token of its own key.
+    for (service, public_key) in &config.trusted_services {
+        verifier.trust_service(service, public_key).map_err(|e| {
+            anyhow::anyhow!("trusted_services.{service}: not an Ed25519 public key: {e}")
+        })?;
+    }
     let me = ServiceKey::load_or_generate(&config.store.data_dir, NAME)?;
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
     let backend = |service: &str, urls: &str| {
@@ -63,7 +73,11 @@ pub async fn serve(
     .map(decider::AccountCheck);
     sportello_platform::server::serve_with_store(
         Storage { name: "claims", settings: &config.store, migrations: &MIGRATIONS },
-        &[claims_service_server::SERVICE_NAME, claims_back_office_service_server::SERVICE_NAME],
+        &[
+            claims_service_server::SERVICE_NAME,
+            claims_back_office_service_server::SERVICE_NAME,
+            citizen_data_service_server::SERVICE_NAME,
+        ],
         listener,
         &config.server,
         dependencies.into(),
@@ -92,11 +106,16 @@ pub async fn serve(
                 identity: ResidentsServiceClient::new(client::traced(identity)),
                 me: me.clone(),
             };
+            let citizen_data = citizen_data::CitizenData::new(store.clone());
             let claims =
                 api::Claims::new(catalogue, store, config.payments.clone(), register, wakes);
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(ClaimsServiceServer::with_interceptor(
                 claims.clone(),
+                authenticate.clone(),
+            ))
+            .add_service(CitizenDataServiceServer::with_interceptor(
+                citizen_data,
                 authenticate.clone(),
             ))
             .add_service(ClaimsBackOfficeServiceServer::with_interceptor(claims, authenticate)))

@@ -8,6 +8,7 @@ pub mod config;
 pub mod guard;
 pub mod overload;
 pub mod policy;
+pub mod privacy;
 pub mod proxy;
 pub mod reflection;
 pub mod stack;
@@ -30,12 +31,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backends = proxy::Backends::connect(&config, &shutdown)?;
+    let mut backends = proxy::Backends::connect(&config, &shutdown)?;
     let contract = reflection::public_contract(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let exposed = reflection::service_names(&contract);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Readiness {
-        own: vec![String::new()],
+        // The privacy service is the gateway's own, and needs every backend: SERVING with them.
+        own: vec![String::new(), privacy::SERVICE_NAME.to_owned()],
         // Every service the gateway exposes has a health entry, asked of its backend.
         dependencies: backends.dependencies(exposed.iter().map(String::as_str)),
         mirror: true,
@@ -63,6 +65,9 @@ pub async fn serve(
         me.clone(),
         shutdown.clone(),
     );
+    // The citizen's own data, which the gateway merges from every service's part itself.
+    let privacy = privacy::Privacy::new(&config, me.clone(), &shutdown)?;
+    backends.serve_own(privacy::DOMAIN, privacy.into_routes());
     let cns = cns::Vouch::new(me);
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;

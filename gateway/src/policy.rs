@@ -151,6 +151,19 @@ pub const TABLE: &[(&str, Access)] = &[
     ("sportello.notify.v1.NotifyService/BatchGetMessages", Internal),
     ("sportello.notify.v1.NotifyService/ResendMessage", Internal),
     ("sportello.notify.v1.NotifyService/ListTemplates", Internal),
+    // a citizen's own data, merged by the gateway from every service's part (issue 25): who
+    // touched it at any level; the whole of it, which moves it elsewhere, with an ordinary PIN or
+    // more
+    (
+        "sportello.privacy.v1.PrivacyService/ListMyDataAccess",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    (
+        "sportello.privacy.v1.PrivacyService/ExportMyData",
+        Session { roles: CITIZEN, min_level: Level::Ordinary },
+    ),
+    // each service's part, asked by the gateway with its own key
+    ("sportello.privacy.v1.CitizenDataService/*", Internal),
 ];
 
 /// The rule for `/package.Service/Method`: the method's own row, else its service's `/*` row,
@@ -267,8 +280,26 @@ mod tests {
                 "sportello.claims.v1.ClaimsService/RevokeMandate",
                 "sportello.notify.v1.NotifyService/ListMyMessages",
                 "sportello.notify.v1.NotifyService/GetMyMessage",
+                "sportello.privacy.v1.PrivacyService/ListMyDataAccess",
             ]
         );
+    }
+
+    #[test]
+    fn a_citizens_own_data_is_for_that_citizen_and_each_services_part_for_services() {
+        let list = access("/sportello.privacy.v1.PrivacyService/ListMyDataAccess");
+        let export = access("/sportello.privacy.v1.PrivacyService/ExportMyData");
+        assert!(allows(list, Role::Citizen, Level::Simplified));
+        assert!(!allows(export, Role::Citizen, Level::Simplified));
+        assert!(allows(export, Role::Citizen, Level::Ordinary));
+        for role in [Role::Operator, Role::Patronato, Role::Backoffice, Role::Service] {
+            assert!(!allows(list, role, Level::Dispositive), "{role:?}");
+            assert!(!allows(export, role, Level::Dispositive), "{role:?}");
+        }
+        for method in ["ListAccessEntries", "ExportCitizenData"] {
+            let part = access(&format!("/sportello.privacy.v1.CitizenDataService/{method}"));
+            assert_eq!(part, Internal, "{method}");
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ const INTERNAL_HEADER_PREFIX: &str = "x-sportello-";
 #[derive(Clone, Debug)]
 pub struct Backends {
     by_domain: HashMap<String, Arc<Pool<Hop>>>,
+    /// Packages the gateway answers itself, behind the same layers as any other call.
+    own: HashMap<String, tonic::service::Routes>,
 }
 
 /// The HTTP/2 connection calls to one backend instance are forwarded over, opened on first use
@@ -219,7 +221,12 @@ impl Backends {
                 .map_err(|e| e.context(format!("{package}: backend URL")))?;
             by_domain.insert(package.to_owned(), pool);
         }
-        Ok(Self { by_domain })
+        Ok(Self { by_domain, own: HashMap::new() })
+    }
+
+    /// Has the gateway answer the calls of package `domain` (`sportello.privacy`) with `routes`.
+    pub fn serve_own(&mut self, domain: &str, routes: tonic::service::Routes) {
+        self.own.insert(domain.to_owned(), routes);
     }
 
     /// One health dependency per service the gateway exposes (`services`, fully qualified):
@@ -237,10 +244,11 @@ impl Backends {
     }
 }
 
-/// The backend a call goes to, as [`Route`] chose it.
+/// The backend a call goes to, as [`Route`] chose it: another service, or the gateway itself.
 #[derive(Clone)]
-pub struct Backend {
-    hop: RpcTrace<PoolHop>,
+pub enum Backend {
+    Remote(RpcTrace<PoolHop>),
+    Own(tonic::service::Routes),
 }
 
 /// Chooses the backend by the called method's package; a package no backend owns is
@@ -252,13 +260,19 @@ pub struct Route {
 
 impl Route {
     pub fn new(backends: Backends) -> Self {
+        let mut own: HashMap<String, Backend> = backends
+            .own
+            .into_iter()
+            .map(|(domain, routes)| (domain, Backend::Own(routes)))
+            .collect();
         let backends = backends
             .by_domain
             .into_iter()
             .map(|(domain, pool)| {
                 let hop = RpcTraceLayer::client().layer(PoolHop { pool });
-                (domain, Backend { hop })
+                (domain, Backend::Remote(hop))
             })
+            .chain(own.drain())
             .collect();
         Self { backends: Arc::new(backends) }
     }
@@ -347,11 +361,15 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
     }
 
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        let Some(Backend { mut hop }) = req.extensions_mut().remove::<Backend>() else {
-            return Box::pin(futures::future::ready(Ok(Status::unimplemented(
-                "no backend for this call",
-            )
-            .into_http())));
+        let mut hop = match req.extensions_mut().remove::<Backend>() {
+            Some(Backend::Remote(hop)) => hop,
+            Some(Backend::Own(routes)) => return own(routes, req),
+            None => {
+                return Box::pin(futures::future::ready(Ok(Status::unimplemented(
+                    "no backend for this call",
+                )
+                .into_http())))
+            }
         };
         // The cap layer always sets a deadline; the backend enforces what is left of it, and the
         // gateway stops waiting for its answer then too.
@@ -393,6 +411,26 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
             }
         })
     }
+}
+
+/// A call the gateway answers itself: its answer must begin within the deadline, like a
+/// backend's.
+fn own(
+    routes: tonic::service::Routes,
+    req: http::Request<tonic::body::Body>,
+) -> BoxFuture<'static, Result<Reply, Infallible>> {
+    use tower::ServiceExt;
+    let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
+    Box::pin(async move {
+        let call = routes.oneshot(req);
+        match deadline {
+            Some(at) => match tokio::time::timeout_at(at.into(), call).await {
+                Ok(answer) => answer,
+                Err(_) => Ok(deadline_exceeded()),
+            },
+            None => call.await,
+        }
+    })
 }
 
 #[cfg(test)]

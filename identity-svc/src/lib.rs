@@ -4,6 +4,7 @@
 //! sends PIN halves and notices through notify-svc.
 
 pub mod api;
+pub mod citizen_data;
 pub mod config;
 pub mod contact_center;
 pub mod conversion;
@@ -39,6 +40,9 @@ use sportello_proto::identity::v1::pin_conversion_service_server::{
 };
 use sportello_proto::identity::v1::residents_service_server::{self, ResidentsServiceServer};
 use sportello_proto::notify::v1::notify_service_client::NotifyServiceClient;
+use sportello_proto::privacy::v1::citizen_data_service_server::{
+    self as citizen_data_service_server, CitizenDataServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -104,6 +108,7 @@ pub async fn serve(
             residents_service_server::SERVICE_NAME,
             pin_conversion_service_server::SERVICE_NAME,
             pin_conversion_back_office_service_server::SERVICE_NAME,
+            citizen_data_service_server::SERVICE_NAME,
         ],
         listener,
         &config.server,
@@ -191,6 +196,10 @@ pub async fn serve(
             ))
             .add_service(ResidentsServiceServer::with_interceptor(
                 residents::Residents::new(pins.store.clone()),
+                sportello_platform::auth::Authenticate { verifier: verifier.clone() },
+            ))
+            .add_service(CitizenDataServiceServer::with_interceptor(
+                citizen_data::CitizenData::new(pins.clone()),
                 sportello_platform::auth::Authenticate { verifier: verifier.clone() },
             ))
             .add_service(ContactCenterServiceServer::with_interceptor(

@@ -4,6 +4,7 @@
 //! makes retries safe.
 
 pub mod api;
+pub mod citizen_data;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
@@ -22,6 +23,9 @@ use sportello_platform::health::Needs;
 use sportello_platform::server::Storage;
 use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::notify::v1::notify_service_server::{self, NotifyServiceServer};
+use sportello_proto::privacy::v1::citizen_data_service_server::{
+    self as citizen_data_service_server, CitizenDataServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -93,7 +97,7 @@ pub async fn serve(
     let receipts_shutdown = shutdown.clone();
     sportello_platform::server::serve_with_store(
         Storage { name: "notify", settings: &config.store, migrations: &MIGRATIONS },
-        &[notify_service_server::SERVICE_NAME],
+        &[notify_service_server::SERVICE_NAME, citizen_data_service_server::SERVICE_NAME],
         listener,
         &config.server,
         // Ready once it can check the tokens of the services and citizens that call it.
@@ -133,9 +137,14 @@ pub async fn serve(
                 );
             }
             tokio::spawn(follow_queues(store.clone(), queues_shutdown));
+            let citizen_data = citizen_data::CitizenData::new(store.clone(), templates.clone());
             let notify = api::Notify::new(store, templates, wake, watch_shutdown);
             let authenticate = Authenticate { verifier };
-            Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate)))
+            Ok(Routes::new(NotifyServiceServer::with_interceptor(notify, authenticate.clone()))
+                .add_service(CitizenDataServiceServer::with_interceptor(
+                    citizen_data,
+                    authenticate,
+                )))
         },
     )
     .await

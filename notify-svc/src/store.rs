@@ -436,12 +436,17 @@ impl Store {
         summary(&row).map(Some)
     }
 
-    /// Appends an operator's lookup to the audit trail. There is deliberately no function to
+    /// The database, for the queries [`sportello_platform`] shares between services.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Appends an operator's lookup to the audit trail (only operators look messages up). There is deliberately no function to
     /// change or remove one (the database refuses it too).
     pub async fn audit(&self, lookup: &Lookup<'_>) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail) \
-             VALUES ($1, $2, $3, $4, 'OK', $5)",
+            "INSERT INTO audit_events (at, operator_id, action, fiscal_code, outcome, detail, \
+             actor_role) VALUES ($1, $2, $3, $4, 'OK', $5, 'ACTOR_ROLE_OPERATOR')",
         )
         .bind(now_millis())
         .bind(storable(lookup.operator_id))

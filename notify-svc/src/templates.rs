@@ -97,6 +97,7 @@ const SPECS: &[Spec] = &[
         &[],
         ANY
     ),
+    spec!("DATA_EXPORTED", "A copy of all the citizen's data was exported", &[], ANY),
 ];
 
 /// A template as integrators see it (ListTemplates).
@@ -191,6 +192,23 @@ impl Templates {
             }
         }
         violations.into_result(())
+    }
+
+    /// What a message says, with each of its secrets (a PIN half, a code) replaced by a mark:
+    /// the text a citizen's export shows. `None` for a template this service no longer has.
+    pub fn render_without_secrets(
+        &self,
+        template: &str,
+        channel: Channel,
+        params: &BTreeMap<String, String>,
+    ) -> Option<Rendered> {
+        let mut params = params.clone();
+        for secret in &self.get(template)?.secret_params {
+            params.insert(secret.clone(), "[riservato]".into());
+        }
+        let mut rendered = self.render(template, channel, &params).ok()?;
+        rendered.html.clear();
+        Some(rendered)
     }
 
     /// Renders `template` for `channel` with all of a message's parameters (secret ones included).

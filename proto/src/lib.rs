@@ -25,6 +25,14 @@ pub mod notify {
     }
 }
 
+/// `sportello.privacy.v1`: what is held about a citizen and who touched it.
+pub mod privacy {
+    /// Version 1 of the privacy contract.
+    pub mod v1 {
+        tonic::include_proto!("sportello.privacy.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Sportello service, for tonic-reflection; it also holds
 /// `google/rpc/status.proto` and `google/rpc/error_details.proto`, so that clients can decode the
 /// error details (BadRequest, ErrorInfo, RetryInfo…) our statuses carry.
@@ -36,4 +44,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "sportello.claims.v1.ClaimsService",
     "sportello.claims.v1.ClaimsBackOfficeService",
     "sportello.notify.v1.NotifyService",
+    "sportello.privacy.v1.PrivacyService",
 ];

@@ -19,10 +19,12 @@ mod session;
 pub(crate) use session::read_password;
 
 use crate::gateway_addr::Gateway;
+use anyhow::Context as _;
 use form::ChannelArg;
 use output::Output;
 use session::{Operator, TokenFile};
 use sportello_proto::identity::v1 as id;
+use sportello_proto::privacy::v1 as pv;
 use std::future::Future;
 use std::path::PathBuf;
 use tonic::Status;
@@ -59,6 +61,14 @@ enum Command {
         /// Read the password from the first line of standard input even on a terminal.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Open a citizen's session with the citizen's own PIN (LoginWithPin), for `my-access` and
+    /// `my-export`. The PIN is prompted for on a terminal, else read from standard input.
+    LoginCitizen {
+        fiscal_code: String,
+        /// Read the PIN from the first line of standard input even on a terminal.
+        #[arg(long)]
+        pin_stdin: bool,
     },
     /// End the session everywhere (Logout) and delete the file that kept it.
     Logout,
@@ -128,6 +138,30 @@ enum Desk {
         #[arg(long)]
         reason: String,
     },
+    /// In a citizen's session (`login-citizen`): who looked at the citizen's data — staff,
+    /// patronati, the back office and the services' automatic steps — newest first
+    /// (PrivacyService/ListMyDataAccess).
+    MyAccess {
+        /// Only entries of this service (repeatable).
+        #[arg(long, value_enum)]
+        service: Vec<ServiceArg>,
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        since: Option<std::time::SystemTime>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        until: Option<std::time::SystemTime>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// In a citizen's session (ordinary PIN or more): everything held about the citizen as
+    /// JSON Lines, on standard output or into a file (PrivacyService/ExportMyData). The export
+    /// is recorded and the citizen told on the contacts on file.
+    MyExport {
+        /// Write the records here (mode 0600) instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// The audit trail of a fiscal code, or what an operator did (without either: what you
     /// did), newest first (ListAuditEvents).
     Audit {
@@ -138,6 +172,24 @@ enum Desk {
         #[command(flatten)]
         paging: Paging,
     },
+}
+
+/// A service of the suite, as `my-access --service` names it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ServiceArg {
+    Identity,
+    Claims,
+    Notify,
+}
+
+impl From<ServiceArg> for pv::Source {
+    fn from(s: ServiceArg) -> Self {
+        match s {
+            ServiceArg::Identity => pv::Source::Identity,
+            ServiceArg::Claims => pv::Source::Claims,
+            ServiceArg::Notify => pv::Source::Notify,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +226,12 @@ async fn execute(args: OperatorArgs) -> anyhow::Result<()> {
             let gateway = args.gateway.unwrap_or_else(Gateway::local);
             let password = session::read_password(&username, password_stdin)?;
             let saved = session::login(&file, gateway.url(), &username, password).await?;
+            out.logged_in(&saved)
+        }
+        Command::LoginCitizen { fiscal_code, pin_stdin } => {
+            let gateway = args.gateway.unwrap_or_else(Gateway::local);
+            let pin = session::read_password(&fiscal_code, pin_stdin)?;
+            let saved = session::login_citizen(&file, gateway.url(), &fiscal_code, pin).await?;
             out.logged_in(&saved)
         }
         Command::Logout => {
@@ -239,6 +297,48 @@ async fn work(desk: Desk, operator: &Operator, out: Output) -> anyhow::Result<()
             let reply = cc.unlock_pin(request).await?.into_inner();
             out.reply_saying(&reply, &format!("{fiscal_code}: PIN unlocked; the citizen is told"))
         }
+        Desk::MyAccess { service, since, until, paging } => {
+            let sources: Vec<i32> =
+                service.into_iter().map(|s| pv::Source::from(s) as i32).collect();
+            let (since, until) = (since.map(prost_types::Timestamp::from), until.map(Into::into));
+            let reply = paged(&paging, |page_token| {
+                let mut privacy = operator.privacy();
+                let request = pv::ListMyDataAccessRequest {
+                    page_size: paging.page_size.unwrap_or_default(),
+                    page_token,
+                    sources: sources.clone(),
+                    since,
+                    until,
+                };
+                async move { Ok(privacy.list_my_data_access(request).await?.into_inner()) }
+            })
+            .await?;
+            out.reply(&reply)
+        }
+        Desk::MyExport { output } => {
+            let mut stream =
+                operator.privacy().export_my_data(pv::ExportMyDataRequest {}).await?.into_inner();
+            let mut sink: Box<dyn std::io::Write> = match &output {
+                Some(path) => {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    // Everything about a person: readable by its owner only.
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    Box::new(std::io::BufWriter::new(file))
+                }
+                None => Box::new(std::io::stdout().lock()),
+            };
+            while let Some(chunk) = stream.message().await? {
+                sink.write_all(&chunk.data)?;
+            }
+            sink.flush()?;
+            Ok(())
+        }
         Desk::Audit { fiscal_code, operator_id, paging } => {
             let fiscal_code = fiscal_code.unwrap_or_default();
             // Neither a citizen nor an operator named: the trail of whoever is logged in.
@@ -276,6 +376,16 @@ impl Paged for id::ListUndeliveredPinRequestsResponse {
     }
     fn extend(&mut self, next: Self) {
         self.requests.extend(next.requests);
+        self.next_page_token = next.next_page_token;
+    }
+}
+
+impl Paged for pv::ListMyDataAccessResponse {
+    fn next_page_token(&mut self) -> &mut String {
+        &mut self.next_page_token
+    }
+    fn extend(&mut self, next: Self) {
+        self.entries.extend(next.entries);
         self.next_page_token = next.next_page_token;
     }
 }

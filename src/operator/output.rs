@@ -9,6 +9,7 @@ use super::session::{Saved, TokenFile};
 use crate::stdout::outln;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use sportello_proto::identity::v1 as id;
+use sportello_proto::privacy::v1 as pv;
 use std::sync::OnceLock;
 
 /// The contract's descriptors (with google.rpc's error details), decoded once.
@@ -46,9 +47,10 @@ fn json_text(message: &impl prost::Message, full_name: &str) -> anyhow::Result<S
     Ok(String::from_utf8(text)?)
 }
 
-/// A response message of `sportello.identity.v1`.
+/// A response message of the contract: `sportello.identity.v1` unless said.
 pub trait Named: prost::Message + Sized {
     const NAME: &'static str;
+    const PACKAGE: &'static str = "sportello.identity.v1";
 }
 
 /// A response with a text form of its own.
@@ -112,7 +114,7 @@ impl Output {
 }
 
 fn print_json<R: Named>(reply: &R) -> anyhow::Result<()> {
-    outln!("{}", json_text(reply, &format!("sportello.identity.v1.{}", R::NAME))?);
+    outln!("{}", json_text(reply, &format!("{}.{}", R::PACKAGE, R::NAME))?);
     Ok(())
 }
 
@@ -453,6 +455,40 @@ impl Reply for id::ListAuditEventsResponse {
     }
 }
 
+impl Named for pv::ListMyDataAccessResponse {
+    const NAME: &'static str = "ListMyDataAccessResponse";
+    const PACKAGE: &'static str = "sportello.privacy.v1";
+}
+
+impl Reply for pv::ListMyDataAccessResponse {
+    fn show(&self) {
+        if self.entries.is_empty() {
+            outln!("Nessun accesso ai suoi dati.");
+            return next_page(&self.next_page_token);
+        }
+        let rows: Vec<Vec<String>> = self
+            .entries
+            .iter()
+            .map(|e| {
+                vec![
+                    time(&e.at),
+                    label(e.source, pv::Source::as_str_name),
+                    e.actor_role_label.clone(),
+                    e.office.clone(),
+                    or_dash(&e.operator_pseudonym),
+                    e.action_label.clone(),
+                    or_dash(&e.reason),
+                    e.outcome_label.clone(),
+                ]
+            })
+            .collect();
+        let headers =
+            ["QUANDO", "SERVIZIO", "CHI", "UFFICIO", "OPERATORE", "COSA", "PERCHÉ", "ESITO"];
+        table(&headers, &rows);
+        next_page(&self.next_page_token);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +502,7 @@ mod tests {
     #[test]
     fn every_reply_is_named_as_in_the_contract() {
         fn check<R: Named + Default>() {
-            let name = format!("sportello.identity.v1.{}", R::NAME);
+            let name = format!("{}.{}", R::PACKAGE, R::NAME);
             assert!(json_text(&R::default(), &name).is_ok(), "{name}");
         }
         check::<id::RequestPinForCallerResponse>();
@@ -478,6 +514,7 @@ mod tests {
         check::<id::RevokePinResponse>();
         check::<id::UnlockPinResponse>();
         check::<id::ListAuditEventsResponse>();
+        check::<pv::ListMyDataAccessResponse>();
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::contact_center_service_client::ContactCenterServiceClient;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use sportello_proto::privacy::v1::privacy_service_client::PrivacyServiceClient;
 use std::fs::DirBuilder;
 use std::io::IsTerminal as _;
 use std::os::unix::fs::DirBuilderExt as _;
@@ -178,6 +179,23 @@ pub async fn login(
     Ok(saved)
 }
 
+/// Opens a citizen's session (LoginWithPin) at `gateway` and keeps it in `file`: for the
+/// commands a citizen runs on their own data (`my-access`, `my-export`).
+pub async fn login_citizen(
+    file: &TokenFile,
+    gateway: &str,
+    fiscal_code: &str,
+    pin: String,
+) -> anyhow::Result<Saved> {
+    let channel = connect(gateway).await?;
+    let request = id::LoginWithPinRequest { fiscal_code: fiscal_code.to_owned(), pin };
+    let reply = IdentityServiceClient::new(channel).login_with_pin(request).await?;
+    let session = reply.into_inner().session.context("the gateway answered without a session")?;
+    let saved = Saved::of(gateway, &fiscal_code.trim().to_ascii_uppercase(), session);
+    file.save(&saved)?;
+    Ok(saved)
+}
+
 /// Ends the session in `file` at the gateway it was opened at and deletes the file. Whether
 /// there was a session still going to end.
 pub async fn logout(file: &TokenFile) -> anyhow::Result<bool> {
@@ -270,5 +288,10 @@ impl Operator {
         &self,
     ) -> ContactCenterServiceClient<InterceptedService<Channel, Bearer>> {
         ContactCenterServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// A citizen's own data (a citizen's session only).
+    pub fn privacy(&self) -> PrivacyServiceClient<InterceptedService<Channel, Bearer>> {
+        PrivacyServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }

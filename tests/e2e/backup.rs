@@ -120,6 +120,8 @@ async fn sportello_keys_prints_the_trust_that_separate_processes_need() {
         format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__GATEWAY={}", key(gateway::NAME)),
         format!("SPORTELLO_IDENTITY__TRUSTED_SERVICES__CLAIMS={}", key(claims_svc::NAME)),
         format!("SPORTELLO_NOTIFY__TRUSTED_SERVICES__CLAIMS={}", key(claims_svc::NAME)),
+        format!("SPORTELLO_CLAIMS__TRUSTED_SERVICES__GATEWAY={}", key(gateway::NAME)),
+        format!("SPORTELLO_NOTIFY__TRUSTED_SERVICES__GATEWAY={}", key(gateway::NAME)),
     ] {
         assert!(printed.lines().any(|l| l == expected), "{expected} in {printed}");
     }

@@ -281,6 +281,10 @@ impl Configs {
         let claims_key =
             ServiceKey::load_or_generate(db.data_dir(), claims_svc::NAME).expect("key");
         notify.trusted_services.insert(claims_svc::NAME.into(), claims_key.public_key());
+        // As `sportello up` does: the gateway asks claims and notify for a citizen's own data.
+        let gateway_key = ServiceKey::load_or_generate(db.data_dir(), gateway::NAME).expect("key");
+        notify.trusted_services.insert(gateway::NAME.into(), gateway_key.public_key());
+        claims.trusted_services.insert(gateway::NAME.into(), gateway_key.public_key());
         Self { gateway, identity, claims, notify }
     }
 }

@@ -24,6 +24,7 @@ mod hostile_input;
 mod imports;
 mod instances;
 mod metrics;
+mod my_data;
 mod notify;
 mod notify_crash;
 mod notify_delivery;

@@ -492,3 +492,38 @@ async fn operator_takes_the_gateway_as_host_and_port_or_as_a_url() {
         .expect("runs");
     assert!(by_env.status.success(), "{}", String::from_utf8_lossy(&by_env.stderr));
 }
+
+#[tokio::test]
+async fn a_citizen_lists_who_looked_at_their_data_and_exports_it_from_the_command_line() {
+    let suite = spawn_suite().await;
+    crate::auth::active_citizen(&suite, pin_request(ROSSI)).await;
+    let operator = Desk::at(&suite);
+    operator.login().await;
+    operator.run(["lookup", ROSSI]).await.ok();
+    let citizen = Desk::at(&suite);
+    let args = ["login-citizen", ROSSI, "--gateway", &citizen.gateway];
+    let pin = format!("{}\n", crate::auth::OWN_PIN);
+    citizen.run_with_input(args, Some(&pin)).await.ok();
+    let table = citizen.run(["my-access", "--service", "identity"]).await.ok();
+    assert!(table.stdout.contains("Consultazione dello stato del PIN"), "{}", table.stdout);
+    assert!(!table.stdout.contains(OPERATOR_ID), "the operator is not named");
+    let listed = citizen.run(["my-access", "--all", "--json"]).await.ok().json();
+    let entries = listed["entries"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["action"] == "LOOKUP_CREDENTIAL"
+        && e["actorRole"] == "ACTOR_ROLE_OPERATOR"
+        && e["operatorPseudonym"].as_str().is_some_and(|p| p.starts_with("OP-"))));
+    let file = citizen.config_home.path().join("my-data.jsonl");
+    citizen.run(["my-export", "--output", file.to_str().expect("path")]).await.ok();
+    let mode = std::fs::metadata(&file).expect("written").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "everything about a person, for its owner only");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a record")["kind"].to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "\"register_entry\""), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "\"data_access\""), "{kinds:?}");
+    // A staff session is refused the citizen's commands.
+    let refused = operator.run(["my-access"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+}

@@ -290,10 +290,19 @@ impl Store {
             .await
     }
 
-    /// Appends an audit event on its own (a staff read).
-    pub async fn audit(&self, entry: &Entry<'_>) -> Result<(), sqlx::Error> {
+    /// Appends an audit event on its own (a staff read), with the reader's role.
+    pub async fn audit(
+        &self,
+        entry: &Entry<'_>,
+        role: sportello_platform::auth::Role,
+    ) -> Result<(), sqlx::Error> {
         let mut conn = self.db.pool.acquire().await?;
-        sportello_platform::audit::append(&mut conn, entry).await
+        sportello_platform::audit::append_as(&mut conn, entry, role).await
+    }
+
+    /// The database, for the queries [`sportello_platform`] shares between services.
+    pub fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Appends audit events together (a staff read that shows several citizens' claims).

@@ -87,3 +87,43 @@ def test_a_wrong_pin_is_unauthenticated_with_its_reason(sportello):
         sportello.login_with_pin(BIANCHI, "ZZZZZZZZ")
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.reason == "INVALID_CREDENTIALS"
+
+
+# Giuseppe Verdi, also on the demo register.
+VERDI = "VRDGPP62L22F839E"
+
+
+def verdi_form() -> identity_pb2.RequestPinRequest:
+    return identity_pb2.RequestPinRequest(
+        fiscal_code=VERDI,
+        personal_data=identity_pb2.PersonalData(
+            surname="Verdi", given_name="Giuseppe",
+            birth_date=identity_pb2.Date(year=1962, month=7, day=22),
+            sex=identity_pb2.SEX_MALE, birth_province="NA", birth_municipality="Napoli",
+        ),
+        residence=identity_pb2.Residence(italy=identity_pb2.ItalianAddress(
+            street="Via Toledo", street_number="256", postal_code="80134", province="NA",
+            municipality="Napoli",
+        )),
+        contacts=identity_pb2.Contacts(
+            mobile_phone="+39 333 1112223", email="giuseppe.verdi@example.it",
+            preferred_time_slot=identity_pb2.TIME_SLOT_MORNING,
+        ),
+        first_half_channel=identity_pb2.DELIVERY_CHANNEL_SMS,
+    )
+
+
+def test_a_citizen_sees_who_touched_their_data_and_a_simplified_pin_exports_nothing(sportello):
+    sportello.request_pin(verdi_form())
+    session = sportello.login_with_pin(VERDI, first_half_sent_to("1112223"))
+    entries = sportello.list_my_data_access(session)
+    assert entries, "the citizen's own PIN request at least"
+    request = next(e for e in entries if e.action == "REQUEST_PIN")
+    assert request.role == "ACTOR_ROLE_CITIZEN" and request.action_label.startswith("Richiesta")
+    assert all(e.at is not None for e in entries)
+    assert [e.at for e in entries] == sorted((e.at for e in entries), reverse=True)
+    only_notify = sportello.list_my_data_access(session, sources=["notify"])
+    assert all(e.source == "SOURCE_NOTIFY" for e in only_notify)
+    with pytest.raises(SportelloError) as refused:
+        list(sportello.export_my_data(session))
+    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED

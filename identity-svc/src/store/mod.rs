@@ -52,6 +52,11 @@ impl Store {
         Self { db, keys }
     }
 
+    /// The database, for the queries [`sportello_platform`] shares between services.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// The data keys the outbox's secrets are sealed under.
     pub fn keys(&self) -> &Keyring {
         &self.keys

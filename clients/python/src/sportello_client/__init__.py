@@ -1,5 +1,5 @@
 """A small typed client of Sportello, over its gRPC contract: log in, request a PIN, read one's
-messages. Errors come back as `SportelloError`, with the field violations and the reason the
+messages, see who looked at one's data and take it away. Errors come back as `SportelloError`, with the field violations and the reason the
 service gave. The stubs are generated from the contract by `generate.py`."""
 
 import os
@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_gen"))
 
 from .client import (  # noqa: E402
-    Message, Session, Sportello, SportelloError, gateway_target,
+    DataAccess, Message, Session, Sportello, SportelloError, gateway_target,
 )
 
-__all__ = ["Message", "Session", "Sportello", "SportelloError", "gateway_target"]
+__all__ = ["DataAccess", "Message", "Session", "Sportello", "SportelloError", "gateway_target"]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import grpc
 
 from google.rpc import error_details_pb2, status_pb2
 from sportello.identity.v1 import identity_pb2, identity_pb2_grpc
 from sportello.notify.v1 import notify_pb2, notify_pb2_grpc
+from sportello.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,25 @@ class Message:
     channel: str
     status: str
     created_at: Optional[datetime.datetime]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataAccess:
+    """One look at, or change of, the citizen's data: when, by whom (a staff member only as a
+    pseudonym of this citizen's own, with office and role), what, why, and how it ended. The
+    labels are in Italian, as the portal shows them."""
+
+    at: Optional[datetime.datetime]
+    source: str
+    role: str
+    role_label: str
+    office: str
+    operator: str
+    action: str
+    action_label: str
+    reason: str
+    outcome: str
+    outcome_label: str
 
 
 class SportelloError(Exception):
@@ -113,6 +134,7 @@ class Sportello:
                          else grpc.insecure_channel(address))
         self._identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self._notify = notify_pb2_grpc.NotifyServiceStub(self._channel)
+        self._privacy = privacy_pb2_grpc.PrivacyServiceStub(self._channel)
         self._timeout = timeout
 
     @classmethod
@@ -163,3 +185,55 @@ class Sportello:
             )
             for m in reply.messages
         ]
+
+    def list_my_data_access(self, session: Session, *, sources: Iterable[str] = (),
+                            since: Optional[datetime.datetime] = None,
+                            until: Optional[datetime.datetime] = None,
+                            page_size: int = 0) -> list[DataAccess]:
+        """Who looked at the logged-in citizen's data, newest first, every page: staff,
+        patronati, the back office and the services' automatic steps. `sources` narrows it to
+        services by name ("identity", "claims", "notify"); `since`/`until` to a period."""
+        request = privacy_pb2.ListMyDataAccessRequest(
+            page_size=page_size,
+            sources=[privacy_pb2.Source.Value(f"SOURCE_{s.upper()}") for s in sources],
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        if until is not None:
+            request.until.FromDatetime(until)
+        entries: list[DataAccess] = []
+        while True:
+            reply = self._call(self._privacy.ListMyDataAccess, request, session.metadata())
+            entries += [
+                DataAccess(
+                    at=_time(e.at),
+                    source=privacy_pb2.Source.Name(e.source),
+                    role=privacy_pb2.ActorRole.Name(e.actor_role),
+                    role_label=e.actor_role_label,
+                    office=e.office,
+                    operator=e.operator_pseudonym,
+                    action=e.action,
+                    action_label=e.action_label,
+                    reason=e.reason,
+                    outcome=e.outcome,
+                    outcome_label=e.outcome_label,
+                )
+                for e in reply.entries
+            ]
+            if not reply.next_page_token:
+                return entries
+            request.page_token = reply.next_page_token
+
+    def export_my_data(self, session: Session) -> Iterator[dict]:
+        """Everything held about the logged-in citizen (an ordinary PIN or more), one record
+        at a time as the gateway streams it: dicts with "kind" and "source". The export is
+        recorded and the citizen told on the contacts on file."""
+        try:
+            stream = self._privacy.ExportMyData(privacy_pb2.ExportMyDataRequest(),
+                                                metadata=session.metadata())
+            for chunk in stream:
+                for line in chunk.data.decode("utf-8").splitlines():
+                    if line:
+                        yield json.loads(line)
+        except grpc.RpcError as error:
+            raise SportelloError.from_rpc_error(error) from None
