@@ -161,7 +161,6 @@ pub async fn serve(
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
             // This instance refuses sessions that any instance ended, as the other services do.
-            verifier.revoked().await_follower();
             tokio::spawn(verifier.revoked().follow(
                 {
                     let sessions = sessions.clone();

@@ -96,9 +96,9 @@ pub enum AuthError {
     Invalid,
     #[error("session token expired")]
     Expired,
-    /// This process has not yet learnt identity-svc's signing keys, or the sessions it ended
-    /// (it has just started, or identity-svc has not answered yet): the token may well be
-    /// valid, so the caller is to try again shortly, not to log in again.
+    /// This process has not yet learnt identity-svc's signing keys (it has just started, or
+    /// identity-svc has not answered yet): the token may well be valid, so the caller is to
+    /// try again shortly, not to log in again.
     #[error("the signing keys are not known yet; retry shortly")]
     KeysUnknown,
 }
@@ -225,10 +225,6 @@ impl Verifier {
             return Err(if keys.is_empty() { AuthError::KeysUnknown } else { AuthError::Invalid });
         };
         let claims: Claims = decode(token, key, ISSUER)?;
-        if !self.revoked.is_complete() {
-            // Whether this session has ended is not known yet: as without keys, retry shortly.
-            return Err(AuthError::KeysUnknown);
-        }
         if self.revoked.contains(&claims.sid) {
             return Err(AuthError::Invalid);
         }
@@ -324,7 +320,6 @@ pub fn follow_identity(
         Duration::from_secs(60),
         shutdown.clone(),
     ));
-    verifier.revoked().await_follower();
     tokio::spawn(verifier.revoked().follow_identity(
         identity,
         me,

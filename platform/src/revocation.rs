@@ -7,7 +7,6 @@
 use crate::service_identity::ServiceKey;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -16,19 +15,9 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 
 /// Ended sessions, by session id.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Revoked {
     sessions: Arc<RwLock<HashMap<String, Instant>>>,
-    /// Whether the list is complete: false from [`Revoked::await_follower`] until the follower's
-    /// first answer. A process just (re)started knows no ended session yet, and a thief's token
-    /// of a session the citizen ended must not pass in that gap.
-    complete: Arc<AtomicBool>,
-}
-
-impl Default for Revoked {
-    fn default() -> Self {
-        Self { sessions: Arc::default(), complete: Arc::new(AtomicBool::new(true)) }
-    }
 }
 
 impl std::fmt::Debug for Revoked {
@@ -43,17 +32,6 @@ impl std::fmt::Debug for Revoked {
 pub type Window = (Vec<String>, i64);
 
 impl Revoked {
-    /// Marks the list incomplete until a follower (started next) first answers; call it before
-    /// the process serves.
-    pub fn await_follower(&self) {
-        self.complete.store(false, Ordering::Release);
-    }
-
-    /// Whether every session ended so far is known (see [`Revoked::await_follower`]).
-    pub fn is_complete(&self) -> bool {
-        self.complete.load(Ordering::Acquire)
-    }
-
     pub fn contains(&self, sid: &str) -> bool {
         // A poisoned lock refuses every session rather than none.
         self.sessions.read().map(|s| s.contains_key(sid)).unwrap_or(true)
@@ -86,7 +64,6 @@ impl Revoked {
             match source(since).await {
                 Ok((ids, as_of)) => {
                     self.add(ids);
-                    self.complete.store(true, Ordering::Release);
                     // Overlap the next window a little: clocks of two processes are not one.
                     since = as_of - 2_000;
                 }
@@ -127,40 +104,6 @@ impl Revoked {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_list_awaiting_its_follower_is_incomplete_until_the_first_answer() {
-        let revoked = Revoked::default();
-        assert!(revoked.is_complete(), "nothing to wait for without a follower");
-        revoked.await_follower();
-        assert!(!revoked.is_complete());
-        let stop = CancellationToken::new();
-        let answered = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(revoked.clone().follow(
-            {
-                let answered = answered.clone();
-                move |_| {
-                    // identity-svc is down for the first ask, then answers.
-                    let up = answered.swap(true, Ordering::SeqCst);
-                    async move {
-                        if up {
-                            Ok::<_, ()>((vec![], 10_000))
-                        } else {
-                            Err(())
-                        }
-                    }
-                }
-            },
-            Duration::from_millis(10),
-            stop.clone(),
-        ));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!revoked.is_complete(), "a failed ask completes nothing");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(revoked.is_complete());
-        stop.cancel();
-        task.await.expect("follower");
-    }
 
     #[tokio::test]
     async fn a_followed_revocation_is_known_within_a_poll() {
