@@ -132,7 +132,7 @@ fn contract_is_covered(report: &mut Report) {
     }
     report.figure(format!(
         "contract: {} RPCs, {} naming an id or a fiscal code; {} called ({} of them listings \
-         checked all the same), {} set aside (credentials proved by a secret, bulk loads)",
+         checked all the same), {} set aside (credentials proved by a secret, bulk loads, services' internal parts)",
         all.len(),
         with_ids.len(),
         CALLED.len(),

@@ -204,6 +204,16 @@ pub const NOT_OWNERSHIP: &[(&str, &str)] = &[
     ),
     ("sportello.identity.v1.ResidentsService/ImportResidents", "bulk load by the back office"),
     ("sportello.claims.v1.ClaimsBackOfficeService/ImportRegistry", "bulk load by the back office"),
+    (
+        "sportello.privacy.v1.CitizenDataService/ListAccessEntries",
+        "internal: the gateway never forwards it (policy: Internal) and each service answers \
+         only Sportello's services (tests/e2e/my_data.rs)",
+    ),
+    (
+        "sportello.privacy.v1.CitizenDataService/ExportCitizenData",
+        "internal: the gateway never forwards it (policy: Internal) and each service answers \
+         only Sportello's services (tests/e2e/my_data.rs)",
+    ),
 ];
 
 /// The scenario's state while calling: the world, its random choices and the clients.
