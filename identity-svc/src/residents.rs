@@ -542,3 +542,37 @@ pub mod csv {
         }
     }
 }
+
+/// The PIN request Mario Rossi of the demo register fills in (with `fiscal_code`, which tests vary):
+/// the honest form that tests, the bench and the chaos scenarios start from.
+pub fn demo_pin_request(fiscal_code: &str) -> sportello_proto::identity::v1::RequestPinRequest {
+    use sportello_proto::identity::v1 as id;
+    id::RequestPinRequest {
+        fiscal_code: fiscal_code.into(),
+        personal_data: Some(id::PersonalData {
+            surname: "Rossi".into(),
+            given_name: "Mario".into(),
+            birth_date: Some(id::Date { year: 1985, month: 12, day: 10 }),
+            sex: id::Sex::Male as i32,
+            birth_province: "PI".into(),
+            birth_municipality: "San Giuliano Terme".into(),
+            birth_country: String::new(),
+        }),
+        residence: Some(id::Residence {
+            place: Some(id::residence::Place::Italy(id::ItalianAddress {
+                street: "Via Roma".into(),
+                street_number: "1".into(),
+                postal_code: "56017".into(),
+                province: "PI".into(),
+                municipality: "San Giuliano Terme".into(),
+            })),
+        }),
+        contacts: Some(id::Contacts {
+            mobile_phone: "+393331234567".into(),
+            email: "mario.rossi@example.it".into(),
+            preferred_time_slot: id::TimeSlot::Morning as i32,
+            ..Default::default()
+        }),
+        first_half_channel: id::DeliveryChannel::Sms as i32,
+    }
+}

@@ -3,8 +3,6 @@
 //! database), drives it as click day would, prints its figures, and exits non-zero on any
 //! violation of what Sportello promises. `--short` is the version `.ci/run` runs.
 
-#![allow(dead_code)] // TODO(chaos): removed once every scenario is written
-
 mod crash;
 mod hostile;
 mod isolation;

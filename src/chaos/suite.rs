@@ -1,4 +1,3 @@
-#![allow(dead_code)] // TODO(chaos): removed once every scenario uses the suite
 //! The suite a scenario runs against: `sportello up` started as a child of the harness, on its
 //! own temporary data directory, on SQLite or on a PostgreSQL database made for the run, with the
 //! demo register, registry and staff; its four services found by the addresses `up` prints and

@@ -561,35 +561,7 @@ pub const ROSSI_EMAIL: &str = "mario.rossi@example.it";
 
 /// A complete, valid PIN request for Mario Rossi.
 pub fn pin_request(fiscal_code: &str) -> sportello_proto::identity::v1::RequestPinRequest {
-    use sportello_proto::identity::v1 as id;
-    id::RequestPinRequest {
-        fiscal_code: fiscal_code.into(),
-        personal_data: Some(id::PersonalData {
-            surname: "Rossi".into(),
-            given_name: "Mario".into(),
-            birth_date: Some(id::Date { year: 1985, month: 12, day: 10 }),
-            sex: id::Sex::Male as i32,
-            birth_province: "PI".into(),
-            birth_municipality: "San Giuliano Terme".into(),
-            birth_country: String::new(),
-        }),
-        residence: Some(id::Residence {
-            place: Some(id::residence::Place::Italy(id::ItalianAddress {
-                street: "Via Roma".into(),
-                street_number: "1".into(),
-                postal_code: "56017".into(),
-                province: "PI".into(),
-                municipality: "San Giuliano Terme".into(),
-            })),
-        }),
-        contacts: Some(id::Contacts {
-            mobile_phone: ROSSI_MOBILE.into(),
-            email: ROSSI_EMAIL.into(),
-            preferred_time_slot: id::TimeSlot::Morning as i32,
-            ..Default::default()
-        }),
-        first_half_channel: id::DeliveryChannel::Sms as i32,
-    }
+    identity_svc::residents::demo_pin_request(fiscal_code)
 }
 
 /// Another citizen, born in Rome: their fiscal code and a complete, valid PIN request.
