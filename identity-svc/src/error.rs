@@ -16,6 +16,10 @@ pub enum IdentityError {
     /// learns nothing about which (the real reason goes to the audit trail and the operators).
     #[error("invalid credentials")]
     BadCredentials,
+    /// The call's own session token names a session that has since ended (logged out,
+    /// revoked): the same answer the gateway gives once it has heard of the end.
+    #[error("session ended")]
+    SessionEnded,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -47,7 +51,7 @@ impl IdentityError {
         match self {
             IdentityError::Invalid(_) | IdentityError::Unreadable(_) => Code::InvalidArgument,
             IdentityError::Exhausted { .. } => Code::ResourceExhausted,
-            IdentityError::BadCredentials => Code::Unauthenticated,
+            IdentityError::BadCredentials | IdentityError::SessionEnded => Code::Unauthenticated,
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::Precondition { .. } => Code::FailedPrecondition,
             IdentityError::Forbidden { .. } => Code::PermissionDenied,
@@ -89,6 +93,7 @@ impl From<IdentityError> for Status {
             IdentityError::BadCredentials => {
                 with_reason(code, "codice fiscale o PIN non validi", "INVALID_CREDENTIALS", DOMAIN)
             }
+            IdentityError::SessionEnded => sportello_platform::auth::AuthError::Expired.into(),
             IdentityError::NotFound(what) => {
                 with_reason(code, format!("{what} not found"), "NOT_FOUND", DOMAIN)
             }

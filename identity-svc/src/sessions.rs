@@ -231,7 +231,7 @@ impl Sessions {
 
     pub async fn profile(&self, claims: &Claims) -> Result<Profile, IdentityError> {
         let row = self.store.session(&claims.sid).await?.filter(|s| s.revoked_at.is_none());
-        let row = row.ok_or_else(expired)?;
+        let row = row.ok_or(IdentityError::SessionEnded)?;
         Ok(Profile { claims: claims.clone(), previous_access_at: row.previous_access_at })
     }
 

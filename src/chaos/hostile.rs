@@ -339,7 +339,7 @@ impl Sessions {
     async fn renew(&mut self, suite: &Suite, gateway: &Channel) -> anyhow::Result<()> {
         for caller in [Caller::Citizen, Caller::Operator, Caller::Patronato, Caller::Backoffice] {
             let Some(token) = self.fuzz.get(&caller) else { continue };
-            let answer = profile(gateway, token).await;
+            let answer = Answer::of(profile(gateway, token).await);
             if answer.code != Code::Unauthenticated {
                 continue;
             }
@@ -361,10 +361,9 @@ impl Sessions {
     }
 }
 
-async fn profile(channel: &Channel, token: &str) -> Answer {
+async fn profile(channel: &Channel, token: &str) -> Result<(), tonic::Status> {
     let mut client = id::identity_service_client::IdentityServiceClient::new(channel.clone());
-    let call = client.get_profile(request(id::GetProfileRequest {}, Some(token), TEN_S));
-    Answer::of(call.await.map(drop))
+    client.get_profile(request(id::GetProfileRequest {}, Some(token), TEN_S)).await.map(drop)
 }
 
 /// Hostile calls in flight at once.
@@ -379,55 +378,110 @@ struct Honest {
     claims: Channel,
     notify: Channel,
     calls: u64,
+    /// Honest calls a fairness bound refused first and let through after its RetryInfo delay.
+    waited: u64,
 }
 
+/// How often an honest call is tried when a fairness bound refuses it.
+const HONEST_TRIES: u32 = 5;
+
 impl Honest {
+    /// Makes `call` as a well-behaved client: a RESOURCE_EXHAUSTED carrying RetryInfo is a
+    /// fairness bound (per citizen, per staff member, per address) that the fuzzer, calling
+    /// with the same Rossi's and operator's sessions from the same address, may well have spent;
+    /// it is waited out as told. Any other failure counts at once.
+    async fn patiently<F, Fut>(&mut self, mut call: F) -> Answer
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    {
+        for _ in 1..HONEST_TRIES {
+            match call().await {
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay)
+                    else {
+                        return Answer::of(Err(status));
+                    };
+                    self.waited += 1;
+                    tokio::time::sleep(delay.min(Duration::from_secs(2))).await;
+                }
+                other => return Answer::of(other),
+            }
+        }
+        Answer::of(call().await)
+    }
+
     async fn round(&mut self, sessions: &Sessions, report: &mut Report, after: &str) {
         let citizen = Some(sessions.honest_citizen.as_str());
         let operator = Some(sessions.honest_operator.as_str());
+        let gateway = self.gateway.clone();
+        let through_gateway = gateway.clone();
+        let identity = id::identity_service_client::IdentityServiceClient::new(gateway.clone());
+        let claims = cl::claims_service_client::ClaimsServiceClient::new(gateway.clone());
+        let direct_claims =
+            cl::claims_service_client::ClaimsServiceClient::new(self.claims.clone());
+        let notify = nt::notify_service_client::NotifyServiceClient::new(self.notify.clone());
+        let contact = id::contact_center_service_client::ContactCenterServiceClient::new(gateway);
+        let straight_at_identity = self.identity.clone();
         let mut results: Vec<(&str, Answer)> = Vec::new();
-        let mut identity =
-            id::identity_service_client::IdentityServiceClient::new(self.gateway.clone());
-        let login = identity.login_with_pin(request(
-            id::LoginWithPinRequest { fiscal_code: ROSSI.into(), pin: ROSSI_PIN.into() },
-            None,
-            TEN_S,
-        ));
-        results.push(("Rossi logs in with his PIN", Answer::of(login.await.map(drop))));
-        results.push((
-            "Rossi reads his profile",
-            profile(&self.gateway, &sessions.honest_citizen).await,
-        ));
-        results.push((
-            "the operator reads their profile (straight at identity-svc)",
-            profile(&self.identity, &sessions.honest_operator).await,
-        ));
-        let mut claims = cl::claims_service_client::ClaimsServiceClient::new(self.gateway.clone());
-        let benefits =
-            claims.list_benefits(request(cl::ListBenefitsRequest::default(), None, TEN_S));
-        results.push(("anyone lists the benefits", Answer::of(benefits.await.map(drop))));
-        let mut direct = cl::claims_service_client::ClaimsServiceClient::new(self.claims.clone());
-        let mine = direct.list_claims(request(cl::ListClaimsRequest::default(), citizen, TEN_S));
-        results.push((
-            "Rossi lists his claims (straight at claims-svc)",
-            Answer::of(mine.await.map(drop)),
-        ));
-        let mut notify = nt::notify_service_client::NotifyServiceClient::new(self.notify.clone());
-        let messages =
-            notify.list_my_messages(request(nt::ListMyMessagesRequest::default(), citizen, TEN_S));
-        results.push((
-            "Rossi lists his messages (straight at notify-svc)",
-            Answer::of(messages.await.map(drop)),
-        ));
-        let mut contact = id::contact_center_service_client::ContactCenterServiceClient::new(
-            self.gateway.clone(),
-        );
-        let lookup = contact.lookup_credential(request(
-            id::LookupCredentialRequest { fiscal_code: ROSSI.into() },
-            operator,
-            TEN_S,
-        ));
-        results.push(("the operator looks Rossi up", Answer::of(lookup.await.map(drop))));
+        let login = self
+            .patiently(|| {
+                let mut identity = identity.clone();
+                async move {
+                    let login = id::LoginWithPinRequest {
+                        fiscal_code: ROSSI.into(),
+                        pin: ROSSI_PIN.into(),
+                    };
+                    identity.login_with_pin(request(login, None, TEN_S)).await.map(drop)
+                }
+            })
+            .await;
+        results.push(("Rossi logs in with his PIN", login));
+        let own = self.patiently(|| profile(&through_gateway, &sessions.honest_citizen)).await;
+        results.push(("Rossi reads his profile", own));
+        let staff =
+            self.patiently(|| profile(&straight_at_identity, &sessions.honest_operator)).await;
+        results.push(("the operator reads their profile (straight at identity-svc)", staff));
+        let benefits = self
+            .patiently(|| {
+                let mut claims = claims.clone();
+                async move {
+                    let list = request(cl::ListBenefitsRequest::default(), None, TEN_S);
+                    claims.list_benefits(list).await.map(drop)
+                }
+            })
+            .await;
+        results.push(("anyone lists the benefits", benefits));
+        let mine = self
+            .patiently(|| {
+                let mut claims = direct_claims.clone();
+                async move {
+                    let list = request(cl::ListClaimsRequest::default(), citizen, TEN_S);
+                    claims.list_claims(list).await.map(drop)
+                }
+            })
+            .await;
+        results.push(("Rossi lists his claims (straight at claims-svc)", mine));
+        let messages = self
+            .patiently(|| {
+                let mut notify = notify.clone();
+                async move {
+                    let list = request(nt::ListMyMessagesRequest::default(), citizen, TEN_S);
+                    notify.list_my_messages(list).await.map(drop)
+                }
+            })
+            .await;
+        results.push(("Rossi lists his messages (straight at notify-svc)", messages));
+        let lookup = self
+            .patiently(|| {
+                let mut contact = contact.clone();
+                async move {
+                    let lookup = id::LookupCredentialRequest { fiscal_code: ROSSI.into() };
+                    contact.lookup_credential(request(lookup, operator, TEN_S)).await.map(drop)
+                }
+            })
+            .await;
+        results.push(("the operator looks Rossi up", lookup));
         for (what, answer) in results {
             self.calls += 1;
             if answer.code != Code::Ok {
@@ -444,13 +498,18 @@ async fn connect(url: String) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(url)?.tcp_nodelay(true).connect().await?)
 }
 
-/// Where the package's services run.
-fn owner(package: &str) -> Option<&'static str> {
-    match package.split('.').nth(1)? {
-        "identity" => Some("identity"),
-        "claims" => Some("claims"),
-        "notify" => Some("notify"),
-        _ => None,
+/// The processes that answer `service`: the gateway (which forwards what it routes and refuses
+/// the rest) and the process that serves it. privacy.v1's PrivacyService is the gateway's own;
+/// its CitizenDataService is each service's part of a citizen's data, asked by Sportello's
+/// services only.
+fn routes(service: &prost_reflect::ServiceDescriptor) -> &'static [&'static str] {
+    match (service.package_name().split('.').nth(1), service.name()) {
+        (Some("identity"), _) => &["gateway", "identity"],
+        (Some("claims"), _) => &["gateway", "claims"],
+        (Some("notify"), _) => &["gateway", "notify"],
+        (Some("privacy"), "PrivacyService") => &["gateway"],
+        (Some("privacy"), _) => &["gateway", "identity", "claims", "notify"],
+        _ => &[],
     }
 }
 
@@ -520,12 +579,12 @@ async fn fuzz(
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let gateway = connect(suite.url("gateway")).await?;
-    let mut channels = HashMap::new();
+    let mut channels = HashMap::from([("gateway", gateway.clone())]);
     for name in ["identity", "claims", "notify"] {
         channels.insert(name, connect(suite.url(name)).await?);
     }
     let pool = DescriptorPool::decode(sportello_proto::FILE_DESCRIPTOR_SET)?;
-    ready(&pool, &gateway, &channels).await?;
+    ready(&pool, &channels).await?;
     let mut sessions = Sessions::open(suite, &gateway).await?;
     let mut honest = Honest {
         gateway: gateway.clone(),
@@ -533,6 +592,7 @@ async fn fuzz(
         claims: channels["claims"].clone(),
         notify: channels["notify"].clone(),
         calls: 0,
+        waited: 0,
     };
     honest.round(&sessions, &mut report, "the suite started").await;
     report
@@ -558,19 +618,22 @@ async fn fuzz(
     });
     let total_methods = pool
         .services()
-        .filter(|s| owner(s.package_name()).is_some())
+        .filter(|s| !routes(s).is_empty())
         .map(|s| s.methods().len())
         .sum::<usize>()
         .max(1);
     for service in pool.services() {
-        let Some(owner) = owner(service.package_name()) else { continue };
+        let routes = routes(&service);
+        if routes.is_empty() {
+            continue;
+        }
         for method in service.methods() {
             methods += 1;
             let method_deadline =
                 fuzz_started + budget.mul_f64(methods as f64 / total_methods as f64);
             let path = format!("/{}/{}", service.full_name(), method.name());
             let input = method.input();
-            for (route, channel) in [("gateway", &gateway), ("direct", &channels[owner])] {
+            for (route, channel) in routes.iter().map(|r| (*r, &channels[r])) {
                 // The door: which callers is a plausible message let in for?
                 let mut probes = Vec::new();
                 for caller in CALLERS {
@@ -632,7 +695,7 @@ async fn fuzz(
             }
             // A client stream that stops half-way: the client goes away after two messages.
             if method.is_client_streaming() {
-                for (route, channel) in [("gateway", &gateway), ("direct", &channels[owner])] {
+                for (route, channel) in routes.iter().map(|r| (*r, &channels[r])) {
                     for caller in [Caller::Anonymous, Caller::Citizen, Caller::Backoffice] {
                         let token = sessions.token(caller, rng);
                         let first = generate::plausible_case(&input, rng).bytes;
@@ -708,11 +771,12 @@ async fn fuzz(
     let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked")).collect();
 
     report.figure(format!(
-        "{methods} RPCs, {} calls fuzzed in {:.0} s ({:.0} calls/s; {skipped} more made but not sent in the time), {wire_cases} broken-wire cases, {} honest calls, {} sessions renewed",
+        "{methods} RPCs, {} calls fuzzed in {:.0} s ({:.0} calls/s; {skipped} more made but not sent in the time), {wire_cases} broken-wire cases, {} honest calls ({} waited out a fairness bound first), {} sessions renewed",
         tally.calls,
         elapsed.as_secs_f64(),
         tally.calls as f64 / elapsed.as_secs_f64(),
         honest.calls,
+        honest.waited,
         sessions.renewed
     ));
     let cpu: Vec<String> = processes
@@ -748,21 +812,16 @@ async fn fuzz(
 /// Waits until every service answers (`up` prints the addresses before the databases are
 /// migrated): an empty message to one method of each, straight and through the gateway, is
 /// answered otherwise than UNAVAILABLE.
-async fn ready(
-    pool: &DescriptorPool,
-    gateway: &Channel,
-    channels: &HashMap<&str, Channel>,
-) -> anyhow::Result<()> {
+async fn ready(pool: &DescriptorPool, channels: &HashMap<&str, Channel>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     for service in pool.services() {
-        let Some(owner) = owner(service.package_name()) else { continue };
         let Some(method) = service.methods().find(|m| !m.is_client_streaming()) else { continue };
         let path = format!("/{}/{}", service.full_name(), method.name());
-        for channel in [gateway, &channels[owner]] {
-            while send(channel, &method, &path, vec![Bytes::new()], None).await.code
+        for process in routes(&service) {
+            while send(&channels[process], &method, &path, vec![Bytes::new()], None).await.code
                 == Code::Unavailable
             {
-                anyhow::ensure!(Instant::now() < deadline, "{owner} not ready in 120 s");
+                anyhow::ensure!(Instant::now() < deadline, "{process} not ready in 120 s");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

@@ -379,6 +379,16 @@ async fn a_logged_out_session_stops_working_everywhere() {
         .logout(with_token(&token, id::LogoutRequest {}))
         .await
         .expect("logged out");
+    // identity-svc knows at once, whatever the gateway has heard yet, and says it as the
+    // gateway will: the token no longer authenticates anyone.
+    let straight = IdentityServiceClient::new(connect(suite.identity.addr).await)
+        .get_profile(with_token(&token, id::GetProfileRequest {}))
+        .await
+        .expect_err("identity-svc refuses the ended session");
+    assert_eq!(
+        (straight.code(), reason(&straight).as_str()),
+        (Code::Unauthenticated, "TOKEN_EXPIRED")
+    );
     let mut notify = NotifyServiceClient::new(suite.gateway_channel().await);
     eventually("the gateway to refuse the session", Duration::from_secs(5), || {
         let request = with_token(&token, nt::ListMyMessagesRequest::default());
