@@ -7,6 +7,7 @@ use crate::stack::{client_address, Gate, Reply};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use sportello_platform::changes::parse_grpc_timeout;
 use sportello_platform::error::retry_later;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -34,24 +35,6 @@ impl Deadline {
     }
 }
 
-/// Parses a `grpc-timeout` header value (e.g. `250m`, `5S`).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The caller's deadline, capped; the cap when the caller gave none.
 fn effective_deadline(headers: &http::HeaderMap, cap: Duration) -> Duration {
     headers
@@ -65,22 +48,25 @@ pub(crate) fn deadline_exceeded() -> Reply {
     Status::deadline_exceeded("deadline exceeded").into_http()
 }
 
-/// Ends every call at the caller's deadline, capped at `cap`.
-#[derive(Clone, Copy, Debug)]
+/// Ends every call at the caller's deadline, capped at `cap`; a live stream (a method at one
+/// of `streams`) at the caller's deadline capped at `stream_cap`, its longest life.
+#[derive(Clone, Debug)]
 pub struct DeadlineCapLayer {
     cap: Duration,
+    streams: Arc<HashSet<String>>,
+    stream_cap: Duration,
 }
 
 impl DeadlineCapLayer {
-    pub fn new(cap: Duration) -> Self {
-        Self { cap }
+    pub fn new(cap: Duration, streams: HashSet<String>, stream_cap: Duration) -> Self {
+        Self { cap, streams: Arc::new(streams), stream_cap }
     }
 }
 
 impl<S> Layer<S> for DeadlineCapLayer {
     type Service = DeadlineCap<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineCap { inner, cap: self.cap }
+        DeadlineCap { inner, caps: self.clone() }
     }
 }
 
@@ -88,7 +74,7 @@ impl<S> Layer<S> for DeadlineCapLayer {
 #[derive(Clone, Debug)]
 pub struct DeadlineCap<S> {
     inner: S,
-    cap: Duration,
+    caps: DeadlineCapLayer,
 }
 
 impl<S, B> Service<http::Request<B>> for DeadlineCap<S>
@@ -105,7 +91,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let within = effective_deadline(req.headers(), self.cap);
+        let caps = &self.caps;
+        let cap = if caps.streams.contains(req.uri().path()) { caps.stream_cap } else { caps.cap };
+        let within = effective_deadline(req.headers(), cap);
         req.extensions_mut().insert(Deadline(Instant::now() + within));
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -203,12 +191,20 @@ impl Gate for Shed {
 
 /// The paths (`/package.Service/Method`) of the contract's methods that stream their request.
 pub fn streaming_requests(descriptor_set: &[u8]) -> Result<HashSet<String>, prost::DecodeError> {
+    methods_where(descriptor_set, |m| m.client_streaming())
+}
+
+/// The paths of the contract's methods that `which` picks.
+pub fn methods_where(
+    descriptor_set: &[u8],
+    which: impl Fn(&prost_types::MethodDescriptorProto) -> bool,
+) -> Result<HashSet<String>, prost::DecodeError> {
     use prost::Message;
     let set = prost_types::FileDescriptorSet::decode(descriptor_set)?;
     let mut paths = HashSet::new();
     for file in &set.file {
         for service in &file.service {
-            for method in service.method.iter().filter(|m| m.client_streaming()) {
+            for method in service.method.iter().filter(|m| which(m)) {
                 paths.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
             }
         }

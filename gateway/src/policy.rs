@@ -119,6 +119,11 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.claims.v1.ClaimsService/RevokeMandate",
         Session { roles: CITIZEN, min_level: Level::Simplified },
     ),
+    // live status of one's own claims (claims-svc sends only the caller's own)
+    (
+        "sportello.claims.v1.ClaimsService/WatchMyClaims",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
     (
         "sportello.claims.v1.ClaimsBackOfficeService/*",
         Session { roles: BACKOFFICE, min_level: Level::Ordinary },
@@ -265,6 +270,7 @@ mod tests {
                 "sportello.claims.v1.ClaimsService/RedeemBabySittingBonus",
                 "sportello.claims.v1.ClaimsService/ListMandates",
                 "sportello.claims.v1.ClaimsService/RevokeMandate",
+                "sportello.claims.v1.ClaimsService/WatchMyClaims",
                 "sportello.notify.v1.NotifyService/ListMyMessages",
                 "sportello.notify.v1.NotifyService/GetMyMessage",
             ]

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backoff;
 pub mod balance;
 pub mod blobs;
+pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod config;

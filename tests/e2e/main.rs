@@ -36,3 +36,4 @@ mod secrets_at_rest;
 mod staff;
 mod tracing_across_services;
 mod trust;
+mod watch;

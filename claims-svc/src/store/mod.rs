@@ -20,8 +20,9 @@ pub use registry::Written;
 use crate::domain::eligibility::BenefitCode;
 use crate::domain::{parse_level, Benefit, Group};
 use sportello_platform::audit::Entry;
+use sportello_platform::changes::{Changes, Source};
 use sportello_platform::db::{Backend, Database};
-use sportello_platform::group_commit::GroupCommit;
+use sportello_platform::group_commit::{GroupCommit, Work};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,7 +44,12 @@ pub struct Store {
     submissions: mpsc::Sender<Queued>,
     /// When the last batch of submissions committed (Unix ms).
     last_batch: Arc<AtomicI64>,
+    /// Whose claims changed, for the citizens watching them (WatchMyClaims).
+    changes: Changes,
 }
+
+/// Where the triggers of migration 0009 announce a change of a citizen's claims.
+pub const CHANGES: Source = Source { channel: "sportello_claims_changes", log: "claim_changes" };
 
 /// How recently submissions must have committed for claims to be arriving in a rush.
 const RUSH_MS: i64 = 250;
@@ -55,6 +61,7 @@ async fn submitter(
     backend: Backend,
     mut queue: mpsc::Receiver<Queued>,
     last_batch: Arc<AtomicI64>,
+    changes: Changes,
 ) {
     let mut batch = Vec::with_capacity(MAX_SUBMISSIONS);
     while queue.recv_many(&mut batch, MAX_SUBMISSIONS).await > 0 {
@@ -62,6 +69,7 @@ async fn submitter(
             std::mem::take(&mut batch).into_iter().unzip();
         let answers = commit(&writer, backend, submissions).await;
         last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
+        changes.committed();
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
@@ -151,8 +159,29 @@ impl Store {
         let writer = GroupCommit::start_batched(&db, MAX_BATCH);
         let (submissions, queue) = mpsc::channel(MAX_SUBMISSIONS * 8);
         let last_batch = Arc::new(AtomicI64::new(0));
-        tokio::spawn(submitter(writer.clone(), db.backend, queue, last_batch.clone()));
-        Self { db, writer, submissions, last_batch }
+        let changes = Changes::default();
+        let submitter =
+            submitter(writer.clone(), db.backend, queue, last_batch.clone(), changes.clone());
+        tokio::spawn(submitter);
+        Self { db, writer, submissions, last_batch, changes }
+    }
+
+    /// The database's pool, for readers beside the writer.
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
+
+    /// Whose claims changed: for watchers to subscribe to, and for [`Changes::follow`].
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// Runs `work` through the writer; once it has committed, the changes it made to claims
+    /// are read from the change log at once (SQLite; PostgreSQL announces them itself).
+    async fn write<T: Send + 'static>(&self, work: Work<T>) -> Result<T, sqlx::Error> {
+        let done = self.writer.run(work).await;
+        self.changes.committed();
+        done
     }
 
     /// Whether claims are arriving in a rush (a batch committed within the last 250 ms): the
