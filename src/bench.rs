@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// with the simplified PIN of a real PIN request) and let file one claim each.
     #[arg(long, default_value_t = 12_000)]
     pub(crate) claimants: usize,
+    /// Watch scenario: the WatchMyClaims streams to hold open, four per citizen (the first
+    /// `--streams / 4` of the `--claimants`, who do not take part in the click day).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) streams: usize,
     /// Upload scenario: the size of each identity document's scan, in MB.
     #[arg(long, default_value_t = 20)]
     pub(crate) upload_mb: usize,
@@ -104,6 +108,12 @@ pub(crate) enum Scenario {
     /// and upload it signed with a `--upload-mb` scan, `--concurrency` at a time; prints the MB/s
     /// of accepted uploads, identity-svc's RSS growth while they stream, and CPU per upload.
     Upload,
+    /// ClaimsService/WatchMyClaims through the gateway: `--streams` held open by citizens
+    /// prepared as for clickday (four each); prints the memory each stream costs the gateway
+    /// and claims-svc, then runs the click day with the other `--claimants` while the back
+    /// office approves the watched citizens' claims, and prints the time from each approval to
+    /// its streams.
+    Watch,
 }
 
 impl Scenario {
@@ -114,7 +124,7 @@ impl Scenario {
                 "http://127.0.0.1:50052"
             }
             Scenario::Notify => "http://127.0.0.1:50054",
-            Scenario::Clickday => "http://127.0.0.1:50053",
+            Scenario::Clickday | Scenario::Watch => "http://127.0.0.1:50053",
         }
     }
 }
@@ -356,9 +366,9 @@ async fn call(
             let request = id::LoginWithPinRequest { fiscal_code: cf.clone(), pin: pin.clone() };
             IdentityServiceClient::new(channel.clone()).login_with_pin(request).await?;
         }
-        // Clickday and Upload run their own loops (`crate::clickday`, `crate::upload_bench`):
-        // here they are a catalogue read.
-        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload => {
+        // Clickday, Upload and Watch run their own loops (`crate::clickday`,
+        // `crate::upload_bench`, `crate::watch_bench`): here they are a catalogue read.
+        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload | Scenario::Watch => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
         Scenario::RequestPin => {
@@ -599,6 +609,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
         if args.scenario == Scenario::Clickday {
             return crate::clickday::run(&args, next.load(Ordering::Relaxed)).await;
+        }
+        if args.scenario == Scenario::Watch {
+            return crate::watch_bench::run(&args, next.load(Ordering::Relaxed)).await;
         }
         // `prepare` takes the citizens from here on, in order.
         let first = next.load(Ordering::Relaxed);

@@ -30,7 +30,7 @@ fn registry_row(cf: &str, n: u64) -> String {
     format!("{cf},GESTIONE_SEPARATA:2012-01-01:,2012-01-01,,{pensioner}\n")
 }
 
-fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
     Ok(request)
@@ -134,7 +134,10 @@ fn sms_halves(data_dir: &std::path::Path) -> anyhow::Result<HashMap<String, Stri
 }
 
 /// Citizens `from..from + n`, each logged in with a simplified PIN: (fiscal code, token).
-async fn population(args: &BenchArgs, from: u64) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn population(
+    args: &BenchArgs,
+    from: u64,
+) -> anyhow::Result<Vec<(String, String)>> {
     let n = args.claimants as u64;
     let user = args.backoffice_user.as_deref().context(
         "clickday needs --backoffice-user (the registries are loaded as the back office)",
@@ -182,7 +185,7 @@ async fn population(args: &BenchArgs, from: u64) -> anyhow::Result<Vec<(String, 
     Ok(sessions)
 }
 
-fn claim(cf: &str) -> cl::SubmitClaimRequest {
+pub(crate) fn claim(cf: &str) -> cl::SubmitClaimRequest {
     cl::SubmitClaimRequest {
         benefit_code: "PROFESSIONISTI_COCOCO".into(),
         fiscal_code: String::new(),
@@ -204,6 +207,15 @@ fn claim(cf: &str) -> cl::SubmitClaimRequest {
 
 pub async fn run(args: &BenchArgs, from: u64) -> anyhow::Result<()> {
     let sessions = Arc::new(population(args, from).await?);
+    file_claims(args, sessions).await.map(|_| ())
+}
+
+/// Every citizen of `sessions` files one claim through the gateway at once; prints the figures
+/// and returns the accepted claims per second.
+pub(crate) async fn file_claims(
+    args: &BenchArgs,
+    sessions: Arc<Vec<(String, String)>>,
+) -> anyhow::Result<f64> {
     let channels = bench::channels(&args.gateway, args.connections).await?;
     let targets = cpu::discover(&[&args.gateway], &args.pids);
     let next = Arc::new(AtomicUsize::new(0));
@@ -270,5 +282,5 @@ pub async fn run(args: &BenchArgs, from: u64) -> anyhow::Result<()> {
     }
     let calls = f.ok + refusals.values().sum::<u64>();
     cpu::report(&targets, &before, calls, f.elapsed);
-    Ok(())
+    Ok(f.rate())
 }

@@ -20,6 +20,7 @@ mod staff;
 mod stdout;
 mod supervisor;
 mod upload_bench;
+mod watch_bench;
 
 use clap::{Parser, Subcommand};
 
