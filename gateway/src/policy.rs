@@ -51,6 +51,11 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.identity.v1.IdentityService/Logout",
         Session { roles: EVERYONE, min_level: Level::Simplified },
     ),
+    // live progress of one's own PIN request (identity-svc sends only the caller's own)
+    (
+        "sportello.identity.v1.IdentityService/WatchMyPinRequest",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
     (
         "sportello.identity.v1.IdentityService/ChangePin",
         Session { roles: CITIZEN, min_level: Level::Ordinary },
@@ -263,6 +268,7 @@ mod tests {
             [
                 "sportello.identity.v1.IdentityService/Logout",
                 "sportello.identity.v1.IdentityService/GetProfile",
+                "sportello.identity.v1.IdentityService/WatchMyPinRequest",
                 "sportello.claims.v1.ClaimsService/SubmitClaim",
                 "sportello.claims.v1.ClaimsService/GetClaim",
                 "sportello.claims.v1.ClaimsService/ListClaims",

@@ -411,6 +411,83 @@ mod tests {
         assert_eq!(hub.watched(), 0);
     }
 
+    async fn log() -> (tempfile::TempDir, AnyPool) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.sqlite").display());
+        let pool = AnyPool::connect(&url).await.expect("pool");
+        sqlx::query("CREATE TABLE changes (seq INTEGER PRIMARY KEY, subject TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        (dir, pool)
+    }
+
+    async fn append(pool: &AnyPool, subject: &str) {
+        sqlx::query("INSERT INTO changes (subject) VALUES ($1)")
+            .bind(subject)
+            .execute(pool)
+            .await
+            .expect("logged");
+    }
+
+    #[tokio::test]
+    async fn a_logged_change_wakes_its_watcher_at_once_after_a_local_commit_and_soon_after_another_process_commits(
+    ) {
+        let (dir, pool) = log().await;
+        append(&pool, "OLD").await;
+        let hub = Changes::default();
+        let stop = CancellationToken::new();
+        let url = format!("sqlite://{}", dir.path().join("t.sqlite").display());
+        let source = Source { channel: "unused", log: "changes" };
+        // A catch-up far away: only the local commit's wake can be what reads the log.
+        hub.follow(&url, pool.clone(), source, Duration::from_secs(3600), stop.clone());
+        let mut mine = hub.watch("A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        append(&pool, "B").await;
+        append(&pool, "A").await;
+        hub.committed();
+        tokio::time::timeout(Duration::from_secs(2), mine.changed()).await.expect("woken");
+        // Another process's commit: found by the periodic catch-up.
+        let other = Changes::default();
+        other.follow(&url, pool.clone(), source, Duration::from_millis(20), stop.clone());
+        let mut theirs = other.watch("A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        append(&pool, "A").await;
+        tokio::time::timeout(Duration::from_secs(2), theirs.changed()).await.expect("caught up");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_finds_log_rows_pruned_before_it_read_them_has_everyone_read_again() {
+        let (dir, pool) = log().await;
+        append(&pool, "X").await;
+        let hub = Changes::default();
+        let stop = CancellationToken::new();
+        let url = format!("sqlite://{}", dir.path().join("t.sqlite").display());
+        let source = Source { channel: "unused", log: "changes" };
+        hub.follow(&url, pool.clone(), source, Duration::from_millis(20), stop.clone());
+        let mut unrelated = hub.watch("Z");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Rows 2 and 3 come and go (another process pruned them) before this one reads.
+        let mut tx = pool.begin().await.expect("tx");
+        for _ in 0..3 {
+            sqlx::query("INSERT INTO changes (subject) VALUES ('Y')")
+                .execute(&mut *tx)
+                .await
+                .expect("logged");
+        }
+        sqlx::query("DELETE FROM changes WHERE seq IN (2, 3)")
+            .execute(&mut *tx)
+            .await
+            .expect("pruned");
+        tx.commit().await.expect("committed");
+        tokio::time::timeout(Duration::from_secs(2), unrelated.changed())
+            .await
+            .expect("told to read again");
+        stop.cancel();
+    }
+
     #[tokio::test]
     async fn read_again_wakes_every_watcher() {
         let hub = Changes::default();

@@ -1,4 +1,5 @@
-//! Live status (issue 25, item 3): a citizen watches their own claims move without polling.
+//! Live status (issue 25, item 3): a citizen watches their own claims, and their PIN request,
+//! move without polling.
 //! The stream passes through the gateway, which bounds it per citizen; it carries only the
 //! caller's claims, ends with the session, and sees changes made through any instance of
 //! claims-svc on the same database (PostgreSQL LISTEN/NOTIFY, or SQLite's change log).
@@ -11,6 +12,7 @@ use sportello_proto::claims::v1 as cl;
 use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::identity::v1 as id;
+use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
@@ -191,6 +193,34 @@ async fn a_citizen_holds_at_most_four_live_streams_and_gets_a_place_back_when_on
 }
 
 #[tokio::test]
+async fn the_gateways_deadline_cap_does_not_cut_a_live_stream_whose_own_lifetime_ends_it() {
+    let mine = nth_cf(307);
+    let suite = spawn_suite_with(|c| {
+        crate::claims::undecided(c);
+        c.gateway.limits.max_deadline = Duration::from_secs(1);
+        c.gateway.limits.max_stream_lifetime = Duration::from_secs(4);
+    })
+    .await;
+    suite.import_registry(&registry([professional_row(&mine)])).await.expect("registry");
+    let gateway = suite.gateway_channel().await;
+    let token = suite.citizen_token(&mine, Level::Simplified);
+    let opened = std::time::Instant::now();
+    let mut stream = watch(gateway.clone(), &token).await.expect("watching");
+    assert!(next(&mut stream).await.expect("state").initial);
+    // Past the cap of ordinary calls, the stream still carries changes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let receipt =
+        submit(gateway.clone(), &token, claim_form("AGRICOLI", &mine, "k")).await.expect("filed");
+    until_status(&mut stream, &receipt.claim_id, cl::ClaimStatus::Submitted).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("ended by its lifetime")
+        .expect_err("ended with a status");
+    assert_eq!(ended.code(), Code::DeadlineExceeded);
+    assert!(opened.elapsed() >= Duration::from_secs(3), "not before its lifetime");
+}
+
+#[tokio::test]
 async fn a_logout_ends_the_live_stream_within_seconds() {
     let suite = spawn_suite().await;
     let session = active_citizen(&suite, pin_request(ROSSI)).await;
@@ -225,4 +255,98 @@ async fn a_change_made_through_one_claims_instance_reaches_a_watcher_of_another(
             .await
             .expect("filed on A");
     until_status(&mut stream, &receipt.claim_id, cl::ClaimStatus::InReview).await;
+}
+
+type PinWatch = Streaming<id::WatchMyPinRequestResponse>;
+
+async fn watch_pin(channel: Channel, token: &str) -> Result<PinWatch, tonic::Status> {
+    let request = with_token(token, id::WatchMyPinRequestRequest {});
+    let reply = IdentityServiceClient::new(channel).watch_my_pin_request(request).await?;
+    Ok(reply.into_inner())
+}
+
+/// Reads the stream until it shows `want`, checking that the stages never go back.
+async fn until_stage(
+    stream: &mut PinWatch,
+    want: id::PinRequestStage,
+) -> id::WatchMyPinRequestResponse {
+    let mut last = 0;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("a message within 20 s")
+            .expect("no error")
+            .expect("the stream goes on");
+        assert!(message.stage >= last, "the stages move forward: {last} then {}", message.stage);
+        last = message.stage;
+        if message.stage == want as i32 {
+            return message;
+        }
+    }
+}
+
+/// The PIN half that message `template` carried, as its channel delivered it.
+async fn half(suite: &Suite, template: &str) -> String {
+    use sqlx::Row;
+    let sql = format!(
+        "SELECT id, channel FROM {} WHERE template = $1",
+        suite.db.table("notify", "messages")
+    );
+    let pool = suite.db.pool("notify").await;
+    let row = sqlx::query(&sql).bind(template).fetch_one(&pool).await.expect("message");
+    let (id, channel): (String, String) = (row.get("id"), row.get("channel"));
+    let text = read_delivered(suite.db.data_dir(), &id, &channel);
+    Delivered { message_id: id, channel, text }.secret()
+}
+
+#[tokio::test]
+async fn a_citizen_watches_their_pin_request_from_issue_to_first_access_and_nobody_elses() {
+    let suite = spawn_suite_with(|c| {
+        c.notify.dispatch.enabled = true;
+        c.notify.sinks.report_delivery = true;
+    })
+    .await;
+    let gateway = suite.gateway_channel().await;
+    let token = suite.citizen_token(ROSSI, Level::Simplified);
+    let mut stream = watch_pin(gateway.clone(), &token).await.expect("watching");
+    let nothing = until_stage(&mut stream, id::PinRequestStage::Unspecified).await;
+    assert_eq!(nothing.stage_label, "Nessuna richiesta di PIN");
+    let other = suite.citizen_token(&nth_cf(310), Level::Simplified);
+    let mut theirs = watch_pin(gateway.clone(), &other).await.expect("another citizen watching");
+    until_stage(&mut theirs, id::PinRequestStage::Unspecified).await;
+
+    let filed = IdentityServiceClient::new(gateway.clone())
+        .request_pin(pin_request(ROSSI))
+        .await
+        .expect("requested")
+        .into_inner();
+    // The local sinks deliver both halves: the stream moves to the printed letter.
+    let printed = until_stage(&mut stream, id::PinRequestStage::LetterPrinted).await;
+    assert_eq!(printed.request_id, filed.request_id);
+    assert_eq!(printed.stage_label, "Lettera con la seconda parte del PIN stampata e spedita");
+    let spooled = [id::DeliveryStatus::Sent as i32, id::DeliveryStatus::Delivered as i32];
+    assert!(spooled.contains(&printed.second_half), "the letter is in the print spool");
+
+    let initial = format!(
+        "{}{}",
+        half(&suite, "PIN_FIRST_HALF").await,
+        half(&suite, "PIN_SECOND_HALF_LETTER").await
+    );
+    IdentityServiceClient::new(gateway.clone())
+        .complete_first_access(id::CompleteFirstAccessRequest {
+            fiscal_code: ROSSI.into(),
+            initial_pin: initial,
+            new_pin: crate::auth::OWN_PIN.into(),
+        })
+        .await
+        .expect("first access");
+    let active = until_stage(&mut stream, id::PinRequestStage::FirstAccess).await;
+    assert!(active.first_access_completed);
+    assert_eq!(active.stage_label, "Primo accesso completato: il PIN è attivo");
+
+    // Nothing of Rossi's request reached the other citizen's stream.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), theirs.message()).await;
+    assert!(quiet.is_err(), "another citizen's stream stays silent: {quiet:?}");
+    let operator = watch_pin(gateway, &suite.operator_token).await.expect_err("staff");
+    assert_eq!(operator.code(), Code::PermissionDenied);
 }
