@@ -11,6 +11,7 @@
 use crate::bench::{BenchArgs, Figures};
 use crate::clickday::{bearer, claim, file_claims, population};
 use crate::cpu;
+use crate::upload_bench::rss;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use sportello_proto::claims::v1 as cl;
@@ -28,14 +29,6 @@ const OPENING: usize = 64;
 
 /// When each stream saw each (claim, status): one instant per stream that saw it.
 type Seen = Arc<Mutex<HashMap<(String, i32), Vec<Instant>>>>;
-
-/// A process's resident set, in bytes.
-fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
 
 /// Reads one stream until it ends, noting when each claim's status arrived.
 async fn follow(
