@@ -89,7 +89,7 @@ async fn first_halves_sent(
 ) -> anyhow::Result<HashMap<String, String>> {
     let (pool, table) = bench::notify_messages(args).await?;
     let sent = format!(
-        "SELECT fiscal_code, id FROM {table} WHERE template = 'PIN_FIRST_HALF' AND status = 'SENT'"
+        "SELECT fiscal_code, id FROM {table} WHERE template = 'PIN_FIRST_HALF' AND status IN ('SENT', 'DELIVERED')"
     );
     let waiting = format!("SELECT COUNT(*) FROM {table} WHERE status IN ('QUEUED', 'SENDING')");
     let deadline = Instant::now() + Duration::from_secs(600);
