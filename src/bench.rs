@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// with the simplified PIN of a real PIN request) and let file one claim each.
     #[arg(long, default_value_t = 12_000)]
     pub(crate) claimants: usize,
+    /// Watch scenario: the WatchMyClaims streams to hold open, four per citizen (the first
+    /// `--streams / 4` of the `--claimants`, who do not take part in the click day).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) streams: usize,
     /// Upload scenario: the size of each identity document's scan, in MB.
     #[arg(long, default_value_t = 20)]
     pub(crate) upload_mb: usize,
@@ -108,6 +112,12 @@ pub(crate) enum Scenario {
     /// pin-login) with 1,000 audit rows and 50 messages, then 10,000 audit rows: time per
     /// export, CPU per export and each process's memory (see `crate::export_bench`).
     Export,
+    /// ClaimsService/WatchMyClaims through the gateway: `--streams` held open by citizens
+    /// prepared as for clickday (four each); prints the memory each stream costs the gateway
+    /// and claims-svc, then runs the click day with the other `--claimants` while the back
+    /// office approves the watched citizens' claims, and prints the time from each approval to
+    /// its streams.
+    Watch,
 }
 
 impl Scenario {
@@ -118,7 +128,7 @@ impl Scenario {
                 "http://127.0.0.1:50052"
             }
             Scenario::Notify | Scenario::Export => "http://127.0.0.1:50054",
-            Scenario::Clickday => "http://127.0.0.1:50053",
+            Scenario::Clickday | Scenario::Watch => "http://127.0.0.1:50053",
         }
     }
 }
@@ -360,9 +370,14 @@ async fn call(
             let request = id::LoginWithPinRequest { fiscal_code: cf.clone(), pin: pin.clone() };
             IdentityServiceClient::new(channel.clone()).login_with_pin(request).await?;
         }
-        // Clickday and Upload run their own loops (`crate::clickday`, `crate::upload_bench`):
-        // here they are a catalogue read.
-        Scenario::ListBenefits | Scenario::Clickday | Scenario::Upload | Scenario::Export => {
+        // Clickday, Upload, Export and Watch run their own loops (`crate::clickday`,
+        // `crate::upload_bench`, `crate::export_bench`, `crate::watch_bench`): here they are a
+        // catalogue read.
+        Scenario::ListBenefits
+        | Scenario::Clickday
+        | Scenario::Upload
+        | Scenario::Export
+        | Scenario::Watch => {
             ClaimsServiceClient::new(channel.clone()).list_benefits(ListBenefitsRequest {}).await?;
         }
         Scenario::RequestPin => {
@@ -603,6 +618,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let next = Arc::new(AtomicU64::new(rand::random::<u32>() as u64 * 1_000_000));
         if args.scenario == Scenario::Clickday {
             return crate::clickday::run(&args, next.load(Ordering::Relaxed)).await;
+        }
+        if args.scenario == Scenario::Watch {
+            return crate::watch_bench::run(&args, next.load(Ordering::Relaxed)).await;
         }
         // `prepare` takes the citizens from here on, in order.
         let first = next.load(Ordering::Relaxed);

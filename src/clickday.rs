@@ -89,7 +89,7 @@ async fn first_halves_sent(
 ) -> anyhow::Result<HashMap<String, String>> {
     let (pool, table) = bench::notify_messages(args).await?;
     let sent = format!(
-        "SELECT fiscal_code, id FROM {table} WHERE template = 'PIN_FIRST_HALF' AND status = 'SENT'"
+        "SELECT fiscal_code, id FROM {table} WHERE template = 'PIN_FIRST_HALF' AND status IN ('SENT', 'DELIVERED')"
     );
     let waiting = format!("SELECT COUNT(*) FROM {table} WHERE status IN ('QUEUED', 'SENDING')");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -134,7 +134,10 @@ fn sms_halves(data_dir: &std::path::Path) -> anyhow::Result<HashMap<String, Stri
 }
 
 /// Citizens `from..from + n`, each logged in with a simplified PIN: (fiscal code, token).
-async fn population(args: &BenchArgs, from: u64) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn population(
+    args: &BenchArgs,
+    from: u64,
+) -> anyhow::Result<Vec<(String, String)>> {
     let n = args.claimants as u64;
     let user = args.backoffice_user.as_deref().context(
         "clickday needs --backoffice-user (the registries are loaded as the back office)",
@@ -204,6 +207,15 @@ pub(crate) fn claim(cf: &str) -> cl::SubmitClaimRequest {
 
 pub async fn run(args: &BenchArgs, from: u64) -> anyhow::Result<()> {
     let sessions = Arc::new(population(args, from).await?);
+    file_claims(args, sessions).await.map(|_| ())
+}
+
+/// Every citizen of `sessions` files one claim through the gateway at once; prints the figures
+/// and returns the accepted claims per second.
+pub(crate) async fn file_claims(
+    args: &BenchArgs,
+    sessions: Arc<Vec<(String, String)>>,
+) -> anyhow::Result<f64> {
     let channels = bench::channels(&args.gateway, args.connections).await?;
     let targets = cpu::discover(&[&args.gateway], &args.pids);
     let next = Arc::new(AtomicUsize::new(0));
@@ -270,5 +282,5 @@ pub async fn run(args: &BenchArgs, from: u64) -> anyhow::Result<()> {
     }
     let calls = f.ok + refusals.values().sum::<u64>();
     cpu::report(&targets, &before, calls, f.elapsed);
-    Ok(())
+    Ok(f.rate())
 }

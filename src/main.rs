@@ -21,6 +21,7 @@ mod staff;
 mod stdout;
 mod supervisor;
 mod upload_bench;
+mod watch_bench;
 
 use clap::{Parser, Subcommand};
 

@@ -38,8 +38,8 @@ fn scan(len: usize) -> Vec<u8> {
     bytes
 }
 
-/// identity-svc's resident set, in bytes.
-fn rss(pid: u32) -> Option<u64> {
+/// A process's resident set, in bytes.
+pub(crate) fn rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

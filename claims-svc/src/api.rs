@@ -20,7 +20,8 @@ use crate::store::{
 use sportello_domain::codice_fiscale::CodiceFiscale;
 use sportello_domain::text::truncated;
 use sportello_platform::audit::Entry;
-use sportello_platform::auth::{principal, Claims as Principal, Level, Role};
+use sportello_platform::auth::{principal, Claims as Principal, Level, Revoked, Role};
+use sportello_platform::changes::{live, Session};
 use sportello_platform::error::FieldViolations;
 use sportello_platform::mask;
 use sportello_proto::claims::v1 as wire;
@@ -94,7 +95,7 @@ fn receipt(r: &ClaimRecord) -> wire::ClaimReceipt {
     }
 }
 
-fn wire_claim(r: &ClaimRecord) -> wire::Claim {
+pub(crate) fn wire_claim(r: &ClaimRecord) -> wire::Claim {
     let role = match r.filer_role.as_str() {
         "PATRONATO" => id::PrincipalRole::Patronato,
         _ => id::PrincipalRole::Citizen,
@@ -201,6 +202,8 @@ pub struct Claims {
     register: Register,
     relay: Arc<Notify>,
     decider: Arc<Notify>,
+    /// Sessions ended: a live stream ends with its session.
+    revoked: Revoked,
 }
 
 impl Claims {
@@ -211,7 +214,13 @@ impl Claims {
         register: Register,
         (relay, decider): (Arc<Notify>, Arc<Notify>),
     ) -> Self {
-        Self { catalogue, store, debtor, register, relay, decider }
+        Self { catalogue, store, debtor, register, relay, decider, revoked: Revoked::default() }
+    }
+
+    /// Ends live streams when their session is in `revoked` (the verifier's list).
+    pub fn ending_streams_with(mut self, revoked: Revoked) -> Self {
+        self.revoked = revoked;
+        self
     }
 
     fn wake(&self) {
@@ -292,6 +301,22 @@ impl Claims {
 
 #[tonic::async_trait]
 impl ClaimsService for Claims {
+    type WatchMyClaimsStream =
+        futures::stream::BoxStream<'static, Result<wire::WatchMyClaimsResponse, GrpcStatus>>;
+
+    async fn watch_my_claims(
+        &self,
+        request: Request<wire::WatchMyClaimsRequest>,
+    ) -> Answer<Self::WatchMyClaimsStream> {
+        let p = principal(&request)?;
+        require(&p, &[Role::Citizen], "a citizen watches their own claims")?;
+        let session = Session::of(&p, &self.revoked, request.metadata());
+        // Subscribed before the first read: a change committed in between is read again.
+        let watching = self.store.changes().watch(&p.sub);
+        let mine = crate::watch::MyClaims::new(self.store.clone(), p.sub);
+        Ok(Response::new(live(session, watching, mine)))
+    }
+
     async fn list_benefits(
         &self,
         _request: Request<wire::ListBenefitsRequest>,

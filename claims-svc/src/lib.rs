@@ -13,6 +13,7 @@ pub mod error;
 pub mod register;
 pub mod relay;
 pub mod store;
+pub mod watch;
 
 pub use config::Config;
 
@@ -39,6 +40,10 @@ use tonic::service::Routes;
 /// claims-svc's schema, for tools and tests that open its database.
 pub static MIGRATIONS: Migrations = sportello_platform::embed_migrations!();
 
+/// How often the SQLite change log is read for changes made by other processes on the file
+/// (this process's own are read as they commit).
+const CHANGES_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// claims-svc's name as a service: its key file, and what identity-svc trusts it as.
 pub const NAME: &str = "claims";
 
@@ -56,6 +61,7 @@ pub async fn serve(
             anyhow::anyhow!("trusted_services.{service}: not an Ed25519 public key: {e}")
         })?;
     }
+    let url = config.store.database_url_for(NAME)?;
     let me = ServiceKey::load_or_generate(&config.store.data_dir, NAME)?;
     // Claims look citizens up in identity-svc and send receipts through notify-svc.
     let backend = |service: &str, urls: &str| {
@@ -84,6 +90,10 @@ pub async fn serve(
         shutdown.clone(),
         |db| async move {
             let store = store::Store::new(db);
+            // Changes of claims reach the citizens watching them on every instance.
+            let every = CHANGES_CATCH_UP;
+            let pool = store.pool().clone();
+            store.changes().follow(&url, pool, store::CHANGES, every, shutdown.clone());
             if config.demo_registry {
                 register::load_demo(&store).await?;
             }
@@ -108,7 +118,8 @@ pub async fn serve(
             };
             let citizen_data = citizen_data::CitizenData::new(store.clone());
             let claims =
-                api::Claims::new(catalogue, store, config.payments.clone(), register, wakes);
+                api::Claims::new(catalogue, store, config.payments.clone(), register, wakes)
+                    .ending_streams_with(verifier.revoked());
             let authenticate = Authenticate { verifier };
             Ok(Routes::new(ClaimsServiceServer::with_interceptor(
                 claims.clone(),

@@ -87,6 +87,15 @@ pub struct Limits {
     /// The longest deadline a call may have; calls without one get this one.
     #[serde(with = "humantime_serde")]
     pub max_deadline: Duration,
+    /// The longest a live stream (a method that streams its response, e.g. WatchMyClaims) may
+    /// stay open; the caller's deadline, if shorter, ends it sooner. The backend ends it too
+    /// when its session ends or its token expires.
+    #[serde(with = "humantime_serde")]
+    pub max_stream_lifetime: Duration,
+    /// Live streams open at once per principal (a citizen's portal in a few tabs).
+    pub max_streams_per_principal: usize,
+    /// Live streams open at once across the gateway.
+    pub max_streams: usize,
     /// Calls per client address (all calls, public ones included).
     pub per_address: RateLimit,
     /// Calls per logged-in principal.
@@ -120,6 +129,11 @@ impl Default for Limits {
             // poor mobile link.
             max_receive_time: Duration::from_secs(5),
             max_deadline: Duration::from_secs(30),
+            // Tokens last 15 minutes: a stream outliving its token is ended by its backend.
+            max_stream_lifetime: Duration::from_secs(3600),
+            max_streams_per_principal: 4,
+            // A few kilobytes each across the gateway and the backend (`sportello bench watch`).
+            max_streams: 50_000,
             // A flood guard, not a quota: on click day many citizens share one carrier-grade NAT.
             per_address: RateLimit { per_second: 20_000, burst: 40_000 },
             per_principal: RateLimit { per_second: 20, burst: 40 },

@@ -12,6 +12,7 @@ pub mod privacy;
 pub mod proxy;
 pub mod reflection;
 pub mod stack;
+pub mod streams;
 
 pub use config::Config;
 
@@ -71,7 +72,8 @@ pub async fn serve(
     let cns = cns::Vouch::new(me);
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
-    let proxy = stack::build(&config, &guard, backends, streaming, cns);
+    let streams = streams::streaming_responses(sportello_proto::FILE_DESCRIPTOR_SET)?;
+    let proxy = stack::build(&config, &guard, backends, streaming, streams, cns);
     let own = reflection::serve(Routes::new(health_service), &contract).prepare();
     server::run_service(NAME, listener, Front { own, proxy }, &config.server, shutdown).await?;
     Ok(())

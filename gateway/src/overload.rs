@@ -45,22 +45,25 @@ pub(crate) fn deadline_exceeded() -> Reply {
     Status::deadline_exceeded("deadline exceeded").into_http()
 }
 
-/// Ends every call at the caller's deadline, capped at `cap`.
-#[derive(Clone, Copy, Debug)]
+/// Ends every call at the caller's deadline, capped at `cap`; a live stream (a method at one
+/// of `streams`) at the caller's deadline capped at `stream_cap`, its longest life.
+#[derive(Clone, Debug)]
 pub struct DeadlineCapLayer {
     cap: Duration,
+    streams: Arc<HashSet<String>>,
+    stream_cap: Duration,
 }
 
 impl DeadlineCapLayer {
-    pub fn new(cap: Duration) -> Self {
-        Self { cap }
+    pub fn new(cap: Duration, streams: HashSet<String>, stream_cap: Duration) -> Self {
+        Self { cap, streams: Arc::new(streams), stream_cap }
     }
 }
 
 impl<S> Layer<S> for DeadlineCapLayer {
     type Service = DeadlineCap<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineCap { inner, cap: self.cap }
+        DeadlineCap { inner, caps: self.clone() }
     }
 }
 
@@ -68,7 +71,7 @@ impl<S> Layer<S> for DeadlineCapLayer {
 #[derive(Clone, Debug)]
 pub struct DeadlineCap<S> {
     inner: S,
-    cap: Duration,
+    caps: DeadlineCapLayer,
 }
 
 impl<S, B> Service<http::Request<B>> for DeadlineCap<S>
@@ -85,7 +88,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let within = effective_deadline(req.headers(), self.cap);
+        let caps = &self.caps;
+        let cap = if caps.streams.contains(req.uri().path()) { caps.stream_cap } else { caps.cap };
+        let within = effective_deadline(req.headers(), cap);
         req.extensions_mut().insert(Deadline(Instant::now() + within));
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -232,12 +237,20 @@ impl Gate for Shed {
 
 /// The paths (`/package.Service/Method`) of the contract's methods that stream their request.
 pub fn streaming_requests(descriptor_set: &[u8]) -> Result<HashSet<String>, prost::DecodeError> {
+    methods_where(descriptor_set, |m| m.client_streaming())
+}
+
+/// The paths of the contract's methods that `which` picks.
+pub fn methods_where(
+    descriptor_set: &[u8],
+    which: impl Fn(&prost_types::MethodDescriptorProto) -> bool,
+) -> Result<HashSet<String>, prost::DecodeError> {
     use prost::Message;
     let set = prost_types::FileDescriptorSet::decode(descriptor_set)?;
     let mut paths = HashSet::new();
     for file in &set.file {
         for service in &file.service {
-            for method in service.method.iter().filter(|m| m.client_streaming()) {
+            for method in service.method.iter().filter(|m| which(m)) {
                 paths.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
             }
         }

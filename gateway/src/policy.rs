@@ -51,6 +51,11 @@ pub const TABLE: &[(&str, Access)] = &[
         "sportello.identity.v1.IdentityService/Logout",
         Session { roles: EVERYONE, min_level: Level::Simplified },
     ),
+    // live progress of one's own PIN request (identity-svc sends only the caller's own)
+    (
+        "sportello.identity.v1.IdentityService/WatchMyPinRequest",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
     (
         "sportello.identity.v1.IdentityService/ChangePin",
         Session { roles: CITIZEN, min_level: Level::Ordinary },
@@ -117,6 +122,11 @@ pub const TABLE: &[(&str, Access)] = &[
     ),
     (
         "sportello.claims.v1.ClaimsService/RevokeMandate",
+        Session { roles: CITIZEN, min_level: Level::Simplified },
+    ),
+    // live status of one's own claims (claims-svc sends only the caller's own)
+    (
+        "sportello.claims.v1.ClaimsService/WatchMyClaims",
         Session { roles: CITIZEN, min_level: Level::Simplified },
     ),
     (
@@ -271,6 +281,7 @@ mod tests {
             [
                 "sportello.identity.v1.IdentityService/Logout",
                 "sportello.identity.v1.IdentityService/GetProfile",
+                "sportello.identity.v1.IdentityService/WatchMyPinRequest",
                 "sportello.claims.v1.ClaimsService/SubmitClaim",
                 "sportello.claims.v1.ClaimsService/GetClaim",
                 "sportello.claims.v1.ClaimsService/ListClaims",
@@ -278,6 +289,7 @@ mod tests {
                 "sportello.claims.v1.ClaimsService/RedeemBabySittingBonus",
                 "sportello.claims.v1.ClaimsService/ListMandates",
                 "sportello.claims.v1.ClaimsService/RevokeMandate",
+                "sportello.claims.v1.ClaimsService/WatchMyClaims",
                 "sportello.notify.v1.NotifyService/ListMyMessages",
                 "sportello.notify.v1.NotifyService/GetMyMessage",
                 "sportello.privacy.v1.PrivacyService/ListMyDataAccess",

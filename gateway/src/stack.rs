@@ -8,6 +8,7 @@ use crate::guard::{Authenticate, Guard, IdentifyCaller, RateLimitByAddress, Rate
 use crate::overload::{DeadlineCapLayer, InFlightFair, ReceiveMessageLayer, Shed};
 use crate::policy::Policy;
 use crate::proxy::{Backends, Forward, Route, StripInternalHeaders, VouchForCns};
+use crate::streams::StreamBoundsLayer;
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use std::collections::HashSet;
@@ -29,6 +30,7 @@ pub fn build<B>(
     guard: &Guard,
     backends: Backends,
     streaming_requests: HashSet<String>,
+    streaming_responses: HashSet<String>,
     cns: crate::cns::Vouch,
 ) -> impl Service<http::Request<B>, Response = Reply, Error = Infallible, Future: Send + 'static>
        + Clone
@@ -47,8 +49,13 @@ where
         //
         // The deadline cap comes first: every wait below it (for a slot, for the request
         // message, for the backend) then ends when the caller's deadline does, and a call
-        // without a deadline gets the cap rather than holding anything forever.
-        .layer(DeadlineCapLayer::new(limits.max_deadline))
+        // without a deadline gets the cap rather than holding anything forever. A live stream
+        // gets a cap of its own, its longest life.
+        .layer(DeadlineCapLayer::new(
+            limits.max_deadline,
+            streaming_responses.clone(),
+            limits.max_stream_lifetime,
+        ))
         // Which calling system the call comes through, if any (its credential or certificate,
         // checked in constant time; a wrong one is refused here): the bounds below count a
         // portal's calls as its citizens' and its own, not as its address's.
@@ -77,6 +84,13 @@ where
             limits.max_in_flight_per_principal,
             limits.max_in_flight_per_address,
         )))
+        // Live streams per principal and in total, also once the principal is known; their
+        // places are held for as long as they stream.
+        .layer(StreamBoundsLayer::new(
+            streaming_responses,
+            limits.max_streams_per_principal,
+            limits.max_streams,
+        ))
         // The request message, bounded in size and in the time it may take to arrive, is
         // received before a gateway-wide slot is taken, so that a client whose message never
         // ends holds no slot (only its own share, above).

@@ -33,7 +33,7 @@ fn today() -> chrono::NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
-fn timestamp(millis: i64) -> prost_types::Timestamp {
+pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: millis.div_euclid(1000),
         nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
@@ -97,11 +97,30 @@ fn given_contacts(c: Option<&wire::Contacts>) -> Contacts {
 pub struct Identity {
     pins: Pins,
     logins: Logins,
+    /// Whose PIN requests changed, and the deliveries watchers wait on (WatchMyPinRequest).
+    changes: sportello_platform::changes::Changes,
+    deliveries: crate::pin_watch::Deliveries,
 }
 
 impl Identity {
     pub fn new(logins: Logins) -> Self {
-        Self { pins: logins.pins.clone(), logins }
+        Self {
+            pins: logins.pins.clone(),
+            logins,
+            changes: Default::default(),
+            deliveries: Default::default(),
+        }
+    }
+
+    /// Live streams follow `changes` and `deliveries`.
+    pub fn watching(
+        mut self,
+        changes: sportello_platform::changes::Changes,
+        deliveries: crate::pin_watch::Deliveries,
+    ) -> Self {
+        self.changes = changes;
+        self.deliveries = deliveries;
+        self
     }
 }
 
@@ -270,6 +289,34 @@ impl IdentityService for Identity {
         let claims = principal(&request)?;
         self.logins.sessions.logout(&claims).await?;
         Ok(Response::new(wire::LogoutResponse {}))
+    }
+
+    type WatchMyPinRequestStream =
+        futures::stream::BoxStream<'static, Result<wire::WatchMyPinRequestResponse, Status>>;
+
+    async fn watch_my_pin_request(
+        &self,
+        request: Request<wire::WatchMyPinRequestRequest>,
+    ) -> Result<Response<Self::WatchMyPinRequestStream>, Status> {
+        use sportello_platform::changes::{live, Session};
+        let claims = principal(&request)?;
+        if claims.role != Role::Citizen {
+            return Err(IdentityError::Forbidden {
+                reason: "CITIZENS_ONLY",
+                message: "a citizen watches their own PIN request",
+            }
+            .into());
+        }
+        let revoked = self.logins.verifier.revoked();
+        let session = Session::of(&claims, &revoked, request.metadata());
+        // Subscribed before the first read: a change committed in between is read again.
+        let watching = self.changes.watch(&claims.sub);
+        let mine = crate::pin_watch::MyPinRequest::new(
+            self.pins.clone(),
+            self.deliveries.clone(),
+            claims.sub,
+        );
+        Ok(Response::new(live(session, watching, mine)))
     }
 
     async fn get_profile(

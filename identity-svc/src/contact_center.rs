@@ -82,7 +82,7 @@ fn parse_cursor(token: &str) -> Result<Option<(i64, String)>, IdentityError> {
 }
 
 impl Pins {
-    async fn with_statuses(
+    pub(crate) async fn with_statuses(
         &self,
         rows: Vec<RequestRow>,
     ) -> Result<Vec<RequestView>, IdentityError> {

@@ -16,6 +16,7 @@ pub mod login;
 pub mod notifier;
 pub mod oidc;
 pub mod operator_auth;
+pub mod pin_watch;
 pub mod pins;
 pub mod provider_keys;
 pub mod relay;
@@ -98,6 +99,8 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let relay_stop = shutdown.clone();
+    let watch_stop = shutdown.clone();
+    let url = config.store.database_url_for("identity")?;
     let blobs_dir = config.store.data_dir.join("blobs");
     let sweep_stop = shutdown.clone();
     sportello_platform::server::serve_with_store(
@@ -116,6 +119,12 @@ pub async fn serve(
         shutdown,
         move |db| async move {
             let store = store::Store::new(db, secrets);
+            // Changes of PIN requests reach the citizens watching them on every instance.
+            let changes = sportello_platform::changes::Changes::default();
+            let every = std::time::Duration::from_millis(250);
+            let (pool, source) = (store.pool().clone(), pin_watch::CHANGES);
+            changes.follow(&url, pool, source, every, watch_stop.clone());
+            let deliveries = pin_watch::Deliveries::default();
             store.seal_cleartext_outbox().await?;
             let blobs = sportello_platform::blobs::FsBlobs::open(blobs_dir).await?;
             tokio::spawn(conversion::sweep_orphans(store.clone(), blobs.clone(), sweep_stop));
@@ -150,6 +159,14 @@ pub async fn serve(
             );
             let wake = std::sync::Arc::new(tokio::sync::Notify::new());
             tokio::spawn(relay::run(store.clone(), notifier.clone(), wake.clone(), relay_stop));
+            // The halves' delivery is notify-svc's: asked once a second for all watchers.
+            let follow = deliveries.clone().follow(
+                notifier.clone(),
+                changes.clone(),
+                std::time::Duration::from_secs(1),
+                watch_stop,
+            );
+            tokio::spawn(follow);
             let pins = pins::Pins {
                 store: store.clone(),
                 hasher,
@@ -182,7 +199,7 @@ pub async fn serve(
             let authenticate =
                 sportello_platform::auth::Authenticate { verifier: verifier.clone() };
             Ok(Routes::new(IdentityServiceServer::with_interceptor(
-                api::Identity::new(logins),
+                api::Identity::new(logins).watching(changes, deliveries),
                 authenticate,
             ))
             .add_service(PinConversionServiceServer::with_interceptor(

@@ -96,11 +96,7 @@ impl Admission {
 
 /// The time the caller of `request` has left, as its `grpc-timeout` says; `None` without one.
 pub fn deadline_of<T>(request: &tonic::Request<T>) -> Option<Duration> {
-    request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::deadline::parse_grpc_timeout)
+    crate::deadline::of_metadata(request.metadata())
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub fn requested(headers: &http::HeaderMap) -> Option<Duration> {
     headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)
 }
 
+/// The caller's deadline as a gRPC request's metadata says, if it sent a valid one.
+pub fn of_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)
+}
+
 /// See the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DeadlineLayer;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backoff;
 pub mod balance;
 pub mod blobs;
+pub mod changes;
 pub mod citizen_data;
 pub mod cli;
 pub mod client;

@@ -18,6 +18,9 @@ pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 #[derive(Clone, Default)]
 pub struct Revoked {
     sessions: Arc<RwLock<HashMap<String, Instant>>>,
+    /// Bumped whenever sessions are added, for those who hold a session open (a live stream)
+    /// and must end it promptly.
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Revoked {
@@ -37,11 +40,21 @@ impl Revoked {
         self.sessions.read().map(|s| s.contains_key(sid)).unwrap_or(true)
     }
 
+    /// Changes whenever sessions end: a holder of a long-lived call checks its own session
+    /// then, rather than on a timer of its own.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
     fn add(&self, ids: Vec<String>) {
         if let Ok(mut sessions) = self.sessions.write() {
             let now = Instant::now();
+            let before = sessions.len();
             for sid in ids {
                 sessions.entry(sid).or_insert(now);
+            }
+            if sessions.len() > before {
+                self.ended.send_modify(|n| *n = n.wrapping_add(1));
             }
             // Tokens live minutes; a day later a revoked session is long expired.
             sessions.retain(|_, at| now.duration_since(*at) < Duration::from_secs(86_400));

@@ -39,3 +39,4 @@ mod staff;
 mod supervisor;
 mod tracing_across_services;
 mod trust;
+mod watch;

@@ -398,6 +398,19 @@ impl Status {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The state as the citizen's portal shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Submitted => "Presentata",
+            Status::InReview => "In istruttoria",
+            Status::Approved => "Accolta",
+            Status::Rejected => "Respinta",
+            Status::PaymentOrdered => "Pagamento disposto",
+            Status::Paid => "Pagata",
+            Status::Withdrawn => "Ritirata",
+        }
+    }
+
     /// Not decided yet: the citizen may still withdraw it.
     pub fn is_undecided(self) -> bool {
         matches!(self, Status::Submitted | Status::InReview)

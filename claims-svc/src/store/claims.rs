@@ -237,11 +237,10 @@ impl Store {
     ) -> Result<Option<ClaimRecord>, sqlx::Error> {
         d.traceparent = sportello_platform::trace_context::current_traceparent();
         let id = id.to_owned();
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move { transition(conn, &id, from, &d, None).await })
-            }))
-            .await
+        self.write(Box::new(move |conn| {
+            Box::pin(async move { transition(conn, &id, from, &d, None).await })
+        }))
+        .await
     }
 
     /// Records the automatic decisions of a batch of submitted claims in one transaction, each
@@ -253,18 +252,17 @@ impl Store {
         decisions: Vec<(String, Option<String>, Decided)>,
     ) -> Result<(), sqlx::Error> {
         let traceparent = sportello_platform::trace_context::current_traceparent();
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    for (id, account, mut d) in decisions {
-                        d.traceparent = d.traceparent.or_else(|| traceparent.clone());
-                        let on = Some(account.as_deref());
-                        transition(conn, &id, &[Status::Submitted], &d, on).await?;
-                    }
-                    Ok(())
-                })
-            }))
-            .await
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                for (id, account, mut d) in decisions {
+                    d.traceparent = d.traceparent.or_else(|| traceparent.clone());
+                    let on = Some(account.as_deref());
+                    transition(conn, &id, &[Status::Submitted], &d, on).await?;
+                }
+                Ok(())
+            })
+        }))
+        .await
     }
 
     /// Changes how the claim `id` of citizen `owner` is paid to `to`, with its audit row (by
@@ -280,74 +278,73 @@ impl Store {
         let traceparent = sportello_platform::trace_context::current_traceparent();
         let (id, owner) = (id.to_owned(), owner.to_owned());
         let lock = if self.db.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    let sql = format!(
-                        "SELECT {CLAIM_COLUMNS} FROM claims WHERE id = $1 AND fiscal_code = $2{lock}"
-                    );
-                    let row = sqlx::query(&sql).bind(&id).bind(&owner).fetch_optional(&mut *conn);
-                    let Some(row) = row.await? else { return Ok(PaymentChange::NotFound) };
-                    let before = claim(&row)?;
-                    let status = match after_payment_change(before.status, &to) {
-                        Ok(status) => status,
-                        Err(status) => return Ok(PaymentChange::TooLate(status)),
-                    };
-                    if before.iban.as_deref() == to.stored() {
-                        return Ok(PaymentChange::Unchanged(before));
-                    }
-                    let decide_again = status == Status::Submitted;
-                    let sql = format!(
-                        "UPDATE claims SET iban = $2, status = $3, reasons = $4, updated_at = $5{} \
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                let sql = format!(
+                    "SELECT {CLAIM_COLUMNS} FROM claims WHERE id = $1 AND fiscal_code = $2{lock}"
+                );
+                let row = sqlx::query(&sql).bind(&id).bind(&owner).fetch_optional(&mut *conn);
+                let Some(row) = row.await? else { return Ok(PaymentChange::NotFound) };
+                let before = claim(&row)?;
+                let status = match after_payment_change(before.status, &to) {
+                    Ok(status) => status,
+                    Err(status) => return Ok(PaymentChange::TooLate(status)),
+                };
+                if before.iban.as_deref() == to.stored() {
+                    return Ok(PaymentChange::Unchanged(before));
+                }
+                let decide_again = status == Status::Submitted;
+                let sql = format!(
+                    "UPDATE claims SET iban = $2, status = $3, reasons = $4, updated_at = $5{} \
                          WHERE id = $1 RETURNING {CLAIM_COLUMNS}",
-                        // Due at once, and free of the lease of a check of the old account.
-                        if decide_again { ", decide_at = $5, leased_until = NULL" } else { "" }
-                    );
-                    let reasons = if decide_again { String::new() } else { before.reasons.join(",") };
-                    let row = sqlx::query(&sql)
-                        .bind(&id)
-                        .bind(to.stored().map(str::to_owned))
-                        .bind(status.as_str())
-                        .bind(reasons)
-                        .bind(now_millis())
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    let after = claim(&row)?;
-                    let notice = Notice {
-                        fiscal_code: &after.fiscal_code,
-                        template: "CLAIM_PAYMENT_DETAILS_CHANGED",
-                        params: BTreeMap::from([
-                            ("protocol_number", after.protocol_number.clone()),
-                            ("payment_method", payment_method(after.iban.as_deref())),
-                        ]),
-                        contacts: &after.contacts,
-                        traceparent,
-                    };
-                    queue_all(conn, &[notice]).await?;
-                    let masked = |iban: Option<&str>| {
-                        iban.and_then(|i| Iban::parse(i).ok())
-                            .map_or_else(|| "CASH".to_owned(), |i| i.masked())
-                    };
-                    let detail = format!(
-                        "{}: {} -> {}, {} -> {}",
-                        after.protocol_number,
-                        masked(before.iban.as_deref()),
-                        masked(after.iban.as_deref()),
-                        before.status.as_str(),
-                        after.status.as_str(),
-                    );
-                    let entry = Entry {
-                        operator_id: &owner,
-                        action: "UpdatePaymentDetails",
-                        fiscal_code: &after.fiscal_code,
-                        outcome: "OK",
-                        detail: &detail,
-                    };
-                    append(conn, &entry).await?;
-                    Ok(PaymentChange::Changed(after))
-                })
-            }))
-            .await
+                    // Due at once, and free of the lease of a check of the old account.
+                    if decide_again { ", decide_at = $5, leased_until = NULL" } else { "" }
+                );
+                let reasons = if decide_again { String::new() } else { before.reasons.join(",") };
+                let row = sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(to.stored().map(str::to_owned))
+                    .bind(status.as_str())
+                    .bind(reasons)
+                    .bind(now_millis())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let after = claim(&row)?;
+                let notice = Notice {
+                    fiscal_code: &after.fiscal_code,
+                    template: "CLAIM_PAYMENT_DETAILS_CHANGED",
+                    params: BTreeMap::from([
+                        ("protocol_number", after.protocol_number.clone()),
+                        ("payment_method", payment_method(after.iban.as_deref())),
+                    ]),
+                    contacts: &after.contacts,
+                    traceparent,
+                };
+                queue_all(conn, &[notice]).await?;
+                let masked = |iban: Option<&str>| {
+                    iban.and_then(|i| Iban::parse(i).ok())
+                        .map_or_else(|| "CASH".to_owned(), |i| i.masked())
+                };
+                let detail = format!(
+                    "{}: {} -> {}, {} -> {}",
+                    after.protocol_number,
+                    masked(before.iban.as_deref()),
+                    masked(after.iban.as_deref()),
+                    before.status.as_str(),
+                    after.status.as_str(),
+                );
+                let entry = Entry {
+                    operator_id: &owner,
+                    action: "UpdatePaymentDetails",
+                    fiscal_code: &after.fiscal_code,
+                    outcome: "OK",
+                    detail: &detail,
+                };
+                append(conn, &entry).await?;
+                Ok(PaymentChange::Changed(after))
+            })
+        }))
+        .await
     }
 
     /// Claims waiting for the automatic decision, leased for `lease_ms` to this decider.
@@ -379,40 +376,38 @@ impl Store {
              WHERE id = $1 AND fiscal_code = $2 AND status = 'APPROVED' \
              AND benefit_code = 'BONUS_BABY_SITTING' RETURNING {CLAIM_COLUMNS}"
         );
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    let row = sqlx::query(&sql)
-                        .bind(&id)
-                        .bind(&cf)
-                        .bind(now_millis())
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    row.as_ref().map(claim).transpose()
-                })
-            }))
-            .await
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(&cf)
+                    .bind(now_millis())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                row.as_ref().map(claim).transpose()
+            })
+        }))
+        .await
     }
 
     /// Puts an undecided claim back for a later attempt (the provider did not answer), if it
     /// is still submitted: a withdrawal while the bank was asked ended its wait for good.
     pub async fn decide_later(&self, id: &str, at: i64) -> Result<(), sqlx::Error> {
         let id = id.to_owned();
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE claims SET decide_at = $2, leased_until = NULL \
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE claims SET decide_at = $2, leased_until = NULL \
                          WHERE id = $1 AND status = 'SUBMITTED'",
-                    )
-                    .bind(&id)
-                    .bind(at)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(())
-                })
-            }))
-            .await
+                )
+                .bind(&id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
     }
 
     pub async fn claim(&self, id: &str) -> Result<Option<ClaimRecord>, sqlx::Error> {

@@ -21,8 +21,9 @@ use crate::domain::eligibility::BenefitCode;
 use crate::domain::{parse_level, Benefit, Group};
 use sportello_platform::admission::{Admission, Ticket};
 use sportello_platform::audit::Entry;
+use sportello_platform::changes::{Changes, Source};
 use sportello_platform::db::{Backend, Database};
-use sportello_platform::group_commit::GroupCommit;
+use sportello_platform::group_commit::{GroupCommit, Work};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,7 +53,12 @@ pub struct Store {
     last_batch: Arc<AtomicI64>,
     /// Submissions admitted by the time they would wait for the writer.
     admission: Admission,
+    /// Whose claims changed, for the citizens watching them (WatchMyClaims).
+    changes: Changes,
 }
+
+/// Where the triggers of migration 0009 announce a change of a citizen's claims.
+pub const CHANGES: Source = Source { channel: "sportello_claims_changes", log: "claim_changes" };
 
 /// How recently submissions must have committed for claims to be arriving in a rush.
 const RUSH_MS: i64 = 250;
@@ -65,6 +71,7 @@ async fn submitter(
     mut queue: mpsc::Receiver<Queued>,
     last_batch: Arc<AtomicI64>,
     admission: Admission,
+    changes: Changes,
 ) {
     let mut batch = Vec::with_capacity(MAX_SUBMISSIONS);
     while queue.recv_many(&mut batch, MAX_SUBMISSIONS).await > 0 {
@@ -78,6 +85,7 @@ async fn submitter(
         let answers = commit(&writer, backend, submissions).await;
         admission.done(answers.len(), started.elapsed());
         last_batch.store(sportello_platform::now_millis(), Ordering::Relaxed);
+        changes.committed();
         for ((reply, _ticket), answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }
@@ -171,14 +179,16 @@ impl Store {
         // than the writer can with large ones, and the rate measured on small batches would
         // otherwise refuse the very burst that makes batches large.
         let admission = Admission::new(MAX_WAIT, MAX_SUBMISSIONS, MAX_SUBMISSIONS * 8);
+        let changes = Changes::default();
         tokio::spawn(submitter(
             writer.clone(),
             db.backend,
             queue,
             last_batch.clone(),
             admission.clone(),
+            changes.clone(),
         ));
-        Self { db, writer, submissions, last_batch, admission }
+        Self { db, writer, submissions, last_batch, admission, changes }
     }
 
     /// Admission of one more submission for a caller with `deadline` left: refused (`None`)
@@ -188,6 +198,24 @@ impl Store {
     /// are answered in about a second rather than after every caller has given up.
     pub fn admit(&self, deadline: Option<Duration>) -> Option<Ticket> {
         self.admission.admit(deadline)
+    }
+
+    /// The database's pool, for readers beside the writer.
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
+
+    /// Whose claims changed: for watchers to subscribe to, and for [`Changes::follow`].
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// Runs `work` through the writer; once it has committed, the changes it made to claims
+    /// are read from the change log at once (SQLite; PostgreSQL announces them itself).
+    async fn write<T: Send + 'static>(&self, work: Work<T>) -> Result<T, sqlx::Error> {
+        let done = self.writer.run(work).await;
+        self.changes.committed();
+        done
     }
 
     /// Whether claims are arriving in a rush (a batch committed within the last 250 ms): the

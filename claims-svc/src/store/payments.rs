@@ -95,8 +95,7 @@ impl Store {
         names: HashMap<String, String>,
     ) -> Result<Option<OrderedBatch>, sqlx::Error> {
         let by = by.to_owned();
-        self.writer
-            .run(Box::new(move |conn| {
+        self.write(Box::new(move |conn| {
                 Box::pin(async move {
                     let sql = format!("SELECT {CLAIM_COLUMNS} {PAYABLE}");
                     let rows = sqlx::query(&sql).bind(max).fetch_all(&mut *conn).await?;
@@ -187,50 +186,51 @@ impl Store {
         by: &str,
     ) -> Result<BatchAnswer, sqlx::Error> {
         let (id, by) = (id.to_owned(), by.to_owned());
-        self.writer
-            .run(Box::new(move |conn| {
-                Box::pin(async move {
-                    let now = now_millis();
-                    if !settle(conn, &id, "confirmed_at = $2", now).await? {
-                        match batch_state(conn, &id).await? {
-                            None => return Ok(BatchAnswer::NotFound),
-                            Some(BatchState::Confirmed) => {}
-                            Some(state) => return Ok(BatchAnswer::Refused(state)),
-                        }
-                    } else {
-                        let sql = format!(
-                            "UPDATE claims SET status = 'PAID', updated_at = $2 \
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                let now = now_millis();
+                if !settle(conn, &id, "confirmed_at = $2", now).await? {
+                    match batch_state(conn, &id).await? {
+                        None => return Ok(BatchAnswer::NotFound),
+                        Some(BatchState::Confirmed) => {}
+                        Some(state) => return Ok(BatchAnswer::Refused(state)),
+                    }
+                } else {
+                    let sql = format!(
+                        "UPDATE claims SET status = 'PAID', updated_at = $2 \
                              WHERE payment_batch_id = $1 AND status = 'PAYMENT_ORDERED' \
                              RETURNING {CLAIM_COLUMNS}"
-                        );
-                        let rows = sqlx::query(&sql).bind(&id).bind(now).fetch_all(&mut *conn).await?;
-                        let paid: Vec<ClaimRecord> = rows.iter().map(claim).collect::<Result<_, _>>()?;
-                        let day = chrono::DateTime::from_timestamp_millis(now)
-                            .unwrap_or_default()
-                            .format("%d/%m/%Y")
-                            .to_string();
-                        let notices: Vec<Notice<'_>> = paid.iter().map(|c| payment_notice(c, &day)).collect();
-                        queue_all(conn, &notices).await?;
-                        let detail = format!("batch {id}: {} claims paid", paid.len());
-                        let entry = Entry {
-                            operator_id: &by,
-                            action: "ConfirmPaymentBatch",
-                            fiscal_code: "",
-                            outcome: "OK",
-                            detail: &detail,
-                        };
-                        append(conn, &entry).await?;
-                    }
-                    let paid: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM claims WHERE payment_batch_id = $1 AND status = 'PAID'",
-                    )
-                    .bind(&id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    Ok(BatchAnswer::Done(paid))
-                })
-            }))
-            .await
+                    );
+                    let rows = sqlx::query(&sql).bind(&id).bind(now).fetch_all(&mut *conn).await?;
+                    let paid: Vec<ClaimRecord> =
+                        rows.iter().map(claim).collect::<Result<_, _>>()?;
+                    let day = chrono::DateTime::from_timestamp_millis(now)
+                        .unwrap_or_default()
+                        .format("%d/%m/%Y")
+                        .to_string();
+                    let notices: Vec<Notice<'_>> =
+                        paid.iter().map(|c| payment_notice(c, &day)).collect();
+                    queue_all(conn, &notices).await?;
+                    let detail = format!("batch {id}: {} claims paid", paid.len());
+                    let entry = Entry {
+                        operator_id: &by,
+                        action: "ConfirmPaymentBatch",
+                        fiscal_code: "",
+                        outcome: "OK",
+                        detail: &detail,
+                    };
+                    append(conn, &entry).await?;
+                }
+                let paid: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM claims WHERE payment_batch_id = $1 AND status = 'PAID'",
+                )
+                .bind(&id)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(BatchAnswer::Done(paid))
+            })
+        }))
+        .await
     }
 
     /// Takes back batch `id`, not yet confirmed, for `reason`: its claims return to APPROVED
@@ -243,8 +243,7 @@ impl Store {
         reason: &str,
     ) -> Result<BatchAnswer, sqlx::Error> {
         let (id, by, reason) = (id.to_owned(), by.to_owned(), reason.to_owned());
-        self.writer
-            .run(Box::new(move |conn| {
+        self.write(Box::new(move |conn| {
                 Box::pin(async move {
                     let now = now_millis();
                     let cancelled = "cancelled_at = $2, cancelled_by = $3, cancel_reason = $4";

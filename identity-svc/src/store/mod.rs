@@ -43,6 +43,13 @@ pub struct Store {
 /// A transaction on the service's pool: what must commit together is written through one.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
+impl Store {
+    /// The database's pool, for readers beside the writers.
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, sqlx::Error> {
     serde_json::from_str(json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
