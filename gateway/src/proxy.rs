@@ -248,7 +248,7 @@ impl Backends {
 #[derive(Clone)]
 pub enum Backend {
     Remote(RpcTrace<PoolHop>),
-    Own(tonic::service::Routes),
+    Own(sportello_platform::server::Guarded),
 }
 
 /// Chooses the backend by the called method's package; a package no backend owns is
@@ -263,7 +263,9 @@ impl Route {
         let mut own: HashMap<String, Backend> = backends
             .own
             .into_iter()
-            .map(|(domain, routes)| (domain, Backend::Own(routes)))
+            .map(|(domain, routes)| {
+                (domain, Backend::Own(sportello_platform::server::guarded(routes)))
+            })
             .collect();
         let backends = backends
             .by_domain
@@ -416,7 +418,7 @@ impl Service<http::Request<tonic::body::Body>> for Forward {
 /// A call the gateway answers itself: its answer must begin within the deadline, like a
 /// backend's.
 fn own(
-    routes: tonic::service::Routes,
+    routes: sportello_platform::server::Guarded,
     req: http::Request<tonic::body::Body>,
 ) -> BoxFuture<'static, Result<Reply, Infallible>> {
     use tower::ServiceExt;

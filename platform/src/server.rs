@@ -145,12 +145,18 @@ pub async fn run(
     settings: &ServerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Every request's text is checked once, before any handler (see `text_guard`); a request
-    // tonic cannot read is answered INVALID_ARGUMENT, not INTERNAL (see `request_faults`).
-    let service = crate::request_faults::RequestFaults::new(crate::text_guard::TextGuard::new(
-        routes.prepare(),
-    ));
-    run_service(name, listener, service, settings, shutdown).await
+    run_service(name, listener, guarded(routes), settings, shutdown).await
+}
+
+/// Services whose requests are read as [`guarded`] says.
+pub type Guarded = crate::request_faults::RequestFaults<crate::text_guard::TextGuard<Routes>>;
+
+/// `routes` behind the checks every request of a Sportello service passes: its text is checked
+/// once, before any handler (see `text_guard`), and a request tonic cannot read is answered
+/// INVALID_ARGUMENT, not INTERNAL (see `request_faults`). [`run`] serves its routes so; the
+/// gateway its own (privacy.v1), which it answers rather than forwards.
+pub fn guarded(routes: Routes) -> Guarded {
+    crate::request_faults::RequestFaults::new(crate::text_guard::TextGuard::new(routes.prepare()))
 }
 
 /// See `http2_max_pending_accept_reset_streams` in [`run_service`].

@@ -255,7 +255,7 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
         c.identity.pins.max_failed_attempts = 1_000_000;
     })
     .await;
-    let (citizen, verdi_initial) = citizens(&suite).await;
+    let (mut citizen, verdi_initial) = citizens(&suite).await;
     let service_token = suite.service_token();
     let operator = suite.operator_token.clone();
 
@@ -317,6 +317,14 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
             let path = format!("/{}/{}", service.full_name(), method.name());
             let input = method.input();
             let baseline = baselines.of(&input);
+            // A hostile Logout (or a PIN change) ends Rossi's session: he logs in again, so
+            // that the methods after it are still called as a citizen.
+            let profile = id::GetProfileRequest {}.encode_to_vec().into();
+            let get_profile = "/sportello.identity.v1.IdentityService/GetProfile";
+            if call(&gateway, get_profile, profile, Some(&citizen)).await == Code::Unauthenticated {
+                let session = suite.login_with_pin(ROSSI, ROSSI_PIN).await.expect("Rossi again");
+                citizen = session.access_token;
+            }
             // Call as whoever the RPC serves, so that its handler really reads the fields:
             // the first of anonymous, citizen, operator and service not refused at the door.
             let mut token = None;
@@ -330,6 +338,16 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
                 if !matches!(code, Code::Unauthenticated | Code::PermissionDenied) {
                     token = candidate;
                     break;
+                }
+            }
+            // A message that does not decode (field 1 said 255 bytes long, one sent) is the
+            // caller's error wherever it is read, the gateway's own privacy service included.
+            let unreadable = Bytes::from_static(&[0x0a, 0xff, 0x01]);
+            for (route, channel) in [("owner", &channel), ("gateway", &gateway)] {
+                calls += 1;
+                let code = call(channel, &path, unreadable.clone(), token).await;
+                if is_failure(code) {
+                    failures.push(format!("{path} with an unreadable message ({route}): {code:?}"));
                 }
             }
             for field in string_paths(&input, 0) {
