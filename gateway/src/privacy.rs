@@ -175,6 +175,11 @@ impl Privacy {
 /// A part that failed makes the whole answer fail: a list with a service's part missing would
 /// say that nobody from that service looked.
 fn part_failed(status: Status) -> Status {
+    // A bound on the citizen's own calls (exports per hour) is theirs to know, with its
+    // RetryInfo; anything else is the service's failure, said without its cause.
+    if status.code() == tonic::Code::ResourceExhausted {
+        return status;
+    }
     tracing::warn!(code = ?status.code(), "a service's part of a citizen's data failed");
     Status::unavailable("il servizio non è al momento disponibile; riprovi tra poco")
 }

@@ -4,7 +4,8 @@
 //! PIN, a hash or a code. An export is audited here, and the citizen told of it through the
 //! outbox in the same transaction. For the gateway only.
 
-use crate::pins::{queue_notice, Pins, SELF_SERVICE};
+use crate::error::IdentityError;
+use crate::pins::{queue_notice, Pins, EXPORTS, HOUR_MS, SELF_SERVICE};
 use crate::store::{self, Entry};
 use sportello_platform::citizen_data::{self as data, unavailable, Kind};
 use sportello_proto::privacy::v1::citizen_data_service_server::CitizenDataService;
@@ -99,6 +100,17 @@ impl CitizenData {
     async fn record_export(&self, fiscal_code: &str) -> Result<(), Status> {
         let credential = self.pins.store.credential(fiscal_code).await.map_err(unavailable)?;
         let mut tx = self.pins.store.begin().await.map_err(unavailable)?;
+        let max = i64::from(self.pins.rules.exports_per_hour);
+        let allowed = store::take_allowance(&mut tx, fiscal_code, EXPORTS, max, HOUR_MS)
+            .await
+            .map_err(unavailable)?;
+        if !allowed {
+            return Err(IdentityError::Exhausted {
+                reason: "TOO_MANY_EXPORTS",
+                message: "hai già scaricato i tuoi dati più volte nell'ultima ora: riprova più tardi",
+            }
+            .into());
+        }
         if let Some(credential) = &credential {
             queue_notice(&mut tx, fiscal_code, &credential.contacts, "DATA_EXPORTED")
                 .await

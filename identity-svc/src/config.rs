@@ -102,6 +102,11 @@ pub struct PinRules {
     /// may send to one citizen's contacts per hour: no one can bomb a citizen's phone.
     #[serde(default = "default_per_hour")]
     pub notices_per_hour: u32,
+    /// Exports of their own data (ExportMyData) one citizen may make per hour. Each is
+    /// announced to every contact on file, so a thief holding the PIN cannot flood them; an
+    /// honest citizen needs one.
+    #[serde(default = "default_per_hour")]
+    pub exports_per_hour: u32,
     /// A recovery start is answered no sooner than this after it arrived, whatever happened:
     /// with the same work on every path, this hides what noise is left (registered or not,
     /// right contacts or not).
@@ -126,6 +131,7 @@ impl Default for PinRules {
             recovery_max_attempts: 5,
             recovery_starts_per_hour: default_per_hour(),
             notices_per_hour: default_per_hour(),
+            exports_per_hour: default_per_hour(),
             recovery_answer_time: default_recovery_answer_time(),
         }
     }

@@ -68,6 +68,7 @@ pub fn citizen_action<'a>(
 /// Rate-limit kinds (see [`store::take_allowance`]).
 pub(crate) const NOTICES: &str = "NOTICES";
 const RECOVERY_STARTS: &str = "RECOVERY_STARTS";
+pub(crate) const EXPORTS: &str = "EXPORTS";
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 
 /// Queues `template` (a notice, no secret) to every contact in `contacts`, on the caller's

@@ -14,6 +14,7 @@ use sportello_proto::privacy::v1 as pv;
 use sportello_proto::privacy::v1::citizen_data_service_client::CitizenDataServiceClient;
 use sportello_proto::privacy::v1::privacy_service_client::PrivacyServiceClient;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 async fn privacy(suite: &Suite) -> PrivacyServiceClient<tonic::transport::Channel> {
     PrivacyServiceClient::new(suite.gateway_channel().await)
@@ -358,4 +359,28 @@ async fn the_services_automatic_steps_show_as_the_system_sending_and_delivering_
     let delivered = steps.iter().find(|e| e.action == "MESSAGE_DELIVERED").expect("delivered");
     let seconds = |e: &pv::DataAccess| e.at.map(|t| (t.seconds, t.nanos));
     assert!(seconds(delivered) >= seconds(sent), "delivered after it was sent");
+}
+
+#[tokio::test]
+async fn a_fourth_export_within_the_hour_is_refused_with_when_to_retry_and_tells_nobody() {
+    // Each export is announced to every contact on file: a thief holding the PIN must not be
+    // able to flood them, nor to hide a real export among a thousand.
+    let suite = spawn_suite().await;
+    let session = active_citizen(&suite, pin_request(ROSSI)).await;
+    for _ in 0..3 {
+        export(&suite, &session.access_token).await.expect("an export within the bound");
+    }
+    let told = suite.db.messages("DATA_EXPORTED").await.len();
+    let refused = export(&suite, &session.access_token).await.expect_err("a fourth");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let info = refused.get_details_error_info().expect("its reason");
+    assert_eq!(info.reason, "TOO_MANY_EXPORTS");
+    assert!(refused.get_details_retry_info().and_then(|r| r.retry_delay).is_some());
+    assert!(refused.message().contains("riprova"), "said in Italian: {}", refused.message());
+    assert_eq!(suite.db.messages("DATA_EXPORTED").await.len(), told, "no notice for a refusal");
+    let exports = suite.db.count("identity", "audit_events", "action = 'ExportMyData'").await;
+    assert_eq!(exports, 3, "a refused export is not recorded as made");
+    // Another citizen's exports are their own.
+    let (other, _) = citizen_request("Verdi", "Anna", (1990, 5, 4), id::Sex::Female);
+    export(&suite, &suite.citizen_token(&other, Level::Ordinary)).await.expect("Verdi's export");
 }
