@@ -81,6 +81,9 @@ struct Running {
     name: &'static str,
     addr: SocketAddr,
     child: Child,
+    /// The child's standard input, held open for as long as `up` runs (see `start`); kept
+    /// apart from `child` because waiting for a child closes the input it still holds.
+    _stdin: tokio::process::ChildStdin,
 }
 
 /// Where each service will listen: its configured address, with port 0 resolved to a free port
@@ -201,7 +204,9 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     let Launch { args, plan, trusted, demo_staff } = launch;
     let exe = std::env::current_exe().context("locating the sportello binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg(name);
+    // Its standard input is a pipe `up` holds: when `up` ends, however it ends (SIGKILL
+    // included), the pipe closes and the child drains and stops rather than serve unsupervised.
+    cmd.arg(name).arg("--until-stdin-closes");
     if let Some(config) = &args.config {
         cmd.arg("--config").arg(config);
     }
@@ -262,9 +267,10 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     // A group of its own: a terminal's Ctrl-C reaches `up` alone, which stops the children in
     // order; had they heard it too, one exiting first would look like a crash.
     cmd.process_group(0);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     // One terminal, four services: each log line says whose it is.
+    let stdin = child.stdin.take().context("child stdin")?;
     let stderr = child.stderr.take().context("child stderr")?;
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
@@ -288,7 +294,7 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     .with_context(|| format!("{name} did not start listening within 30 s"))??;
     // Keep draining the child's stdout so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Running { name, addr, child })
+    Ok(Running { name, addr, child, _stdin: stdin })
 }
 
 fn print_banner(running: &[Running], demo_staff: &[String]) {

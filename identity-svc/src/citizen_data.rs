@@ -107,7 +107,8 @@ impl CitizenData {
         if !allowed {
             return Err(IdentityError::Exhausted {
                 reason: "TOO_MANY_EXPORTS",
-                message: "hai già scaricato i tuoi dati più volte nell'ultima ora: riprova più tardi",
+                message:
+                    "hai già scaricato i tuoi dati più volte nell'ultima ora: riprova più tardi",
             }
             .into());
         }

@@ -22,6 +22,11 @@ pub struct ServiceArgs {
     /// Address to listen on, overriding the configuration (port 0 picks a free port).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Also stop (draining, as on SIGTERM) when standard input closes: `sportello up` holds
+    /// its children's standard input open, so that they stop with it however it ends, even
+    /// killed with SIGKILL, rather than serve on with nobody to supervise them.
+    #[arg(long, hide = true)]
+    pub until_stdin_closes: bool,
 }
 
 /// Parses the command line and runs one service until SIGINT/SIGTERM.
@@ -66,6 +71,10 @@ where
             writeln!(out, "{LISTENING} {name} {local}")?;
             out.flush()?;
         }
-        serve(config, listener, crate::shutdown::on_signal()).await
+        let shutdown = crate::shutdown::on_signal();
+        if args.until_stdin_closes {
+            crate::shutdown::on_stdin_closed(shutdown.clone());
+        }
+        serve(config, listener, shutdown).await
     })
 }

@@ -37,3 +37,19 @@ pub fn on_signal() -> CancellationToken {
     });
     token
 }
+
+/// Cancels `token` once standard input reaches its end (or fails): the parent that holds it open
+/// has gone. A thread of its own, because reading a terminal or a pipe blocks.
+pub fn on_stdin_closed(token: CancellationToken) {
+    let spawned = std::thread::Builder::new().name("stdin-watch".into()).spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 64];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        tracing::info!("standard input closed (the supervisor has gone); draining");
+        token.cancel();
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch standard input; only signals stop this process");
+    }
+}

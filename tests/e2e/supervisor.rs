@@ -104,6 +104,27 @@ async fn a_service_that_keeps_dying_spends_its_budget_and_up_exits_non_zero_nami
 }
 
 #[tokio::test]
+async fn when_up_itself_is_killed_with_sigkill_its_children_stop_rather_than_serve_unsupervised() {
+    let db = TestDb::new().await;
+    let up = sportello_up_with(&db, &[]).await;
+    wait_for_status(up.gateway, "", ServingStatus::Serving).await;
+    let children = crate::tracing_across_services::children_of(up.pid());
+    assert_eq!(children.len(), 4, "four services: {children:?}");
+    kill_9(up.pid());
+    eventually("every child of the killed up to stop", Duration::from_secs(30), || {
+        let children = children.clone();
+        async move {
+            // A stopped child that nobody waits for stays a zombie: gone all the same.
+            children.iter().all(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.is_empty() || stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'))
+            })
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn ctrl_c_in_a_terminal_stops_every_child_without_restarting_any() {
     let db = TestDb::new().await;
     let up = sportello_up_with(&db, &[]).await;
