@@ -17,6 +17,7 @@ pub mod watch;
 
 pub use config::Config;
 
+use sportello_platform::health::Needs;
 use sportello_platform::auth::{follow_identity, Authenticate, Verifier};
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
@@ -86,7 +87,8 @@ pub async fn serve(
         ],
         listener,
         &config.server,
-        dependencies.into(),
+        // Ready once it can tell a valid session from an ended one.
+        Needs { dependencies, condition: Some(verifier.ready_condition()) },
         shutdown.clone(),
         |db| async move {
             let store = store::Store::new(db);

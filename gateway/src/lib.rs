@@ -36,13 +36,15 @@ pub async fn serve(
     let contract = reflection::public_contract(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let exposed = reflection::service_names(&contract);
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let guard = guard::Guard::new(&config)?;
     let readiness = Readiness {
         // The privacy service is the gateway's own, and needs every backend: SERVING with them.
         own: vec![String::new(), privacy::SERVICE_NAME.to_owned()],
         // Every service the gateway exposes has a health entry, asked of its backend.
         dependencies: backends.dependencies(exposed.iter().map(String::as_str)),
         mirror: true,
-        condition: None,
+        // And once it can tell a valid session from an ended one.
+        condition: Some(health::Condition(guard.verifier.ready_condition())),
     };
     health::starting(&reporter, &readiness).await;
     tokio::spawn(health::track(
@@ -51,7 +53,6 @@ pub async fn serve(
         config.server.health_interval,
         shutdown.clone(),
     ));
-    let guard = guard::Guard::new(&config)?;
     let identity = sportello_platform::client::backend(
         "sportello.identity.v1.IdentityService",
         &config.identity_url,

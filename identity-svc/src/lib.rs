@@ -26,6 +26,7 @@ pub mod store;
 
 pub use config::Config;
 
+use sportello_platform::health::Needs;
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
 use sportello_platform::server::Storage;
@@ -115,7 +116,8 @@ pub async fn serve(
         ],
         listener,
         &config.server,
-        dependencies.into(),
+        // Ready once it can tell a valid session from an ended one.
+        Needs { dependencies, condition: Some(verifier.ready_condition()) },
         shutdown,
         move |db| async move {
             let store = store::Store::new(db, secrets);
@@ -178,6 +180,7 @@ pub async fn serve(
             };
             let sessions = sessions::Sessions { store, signer, rules: config.sessions.clone() };
             // This instance refuses sessions that any instance ended, as the other services do.
+            verifier.revoked().await_follower();
             tokio::spawn(verifier.revoked().follow(
                 {
                     let sessions = sessions.clone();

@@ -103,10 +103,7 @@ pub async fn serve(
         // Ready once it can check the tokens of the services and citizens that call it.
         Needs {
             dependencies: Vec::new(),
-            condition: Some(std::sync::Arc::new({
-                let verifier = verifier.clone();
-                move || verifier.has_keys()
-            })),
+            condition: Some(verifier.ready_condition()),
         },
         shutdown,
         |db| async move {

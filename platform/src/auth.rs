@@ -96,10 +96,10 @@ pub enum AuthError {
     Invalid,
     #[error("session token expired")]
     Expired,
-    /// This process has not yet learnt identity-svc's signing keys (it has just started, or
-    /// identity-svc has not answered yet): the token may well be valid, so the caller is to
-    /// try again shortly, not to log in again.
-    #[error("the signing keys are not known yet; retry shortly")]
+    /// This process has not yet learnt identity-svc's signing keys, or the sessions it ended
+    /// (it has just started, or identity-svc has not answered yet): the token may well be
+    /// valid, so the caller is to try again shortly, not to log in again.
+    #[error("sessions cannot be checked yet; retry shortly")]
     KeysUnknown,
 }
 
@@ -202,6 +202,18 @@ impl Verifier {
         self.keys.read().map(|k| !k.is_empty()).unwrap_or(false)
     }
 
+    /// Whether it can tell a valid session token from another: it has identity-svc's keys and
+    /// knows which sessions have ended. A service is ready to serve callers only then.
+    pub fn is_ready(&self) -> bool {
+        self.has_keys() && self.revoked.is_complete()
+    }
+
+    /// [`Verifier::is_ready`], as a readiness condition of the service that verifies with it.
+    pub fn ready_condition(&self) -> Arc<dyn Fn() -> bool + Send + Sync> {
+        let verifier = self.clone();
+        Arc::new(move || verifier.is_ready())
+    }
+
     /// The claims of a valid token: EdDSA only, signed by a current key, issued by identity-svc
     /// (or by a trusted service, for itself), not expired, of a session not ended.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
@@ -225,6 +237,10 @@ impl Verifier {
             return Err(if keys.is_empty() { AuthError::KeysUnknown } else { AuthError::Invalid });
         };
         let claims: Claims = decode(token, key, ISSUER)?;
+        if !self.revoked.is_complete() {
+            // Whether this session has ended is not known yet: as without keys, retry shortly.
+            return Err(AuthError::KeysUnknown);
+        }
         if self.revoked.contains(&claims.sid) {
             return Err(AuthError::Invalid);
         }
@@ -320,6 +336,7 @@ pub fn follow_identity(
         Duration::from_secs(60),
         shutdown.clone(),
     ));
+    verifier.revoked().await_follower();
     tokio::spawn(verifier.revoked().follow_identity(
         identity,
         me,

@@ -7,6 +7,7 @@
 use crate::service_identity::ServiceKey;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -14,13 +15,30 @@ use tokio_util::sync::CancellationToken;
 /// How often followers ask identity-svc for sessions ended since their last answer.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
 
+/// How soon a follower that has no answer yet asks again, at first (doubled on every miss).
+const FIRST_RETRY: Duration = Duration::from_millis(20);
+
 /// Ended sessions, by session id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Revoked {
     sessions: Arc<RwLock<HashMap<String, Instant>>>,
+    /// Whether the list is complete: false from [`Revoked::await_follower`] until the follower's
+    /// first answer. A process just (re)started knows no ended session yet, and a thief's token
+    /// of a session the citizen ended must not pass in that gap.
+    complete: Arc<AtomicBool>,
     /// Bumped whenever sessions are added, for those who hold a session open (a live stream)
     /// and must end it promptly.
     ended: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Revoked {
+    fn default() -> Self {
+        Self {
+            sessions: Arc::default(),
+            complete: Arc::new(AtomicBool::new(true)),
+            ended: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Revoked {
@@ -35,6 +53,17 @@ impl std::fmt::Debug for Revoked {
 pub type Window = (Vec<String>, i64);
 
 impl Revoked {
+    /// Marks the list incomplete until a follower first answers; called before the process
+    /// serves, by whoever then starts the follower.
+    pub fn await_follower(&self) {
+        self.complete.store(false, Ordering::Release);
+    }
+
+    /// Whether every session ended so far is known (see [`Revoked::await_follower`]).
+    pub fn is_complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
     pub fn contains(&self, sid: &str) -> bool {
         // A poisoned lock refuses every session rather than none.
         self.sessions.read().map(|s| s.contains_key(sid)).unwrap_or(true)
@@ -73,18 +102,28 @@ impl Revoked {
         E: std::fmt::Debug,
     {
         let mut since = 0;
+        // Until the first answer the process refuses sessions and is not ready: ask again
+        // soon, backing off as the signing keys' follower does.
+        let mut retry = FIRST_RETRY;
         loop {
             match source(since).await {
                 Ok((ids, as_of)) => {
                     self.add(ids);
+                    self.complete.store(true, Ordering::Release);
                     // Overlap the next window a little: clocks of two processes are not one.
                     since = as_of - 2_000;
                 }
                 Err(e) => tracing::debug!(error = ?e, "revoked sessions not available"),
             }
+            let wait = if self.is_complete() {
+                every
+            } else {
+                retry = (retry * 2).min(every);
+                retry / 2
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -117,6 +156,44 @@ impl Revoked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_list_awaiting_its_follower_is_incomplete_until_the_first_answer() {
+        let revoked = Revoked::default();
+        assert!(revoked.is_complete(), "nothing to wait for without a follower");
+        revoked.await_follower();
+        assert!(!revoked.is_complete());
+        let stop = CancellationToken::new();
+        let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let task = tokio::spawn(revoked.clone().follow(
+            {
+                let asked = asked.clone();
+                move |_| {
+                    // identity-svc is down for the first two asks, then answers.
+                    let n = asked.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if n >= 2 {
+                            Ok::<_, ()>((vec!["s1".to_owned()], 10_000))
+                        } else {
+                            Err(())
+                        }
+                    }
+                }
+            },
+            // A poll far longer than the test: only the quick first retries can complete it.
+            Duration::from_secs(3600),
+            stop.clone(),
+        ));
+        let complete = async {
+            while !revoked.is_complete() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), complete).await.expect("completed");
+        assert!(revoked.contains("s1"), "complete with what the answer said");
+        stop.cancel();
+        task.await.expect("follower");
+    }
 
     #[tokio::test]
     async fn a_followed_revocation_is_known_within_a_poll() {

@@ -52,6 +52,37 @@ async fn a_logged_out_session_is_refused_by_a_service_called_directly_within_sec
 }
 
 #[tokio::test]
+async fn a_service_started_after_a_logout_never_lets_the_ended_session_in_not_even_at_its_first_call()
+{
+    // A process just (re)started has learnt nothing yet: it must not take a session the citizen
+    // ended for a live one while it asks identity-svc which sessions ended.
+    let mut later = None;
+    let suite = spawn_suite_with(|c| later = Some(c.notify.clone())).await;
+    let session = active_citizen(&suite, pin_request(ROSSI)).await;
+    let token = session.access_token;
+    identity(&suite)
+        .await
+        .logout(with_token(&token, id::LogoutRequest {}))
+        .await
+        .expect("logged out");
+    let config = later.expect("notify's configuration");
+    let started = Running::start(listener().await, |l, s| notify_svc::serve(config, l, s));
+    let mut notify = NotifyServiceClient::new(connect(started.addr).await);
+    let mut answers = Vec::new();
+    loop {
+        let request = with_token(&token, nt::ListMyMessagesRequest::default());
+        let code = notify.list_my_messages(request).await.map_or_else(|s| s.code(), |_| Code::Ok);
+        answers.push(code);
+        // Until it knows, it says so (UNAVAILABLE, retry shortly); then it refuses the session.
+        if code != Code::Unavailable || answers.len() > 2_000 {
+            break;
+        }
+    }
+    assert_eq!(answers.last(), Some(&Code::Unauthenticated), "{answers:?}");
+    assert!(!answers.contains(&Code::Ok), "the ended session was let in: {answers:?}");
+}
+
+#[tokio::test]
 async fn identitys_internal_rpcs_answer_only_sportello_services() {
     let suite = spawn_suite().await;
     let mut direct = IdentityServiceClient::new(connect(suite.identity.addr).await);
