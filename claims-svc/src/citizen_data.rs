@@ -24,7 +24,10 @@ const INSURED_POSITION: Kind = Kind {
 /// A claim and its history: submitted, decided (with reasons), redeemed, payment ordered, paid.
 const CLAIMS: Kind = Kind {
     name: "claim",
-    sql: "SELECT c.id, c.protocol_number, c.benefit_code, c.status, c.amount_cents, c.iban, \
+    // The account masked as everywhere else (`Iban::masked`): an ordinary PIN reads it, and
+    // only a dispositive one may change where money goes.
+    sql: "SELECT c.id, c.protocol_number, c.benefit_code, c.status, c.amount_cents, \
+          substr(c.iban, 1, 4) || ' **** ' || substr(c.iban, length(c.iban) - 3) AS iban_masked, \
           c.child_fiscal_code, c.reasons, c.contacts, c.filed_by_role, \
           CASE WHEN c.filed_by_role = 'PATRONATO' THEN c.filed_by_id END AS filed_by_patronato, \
           c.submitted_at, c.updated_at, c.redeemed_at, b.execution_date AS payment_execution_date, \
@@ -90,7 +93,8 @@ impl CitizenDataService for CitizenData {
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
         let fiscal_code = data::export_of(&request)?;
         let db = self.store.db().clone();
-        Ok(Response::new(data::export(move |mut lines| async move {
+        let place = data::export_place()?;
+        Ok(Response::new(data::export(place, move |mut lines| async move {
             let kinds = [(&INSURED_POSITION, None), (&CLAIMS, None), (&MANDATES, None)];
             let done = data::stream_kinds(&db, &mut lines, SOURCE, &fiscal_code, &kinds).await;
             (lines, done)

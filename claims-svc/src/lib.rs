@@ -17,10 +17,10 @@ pub mod watch;
 
 pub use config::Config;
 
-use sportello_platform::health::Needs;
 use sportello_platform::auth::{follow_identity, Authenticate, Verifier};
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
+use sportello_platform::health::Needs;
 use sportello_platform::server::Storage;
 use sportello_platform::service_identity::ServiceKey;
 use sportello_proto::claims::v1::claims_back_office_service_server::{

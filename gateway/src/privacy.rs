@@ -74,6 +74,9 @@ pub fn load_or_generate_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 #[derive(Clone)]
 pub struct Privacy {
     parts: Vec<(Source, CitizenDataServiceClient<Traced>)>,
+    /// The same services over connections of their own for exports: a citizen who reads an
+    /// export slowly fills its HTTP/2 windows, which must not hold up everyone's lists.
+    export_parts: Vec<CitizenDataServiceClient<Traced>>,
     me: ServiceKey,
     key: std::sync::Arc<Vec<u8>>,
 }
@@ -85,22 +88,27 @@ impl Privacy {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let mut parts = Vec::new();
+        let mut export_parts = Vec::new();
         for (source, url) in [
             (Source::Identity, &config.identity_url),
             (Source::Claims, &config.claims_url),
             (Source::Notify, &config.notify_url),
         ] {
-            let backend = sportello_platform::client::backend(
-                PART_SERVICE,
-                url,
-                config.server.health_interval,
-                shutdown.clone(),
-            )?;
-            let channel = sportello_platform::client::traced(backend.channel);
-            parts.push((source, CitizenDataServiceClient::new(channel)));
+            let client = || -> anyhow::Result<_> {
+                let backend = sportello_platform::client::backend(
+                    PART_SERVICE,
+                    url,
+                    config.server.health_interval,
+                    shutdown.clone(),
+                )?;
+                let channel = sportello_platform::client::traced(backend.channel);
+                Ok(CitizenDataServiceClient::new(channel))
+            };
+            parts.push((source, client()?));
+            export_parts.push(client()?);
         }
         let key = load_or_generate_key(&key_path(&config.data_dir))?;
-        Ok(Self { parts, me, key: std::sync::Arc::new(key) })
+        Ok(Self { parts, export_parts, me, key: std::sync::Arc::new(key) })
     }
 
     /// The tonic service, for the router.
@@ -273,7 +281,11 @@ fn decode_token(token: &str) -> Option<Position> {
     let at = parts.next()?.parse().ok()?;
     let source = parts.next()?.parse().ok()?;
     let key = parts.next()?.to_owned();
-    (!key.is_empty() && key.len() <= 200).then_some(Position { at, source, key })
+    // Keys are the services' own (digits, ids): anything else is forged, and a control
+    // character would only be refused by the service, as if the service had failed.
+    let plausible =
+        !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic());
+    plausible.then_some(Position { at, source, key })
 }
 
 fn role_label(role: ActorRole) -> &'static str {
@@ -427,7 +439,7 @@ type Part = tonic::Streaming<sportello_proto::privacy::v1::ExportCitizenDataResp
 impl Privacy {
     /// Opens the export of part `i` (identity, claims, notify).
     async fn open_part(&self, i: usize, fiscal_code: &str) -> Result<Part, Status> {
-        let (_, client) = &self.parts[i];
+        let client = &self.export_parts[i];
         let request =
             self.me.request(ExportCitizenDataRequest { fiscal_code: fiscal_code.to_owned() });
         let part = client.clone().export_citizen_data(request).await.map_err(part_failed)?;
@@ -444,7 +456,7 @@ impl Privacy {
         identity: Part,
     ) -> Result<(), Status> {
         let mut next = Some(identity);
-        for i in 0..self.parts.len() {
+        for i in 0..self.export_parts.len() {
             let mut part = match next.take() {
                 Some(opened) => opened,
                 None => match self.open_part(i, fiscal_code).await {
@@ -503,6 +515,9 @@ mod tests {
         assert_eq!(decode_token(&encode_token(&p)), Some(p));
         assert_eq!(decode_token("not a token"), None);
         assert_eq!(decode_token(""), None);
+        let forged = |raw: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(decode_token(&forged("9223372036854775807.3.sent/\u{0}")), None, "NUL in key");
+        assert_eq!(decode_token(&forged("1.1.a b")), None, "space in key");
     }
 
     #[test]
@@ -512,6 +527,7 @@ mod tests {
         assert_eq!(key, load_or_generate_key(&key_path(dir.path())).expect("same key"));
         let privacy = |key: Vec<u8>| Privacy {
             parts: Vec::new(),
+            export_parts: Vec::new(),
             me: ServiceKey::load_or_generate(dir.path(), "gateway").expect("service key"),
             key: std::sync::Arc::new(key),
         };

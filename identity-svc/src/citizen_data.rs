@@ -160,10 +160,12 @@ impl CitizenDataService for CitizenData {
         request: Request<ExportCitizenDataRequest>,
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
         let fiscal_code = data::export_of(&request)?;
+        // A place first: an export refused for load is neither recorded nor announced.
+        let place = data::export_place()?;
         self.record_export(&fiscal_code).await?;
         let db = self.pins.store.db().clone();
         let since = sportello_platform::now_millis() - LOGINS_KEPT_MS;
-        Ok(Response::new(data::export(move |mut lines| async move {
+        Ok(Response::new(data::export(place, move |mut lines| async move {
             let kinds = [
                 (&RESIDENT, None),
                 (&CREDENTIAL, None),

@@ -26,9 +26,9 @@ pub mod store;
 
 pub use config::Config;
 
-use sportello_platform::health::Needs;
 use sportello_platform::client;
 use sportello_platform::db::Migrations;
+use sportello_platform::health::Needs;
 use sportello_platform::server::Storage;
 use sportello_proto::identity::v1::contact_center_service_server::{
     self, ContactCenterServiceServer,

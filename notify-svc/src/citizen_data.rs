@@ -182,7 +182,8 @@ impl CitizenDataService for CitizenData {
     ) -> Result<Response<Self::ExportCitizenDataStream>, Status> {
         let fiscal_code = data::export_of(&request)?;
         let (store, templates) = (self.store.clone(), self.templates.clone());
-        Ok(Response::new(data::export(move |mut lines| async move {
+        let place = data::export_place()?;
+        Ok(Response::new(data::export(place, move |mut lines| async move {
             let done = Self::messages(&store, &templates, &mut lines, &fiscal_code).await;
             (lines, done)
         })))

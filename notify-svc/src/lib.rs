@@ -101,10 +101,7 @@ pub async fn serve(
         listener,
         &config.server,
         // Ready once it can check the tokens of the services and citizens that call it.
-        Needs {
-            dependencies: Vec::new(),
-            condition: Some(verifier.ready_condition()),
-        },
+        Needs { dependencies: Vec::new(), condition: Some(verifier.ready_condition()) },
         shutdown,
         |db| async move {
             let templates = std::sync::Arc::new(templates::Templates::builtin());

@@ -15,6 +15,16 @@ pub const MAX_PAGE: i64 = 501;
 /// A chunk is sent once it holds this many bytes (always whole lines).
 const CHUNK_BYTES: usize = 32 * 1024;
 
+/// How long a chunk may wait for its reader before the export ends: an export reads the
+/// database as it sends, and a reader that stops reading (a stalled client, a portal relaying
+/// to a slow browser) must not hold a connection of the pool, nor the window of the HTTP/2
+/// connection it shares with other calls, for longer.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Exports one process reads at once: each holds a database connection while it streams, and
+/// the pool serves every other call too.
+pub const MAX_EXPORTS: usize = 4;
+
 /// What [`wire::ListAccessEntriesRequest`] asks, parsed.
 #[derive(Clone, Debug)]
 pub struct TrailQuery {
@@ -290,6 +300,8 @@ pub struct Lines<T> {
     buf: Vec<u8>,
     tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
     wrap: fn(Vec<u8>) -> T,
+    /// [`SEND_TIMEOUT`], shorter in tests.
+    send_timeout: std::time::Duration,
 }
 
 /// The receiving end of [`Lines`], as a tonic response stream.
@@ -304,7 +316,8 @@ impl<T> Lines<T> {
     /// chunks wait for a slow reader: the producer waits for it, holding no more.
     pub fn channel(wrap: fn(Vec<u8>) -> T) -> (Self, LineStream<T>) {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        (Self { buf: Vec::with_capacity(CHUNK_BYTES * 2), tx, wrap }, LineStream::new(rx))
+        let buf = Vec::with_capacity(CHUNK_BYTES * 2);
+        (Self { buf, tx, wrap, send_timeout: SEND_TIMEOUT }, LineStream::new(rx))
     }
 
     /// Appends one record; sends a chunk when it is full.
@@ -320,7 +333,7 @@ impl<T> Lines<T> {
     /// Appends lines already written (whole lines), as a chunk of its own.
     pub async fn push_raw(&mut self, lines: Vec<u8>) -> Result<(), Gone> {
         self.flush().await?;
-        self.tx.send(Ok((self.wrap)(lines))).await.map_err(|_| Gone)
+        self.send(Ok((self.wrap)(lines))).await
     }
 
     /// Sends what is buffered.
@@ -329,13 +342,25 @@ impl<T> Lines<T> {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES * 2));
-        self.tx.send(Ok((self.wrap)(chunk))).await.map_err(|_| Gone)
+        self.send(Ok((self.wrap)(chunk))).await
+    }
+
+    /// Hands one message to the reader, which is gone if it takes nothing for [`SEND_TIMEOUT`].
+    async fn send(&mut self, message: Result<T, Status>) -> Result<(), Gone> {
+        match tokio::time::timeout(self.send_timeout, self.tx.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Gone),
+            Err(_) => {
+                tracing::info!(timeout = ?self.send_timeout, "an export's reader took nothing; ending it");
+                Err(Gone)
+            }
+        }
     }
 
     /// Ends the stream with `status` after what was sent.
     pub async fn fail(mut self, status: Status) {
         let _ = self.flush().await;
-        let _ = self.tx.send(Err(status)).await;
+        let _ = self.send(Err(status)).await;
     }
 
     /// Ends the stream after sending what is buffered.
@@ -347,9 +372,28 @@ impl<T> Lines<T> {
 /// A service's export stream: its records, then its end.
 pub type ExportStream = LineStream<wire::ExportCitizenDataResponse>;
 
-/// Runs `produce` in a task of its own, writing into the stream returned; a database error
-/// ends the stream with UNAVAILABLE, and a caller who goes away stops it.
-pub fn export<F, Fut>(produce: F) -> ExportStream
+/// One of the [`MAX_EXPORTS`] places of this process, taken before an export is recorded or
+/// read; RESOURCE_EXHAUSTED with RetryInfo when all are taken.
+pub fn export_place() -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    static PLACES: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let places =
+        PLACES.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_EXPORTS)));
+    places.clone().try_acquire_owned().map_err(|_| {
+        crate::error::retry_later(
+            tonic::Code::ResourceExhausted,
+            "troppe esportazioni in corso; riprova tra poco",
+            "EXPORTS_AT_CAPACITY",
+            "privacy.sportello",
+            std::time::Duration::from_secs(5),
+        )
+    })
+}
+
+/// Runs `produce` in a task of its own, holding `place`, writing into the stream returned; a
+/// database error ends the stream with UNAVAILABLE, and a caller who goes away (or stops
+/// reading, [`SEND_TIMEOUT`]) stops it.
+pub fn export<F, Fut>(place: tokio::sync::OwnedSemaphorePermit, produce: F) -> ExportStream
 where
     F: FnOnce(Lines<wire::ExportCitizenDataResponse>) -> Fut,
     Fut: std::future::Future<Output = (Lines<wire::ExportCitizenDataResponse>, Result<(), Failed>)>
@@ -359,6 +403,7 @@ where
     let (lines, stream) = Lines::channel(|data| wire::ExportCitizenDataResponse { data });
     let task = produce(lines);
     tokio::spawn(async move {
+        let _place = place;
         let (lines, done) = task.await;
         match done {
             Ok(()) => lines.finish().await,
@@ -476,6 +521,32 @@ pub fn record(row: &sqlx::any::AnyRow, source: &str, kind: &Kind) -> serde_json:
 mod tests {
     use super::*;
     use wire::Source;
+
+    #[tokio::test]
+    async fn a_reader_that_takes_nothing_ends_the_export_rather_than_hold_it_open() {
+        let (mut lines, stream) = Lines::channel(|data| wire::ExportCitizenDataResponse { data });
+        lines.send_timeout = std::time::Duration::from_millis(50);
+        let record = serde_json::json!({ "kind": "message", "text": "x".repeat(40_000) });
+        // Two chunks wait for the reader; the next finds nobody taking them.
+        let mut pushed = 0;
+        while lines.push(&record).await.is_ok() {
+            pushed += 1;
+            assert!(pushed < 10, "the export never gave up on its reader");
+        }
+        assert_eq!(pushed, 2, "two chunks wait, no more");
+        drop(stream);
+    }
+
+    #[test]
+    fn exports_beyond_the_places_of_a_process_are_refused_with_when_to_retry() {
+        use tonic_types::StatusExt as _;
+        let held: Vec<_> = (0..MAX_EXPORTS).map(|_| export_place().expect("a place")).collect();
+        let refused = export_place().expect_err("no place left");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.get_details_retry_info().is_some());
+        drop(held);
+        let _again = export_place().expect("a place again once one ends");
+    }
 
     fn after(at: i64, source: Source, key: &str) -> TrailQuery {
         TrailQuery {

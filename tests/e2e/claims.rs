@@ -40,7 +40,7 @@ pub fn registry(rows: impl IntoIterator<Item = String>) -> String {
     csv
 }
 
-const IBAN: &str = "IT60 X054 2811 1010 0000 0123 456";
+pub(crate) const IBAN: &str = "IT60 X054 2811 1010 0000 0123 456";
 
 /// A complete claim for `benefit`, paid to [`IBAN`] held by `cf`.
 pub fn claim_form(benefit: &str, cf: &str, key: &str) -> cl::SubmitClaimRequest {

@@ -316,6 +316,11 @@ async fn claims_part_shows_the_back_offices_reads_and_the_export_holds_the_claim
     assert_eq!(claim["protocol_number"], receipt.protocol_number.as_str());
     assert_eq!(claim["status"], "SUBMITTED");
     assert!(claim["submitted_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{claim}");
+    // The account as everywhere an ordinary PIN reads it: recognisable, not reusable.
+    let iban = sportello_domain::iban::Iban::parse(crate::claims::IBAN).expect("the form's IBAN");
+    assert_eq!(claim["iban_masked"], iban.masked().as_str(), "{claim}");
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(!text.contains(iban.as_str()), "no full IBAN: {text}");
     assert!(records.iter().any(|r| r["kind"] == "insured_position"));
 }
 

@@ -52,8 +52,8 @@ async fn a_logged_out_session_is_refused_by_a_service_called_directly_within_sec
 }
 
 #[tokio::test]
-async fn a_service_started_after_a_logout_never_lets_the_ended_session_in_not_even_at_its_first_call()
-{
+async fn a_service_started_after_a_logout_never_lets_the_ended_session_in_not_even_at_its_first_call(
+) {
     // A process just (re)started has learnt nothing yet: it must not take a session the citizen
     // ended for a live one while it asks identity-svc which sessions ended.
     let mut later = None;
