@@ -312,7 +312,7 @@ impl ClaimsService for Claims {
         require(&p, &[Role::Citizen], "a citizen watches their own claims")?;
         let session = Session::of(&p, &self.revoked, request.metadata());
         // Subscribed before the first read: a change committed in between is read again.
-        let watching = self.store.changes().watch(&p.sub);
+        let watching = self.store.changes().watch(&p.sub)?;
         let mine = crate::watch::MyClaims::new(self.store.clone(), p.sub);
         Ok(Response::new(live(session, watching, mine)))
     }

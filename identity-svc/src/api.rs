@@ -310,7 +310,7 @@ impl IdentityService for Identity {
         let revoked = self.logins.verifier.revoked();
         let session = Session::of(&claims, &revoked, request.metadata());
         // Subscribed before the first read: a change committed in between is read again.
-        let watching = self.changes.watch(&claims.sub);
+        let watching = self.changes.watch(&claims.sub)?;
         let mine = crate::pin_watch::MyPinRequest::new(
             self.pins.clone(),
             self.deliveries.clone(),

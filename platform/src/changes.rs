@@ -85,21 +85,39 @@ impl Drop for Watching {
     }
 }
 
+/// Live streams one key (a citizen) may hold open in one process. The gateway bounds a citizen
+/// to 4 per gateway instance; this bounds a citizen token used straight at a service, and
+/// leaves room for several gateway instances.
+pub const MAX_WATCHERS_PER_KEY: usize = 16;
+
 impl Changes {
-    /// Subscribes to the changes of `key` from now on.
-    pub fn watch(&self, key: &str) -> Watching {
+    /// Subscribes to the changes of `key` from now on; RESOURCE_EXHAUSTED with RetryInfo when
+    /// the key already has [`MAX_WATCHERS_PER_KEY`] watchers here.
+    pub fn watch(&self, key: &str) -> Result<Watching, Status> {
         let sender = {
             let mut keys = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
-            keys.entry(key.to_owned()).or_insert_with(|| Arc::new(watch::channel(0).0)).clone()
+            let sender =
+                keys.entry(key.to_owned()).or_insert_with(|| Arc::new(watch::channel(0).0));
+            // The map holds one; every watcher one more.
+            if Arc::strong_count(sender) > MAX_WATCHERS_PER_KEY {
+                return Err(crate::error::retry_later(
+                    tonic::Code::ResourceExhausted,
+                    "troppi aggiornamenti in diretta aperti; chiudine uno",
+                    "TOO_MANY_STREAMS",
+                    "sportello",
+                    Duration::from_secs(5),
+                ));
+            }
+            sender.clone()
         };
         let mine = sender.subscribe();
-        Watching {
+        Ok(Watching {
             key: key.to_owned(),
             sender,
             mine,
             all: self.inner.all.subscribe(),
             hub: self.clone(),
-        }
+        })
     }
 
     /// The records of `key` changed.
@@ -368,11 +386,23 @@ pub fn live<S: Snapshot>(
 mod tests {
     use super::*;
 
+    #[test]
+    fn one_citizen_holds_a_bounded_number_of_streams_in_a_process_and_gets_places_back() {
+        let hub = Changes::default();
+        let mut held: Vec<Watching> =
+            (0..MAX_WATCHERS_PER_KEY).map(|_| hub.watch("A").expect("watching")).collect();
+        let refused = hub.watch("A").expect_err("one too many");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        hub.watch("B").expect("another citizen is not held up");
+        held.pop();
+        hub.watch("A").expect("a place back once one ends");
+    }
+
     #[tokio::test]
     async fn a_watcher_wakes_for_its_key_only_and_the_key_is_forgotten_when_nobody_watches() {
         let hub = Changes::default();
-        let mut mine = hub.watch("A");
-        let other = hub.watch("B");
+        let mut mine = hub.watch("A").expect("watching");
+        let other = hub.watch("B").expect("watching");
         hub.touch("B");
         let early = tokio::time::timeout(Duration::from_millis(20), mine.changed()).await;
         assert!(early.is_err(), "another key's change does not wake it");
@@ -381,7 +411,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), mine.changed()).await.expect("woken");
         let again = tokio::time::timeout(Duration::from_millis(20), mine.changed()).await;
         assert!(again.is_err(), "two changes before it looked are one wake-up");
-        let second = hub.watch("A");
+        let second = hub.watch("A").expect("watching");
         drop(mine);
         assert_eq!(hub.watched(), 2, "A is still watched by the second watcher");
         drop(second);
@@ -420,7 +450,7 @@ mod tests {
         let source = Source { channel: "unused", log: "changes" };
         // A catch-up far away: only the local commit's wake can be what reads the log.
         hub.follow(&url, pool.clone(), source, Duration::from_secs(3600), stop.clone());
-        let mut mine = hub.watch("A");
+        let mut mine = hub.watch("A").expect("watching");
         tokio::time::sleep(Duration::from_millis(100)).await;
         append(&pool, "B").await;
         append(&pool, "A").await;
@@ -429,7 +459,7 @@ mod tests {
         // Another process's commit: found by the periodic catch-up.
         let other = Changes::default();
         other.follow(&url, pool.clone(), source, Duration::from_millis(20), stop.clone());
-        let mut theirs = other.watch("A");
+        let mut theirs = other.watch("A").expect("watching");
         tokio::time::sleep(Duration::from_millis(100)).await;
         append(&pool, "A").await;
         tokio::time::timeout(Duration::from_secs(2), theirs.changed()).await.expect("caught up");
@@ -445,7 +475,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.sqlite").display());
         let source = Source { channel: "unused", log: "changes" };
         hub.follow(&url, pool.clone(), source, Duration::from_millis(20), stop.clone());
-        let mut unrelated = hub.watch("Z");
+        let mut unrelated = hub.watch("Z").expect("watching");
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Rows 2 and 3 come and go (another process pruned them) before this one reads.
         let mut tx = pool.begin().await.expect("tx");
@@ -469,8 +499,8 @@ mod tests {
     #[tokio::test]
     async fn read_again_wakes_every_watcher() {
         let hub = Changes::default();
-        let mut a = hub.watch("A");
-        let mut b = hub.watch("B");
+        let mut a = hub.watch("A").expect("watching");
+        let mut b = hub.watch("B").expect("watching");
         hub.touch_all();
         tokio::time::timeout(Duration::from_secs(1), a.changed()).await.expect("A woken");
         tokio::time::timeout(Duration::from_secs(1), b.changed()).await.expect("B woken");

@@ -500,8 +500,8 @@ async fn connect(url: String) -> anyhow::Result<Channel> {
 
 /// The processes that answer `service`: the gateway (which forwards what it routes and refuses
 /// the rest) and the process that serves it. privacy.v1's PrivacyService is the gateway's own;
-/// its CitizenDataService is each service's part of a citizen's data, asked by Sportello's
-/// services only.
+/// its CitizenDataService is each service's part of a citizen's data, asked by the gateway
+/// only.
 fn routes(service: &prost_reflect::ServiceDescriptor) -> &'static [&'static str] {
     match (service.package_name().split('.').nth(1), service.name()) {
         (Some("identity"), _) => &["gateway", "identity"],

@@ -392,6 +392,14 @@ impl Suite {
         signer.service_token("test-service").expect("token")
     }
 
+    /// A token of the gateway, minted as [`Suite::service_token`]: the one caller of each
+    /// service's part of a citizen's data.
+    pub fn gateway_token(&self) -> String {
+        let key = self.db.data_dir().join("keys/session-ed25519.der");
+        let signer = identity_svc::keys::Signer::load_or_generate(&key).expect("identity's key");
+        signer.service_token(gateway::NAME).expect("token")
+    }
+
     /// A session token of citizen `fiscal_code` at `level`, signed with identity-svc's own key
     /// as a login would sign it: for tests that need many citizens at once (a real login per
     /// citizen is what `sportello bench clickday` does).

@@ -257,6 +257,7 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
     .await;
     let (mut citizen, verdi_initial) = citizens(&suite).await;
     let service_token = suite.service_token();
+    let gateway_token = suite.gateway_token();
     let operator = suite.operator_token.clone();
 
     let (verdi_cf, verdi_request) = verdi();
@@ -333,6 +334,7 @@ async fn hostile_strings_in_any_field_of_any_rpc_are_refused_never_a_failure_or_
                 Some(citizen.as_str()),
                 Some(operator.as_str()),
                 Some(service_token.as_str()),
+                Some(gateway_token.as_str()),
             ] {
                 let code = call(&channel, &path, baseline.encode_to_vec().into(), candidate).await;
                 if !matches!(code, Code::Unauthenticated | Code::PermissionDenied) {

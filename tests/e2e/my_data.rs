@@ -199,7 +199,7 @@ async fn staff_and_weak_sessions_are_refused_the_citizens_own_data() {
 }
 
 #[tokio::test]
-async fn each_services_part_answers_sportello_services_only() {
+async fn each_services_part_answers_the_gateway_only() {
     let suite = spawn_suite().await;
     let citizen = suite.citizen_token(ROSSI, Level::Dispositive);
     let ask = || pv::ListAccessEntriesRequest { fiscal_code: ROSSI.into(), ..Default::default() };
@@ -214,8 +214,11 @@ async fn each_services_part_answers_sportello_services_only() {
         let as_citizen =
             part.export_citizen_data(with_token(&citizen, export)).await.expect_err("a citizen");
         assert_eq!(as_citizen.code(), Code::PermissionDenied, "{addr}");
-        let service = suite.service_token();
-        part.list_access_entries(with_token(&service, ask())).await.expect("a service");
+        let other_service = suite.service_token();
+        let refused = part.list_access_entries(with_token(&other_service, ask())).await;
+        assert_eq!(refused.expect_err("another service").code(), Code::PermissionDenied);
+        let gateway = suite.gateway_token();
+        part.list_access_entries(with_token(&gateway, ask())).await.expect("the gateway");
     }
     let through = CitizenDataServiceClient::new(suite.gateway_channel().await)
         .list_access_entries(with_token(&citizen, ask()))

@@ -207,12 +207,12 @@ pub const NOT_OWNERSHIP: &[(&str, &str)] = &[
     (
         "sportello.privacy.v1.CitizenDataService/ListAccessEntries",
         "internal: the gateway never forwards it (policy: Internal) and each service answers \
-         only Sportello's services (tests/e2e/my_data.rs)",
+         only the gateway (tests/e2e/my_data.rs)",
     ),
     (
         "sportello.privacy.v1.CitizenDataService/ExportCitizenData",
         "internal: the gateway never forwards it (policy: Internal) and each service answers \
-         only Sportello's services (tests/e2e/my_data.rs)",
+         only the gateway (tests/e2e/my_data.rs)",
     ),
 ];
 
