@@ -69,25 +69,7 @@ async fn convert(
         downloaded.extend(chunk.chunk);
     }
     drop(downloaded);
-    // Signed, as a signing tool would write it: a PDF of its own with the request number.
-    let signed = sportello_platform::pdf::render(&[
-        sportello_platform::pdf::Block::body(format!(
-            "Numero di richiesta: {}",
-            started.request_number
-        )),
-        sportello_platform::pdf::Block::body("Firmato"),
-    ]);
-    let person = form.personal_data.clone().context("personal data")?;
-    let document = id::IdentityDocument {
-        r#type: id::IdentityDocumentType::CartaIdentita as i32,
-        number: "CA00000AA".into(),
-        issuer: "Comune di Roma".into(),
-        issued_on: Some(id::Date { year: 2022, month: 1, day: 10 }),
-        expires_on: Some(id::Date { year: 2032, month: 1, day: 10 }),
-        holder_surname: person.surname,
-        holder_given_name: person.given_name,
-        holder_birth_date: person.birth_date,
-    };
+    let (signed, document) = signed_form_and_document(&started.request_number, form)?;
     let bytes = (signed.len() + scan.len()) as u64;
     let metadata = id::UploadConversionDocumentsRequest {
         part: Some(Part::Metadata(id::UploadMetadata {
@@ -211,4 +193,28 @@ pub async fn run(args: &BenchArgs, prepared: &Prepared, first: u64) -> anyhow::R
     }
     cpu::report(&targets, &before, uploads.len() as u64, elapsed);
     Ok(())
+}
+
+/// The form of request `request_number` signed, as a signing tool would write it (a PDF of its
+/// own with the request number), and the identity document of the citizen who filed `form`.
+pub(crate) fn signed_form_and_document(
+    request_number: &str,
+    form: &id::RequestPinRequest,
+) -> anyhow::Result<(Vec<u8>, id::IdentityDocument)> {
+    let signed = sportello_platform::pdf::render(&[
+        sportello_platform::pdf::Block::body(format!("Numero di richiesta: {request_number}")),
+        sportello_platform::pdf::Block::body("Firmato"),
+    ]);
+    let person = form.personal_data.clone().context("personal data")?;
+    let document = id::IdentityDocument {
+        r#type: id::IdentityDocumentType::CartaIdentita as i32,
+        number: "CA00000AA".into(),
+        issuer: "Comune di Roma".into(),
+        issued_on: Some(id::Date { year: 2022, month: 1, day: 10 }),
+        expires_on: Some(id::Date { year: 2032, month: 1, day: 10 }),
+        holder_surname: person.surname,
+        holder_given_name: person.given_name,
+        holder_birth_date: person.birth_date,
+    };
+    Ok((signed, document))
 }

@@ -27,6 +27,7 @@ pub mod panic_guard;
 pub mod pdf;
 pub mod probe;
 pub mod provider;
+pub mod raw_codec;
 pub mod request_faults;
 pub mod revocation;
 pub mod sealed;

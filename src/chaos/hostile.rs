@@ -16,17 +16,17 @@ use super::suite::Suite;
 use super::{Options, Report};
 use crate::staff::StaffRole;
 use anyhow::Context as _;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use futures::StreamExt;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sportello_platform::raw_codec::RawCodec;
 use sportello_proto::claims::v1 as cl;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::notify::v1 as nt;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -59,45 +59,6 @@ const CALLERS: [Caller; 7] = [
 const ROSSI: &str = "RSSMRA85T10A562S";
 /// The PIN Rossi chooses at first access.
 const ROSSI_PIN: &str = "K734912Q";
-
-/// Sends and receives messages as the bytes they already are, so that any method can be called
-/// with any bytes.
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 /// How a call ended: its code, and for INVALID_ARGUMENT whether it named fields.
 #[derive(Debug)]

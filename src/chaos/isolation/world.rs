@@ -496,24 +496,8 @@ async fn upload(
     scan: &[u8],
 ) -> anyhow::Result<()> {
     use id::upload_conversion_documents_request::Part;
-    let signed = sportello_platform::pdf::render(&[
-        sportello_platform::pdf::Block::body(format!(
-            "Numero di richiesta: {}",
-            conversion.request_number
-        )),
-        sportello_platform::pdf::Block::body("Firmato"),
-    ]);
-    let person = form.personal_data.clone().context("personal data")?;
-    let document = id::IdentityDocument {
-        r#type: id::IdentityDocumentType::CartaIdentita as i32,
-        number: "CA00000AA".into(),
-        issuer: "Comune di Roma".into(),
-        issued_on: Some(id::Date { year: 2022, month: 1, day: 10 }),
-        expires_on: Some(id::Date { year: 2032, month: 1, day: 10 }),
-        holder_surname: person.surname,
-        holder_given_name: person.given_name,
-        holder_birth_date: person.birth_date,
-    };
+    let (signed, document) =
+        crate::upload_bench::signed_form_and_document(&conversion.request_number, form)?;
     let chunk = |file: id::ConversionFile, data: &[u8]| id::UploadConversionDocumentsRequest {
         part: Some(Part::Chunk(id::FileChunk { file: file as i32, data: data.to_vec() })),
     };
