@@ -5,20 +5,41 @@
 //! queue for an answer that would come after it stopped listening: under three times the load
 //! a service can serve, a queue only adds latency to the calls served and work for callers
 //! already gone.
+//!
+//! The rate is what the callers see: tickets given back per second of wall-clock time while
+//! work was in flight, from admission to answer. A rate measured inside the work alone (the
+//! time a hash or a batch's commit took) leaves out everything else an admitted job waits for
+//! (the database's single writer, the executor, a CPU shared with the hashing threads) and
+//! admitted logins were answered after 2.4 s instead of within the one-second bound.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How much one measurement moves the rate (an exponentially weighted average).
 const WEIGHT: f64 = 0.2;
+/// The shortest stretch of busy time one measurement of the rate covers.
+const WINDOW: Duration = Duration::from_millis(100);
+
+/// Tickets given back since `since`, while some were in flight all along.
+#[derive(Debug, Default)]
+struct Window {
+    since: Option<Instant>,
+    /// When the last ticket was given back.
+    last: Option<Instant>,
+    returned: usize,
+}
 
 #[derive(Debug)]
 struct Inner {
     /// Admitted and not yet done.
     in_flight: AtomicUsize,
-    /// Jobs done per second while working (f64 bits); 0 until the first is done.
+    /// Tickets given back per second of busy wall-clock time (f64 bits); 0 until measured.
     rate: AtomicU64,
+    /// The work's own rate as [`Admission::done`] reports it (f64 bits): the bound until the
+    /// wall-clock rate is known.
+    hint: AtomicU64,
+    window: Mutex<Window>,
     max_wait: Duration,
     floor: usize,
     ceiling: usize,
@@ -33,9 +54,59 @@ pub struct Admission(Arc<Inner>);
 #[derive(Debug)]
 pub struct Ticket(Arc<Inner>);
 
+impl Ticket {
+    /// Gives the ticket back as of `now` (dropping it gives it back as of the moment it is
+    /// dropped).
+    pub fn returned_at(self, now: Instant) {
+        self.0.returned(now);
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.returned(Instant::now());
+    }
+}
+
+fn ewma(cell: &AtomicU64, measured: f64) {
+    let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |bits| {
+        let rate = f64::from_bits(bits);
+        let next = if rate == 0.0 { measured } else { rate + WEIGHT * (measured - rate) };
+        Some(next.to_bits())
+    });
+}
+
+impl Inner {
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One ticket given back at `now`. A window is measured once it covers [`WINDOW`] of busy
+    /// time, up to the last ticket given back before this one (those given back at one instant,
+    /// a batch's, are counted together): the rate moves towards its tickets per second. When
+    /// nothing is left in flight the stretch ends, measured if long enough: idle time says
+    /// nothing of how fast work is done.
+    fn returned(&self, now: Instant) {
+        let mut window = self.window();
+        let left = self.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let since = *window.since.get_or_insert(now);
+        let last = window.last.unwrap_or(since);
+        let covered = last.saturating_duration_since(since);
+        if now > last && covered >= WINDOW && window.returned > 0 {
+            ewma(&self.rate, window.returned as f64 / covered.as_secs_f64());
+            *window = Window { since: Some(last), last: Some(last), returned: 0 };
+        }
+        window.returned += 1;
+        window.last = Some(now);
+        if left == 0 {
+            let since = window.since.unwrap_or(now);
+            let covered = now.saturating_duration_since(since);
+            if covered >= WINDOW {
+                ewma(&self.rate, window.returned as f64 / covered.as_secs_f64());
+            }
+            *window = Window::default();
+        }
     }
 }
 
@@ -48,6 +119,8 @@ impl Admission {
         Self(Arc::new(Inner {
             in_flight: AtomicUsize::new(0),
             rate: AtomicU64::new(0f64.to_bits()),
+            hint: AtomicU64::new(0f64.to_bits()),
+            window: Mutex::default(),
             max_wait,
             floor: floor.max(1),
             ceiling: ceiling.max(floor.max(1)),
@@ -57,7 +130,10 @@ impl Admission {
     /// How many jobs may be in flight now for a caller who has `deadline` left.
     pub fn bound(&self, deadline: Option<Duration>) -> usize {
         let wait = deadline.map_or(self.0.max_wait, |d| self.0.max_wait.min(d / 2));
-        let rate = f64::from_bits(self.0.rate.load(Ordering::Relaxed));
+        let rate = match f64::from_bits(self.0.rate.load(Ordering::Relaxed)) {
+            0.0 => f64::from_bits(self.0.hint.load(Ordering::Relaxed)),
+            measured => measured,
+        };
         if rate == 0.0 {
             return self.0.ceiling;
         }
@@ -67,25 +143,36 @@ impl Admission {
 
     /// A ticket, or `None` when the caller would wait too long (see [`Admission::bound`]).
     pub fn admit(&self, deadline: Option<Duration>) -> Option<Ticket> {
+        self.admit_at(deadline, Instant::now())
+    }
+
+    /// [`Admission::admit`] as of `now`: the first ticket of a busy stretch starts its window.
+    pub fn admit_at(&self, deadline: Option<Duration>, now: Instant) -> Option<Ticket> {
         let bound = self.bound(deadline);
+        let mut window = self.0.window();
         let taken = self
             .0
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < bound).then_some(n + 1));
-        taken.ok().map(|_| Ticket(self.0.clone()))
+        let was = taken.ok()?;
+        if was == 0 {
+            *window = Window { since: Some(now), last: None, returned: 0 };
+        }
+        Some(Ticket(self.0.clone()))
     }
 
-    /// `jobs` jobs were done in `took` of work: the rate moves towards `jobs / took`.
+    /// `jobs` jobs were done in `took` of the work itself: until the rate seen by callers is
+    /// measured, the bound follows `jobs / took`.
     pub fn done(&self, jobs: usize, took: Duration) {
         if jobs == 0 || took.is_zero() {
             return;
         }
-        let measured = jobs as f64 / took.as_secs_f64();
-        let _ = self.0.rate.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |bits| {
-            let rate = f64::from_bits(bits);
-            let next = if rate == 0.0 { measured } else { rate + WEIGHT * (measured - rate) };
-            Some(next.to_bits())
-        });
+        ewma(&self.0.hint, jobs as f64 / took.as_secs_f64());
+    }
+
+    /// Tickets given back per second of busy time, as lately measured (0 until it is).
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.0.rate.load(Ordering::Relaxed))
     }
 
     /// Jobs admitted and not yet done.
@@ -135,5 +222,41 @@ mod tests {
         drop(ticket);
         assert_eq!(admission.in_flight(), 0);
         admission.admit(None).expect("after the first is done");
+    }
+
+    #[test]
+    fn admitted_work_answered_slower_than_its_own_rate_lowers_the_bound() {
+        // The hashes themselves go at 1,000 a second, but the logins around them (the database,
+        // a shared CPU) are answered at 10 a second: the bound is what callers see.
+        let admission = Admission::new(Duration::from_secs(1), 4, 10_000);
+        admission.done(100, Duration::from_millis(100));
+        assert_eq!(admission.bound(None), 1000, "until answers are measured, the work's rate");
+        let t0 = Instant::now();
+        let tickets: Vec<Ticket> =
+            (0..10).map(|_| admission.admit_at(None, t0).expect("admitted")).collect();
+        for ticket in tickets {
+            ticket.returned_at(t0 + Duration::from_secs(1));
+        }
+        assert_eq!(admission.rate(), 10.0);
+        assert_eq!(admission.bound(None), 10, "ten answered a second, for a second's wait");
+        assert_eq!(admission.in_flight(), 0);
+    }
+
+    #[test]
+    fn idle_time_between_busy_stretches_does_not_count_as_slowness() {
+        let admission = Admission::new(Duration::from_secs(1), 1, 10_000);
+        let t0 = Instant::now();
+        let (a, b) = (admission.admit_at(None, t0).unwrap(), admission.admit_at(None, t0).unwrap());
+        a.returned_at(t0 + Duration::from_millis(50));
+        b.returned_at(t0 + Duration::from_millis(100));
+        assert_eq!(admission.rate(), 20.0, "two in 100 ms");
+        // A minute with nothing to do, then ten answered in 100 ms.
+        let t1 = t0 + Duration::from_secs(60);
+        let tickets: Vec<Ticket> =
+            (0..10).map(|_| admission.admit_at(None, t1).expect("admitted")).collect();
+        for ticket in tickets {
+            ticket.returned_at(t1 + Duration::from_millis(100));
+        }
+        assert_eq!(admission.rate(), 20.0 + WEIGHT * (100.0 - 20.0), "the idle minute left out");
     }
 }
