@@ -69,6 +69,10 @@ pub struct Limits {
     /// Calls in flight at once across all clients; beyond it calls are refused at once with
     /// RESOURCE_EXHAUSTED rather than queued.
     pub max_in_flight: usize,
+    /// Of those, calls of one method (`/package.Service/Method`) at once: a flood of one kind of
+    /// call (click day's submissions, a login storm) leaves the rest of the gateway to every
+    /// other call, a citizen's cheap reads included (`METHOD_AT_CAPACITY` beyond).
+    pub max_in_flight_per_method: usize,
     /// Calls open at once from one client address, whatever they wait for, for callers that are
     /// neither a known calling system nor a logged-in principal; beyond it such calls from that
     /// address are refused at once with RESOURCE_EXHAUSTED `TOO_MANY_CALLS_IN_FLIGHT_FROM_ADDRESS`.
@@ -113,6 +117,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_in_flight: 2048,
+            // Half the gateway: one method's flood can take no more.
+            max_in_flight_per_method: 1024,
             // A quarter of the gateway: a carrier-grade NAT in front of many citizens still gets
             // far more than it needs, and one attacker's address cannot hold the rest.
             max_in_flight_per_address: 512,

@@ -205,23 +205,67 @@ impl Gate for InFlightFair {
     }
 }
 
-/// Gateway-wide load shedding: at most so many calls being worked on at once.
+/// Gateway-wide load shedding: at most so many calls being worked on at once, and at most so
+/// many of them of one method.
 #[derive(Clone, Debug)]
 pub struct Shed {
     slots: Arc<Semaphore>,
+    by_method: Arc<Mutex<HashMap<String, usize>>>,
+    per_method: usize,
 }
 
 impl Shed {
-    pub fn new(max_in_flight: usize) -> Self {
-        Self { slots: Arc::new(Semaphore::new(max_in_flight.max(1))) }
+    pub fn new(max_in_flight: usize, per_method: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            by_method: Arc::default(),
+            per_method: per_method.max(1),
+        }
+    }
+}
+
+/// One call of a method, counted until it is dropped.
+#[derive(Debug)]
+pub struct MethodSlot {
+    by_method: Arc<Mutex<HashMap<String, usize>>>,
+    path: String,
+}
+
+impl Drop for MethodSlot {
+    fn drop(&mut self) {
+        let mut open = self.by_method.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = open.get_mut(&self.path) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.path);
+            }
+        }
     }
 }
 
 impl Gate for Shed {
-    type Held = OwnedSemaphorePermit;
+    type Held = (MethodSlot, OwnedSemaphorePermit);
 
-    fn admit<B>(&self, _req: &mut http::Request<B>) -> Result<Self::Held, Status> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
+        let path = req.uri().path();
+        let method = {
+            let mut open = self.by_method.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let n = open.entry(path.to_owned()).or_insert(0);
+            if *n >= self.per_method {
+                metrics::counter!("sportello_gateway_refused_total", "reason" => "METHOD_AT_CAPACITY")
+                    .increment(1);
+                return Err(retry_later(
+                    Code::ResourceExhausted,
+                    "too many calls of this method in progress; retry shortly",
+                    "METHOD_AT_CAPACITY",
+                    DOMAIN,
+                    Duration::from_millis(500),
+                ));
+            }
+            *n += 1;
+            MethodSlot { by_method: self.by_method.clone(), path: path.to_owned() }
+        };
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("sportello_gateway_refused_total", "reason" => "GATEWAY_OVERLOADED")
                 .increment(1);
             retry_later(
@@ -231,7 +275,8 @@ impl Gate for Shed {
                 DOMAIN,
                 Duration::from_millis(500),
             )
-        })
+        })?;
+        Ok((method, slot))
     }
 }
 
@@ -353,6 +398,26 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full, StreamBody};
+
+    #[test]
+    fn one_methods_flood_leaves_the_rest_of_the_gateway_to_other_methods() {
+        let shed = Shed::new(4, 2);
+        let call = |path: &str| http::Request::builder().uri(path).body(()).expect("request");
+        let submit = "/sportello.claims.v1.ClaimsService/SubmitClaim";
+        let read = "/sportello.identity.v1.IdentityService/GetProfile";
+        let first = shed.admit(&mut call(submit)).expect("first submission");
+        let _second = shed.admit(&mut call(submit)).expect("second submission");
+        let refused = shed.admit(&mut call(submit)).expect_err("a third of one method");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        let _reads = [
+            shed.admit(&mut call(read)).expect("a read beside the flood"),
+            shed.admit(&mut call(read)).expect("another"),
+        ];
+        let full = shed.admit(&mut call(read)).expect_err("the gateway is full");
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        drop(first);
+        let _again = shed.admit(&mut call(submit)).expect("a place back once a call ends");
+    }
 
     #[test]
     fn deadlines_are_capped_and_defaulted() {

@@ -101,7 +101,7 @@ where
         ))
         // Gateway-wide load shedding: a call that would exceed the bound is refused at once
         // with RESOURCE_EXHAUSTED, never queued; only calls ready to be forwarded count.
-        .layer(GateLayer::new(Shed::new(limits.max_in_flight)))
+        .layer(GateLayer::new(Shed::new(limits.max_in_flight, limits.max_in_flight_per_method)))
         // Whatever the client sent under Sportello's internal header names is dropped right
         // before the gateway adds its own, so that nothing forged reaches a backend.
         .layer(GateLayer::new(StripInternalHeaders))
