@@ -358,7 +358,10 @@ impl Pins {
             let reason = match self.store.credential(cf).await? {
                 None => "NO_PIN",
                 Some(c) if c.stage == crate::store::PinStage::Revoked => "PIN_REVOKED",
-                Some(_) => "PIN_LOCKED",
+                Some(c) if c.locked => "PIN_LOCKED",
+                // Every attempt left is being checked right now: the same answer to the caller
+                // (it must not tell a registered code from another), the truth to operators.
+                Some(_) => "ATTEMPTS_IN_PROGRESS",
             };
             return self.refuse(action, cf, reason).await;
         };

@@ -122,6 +122,47 @@ async fn unknown_citizen_wrong_pin_and_locked_pin_look_the_same_but_the_audit_kn
 }
 
 #[tokio::test]
+async fn many_logins_of_one_citizen_at_once_with_the_right_pin_never_lock_it_nor_read_as_locked() {
+    // As many attempts are checked at once as are left before the lock (each is reserved before
+    // its check; one here); the right PIN beyond them is refused as any refusal is, and
+    // operators read why, not "locked".
+    let suite = spawn_suite_with(|c| c.identity.pins.max_failed_attempts = 1).await;
+    active_citizen(&suite, pin_request(ROSSI)).await;
+    let logins: Vec<_> = (0..24)
+        .map(|_| {
+            let suite_channel = suite.gateway_channel();
+            async move {
+                let mut client = IdentityServiceClient::new(suite_channel.await);
+                let request =
+                    id::LoginWithPinRequest { fiscal_code: ROSSI.into(), pin: OWN_PIN.into() };
+                client.login_with_pin(request).await
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(logins).await;
+    assert!(answers.iter().any(|a| a.is_ok()), "the right PIN logs in");
+    assert!(answers.iter().any(|a| a.is_err()), "some were refused while another was checked");
+    let trail = ContactCenterServiceClient::new(suite.gateway_channel().await)
+        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
+            fiscal_code: ROSSI.into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("trail")
+        .into_inner()
+        .events;
+    let refusals: Vec<&str> = trail
+        .iter()
+        .filter(|e| e.action == "LoginWithPin" && e.outcome != "OK")
+        .map(|e| e.outcome.as_str())
+        .collect();
+    assert!(refusals.iter().all(|r| *r == "ATTEMPTS_IN_PROGRESS"), "{refusals:?}");
+    let locked = suite.db.count("identity", "citizens", "locked_at IS NOT NULL").await;
+    assert_eq!(locked, 0, "never locked by its own right PIN");
+    suite.login_with_pin(ROSSI, OWN_PIN).await.expect("and it logs in after");
+}
+
+#[tokio::test]
 async fn a_hundred_parallel_wrong_pins_never_count_more_than_the_limit() {
     let suite = spawn_suite().await;
     active_citizen(&suite, pin_request(ROSSI)).await;
