@@ -94,10 +94,7 @@ impl CitizenDataService for CitizenData {
         let fiscal_code = data::export_of(&request)?;
         let db = self.store.db().clone();
         let place = data::export_place()?;
-        Ok(Response::new(data::export(place, move |mut lines| async move {
-            let kinds = [(&INSURED_POSITION, None), (&CLAIMS, None), (&MANDATES, None)];
-            let done = data::stream_kinds(&db, &mut lines, SOURCE, &fiscal_code, &kinds).await;
-            (lines, done)
-        })))
+        let kinds = vec![(&INSURED_POSITION, None), (&CLAIMS, None), (&MANDATES, None)];
+        Ok(Response::new(data::export_kinds(place, db, SOURCE, fiscal_code, kinds)))
     }
 }

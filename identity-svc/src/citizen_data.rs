@@ -165,18 +165,15 @@ impl CitizenDataService for CitizenData {
         self.record_export(&fiscal_code).await?;
         let db = self.pins.store.db().clone();
         let since = sportello_platform::now_millis() - LOGINS_KEPT_MS;
-        Ok(Response::new(data::export(place, move |mut lines| async move {
-            let kinds = [
-                (&RESIDENT, None),
-                (&CREDENTIAL, None),
-                (&CONTACTS, None),
-                (&PIN_REQUESTS, None),
-                (&CONVERSIONS, None),
-                (&LOGINS, Some(since)),
-            ];
-            let done = data::stream_kinds(&db, &mut lines, SOURCE, &fiscal_code, &kinds).await;
-            (lines, done)
-        })))
+        let kinds = vec![
+            (&RESIDENT, None),
+            (&CREDENTIAL, None),
+            (&CONTACTS, None),
+            (&PIN_REQUESTS, None),
+            (&CONVERSIONS, None),
+            (&LOGINS, Some(since)),
+        ];
+        Ok(Response::new(data::export_kinds(place, db, SOURCE, fiscal_code, kinds)))
     }
 }
 

@@ -429,6 +429,21 @@ where
     stream
 }
 
+/// [`export`] of `fiscal_code`'s rows of each of `kinds` in `db` (with the start of its period,
+/// if it has one), in order, as records of `source`.
+pub fn export_kinds(
+    place: tokio::sync::OwnedSemaphorePermit,
+    db: Database,
+    source: &'static str,
+    fiscal_code: String,
+    kinds: Vec<(&'static Kind, Option<i64>)>,
+) -> ExportStream {
+    export(place, move |mut lines| async move {
+        let done = stream_kinds(&db, &mut lines, source, &fiscal_code, &kinds).await;
+        (lines, done)
+    })
+}
+
 /// Why an export stopped early.
 #[derive(Debug)]
 pub enum Failed {
