@@ -50,6 +50,27 @@ where
         .collect()
 }
 
+/// Imports `csv` (the insured-positions registry's columns) as the back office with `token`,
+/// in chunks as a file would stream; every row must be taken.
+pub(crate) async fn import_registry_csv(
+    channel: Channel,
+    token: &str,
+    csv: String,
+) -> anyhow::Result<()> {
+    let chunks: Vec<cl::ImportRegistryRequest> = csv
+        .into_bytes()
+        .chunks(256 * 1024)
+        .map(|c| cl::ImportRegistryRequest { chunk: c.to_vec() })
+        .collect();
+    let reply = ClaimsBackOfficeServiceClient::new(channel)
+        .import_registry(bearer(token, futures::stream::iter(chunks))?)
+        .await
+        .context("importing the registry")?
+        .into_inner();
+    anyhow::ensure!(reply.rows_rejected == 0, "registry rows refused: {:?}", reply.errors);
+    Ok(())
+}
+
 pub(crate) async fn import_registry(
     channel: Channel,
     token: &str,
@@ -60,18 +81,8 @@ pub(crate) async fn import_registry(
         csv.push_str(&registry_row(cf, *n));
     }
     let rows = citizens.len();
-    let chunks: Vec<cl::ImportRegistryRequest> = csv
-        .into_bytes()
-        .chunks(256 * 1024)
-        .map(|c| cl::ImportRegistryRequest { chunk: c.to_vec() })
-        .collect();
     let started = Instant::now();
-    let reply = ClaimsBackOfficeServiceClient::new(channel)
-        .import_registry(bearer(token, futures::stream::iter(chunks))?)
-        .await
-        .context("importing the registry")?
-        .into_inner();
-    anyhow::ensure!(reply.rows_rejected == 0, "registry rows refused: {:?}", reply.errors);
+    import_registry_csv(channel, token, csv).await?;
     println!(
         "registry: {rows} rows imported in {:.2} s ({:.0} rows/s)",
         started.elapsed().as_secs_f64(),

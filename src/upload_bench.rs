@@ -5,6 +5,7 @@
 //! and each process's CPU per upload.
 
 use crate::bench::{self, BenchArgs, Prepared};
+use crate::clickday::bearer;
 use crate::cpu;
 use anyhow::Context as _;
 use sportello_proto::identity::v1 as id;
@@ -17,12 +18,6 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Bytes per upload message.
 const CHUNK: usize = 64 * 1024;
-
-fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
-}
 
 /// A photo of a document: a real JPEG (identity-svc decodes it), padded after its end to `len`
 /// bytes, as a camera's metadata and thumbnails would make it.

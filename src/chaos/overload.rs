@@ -19,7 +19,6 @@ use futures::future::BoxFuture;
 use rand::{Rng, SeedableRng};
 use sportello_platform::auth::{Amr, Claims, Level, Role, ISSUER};
 use sportello_proto::claims::v1 as cl;
-use sportello_proto::claims::v1::claims_back_office_service_client::ClaimsBackOfficeServiceClient;
 use sportello_proto::claims::v1::claims_service_client::ClaimsServiceClient;
 use sportello_proto::identity::v1 as id;
 use sportello_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -462,12 +461,6 @@ impl Tokens {
     }
 }
 
-fn bearer<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(request)
-}
-
 /// The back office's session, for loading the registers.
 async fn back_office(suite: &Suite, channel: Channel) -> anyhow::Result<String> {
     let account = suite
@@ -499,37 +492,14 @@ async fn registry(channel: Channel, token: &str, from: u64, n: u64) -> anyhow::R
         let cf = crate::bench::citizen(i).fiscal_code;
         csv.push_str(&format!("{cf},GESTIONE_SEPARATA:2012-01-01:,2012-01-01,,0\n"));
     }
-    let chunks: Vec<cl::ImportRegistryRequest> = csv
-        .into_bytes()
-        .chunks(256 * 1024)
-        .map(|c| cl::ImportRegistryRequest { chunk: c.to_vec() })
-        .collect();
-    let reply = ClaimsBackOfficeServiceClient::new(channel)
-        .import_registry(bearer(token, futures::stream::iter(chunks))?)
-        .await
-        .context("importing the registry")?
-        .into_inner();
-    anyhow::ensure!(reply.rows_rejected == 0, "registry rows refused: {:?}", reply.errors);
-    Ok(())
+    crate::clickday::import_registry_csv(channel, token, csv).await
 }
 
 /// The claim of citizen `cf`, as clickday files it.
 fn claim(cf: &str) -> cl::SubmitClaimRequest {
     cl::SubmitClaimRequest {
-        benefit_code: "PROFESSIONISTI_COCOCO".into(),
-        payment: Some(cl::Payment {
-            method: Some(cl::payment::Method::BankTransfer(cl::BankTransfer {
-                iban: "IT60X0542811101000000123456".into(),
-                holder_fiscal_code: cf.into(),
-            })),
-        }),
-        contacts: Some(cl::ClaimContacts {
-            email: "cittadino@example.it".into(),
-            mobile_phone: String::new(),
-        }),
-        declarations: Some(cl::Declarations { truthful: true, no_parental_leave_instead: false }),
         idempotency_key: format!("overload-{cf}"),
-        ..Default::default()
+        ..crate::clickday::claim(cf)
     }
 }
 

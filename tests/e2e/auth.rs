@@ -107,15 +107,7 @@ async fn unknown_citizen_wrong_pin_and_locked_pin_look_the_same_but_the_audit_kn
         assert_eq!(refused.message(), wrong.message());
         assert_eq!(reason(refused), "INVALID_CREDENTIALS");
     }
-    let trail = ContactCenterServiceClient::new(suite.gateway_channel().await)
-        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
-            fiscal_code: ROSSI.into(),
-            ..Default::default()
-        }))
-        .await
-        .expect("trail")
-        .into_inner()
-        .events;
+    let trail = crate::contact_center::audit_trail(&suite, ROSSI).await;
     let outcomes: Vec<&str> =
         trail.iter().filter(|e| e.action == "LoginWithPin").map(|e| e.outcome.as_str()).collect();
     assert_eq!(outcomes, ["PIN_LOCKED", "WRONG_PIN", "WRONG_PIN"]);
@@ -142,15 +134,7 @@ async fn many_logins_of_one_citizen_at_once_with_the_right_pin_never_lock_it_nor
     let answers = futures::future::join_all(logins).await;
     assert!(answers.iter().any(|a| a.is_ok()), "the right PIN logs in");
     assert!(answers.iter().any(|a| a.is_err()), "some were refused while another was checked");
-    let trail = ContactCenterServiceClient::new(suite.gateway_channel().await)
-        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
-            fiscal_code: ROSSI.into(),
-            ..Default::default()
-        }))
-        .await
-        .expect("trail")
-        .into_inner()
-        .events;
+    let trail = crate::contact_center::audit_trail(&suite, ROSSI).await;
     let refusals: Vec<&str> = trail
         .iter()
         .filter(|e| e.action == "LoginWithPin" && e.outcome != "OK")

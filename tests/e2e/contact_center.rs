@@ -28,7 +28,7 @@ async fn file_form(suite: &Suite, form: id::RequestPinRequest) -> id::RequestPin
         .into_inner()
 }
 
-async fn audit_trail(suite: &Suite, fiscal_code: &str) -> Vec<id::AuditEvent> {
+pub(crate) async fn audit_trail(suite: &Suite, fiscal_code: &str) -> Vec<id::AuditEvent> {
     operator_client(suite)
         .await
         .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {

@@ -394,16 +394,7 @@ async fn recovery_starts_and_confirmations_are_audited_as_citizen_actions() {
     citizen(&suite).await.confirm_pin_recovery(confirm(wrong)).await.expect_err("wrong code");
     citizen(&suite).await.confirm_pin_recovery(confirm(&code)).await.expect("confirmed");
 
-    let trail = operator(&suite)
-        .await
-        .list_audit_events(suite.as_operator(id::ListAuditEventsRequest {
-            fiscal_code: ROSSI.into(),
-            ..Default::default()
-        }))
-        .await
-        .expect("trail")
-        .into_inner()
-        .events;
+    let trail = crate::contact_center::audit_trail(&suite, ROSSI).await;
     let citizen_actions: Vec<(&str, &str)> = trail
         .iter()
         .filter(|e| e.operator_id == "citizen" && e.action.contains("Recovery"))

@@ -20,23 +20,39 @@ DATA_DIR = pathlib.Path(os.environ.get("SPORTELLO_DATA_DIR", "data"))
 BIANCHI = "BNCGLI90C55H501W"
 
 
-def bianchi_form() -> identity_pb2.RequestPinRequest:
+def demo_form(fiscal_code, person, address, mobile_phone, email) -> identity_pb2.RequestPinRequest:
+    """A PIN request for a resident of the demo register, as they would fill it in.
+
+    person: (surname, given name, (year, month, day), sex, birth province, birth municipality);
+    address: (street, number, postal code, province, municipality).
+    """
+    surname, given_name, (year, month, day), sex, birth_province, birth_municipality = person
+    street, street_number, postal_code, province, municipality = address
     return identity_pb2.RequestPinRequest(
-        fiscal_code=BIANCHI,
+        fiscal_code=fiscal_code,
         personal_data=identity_pb2.PersonalData(
-            surname="Bianchi", given_name="Giulia",
-            birth_date=identity_pb2.Date(year=1990, month=3, day=15),
-            sex=identity_pb2.SEX_FEMALE, birth_province="RM", birth_municipality="Roma",
+            surname=surname, given_name=given_name,
+            birth_date=identity_pb2.Date(year=year, month=month, day=day),
+            sex=sex, birth_province=birth_province, birth_municipality=birth_municipality,
         ),
         residence=identity_pb2.Residence(italy=identity_pb2.ItalianAddress(
-            street="Via Dante", street_number="12", postal_code="20121", province="MI",
-            municipality="Milano",
+            street=street, street_number=street_number, postal_code=postal_code,
+            province=province, municipality=municipality,
         )),
         contacts=identity_pb2.Contacts(
-            mobile_phone="+39 333 7654321", email="giulia.bianchi@example.it",
+            mobile_phone=mobile_phone, email=email,
             preferred_time_slot=identity_pb2.TIME_SLOT_MORNING,
         ),
         first_half_channel=identity_pb2.DELIVERY_CHANNEL_SMS,
+    )
+
+
+def bianchi_form() -> identity_pb2.RequestPinRequest:
+    return demo_form(
+        BIANCHI,
+        ("Bianchi", "Giulia", (1990, 3, 15), identity_pb2.SEX_FEMALE, "RM", "Roma"),
+        ("Via Dante", "12", "20121", "MI", "Milano"),
+        "+39 333 7654321", "giulia.bianchi@example.it",
     )
 
 
@@ -94,22 +110,11 @@ VERDI = "VRDGPP62L22F839E"
 
 
 def verdi_form() -> identity_pb2.RequestPinRequest:
-    return identity_pb2.RequestPinRequest(
-        fiscal_code=VERDI,
-        personal_data=identity_pb2.PersonalData(
-            surname="Verdi", given_name="Giuseppe",
-            birth_date=identity_pb2.Date(year=1962, month=7, day=22),
-            sex=identity_pb2.SEX_MALE, birth_province="NA", birth_municipality="Napoli",
-        ),
-        residence=identity_pb2.Residence(italy=identity_pb2.ItalianAddress(
-            street="Via Toledo", street_number="256", postal_code="80134", province="NA",
-            municipality="Napoli",
-        )),
-        contacts=identity_pb2.Contacts(
-            mobile_phone="+39 333 1112223", email="giuseppe.verdi@example.it",
-            preferred_time_slot=identity_pb2.TIME_SLOT_MORNING,
-        ),
-        first_half_channel=identity_pb2.DELIVERY_CHANNEL_SMS,
+    return demo_form(
+        VERDI,
+        ("Verdi", "Giuseppe", (1962, 7, 22), identity_pb2.SEX_MALE, "NA", "Napoli"),
+        ("Via Toledo", "256", "80134", "NA", "Napoli"),
+        "+39 333 1112223", "giuseppe.verdi@example.it",
     )
 
 

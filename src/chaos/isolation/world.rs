@@ -99,19 +99,8 @@ pub fn claim(cf: &str, for_other: bool, key: &str) -> cl::SubmitClaimRequest {
     cl::SubmitClaimRequest {
         benefit_code: BENEFIT.into(),
         fiscal_code: if for_other { cf.into() } else { String::new() },
-        payment: Some(cl::Payment {
-            method: Some(cl::payment::Method::BankTransfer(cl::BankTransfer {
-                iban: "IT60X0542811101000000123456".into(),
-                holder_fiscal_code: cf.into(),
-            })),
-        }),
-        contacts: Some(cl::ClaimContacts {
-            email: "cittadino@example.it".into(),
-            mobile_phone: String::new(),
-        }),
-        declarations: Some(cl::Declarations { truthful: true, no_parental_leave_instead: false }),
-        child_fiscal_code: String::new(),
         idempotency_key: key.into(),
+        ..crate::clickday::claim(cf)
     }
 }
 
