@@ -3,6 +3,7 @@
 //! the gateway changing; it serves health (overall and per backend service) and reflection for
 //! the whole contract, bounds concurrency and deadlines, and carries one trace across the hop.
 
+pub mod adaptive;
 pub mod cns;
 pub mod config;
 pub mod guard;
@@ -74,7 +75,12 @@ pub async fn serve(
     tokio::spawn(guard.clone().tidy(shutdown.clone()));
     let streaming = overload::streaming_requests(sportello_proto::FILE_DESCRIPTOR_SET)?;
     let streams = streams::streaming_responses(sportello_proto::FILE_DESCRIPTOR_SET)?;
-    let proxy = stack::build(&config, &guard, backends, streaming, streams, cns);
+    let shed = overload::Shed::new(
+        config.limits.max_in_flight,
+        config.limits.max_in_flight_per_method,
+        sportello_proto::FILE_DESCRIPTOR_SET,
+    )?;
+    let proxy = stack::build(&config, &guard, backends, streaming, streams, shed, cns);
     let own = reflection::serve(Routes::new(health_service), &contract).prepare();
     server::run_service(NAME, listener, Front { own, proxy }, &config.server, shutdown).await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! one client address keeps open, a bounded wait for the request message, and a gateway-wide
 //! bound on the calls being worked on. Every refusal is immediate; nothing queues.
 
+use crate::adaptive::Limit;
 use crate::guard::KnownCaller;
 use crate::stack::{client_address, Gate, Reply};
 use bytes::Bytes;
@@ -206,64 +207,112 @@ impl Gate for InFlightFair {
 }
 
 /// Gateway-wide load shedding: at most so many calls being worked on at once, and at most so
-/// many of them of one method.
+/// many of them of one method. A method answered in one message is bounded by its adaptive
+/// limit ([`crate::adaptive`]): as many at once as are answered about as fast as when the suite
+/// is not loaded, never more than the fixed bound. A method that streams (a live stream, an
+/// export, a bulk import) lives as long as its caller wants, so its time says nothing of load:
+/// it keeps the fixed bound.
 #[derive(Clone, Debug)]
 pub struct Shed {
     slots: Arc<Semaphore>,
-    by_method: Arc<Mutex<HashMap<String, usize>>>,
-    per_method: usize,
+    /// The contract's methods, each with its limit; calls of any other path (answered
+    /// UNIMPLEMENTED by a backend) share the entry at `""`, so that made-up paths add nothing.
+    by_method: Arc<HashMap<String, Mutex<MethodLimit>>>,
+}
+
+#[derive(Debug)]
+struct MethodLimit {
+    limit: Limit,
+    /// Whether its answers' times adapt the limit (a unary method's do).
+    measured: bool,
 }
 
 impl Shed {
-    pub fn new(max_in_flight: usize, per_method: usize) -> Self {
-        Self {
+    /// `max_in_flight` calls at once in all; of one method at most `per_method`, and for the
+    /// methods that neither stream their request nor their answer, as many as are answered in
+    /// time.
+    pub fn new(
+        max_in_flight: usize,
+        per_method: usize,
+        descriptor_set: &[u8],
+    ) -> Result<Self, prost::DecodeError> {
+        let now = Instant::now();
+        let streaming =
+            methods_where(descriptor_set, |m| m.client_streaming() || m.server_streaming())?;
+        let every = methods_where(descriptor_set, |_| true)?;
+        let by_method = every
+            .into_iter()
+            .chain([String::new()])
+            .map(|path| {
+                let measured = !path.is_empty() && !streaming.contains(&path);
+                let limit = Limit::new(ADAPTIVE_FLOOR, per_method, now);
+                (path, Mutex::new(MethodLimit { limit, measured }))
+            })
+            .collect();
+        Ok(Self {
             slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            by_method: Arc::default(),
-            per_method: per_method.max(1),
-        }
+            by_method: Arc::new(by_method),
+        })
+    }
+
+    fn method(&self, path: &str) -> (&str, std::sync::MutexGuard<'_, MethodLimit>) {
+        let (path, limit) = self
+            .by_method
+            .get_key_value(path)
+            .or_else(|| self.by_method.get_key_value(""))
+            .expect("the entry for other paths is always there");
+        (path, limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
-/// One call of a method, counted until it is dropped.
+/// The calls of one method a limit lets through at once whatever their answers' times: a batch
+/// (a group commit of claims) must still be able to form.
+const ADAPTIVE_FLOOR: usize = 16;
+
+/// One call of a method, counted until it is dropped, when its time is given to the method's
+/// limit.
 #[derive(Debug)]
 pub struct MethodSlot {
-    by_method: Arc<Mutex<HashMap<String, usize>>>,
+    shed: Shed,
     path: String,
+    since: Instant,
 }
 
 impl Drop for MethodSlot {
     fn drop(&mut self) {
-        let mut open = self.by_method.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(n) = open.get_mut(&self.path) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.path);
-            }
+        let (_, mut method) = self.shed.method(&self.path);
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.since);
+        if method.measured {
+            method.limit.release(took, now);
+        } else {
+            method.limit.release_unmeasured();
         }
     }
+}
+
+fn method_at_capacity() -> Status {
+    metrics::counter!("sportello_gateway_refused_total", "reason" => "METHOD_AT_CAPACITY")
+        .increment(1);
+    retry_later(
+        Code::ResourceExhausted,
+        "too many calls of this method in progress; retry shortly",
+        "METHOD_AT_CAPACITY",
+        DOMAIN,
+        Duration::from_millis(500),
+    )
 }
 
 impl Gate for Shed {
     type Held = (MethodSlot, OwnedSemaphorePermit);
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
-        let path = req.uri().path();
         let method = {
-            let mut open = self.by_method.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let n = open.entry(path.to_owned()).or_insert(0);
-            if *n >= self.per_method {
-                metrics::counter!("sportello_gateway_refused_total", "reason" => "METHOD_AT_CAPACITY")
-                    .increment(1);
-                return Err(retry_later(
-                    Code::ResourceExhausted,
-                    "too many calls of this method in progress; retry shortly",
-                    "METHOD_AT_CAPACITY",
-                    DOMAIN,
-                    Duration::from_millis(500),
-                ));
+            let (path, mut method) = self.method(req.uri().path());
+            if !method.limit.try_acquire() {
+                return Err(method_at_capacity());
             }
-            *n += 1;
-            MethodSlot { by_method: self.by_method.clone(), path: path.to_owned() }
+            MethodSlot { shed: self.clone(), path: path.to_owned(), since: Instant::now() }
         };
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("sportello_gateway_refused_total", "reason" => "GATEWAY_OVERLOADED")
@@ -277,6 +326,26 @@ impl Gate for Shed {
             )
         })?;
         Ok((method, slot))
+    }
+}
+
+/// The refusal of a call whose method is at its limit already, before anything costly is done
+/// for it: the session's signature check is most of what a refused call costs the gateway, and
+/// at three times what the suite can serve, checking the signatures of the calls to be refused
+/// took the CPU the refusals themselves were waiting for. The place is taken later, by
+/// [`Shed`], once the call is known to be allowed and its message has arrived; this only looks.
+#[derive(Clone, Debug)]
+pub struct ShedEarly(pub Shed);
+
+impl Gate for ShedEarly {
+    type Held = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
+        let (_, mut method) = self.0.method(req.uri().path());
+        if method.limit.is_full() {
+            return Err(method_at_capacity());
+        }
+        Ok(())
     }
 }
 
@@ -401,7 +470,7 @@ mod tests {
 
     #[test]
     fn one_methods_flood_leaves_the_rest_of_the_gateway_to_other_methods() {
-        let shed = Shed::new(4, 2);
+        let shed = Shed::new(4, 2, sportello_proto::FILE_DESCRIPTOR_SET).expect("contract");
         let call = |path: &str| http::Request::builder().uri(path).body(()).expect("request");
         let submit = "/sportello.claims.v1.ClaimsService/SubmitClaim";
         let read = "/sportello.identity.v1.IdentityService/GetProfile";
@@ -417,6 +486,37 @@ mod tests {
         assert_eq!(full.code(), Code::ResourceExhausted);
         drop(first);
         let _again = shed.admit(&mut call(submit)).expect("a place back once a call ends");
+    }
+
+    #[test]
+    fn a_method_at_its_limit_is_refused_before_anything_else_is_done_for_the_call() {
+        let shed = Shed::new(100, 2, sportello_proto::FILE_DESCRIPTOR_SET).expect("contract");
+        let early = ShedEarly(shed.clone());
+        let call = |path: &str| http::Request::builder().uri(path).body(()).expect("request");
+        let submit = "/sportello.claims.v1.ClaimsService/SubmitClaim";
+        early.admit(&mut call(submit)).expect("room: the early look takes no place");
+        early.admit(&mut call(submit)).expect("still room");
+        let held = [shed.admit(&mut call(submit)), shed.admit(&mut call(submit))];
+        let refused = early.admit(&mut call(submit)).expect_err("the method is full");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&refused), "METHOD_AT_CAPACITY");
+        early.admit(&mut call("/sportello.claims.v1.ClaimsService/ListClaims")).expect("another");
+        drop(held);
+        early.admit(&mut call(submit)).expect("places back");
+    }
+
+    #[test]
+    fn made_up_methods_share_one_bound_and_add_nothing_to_the_gateways_memory() {
+        let shed = Shed::new(100, 2, sportello_proto::FILE_DESCRIPTOR_SET).expect("contract");
+        let entries = shed.by_method.len();
+        let call = |path: String| http::Request::builder().uri(path).body(()).expect("request");
+        let mut held = Vec::new();
+        for n in 0..2 {
+            held.push(shed.admit(&mut call(format!("/sportello.claims.v1.X/M{n}"))).expect("ok"));
+        }
+        let refused = shed.admit(&mut call("/sportello.claims.v1.X/Other".into()));
+        assert_eq!(refused.expect_err("shared bound").code(), Code::ResourceExhausted);
+        assert_eq!(shed.by_method.len(), entries);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::guard::{Authenticate, Guard, IdentifyCaller, RateLimitByAddress, RateLimitByPrincipal};
-use crate::overload::{DeadlineCapLayer, InFlightFair, ReceiveMessageLayer, Shed};
+use crate::overload::{DeadlineCapLayer, InFlightFair, ReceiveMessageLayer, Shed, ShedEarly};
 use crate::policy::Policy;
 use crate::proxy::{Backends, Forward, Route, StripInternalHeaders, VouchForCns};
 use crate::streams::StreamBoundsLayer;
@@ -31,6 +31,7 @@ pub fn build<B>(
     backends: Backends,
     streaming_requests: HashSet<String>,
     streaming_responses: HashSet<String>,
+    shed: Shed,
     cns: crate::cns::Vouch,
 ) -> impl Service<http::Request<B>, Response = Reply, Error = Infallible, Future: Send + 'static>
        + Clone
@@ -69,6 +70,9 @@ where
         // The policy table decides whether a session is needed at all, and refuses internal
         // methods before a token is even looked at.
         .layer(GateLayer::new(Policy))
+        // A method at its limit is refused before its caller's session is checked: under
+        // overload most calls are refused, and a refusal must cost next to nothing.
+        .layer(GateLayer::new(ShedEarly(shed.clone())))
         // The session the policy asks for (signature, expiry, not logged out, role, level), from
         // headers alone: a caller who may not make the call does not get to upload its message.
         .layer(GateLayer::new(Authenticate::new(guard)))
@@ -101,7 +105,7 @@ where
         ))
         // Gateway-wide load shedding: a call that would exceed the bound is refused at once
         // with RESOURCE_EXHAUSTED, never queued; only calls ready to be forwarded count.
-        .layer(GateLayer::new(Shed::new(limits.max_in_flight, limits.max_in_flight_per_method)))
+        .layer(GateLayer::new(shed))
         // Whatever the client sent under Sportello's internal header names is dropped right
         // before the gateway adds its own, so that nothing forged reaches a backend.
         .layer(GateLayer::new(StripInternalHeaders))
