@@ -150,9 +150,7 @@ impl Suite {
 
     /// Peak resident memory of service `name`'s current process, in KiB (`VmHWM`).
     pub fn peak_rss_kib(&self, name: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(name)?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
+        crate::cpu::status_kib(self.pid(name)?, "VmHWM:")
     }
 
     /// Stops the suite (SIGTERM, each service drains) and drops the run's database.
