@@ -266,8 +266,9 @@ impl Shed {
 }
 
 /// The calls of one method a limit lets through at once whatever their answers' times: a batch
-/// (a group commit of claims) must still be able to form.
-const ADAPTIVE_FLOOR: usize = 16;
+/// (a group commit of claims) must still be able to form, and one citizen holding all the calls
+/// it may (`max_in_flight_per_principal`, 32) must not be able to hold every place there is.
+const ADAPTIVE_FLOOR: usize = 64;
 
 /// One call of a method, counted until it is dropped, when its time is given to the method's
 /// limit.
@@ -307,13 +308,8 @@ impl Gate for Shed {
     type Held = (MethodSlot, OwnedSemaphorePermit);
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Self::Held, Status> {
-        let method = {
-            let (path, mut method) = self.method(req.uri().path());
-            if !method.limit.try_acquire() {
-                return Err(method_at_capacity());
-            }
-            MethodSlot { shed: self.clone(), path: path.to_owned(), since: Instant::now() }
-        };
+        // The gateway-wide place first: a call refused for it must not be counted as an answer
+        // of its method's (in no time at all, it would hide the method's real answers' times).
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("sportello_gateway_refused_total", "reason" => "GATEWAY_OVERLOADED")
                 .increment(1);
@@ -325,6 +321,14 @@ impl Gate for Shed {
                 Duration::from_millis(500),
             )
         })?;
+        let method = {
+            let (path, mut method) = self.method(req.uri().path());
+            if !method.limit.try_acquire() {
+                drop(method);
+                return Err(method_at_capacity());
+            }
+            MethodSlot { shed: self.clone(), path: path.to_owned(), since: Instant::now() }
+        };
         Ok((method, slot))
     }
 }
@@ -341,8 +345,8 @@ impl Gate for ShedEarly {
     type Held = ();
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), Status> {
-        let (_, mut method) = self.0.method(req.uri().path());
-        if method.limit.is_full() {
+        let full = self.0.method(req.uri().path()).1.limit.is_full();
+        if full {
             return Err(method_at_capacity());
         }
         Ok(())
