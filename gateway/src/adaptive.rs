@@ -146,84 +146,85 @@ impl Limit {
 mod tests {
     use super::*;
 
-    /// `n` calls at once, each answered after `took`, for `windows` windows of the clock.
-    fn load(limit: &mut Limit, clock: &mut Instant, n: usize, took: Duration, windows: u32) {
-        for _ in 0..windows {
-            let admitted = (0..n).filter(|_| limit.try_acquire()).count();
-            *clock += WINDOW;
-            for _ in 0..admitted {
-                limit.release(took, *clock);
+    /// A method's limit with a clock driven by hand.
+    struct Sim {
+        limit: Limit,
+        clock: Instant,
+    }
+
+    impl Sim {
+        fn new(floor: usize) -> Self {
+            let clock = Instant::now();
+            Self { limit: Limit::new(floor, 1024, clock), clock }
+        }
+
+        /// `n` calls at once, each answered after `took(admitted)`, for `windows` windows.
+        fn load_by(&mut self, n: usize, took: impl Fn(usize) -> Duration, windows: u32) {
+            for _ in 0..windows {
+                let admitted = (0..n).filter(|_| self.limit.try_acquire()).count();
+                self.clock += WINDOW;
+                for _ in 0..admitted {
+                    self.limit.release(took(admitted), self.clock);
+                }
             }
+        }
+
+        fn load(&mut self, n: usize, took: Duration, windows: u32) {
+            self.load_by(n, |_| took, windows);
         }
     }
 
     #[test]
     fn with_no_baseline_yet_the_limit_is_the_ceiling() {
-        let now = Instant::now();
-        let mut limit = Limit::new(16, 1024, now);
-        let mut clock = now;
-        load(&mut limit, &mut clock, 1024, Duration::from_millis(400), 5);
-        assert_eq!(limit.current(), 1024, "nothing to compare with: the fixed bound holds");
+        let mut sim = Sim::new(16);
+        sim.load(1024, Duration::from_millis(400), 5);
+        assert_eq!(sim.limit.current(), 1024, "nothing to compare with: the fixed bound holds");
     }
 
     #[test]
     fn when_answers_slow_down_under_load_the_limit_falls_towards_the_floor_and_rises_again() {
-        let now = Instant::now();
-        let mut limit = Limit::new(16, 1024, now);
-        let mut clock = now;
+        let mut sim = Sim::new(16);
         // A quiet morning: a few claims at once, answered in 8 ms.
-        load(&mut limit, &mut clock, 8, Duration::from_millis(8), 5);
-        assert_eq!(limit.current(), 1024, "unreached, it stays where it was");
+        sim.load(8, Duration::from_millis(8), 5);
+        assert_eq!(sim.limit.current(), 1024, "unreached, it stays where it was");
         // Click day: the queue grows, answers come after 400 ms.
-        load(&mut limit, &mut clock, 2000, Duration::from_millis(400), 2);
-        assert_eq!(limit.current(), 16, "shrunk to the floor within two windows");
+        sim.load(2000, Duration::from_millis(400), 2);
+        assert_eq!(sim.limit.current(), 16, "shrunk to the floor within two windows");
         // The queue drains: answers at the baseline again, the limit reached each window.
-        load(&mut limit, &mut clock, 2000, Duration::from_millis(9), 20);
-        let grown = limit.current();
+        sim.load(2000, Duration::from_millis(9), 20);
+        let grown = sim.limit.current();
         assert!(grown > 64, "grew back while answers stayed fast: {grown}");
     }
 
     #[test]
     fn the_limit_settles_where_answers_stay_within_tolerance() {
-        let now = Instant::now();
-        let mut limit = Limit::new(8, 1024, now);
-        let mut clock = now;
-        load(&mut limit, &mut clock, 4, Duration::from_millis(10), 3);
+        let mut sim = Sim::new(8);
+        sim.load(4, Duration::from_millis(10), 3);
         // A service that answers in 10 ms up to 100 calls at once, and queues beyond.
-        for _ in 0..200 {
-            let admitted = (0..1000).filter(|_| limit.try_acquire()).count();
-            clock += WINDOW;
-            let took = Duration::from_millis(10).mul_f64((admitted as f64 / 100.0).max(1.0));
-            for _ in 0..admitted {
-                limit.release(took, clock);
-            }
-        }
-        let settled = limit.current();
+        let queueing =
+            |admitted: usize| Duration::from_millis(10).mul_f64((admitted as f64 / 100.0).max(1.0));
+        sim.load_by(1000, queueing, 200);
+        let settled = sim.limit.current();
         assert!((100..=260).contains(&settled), "settled at {settled}");
     }
 
     #[test]
     fn a_method_that_became_slower_for_good_learns_its_new_baseline_at_the_floor() {
-        let now = Instant::now();
-        let mut limit = Limit::new(16, 1024, now);
-        let mut clock = now;
-        load(&mut limit, &mut clock, 8, Duration::from_millis(2), 5);
+        let mut sim = Sim::new(16);
+        sim.load(8, Duration::from_millis(2), 5);
         // Now every answer takes 50 ms, however few are in flight.
-        load(&mut limit, &mut clock, 200, Duration::from_millis(50), 40);
-        load(&mut limit, &mut clock, 200, Duration::from_millis(50), 40);
-        assert!(limit.current() > 16, "relearned: {}", limit.current());
+        sim.load(200, Duration::from_millis(50), 80);
+        assert!(sim.limit.current() > 16, "relearned: {}", sim.limit.current());
     }
 
     #[test]
     fn the_floor_is_never_refused() {
-        let now = Instant::now();
-        let mut limit = Limit::new(16, 1024, now);
-        let mut clock = now;
-        load(&mut limit, &mut clock, 8, Duration::from_millis(1), 5);
+        let mut sim = Sim::new(16);
+        sim.load(8, Duration::from_millis(1), 5);
         for _ in 0..20 {
-            load(&mut limit, &mut clock, 2000, Duration::from_secs(2), 1);
-            assert!(limit.current() >= 16);
+            sim.load(2000, Duration::from_secs(2), 1);
+            assert!(sim.limit.current() >= 16);
         }
-        assert_eq!((0..16).filter(|_| limit.try_acquire()).count(), 16);
+        assert_eq!((0..16).filter(|_| sim.limit.try_acquire()).count(), 16);
     }
 }
