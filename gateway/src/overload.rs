@@ -225,26 +225,6 @@ struct MethodLimit {
     limit: Limit,
     /// Whether its answers' times adapt the limit (a unary method's do).
     measured: bool,
-    /// The places each citizen (or, for calls of nobody known, each client address) holds.
-    held: HashMap<Unit, usize>,
-}
-
-/// The most of a method's places one citizen or one anonymous address may hold: a fraction of
-/// its limit, so that whoever keeps their calls slow cannot hold every place of a limit shrunk
-/// by that very slowness.
-const SHARE_DIVISOR: usize = 4;
-
-/// Whose share of a method's places a call takes: its citizen's (or staff member's), or for
-/// calls of nobody known its address's. A calling system's calls without a principal (a
-/// portal's logins) take no share: they are many citizens', bounded as the calling system's.
-fn share_unit<B>(req: &http::Request<B>) -> Option<Unit> {
-    if let Some(claims) = req.extensions().get::<Claims>() {
-        return Some(Unit::Principal(claims.sub.clone()));
-    }
-    if req.extensions().get::<KnownCaller>().is_some() {
-        return None;
-    }
-    client_address(req).map(Unit::Address)
 }
 
 impl Shed {
@@ -266,7 +246,7 @@ impl Shed {
             .map(|path| {
                 let measured = !path.is_empty() && !streaming.contains(&path);
                 let limit = Limit::new(ADAPTIVE_FLOOR, per_method, now);
-                (path, Mutex::new(MethodLimit { limit, measured, held: HashMap::new() }))
+                (path, Mutex::new(MethodLimit { limit, measured }))
             })
             .collect();
         Ok(Self {
@@ -286,9 +266,9 @@ impl Shed {
 }
 
 /// The calls of one method a limit lets through at once whatever their answers' times: a batch
-/// (a group commit of claims) must still be able to form. (Nobody can hold them all: see
-/// [`SHARE_DIVISOR`].)
-const ADAPTIVE_FLOOR: usize = 16;
+/// (a group commit of claims) must still be able to form, and one citizen holding all the calls
+/// it may (`max_in_flight_per_principal`, 32) must not be able to hold every place there is.
+const ADAPTIVE_FLOOR: usize = 64;
 
 /// One call of a method, counted until it is dropped, when its time is given to the method's
 /// limit.
@@ -297,20 +277,11 @@ pub struct MethodSlot {
     shed: Shed,
     path: String,
     since: Instant,
-    unit: Option<Unit>,
 }
 
 impl Drop for MethodSlot {
     fn drop(&mut self) {
         let (_, mut method) = self.shed.method(&self.path);
-        if let Some(unit) = &self.unit {
-            if let Some(n) = method.held.get_mut(unit) {
-                *n -= 1;
-                if *n == 0 {
-                    method.held.remove(unit);
-                }
-            }
-        }
         let now = Instant::now();
         let took = now.saturating_duration_since(self.since);
         if method.measured {
@@ -350,31 +321,14 @@ impl Gate for Shed {
                 Duration::from_millis(500),
             )
         })?;
-        let unit = share_unit(req);
-        let (path, mut method) = self.method(req.uri().path());
-        let share = (method.limit.current() / SHARE_DIVISOR).max(1);
-        if unit.as_ref().is_some_and(|u| method.held.get(u).is_some_and(|n| *n >= share)) {
-            drop(method);
-            metrics::counter!("sportello_gateway_refused_total", "reason" => "TOO_MANY_CALLS_OF_METHOD")
-                .increment(1);
-            return Err(retry_later(
-                Code::ResourceExhausted,
-                "too many of your calls of this method in progress; retry shortly",
-                "TOO_MANY_CALLS_OF_METHOD",
-                DOMAIN,
-                Duration::from_millis(500),
-            ));
-        }
-        if !method.limit.try_acquire() {
-            drop(method);
-            return Err(method_at_capacity());
-        }
-        if let Some(unit) = &unit {
-            *method.held.entry(unit.clone()).or_insert(0) += 1;
-        }
-        let path = path.to_owned();
-        drop(method);
-        let method = MethodSlot { shed: self.clone(), path, since: Instant::now(), unit };
+        let method = {
+            let (path, mut method) = self.method(req.uri().path());
+            if !method.limit.try_acquire() {
+                drop(method);
+                return Err(method_at_capacity());
+            }
+            MethodSlot { shed: self.clone(), path: path.to_owned(), since: Instant::now() }
+        };
         Ok((method, slot))
     }
 }
@@ -553,35 +507,6 @@ mod tests {
         early.admit(&mut call("/sportello.claims.v1.ClaimsService/ListClaims")).expect("another");
         drop(held);
         early.admit(&mut call(submit)).expect("places back");
-    }
-
-    #[test]
-    fn one_citizen_or_one_address_holds_at_most_a_quarter_of_a_methods_places() {
-        let shed = Shed::new(100, 8, sportello_proto::FILE_DESCRIPTOR_SET).expect("contract");
-        let submit = "/sportello.claims.v1.ClaimsService/SubmitClaim";
-        let claim = |cf: &str| {
-            let mut req = of_citizen(from([10, 0, 0, 1]), cf);
-            *req.uri_mut() = submit.parse().expect("path");
-            req
-        };
-        let mut held = vec![shed.admit(&mut claim("A")).expect("A's first")];
-        held.push(shed.admit(&mut claim("A")).expect("A's second"));
-        let refused = shed.admit(&mut claim("A")).expect_err("A's third of 8 places");
-        assert_eq!(refused.code(), Code::ResourceExhausted);
-        assert_eq!(reason(&refused), "TOO_MANY_CALLS_OF_METHOD");
-        held.push(shed.admit(&mut claim("B")).expect("B, through the same address"));
-        let login = |ip: [u8; 4]| {
-            let mut req = from(ip);
-            *req.uri_mut() = "/sportello.identity.v1.IdentityService/LoginWithPin".parse().unwrap();
-            req
-        };
-        held.push(shed.admit(&mut login([10, 9, 9, 9])).expect("an anonymous login"));
-        held.push(shed.admit(&mut login([10, 9, 9, 9])).expect("its second"));
-        let refused = shed.admit(&mut login([10, 9, 9, 9])).expect_err("its third");
-        assert_eq!(reason(&refused), "TOO_MANY_CALLS_OF_METHOD");
-        held.push(shed.admit(&mut login([10, 9, 9, 8])).expect("another address"));
-        held.clear();
-        let _back = shed.admit(&mut claim("A")).expect("A's places back");
     }
 
     #[test]
