@@ -8,7 +8,7 @@
 //! refused call left a record, the ceiling is exact to the cent, and every retry converges on
 //! the first answer.
 
-use super::suite::Suite;
+use super::suite::{serving, Suite};
 use super::{Options, Report};
 use crate::bench;
 use crate::clickday::{bearer, claim};
@@ -23,12 +23,10 @@ use sportello_proto::identity::v1::identity_service_client::IdentityServiceClien
 use sqlx::Row as _;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The benefit claimed, and what each claim reserves of its ceiling.
 const BENEFIT: &str = "PROFESSIONISTI_COCOCO";
@@ -250,11 +248,6 @@ async fn channel(suite: &Suite) -> anyhow::Result<Channel> {
 
 async fn scenario(suite: &Suite, plan: &Plan) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let until = Instant::now() + Duration::from_secs(120);
-    while !serving(suite.addr("gateway")).await {
-        anyhow::ensure!(Instant::now() < until, "the suite was not serving within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let gateway = channel(suite).await?;
     let backoffice = suite
         .staff()
@@ -709,19 +702,6 @@ async fn back_again(suite: &Suite, name: &str, killed: u32) -> Option<Duration> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
-}
-
-async fn serving(addr: SocketAddr) -> bool {
-    let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else { return false };
-    let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(200)).connect().await else {
-        return false;
-    };
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), health.check(check)).await,
-        Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32
-    )
 }
 
 /// Each claimant files again with the same key, as a client that lost the answer would: an OK

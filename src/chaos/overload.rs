@@ -532,16 +532,7 @@ async fn back_office(suite: &Suite, channel: Channel) -> anyhow::Result<String> 
         username: account.username.clone(),
         password: account.password.clone(),
     };
-    // The suite listens before all of it is ready: the first login waits for it.
-    let ready = Instant::now() + Duration::from_secs(60);
-    let reply = loop {
-        match IdentityServiceClient::new(channel.clone()).login_staff(login.clone()).await {
-            Err(status) if status.code() == Code::Unavailable && Instant::now() < ready => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            reply => break reply?,
-        }
-    };
+    let reply = IdentityServiceClient::new(channel).login_staff(login).await?;
     Ok(reply.into_inner().session.context("no session")?.access_token)
 }
 

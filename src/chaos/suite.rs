@@ -16,6 +16,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tonic::transport::Endpoint;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The services of a suite, as `up` names them.
 pub const SERVICES: [&str; 4] = ["gateway", "identity", "claims", "notify"];
@@ -94,7 +96,20 @@ impl Suite {
             Err(_) => bail!("the suite did not listen within 120 s"),
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { dir, up, addrs, postgres, staff })
+        let suite = Self { dir, up, addrs, postgres, staff };
+        // `up` prints the addresses before the databases are migrated and before each service has
+        // learnt identity-svc's keys: a scenario's first call would be refused UNAVAILABLE.
+        let until = tokio::time::Instant::now() + Duration::from_secs(120);
+        for name in SERVICES {
+            while !serving(suite.addr(name)).await {
+                if tokio::time::Instant::now() > until {
+                    suite.print_log_tail(40);
+                    bail!("{name} was not serving within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(suite)
     }
 
     /// Where service `name` listens.
@@ -185,6 +200,20 @@ impl Drop for Suite {
             self.kill_all();
         }
     }
+}
+
+/// Whether the process at `addr` says SERVING (a gateway says it once every backend does).
+pub async fn serving(addr: SocketAddr) -> bool {
+    let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else { return false };
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(200)).connect().await else {
+        return false;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), health.check(check)).await,
+        Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32
+    )
 }
 
 /// The process ids of `pid`'s children.
