@@ -545,7 +545,6 @@ async fn fuzz(
         channels.insert(name, connect(suite.url(name)).await?);
     }
     let pool = DescriptorPool::decode(sportello_proto::FILE_DESCRIPTOR_SET)?;
-    ready(&pool, &channels).await?;
     let mut sessions = Sessions::open(suite, &gateway).await?;
     let mut honest = Honest {
         gateway: gateway.clone(),
@@ -768,26 +767,6 @@ async fn fuzz(
         report.violation(format!("… and {} more panics", panics.len() - 5));
     }
     Ok(report)
-}
-
-/// Waits until every service answers (`up` prints the addresses before the databases are
-/// migrated): an empty message to one method of each, straight and through the gateway, is
-/// answered otherwise than UNAVAILABLE.
-async fn ready(pool: &DescriptorPool, channels: &HashMap<&str, Channel>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for service in pool.services() {
-        let Some(method) = service.methods().find(|m| !m.is_client_streaming()) else { continue };
-        let path = format!("/{}/{}", service.full_name(), method.name());
-        for process in routes(&service) {
-            while send(&channels[process], &method, &path, vec![Bytes::new()], None).await.code
-                == Code::Unavailable
-            {
-                anyhow::ensure!(Instant::now() < deadline, "{process} not ready in 120 s");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The messages of one call: the case alone, or for a client stream the case among a few

@@ -96,15 +96,19 @@ impl Suite {
             Err(_) => bail!("the suite did not listen within 120 s"),
         }
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let suite = Self { dir, up, addrs, postgres, staff };
+        let mut suite = Self { dir, up, addrs, postgres, staff };
         // `up` prints the addresses before the databases are migrated and before each service has
         // learnt identity-svc's keys: a scenario's first call would be refused UNAVAILABLE.
         let until = tokio::time::Instant::now() + Duration::from_secs(120);
         for name in SERVICES {
             while !serving(suite.addr(name)).await {
-                if tokio::time::Instant::now() > until {
+                let ended = suite.up.try_wait().ok().flatten();
+                if ended.is_some() || tokio::time::Instant::now() > until {
                     suite.print_log_tail(40);
-                    bail!("{name} was not serving within 120 s");
+                    match ended {
+                        Some(status) => bail!("sportello up ended ({status}) before {name} served"),
+                        None => bail!("{name} was not serving within 120 s"),
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -200,16 +200,7 @@ pub async fn make(suite: &Suite, db: &Databases, from: u64, n: usize) -> anyhow:
             username: account.username.clone(),
             password: account.password.clone(),
         };
-        // The gateway answers UNAVAILABLE until every service behind it is serving.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let reply = loop {
-            match identity.login_staff(login.clone()).await {
-                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => break other.context("staff login")?,
-            }
-        };
+        let reply = identity.login_staff(login).await.context("staff login")?;
         let session = reply.into_inner().session.context("session")?;
         let role = match account.role {
             crate::staff::StaffRole::Operator => Role::Operator,
