@@ -74,6 +74,10 @@ const DEMO_REGISTRY_ENV: &str = "SPORTELLO_CLAIMS__DEMO_REGISTRY";
 /// The services `sportello up` runs on one runtime thread by default (see `start`).
 const ONE_THREAD_UNDER_UP: [&str; 3] = ["gateway", "identity", "claims"];
 
+/// How much lower than `up`'s own the CPU priority (nice) of identity, claims and notify is,
+/// unless configured.
+const BACKEND_NICE: i32 = 10;
+
 /// Start order: each service after the ones it calls (their health says so anyway).
 const ORDER: [&str; 4] = ["notify", "identity", "claims", "gateway"];
 
@@ -243,9 +247,18 @@ async fn start(name: &'static str, launch: &Launch) -> anyhow::Result<Running> {
     // (forwarding, cheap reads; identity hashes on threads of its own) get one runtime thread,
     // unless the configuration says otherwise: a call then never hops between threads of a
     // process. notify-svc keeps one per CPU: it renders and sends beside its callers.
-    if ONE_THREAD_UNDER_UP.contains(&name) && server_settings(args, name)?.worker_threads.is_none()
-    {
+    let settings = server_settings(args, name)?;
+    if ONE_THREAD_UNDER_UP.contains(&name) && settings.worker_threads.is_none() {
         cmd.env(format!("SPORTELLO_{section}__WORKER_THREADS"), "1");
+    }
+    // On one machine the gateway must keep the CPU to refuse the excess when the backends
+    // saturate it (see `ServerSettings::nice`). Relative to `up`'s own priority: a process may
+    // lower its priority but not raise it, so an `up` started with `nice` must not hand its
+    // children a priority they cannot take.
+    if name != gateway::NAME && settings.nice.is_none() {
+        let own = rustix::process::getpriority_process(None).unwrap_or(0);
+        let nice = (own + BACKEND_NICE).min(19);
+        cmd.env(format!("SPORTELLO_{section}__NICE"), nice.to_string());
     }
     // Loading it is idempotent, so every start may; a variable set by the user wins.
     for (service, variable) in [("identity", DEMO_REGISTER_ENV), ("claims", DEMO_REGISTRY_ENV)] {

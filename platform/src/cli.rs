@@ -53,6 +53,7 @@ where
     let config = C::load(&crate::config::file(args.config.as_deref())).map_err(|e| {
         anyhow::anyhow!("{name}: invalid configuration: {}", crate::config::describe(&e))
     })?;
+    config.server().apply_nice().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.server().worker_threads {
         runtime.worker_threads(threads.max(1));
