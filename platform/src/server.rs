@@ -47,7 +47,7 @@ pub struct ServerSettings {
     /// CPUs, identity, claims and notify default to 10: when they saturate the CPUs on click
     /// day, the gateway, which refuses the excess, still gets the CPU to refuse it at once. With
     /// all four at one priority, a refusal at three times the claims' capacity waited behind the
-    /// backends' work (p99 11–390 ms across runs on two cores); with the backends at 10, 5–9 ms.
+    /// backends' work (p99 11–390 ms across runs on two cores); with the backends at 10, 4–12 ms.
     /// Like `worker_threads`, it applies to a service run as a process of its own (`sportello
     /// <svc>`), not to one served inside another program.
     #[serde(default, skip_serializing_if = "Option::is_none")]
